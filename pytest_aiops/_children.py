@@ -1,0 +1,126 @@
+"""Split a parent session's resources into one child's requests (the reference's arithmetic).
+
+A parent port range of ``size`` ports is cut into ``child_count`` slices of
+``size // child_count`` ports; the last child also takes the remainder. A child's primary
+port is the parent's primary clamped into the child's slice. A child worktree lives under
+the parent's, in ``.ai_ops/child-worktrees/<scoped parent session name>``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from ._discovery import DiscoverySnapshot
+from ._errors import ChildSplitError
+from ._hashing import build_scoped_name
+from ._types import ResourceRequest
+
+CHILD_WORKTREES_DIR = os.path.join(".ai_ops", "child-worktrees")
+
+
+def _int_field(allocation: Mapping[str, Any], key: str) -> int:
+    value = allocation.get(key)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ChildSplitError(f'Allocation field "{key}" must be an integer, not {value!r}.')
+    return value
+
+
+def _str_field(allocation: Mapping[str, Any], key: str) -> str:
+    value = allocation.get(key)
+    if not isinstance(value, str) or not value.strip():
+        raise ChildSplitError(f'Allocation field "{key}" must be a non-empty string.')
+    return value
+
+
+def child_port_slice(
+    parent_start: int, parent_end: int, parent_primary: int, child_index: int, child_count: int
+) -> tuple[int, int, int]:
+    """``(start, end, primary)`` of child ``child_index`` of ``child_count``."""
+    _check_index(child_index, child_count)
+    size = parent_end - parent_start + 1
+    per_child = size // child_count
+    if per_child < 1:
+        raise ChildSplitError(
+            f"Cannot suballocate {child_count} child port blocks from parent range "
+            f"{parent_start}-{parent_end}."
+        )
+    start = parent_start + per_child * child_index
+    end = parent_end if child_index == child_count - 1 else start + per_child - 1
+    primary = min(max(parent_primary, start), end)
+    return start, end, primary
+
+
+def _check_index(child_index: int, child_count: int) -> None:
+    if isinstance(child_count, bool) or not isinstance(child_count, int) or child_count < 1:
+        raise ChildSplitError(f"childCount must be a positive integer, not {child_count!r}.")
+    if (
+        isinstance(child_index, bool)
+        or not isinstance(child_index, int)
+        or not 0 <= child_index < child_count
+    ):
+        raise ChildSplitError(
+            f"childIndex must be an integer in [0, childCount), not {child_index!r} "
+            f"(childCount={child_count})."
+        )
+
+
+def build_child_resource_requests(
+    parent_snapshot: DiscoverySnapshot, child_index: int, child_count: int
+) -> list[ResourceRequest]:
+    """The requests that give child ``child_index`` its share of the parent's resources.
+
+    The port-range request carries the reference's options plus ``parentStartPort`` /
+    ``parentEndPort`` (ignored by the reference) so the provider leases the slice as a
+    child of a live parent lease rather than as a top-level block.
+    """
+    _check_index(child_index, child_count)
+    requests: list[ResourceRequest] = []
+    git = parent_snapshot.allocation("git-worktree")
+    if git is not None:
+        parent_worktree = _str_field(git, "worktreePath")
+        base_ref = git.get("baseRef")
+        if not isinstance(base_ref, str) or not base_ref.strip():
+            base_ref = "HEAD"
+        target = git.get("targetPath")
+        target = target.strip() if isinstance(target, str) else ""
+        options: dict[str, Any] = {
+            "rootDirectory": os.path.normpath(
+                os.path.join(
+                    parent_worktree,
+                    CHILD_WORKTREES_DIR,
+                    build_scoped_name(parent_snapshot.session_id),
+                )
+            ),
+            "baseRef": base_ref,
+        }
+        if target:
+            options["targetPath"] = target
+        requests.append(ResourceRequest("git-worktree", options))
+    ports = parent_snapshot.allocation("port-range")
+    if ports is not None:
+        parent_start = _int_field(ports, "startPort")
+        parent_end = _int_field(ports, "endPort")
+        parent_primary = _int_field(ports, "primaryPort")
+        lock_path = _str_field(ports, "lockPath")
+        start, end, primary = child_port_slice(
+            parent_start, parent_end, parent_primary, child_index, child_count
+        )
+        requests.append(
+            ResourceRequest(
+                "port-range",
+                {
+                    "basePort": start,
+                    "blockSize": end - start + 1,
+                    "blockCount": 1,
+                    "primaryPortOffset": primary - start,
+                    "lockDirectory": os.path.dirname(lock_path),
+                    "parentStartPort": parent_start,
+                    "parentEndPort": parent_end,
+                },
+            )
+        )
+    return requests

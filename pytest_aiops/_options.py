@@ -1,0 +1,79 @@
+"""Reading and validating provider options, with the reference's rules and messages."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from ._errors import OptionError
+
+
+def read_string(options: Mapping[str, Any], key: str, fallback: str) -> str:
+    """A non-empty string option (trimmed), or ``fallback`` when absent."""
+    value = options.get(key)
+    if value is None and key not in options:
+        return fallback
+    if not isinstance(value, str) or not value.strip():
+        raise OptionError(key, f'Option "{key}" must be a non-empty string, not {value!r}.')
+    return value.strip()
+
+
+def read_optional_string(options: Mapping[str, Any], key: str) -> str | None:
+    """A string option; absent or blank means ``None``."""
+    value = options.get(key)
+    if value is None and key not in options:
+        return None
+    if not isinstance(value, str):
+        raise OptionError(key, f'Option "{key}" must be a string when provided, not {value!r}.')
+    return value.strip() or None
+
+
+def read_integer(options: Mapping[str, Any], key: str, fallback: int, *, minimum: int) -> int:
+    """An integer option ``>= minimum``; booleans and integral floats like ``1.5`` are refused.
+
+    JSON has one number type, so ``2.0`` (what ``JSON.parse("2")`` may round-trip to in other
+    tools) is accepted as 2, as JavaScript's ``Number.isInteger(2.0)`` does.
+    """
+    value = options.get(key)
+    if value is None and key not in options:
+        return fallback
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise OptionError(key, f'Option "{key}" must be an integer >= {minimum}, not {value!r}.')
+    return value
+
+
+_DRIVE = re.compile(r"^[a-zA-Z]:/")
+
+
+def normalize_target_path(value: str | None, key: str = "targetPath") -> str | None:
+    """Validate a worktree-relative path as the reference does; ``None`` if it is empty.
+
+    Backslashes count as separators; absolute paths, drive letters and ``..`` are refused;
+    empty and ``.`` segments are dropped.
+    """
+    if not value:
+        return None
+    slashed = value.replace("\\", "/")
+    if os.path.isabs(slashed) or slashed.startswith("/") or _DRIVE.match(slashed):
+        raise OptionError(
+            key,
+            f'Option "{key}" must be a relative path within the repository worktree, '
+            f"not {value!r}.",
+        )
+    segments = [s.strip() for s in slashed.split("/")]
+    segments = [s for s in segments if s and s != "."]
+    if any(s == ".." for s in segments):
+        raise OptionError(key, f'Option "{key}" must not contain ".." path segments: {value!r}.')
+    return "/".join(segments) or None
+
+
+def resolve_path(base: str, maybe_relative: str) -> str:
+    """``maybe_relative`` if absolute, else resolved against ``base`` (like Node's resolve)."""
+    expanded = os.path.expanduser(maybe_relative)
+    if os.path.isabs(expanded):
+        return os.path.normpath(expanded)
+    return os.path.normpath(os.path.join(os.path.abspath(base), expanded))

@@ -1,0 +1,168 @@
+"""Ordered provisioning with rollback, and child sessions split from a parent snapshot."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from ._children import build_child_resource_requests
+from ._discovery import DiscoverySnapshot, HardConstraint
+from ._errors import ProvisioningError
+from ._session import ProvisionedResources, Releaser, release_in_reverse
+from ._types import ResourceLease, ResourceProvider, ResourceRequest
+
+PROVISIONING_FAILED = "Resource provisioning failed: "
+
+RequestLike = ResourceRequest | Mapping[str, Any]
+
+
+class ResourceProvisioningOrchestrator:
+    """Registry of providers by kind; provisions sessions from lists of requests.
+
+    Provisioning goes in request order. If a provider raises, the leases already made are
+    released in reverse and a :class:`ProvisioningError` is raised, chained to the
+    original error (rollback errors are attached as notes, never hiding it).
+    """
+
+    def __init__(self, providers: Iterable[ResourceProvider] = ()) -> None:
+        self._providers: dict[str, ResourceProvider] = {}
+        self._lock = threading.Lock()
+        for provider in providers:
+            self.register_provider(provider)
+
+    def register_provider(self, provider: ResourceProvider) -> None:
+        """Add a provider; a second provider for the same kind is refused."""
+        kind = getattr(provider, "kind", None)
+        if (
+            not isinstance(kind, str)
+            or not kind
+            or not callable(getattr(provider, "provision", None))
+        ):
+            raise TypeError(
+                f"{provider!r} is not a resource provider: it needs a non-empty str `kind` "
+                "and a `provision(session_id=, workspace_root=, options=)` method"
+            )
+        with self._lock:
+            if kind in self._providers:
+                raise ValueError(f'Resource provider "{kind}" is already registered.')
+            self._providers[kind] = provider
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        """The registered kinds, in registration order."""
+        return tuple(self._providers)
+
+    def get_provider(self, kind: str) -> ResourceProvider | None:
+        return self._providers.get(kind)
+
+    def provision_session(
+        self,
+        *,
+        session_id: str,
+        resources: Sequence[RequestLike],
+        workspace_root: str | os.PathLike[str],
+    ) -> ProvisionedResources:
+        """Provision ``resources`` in order for ``session_id``; all or nothing."""
+        root = os.path.abspath(os.fspath(workspace_root))
+        hard: list[HardConstraint] = []
+        releases: list[Releaser] = []
+        env: dict[str, str] = {}
+        sections: list[str] = []
+        metadata: dict[str, Any] = {}
+        working_directory = root
+        kind: str | None = None
+        try:
+            for raw in resources:
+                request = (
+                    raw if isinstance(raw, ResourceRequest) else ResourceRequest.from_dict(raw)
+                )
+                kind = request.kind
+                provider = self._providers.get(kind)
+                if provider is None:
+                    known = ", ".join(sorted(self._providers)) or "none"
+                    raise LookupError(
+                        f'No provider registered for resource kind "{kind}" (registered: {known}).'
+                    )
+                lease = provider.provision(
+                    session_id=session_id, workspace_root=root, options=request.options or {}
+                )
+                if not isinstance(lease, ResourceLease):
+                    lease = _coerce_lease(lease, kind)
+                releases.append((lease.kind, lease.release))
+                hard.append(HardConstraint(lease.kind, lease.hard))
+                patch = lease.patch
+                env.update({str(k): str(v) for k, v in patch.env.items()})
+                sections.extend(patch.prompt_sections)
+                metadata.update(patch.metadata)
+                if patch.preferred_working_directory:
+                    working_directory = os.path.abspath(patch.preferred_working_directory)
+        except Exception as error:
+            failures = release_in_reverse(releases)
+            raised = ProvisioningError(
+                f"{PROVISIONING_FAILED}{error}", session_id=session_id, kind=kind
+            )
+            for failed_kind, failure in failures:
+                _add_note(raised, f"rollback of {failed_kind} also failed: {failure!r}")
+            raise raised from error
+        return ProvisionedResources(
+            session_id=session_id,
+            workspace_root=root,
+            working_directory=working_directory,
+            hard_constraints=hard,
+            env=env,
+            prompt_sections=sections,
+            metadata=metadata,
+            releases=releases,
+        )
+
+    def provision_child_session(
+        self,
+        *,
+        parent_snapshot: DiscoverySnapshot | Mapping[str, Any],
+        child_session_id: str,
+        child_index: int,
+        child_count: int,
+    ) -> ProvisionedResources:
+        """Provision child ``child_index`` of ``child_count`` from a parent's snapshot.
+
+        The child gets its slice of the parent's port range and a worktree under the
+        parent's worktree (see :func:`build_child_resource_requests`).
+        """
+        snapshot = (
+            parent_snapshot
+            if isinstance(parent_snapshot, DiscoverySnapshot)
+            else DiscoverySnapshot.from_dict(parent_snapshot)
+        )
+        try:
+            requests = build_child_resource_requests(snapshot, child_index, child_count)
+        except Exception as error:
+            raise ProvisioningError(
+                f"{PROVISIONING_FAILED}{error}", session_id=child_session_id, kind=None
+            ) from error
+        return self.provision_session(
+            session_id=child_session_id,
+            resources=requests,
+            workspace_root=snapshot.workspace_root,
+        )
+
+
+def _coerce_lease(value: object, kind: str) -> ResourceLease:
+    """Accept a duck-typed lease (an object or mapping with kind/hard/release/soft)."""
+    get = value.get if isinstance(value, Mapping) else lambda k: getattr(value, k, None)
+    release = get("release")
+    hard = get("hard")
+    if not callable(release) or not isinstance(hard, Mapping):
+        raise TypeError(
+            f"provider for {kind!r} returned {value!r}, not a ResourceLease "
+            "(needs `hard` mapping and callable `release`)"
+        )
+    return ResourceLease(str(get("kind") or kind), hard, release, get("soft"))
+
+
+def _add_note(error: BaseException, note: str) -> None:
+    """``BaseException.add_note`` on 3.11+; the same attribute by hand on 3.10."""
+    notes = list(getattr(error, "__notes__", []))
+    notes.append(note)
+    error.__notes__ = notes

@@ -1,0 +1,1 @@
+"""Built-in resource providers: ``git-worktree`` and ``port-range``."""

@@ -1,0 +1,274 @@
+"""The ``port-range`` provider: a block of TCP ports no other live lease or process uses.
+
+Blocks are chosen as the reference does (preferred block = hash of the session id modulo
+``blockCount``, then the next blocks in turn) but leased with kernel byte-range locks in a
+machine-wide lock directory (see :mod:`pytest_aiops._locking`) and probed before use.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+from .._errors import AiopsWarning, OptionError, PortsExhaustedError
+from .._hashing import preferred_block
+from .._leases import remove_record, write_record
+from .._locking import PORTS_FILE, RangeClaim, claim_child, claim_top_level, shared_directory
+from .._options import read_integer, read_string, resolve_path
+from .._ports import busy_ports, ephemeral_range, overlaps_ephemeral
+from .._types import ResourceContextPatch, ResourceLease
+
+KIND = "port-range"
+LOCK_DIR_ENV = "PYTEST_AIOPS_LOCK_DIR"
+MAX_PORT = 65535
+
+#: Default range 20000-26399: above the well-known (<1024) and common development ports
+#: (3000-9999: 3000, 5432, 6379, 8000, 8080, 9000, ...), below MongoDB's 27017, the
+#: Kubernetes NodePort range (30000-32767) and Linux's ephemeral range (32768-60999).
+DEFAULT_BASE_PORT = 20000
+DEFAULT_BLOCK_SIZE = 32
+DEFAULT_BLOCK_COUNT = 200
+
+
+def default_lock_directory() -> str:
+    """``$PYTEST_AIOPS_LOCK_DIR``, else one directory per machine shared by every user.
+
+    ``/tmp`` rather than ``$TMPDIR``: runs with different ``TMPDIR`` (pytest sets it for its
+    own children, CI systems set it per job) must still see each other's leases.
+    """
+    configured = os.environ.get(LOCK_DIR_ENV, "").strip()
+    if configured:
+        return os.path.abspath(os.path.expanduser(configured))
+    base = "/tmp" if sys.platform != "win32" else tempfile.gettempdir()
+    return os.path.join(base, "pytest-aiops", "locks")
+
+
+@dataclass(frozen=True)
+class PortRangeProviderConfig:
+    """Defaults for ``port-range`` requests (each overridable by its camelCase option)."""
+
+    base_port: int = DEFAULT_BASE_PORT
+    block_size: int = DEFAULT_BLOCK_SIZE
+    block_count: int = DEFAULT_BLOCK_COUNT
+    primary_port_offset: int = 0
+    lock_directory: str | None = None  # None: default_lock_directory()
+    probe: bool = True  # skip blocks with ports some process already uses
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> PortRangeProviderConfig:
+        """Build from the reference's camelCase keys, validated like request options."""
+        parsed = _parse(options, cls())
+        return cls(
+            base_port=parsed.base_port,
+            block_size=parsed.block_size,
+            block_count=parsed.block_count,
+            primary_port_offset=parsed.primary_port_offset,
+            lock_directory=parsed.lock_directory,
+        )
+
+    def with_overrides(self, **changes: Any) -> PortRangeProviderConfig:
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values.update(changes)
+        return PortRangeProviderConfig(**values)
+
+
+@dataclass(frozen=True)
+class _Parsed:
+    base_port: int
+    block_size: int
+    block_count: int
+    primary_port_offset: int
+    lock_directory: str | None
+    parent: tuple[int, int] | None
+
+
+def _parse(options: Mapping[str, Any], config: PortRangeProviderConfig) -> _Parsed:
+    base_port = read_integer(options, "basePort", config.base_port, minimum=1)
+    block_size = read_integer(options, "blockSize", config.block_size, minimum=1)
+    block_count = read_integer(options, "blockCount", config.block_count, minimum=1)
+    offset = read_integer(options, "primaryPortOffset", config.primary_port_offset, minimum=0)
+    lock_directory: str | None = config.lock_directory
+    if "lockDirectory" in options:
+        lock_directory = read_string(options, "lockDirectory", "")
+    if offset >= block_size:
+        raise OptionError(
+            "primaryPortOffset",
+            f"primaryPortOffset must be smaller than blockSize ({offset} >= {block_size}).",
+        )
+    max_port = base_port + block_size * block_count - 1
+    if max_port > MAX_PORT:
+        raise OptionError(
+            "basePort",
+            f"Port range exceeds {MAX_PORT} (basePort={base_port}, blockSize={block_size}, "
+            f"blockCount={block_count}); lower basePort, blockSize or blockCount.",
+        )
+    parent: tuple[int, int] | None = None
+    if "parentStartPort" in options or "parentEndPort" in options:
+        parent_start = read_integer(options, "parentStartPort", 0, minimum=1)
+        parent_end = read_integer(options, "parentEndPort", 0, minimum=1)
+        if block_count != 1 or not parent_start <= base_port <= max_port <= parent_end:
+            raise OptionError(
+                "parentStartPort",
+                f"a child slice {base_port}-{max_port} (blockCount={block_count}) must be one "
+                f"block inside its parent range {parent_start}-{parent_end}.",
+            )
+        parent = (parent_start, parent_end)
+    return _Parsed(base_port, block_size, block_count, offset, lock_directory, parent)
+
+
+_warned: set[tuple[int, int]] = set()
+
+
+def _warn_if_ephemeral(start: int, end: int) -> None:
+    if (start, end) in _warned or not overlaps_ephemeral(start, end):
+        return
+    _warned.add((start, end))
+    low, high = ephemeral_range()
+    warnings.warn(
+        f"port range {start}-{end} overlaps the OS ephemeral port range {low}-{high}: the "
+        "kernel may hand those ports to outgoing connections at any time; choose a basePort "
+        f"and size that end below {low} (the default range is {DEFAULT_BASE_PORT}-"
+        f"{DEFAULT_BASE_PORT + DEFAULT_BLOCK_SIZE * DEFAULT_BLOCK_COUNT - 1})",
+        AiopsWarning,
+        stacklevel=4,
+    )
+
+
+class PortRangeProvider:
+    """Leases port blocks; see the module docstring for the guarantees."""
+
+    kind = KIND
+
+    def __init__(self, config: PortRangeProviderConfig | None = None) -> None:
+        self.config = config or PortRangeProviderConfig()
+
+    def provision(
+        self, *, session_id: str, workspace_root: str, options: Mapping[str, Any]
+    ) -> ResourceLease:
+        parsed = _parse(options, self.config)
+        lock_directory = shared_directory(
+            resolve_path(workspace_root, parsed.lock_directory)
+            if parsed.lock_directory
+            else _ensure_parent(default_lock_directory())
+        )
+        if parsed.parent is not None:
+            start, claim, busy = self._claim_child(lock_directory, parsed)
+            block_index, skipped = 0, []
+        else:
+            block_index, start, claim, skipped = self._claim_block(
+                session_id, lock_directory, parsed
+            )
+            busy = []
+        end = start + parsed.block_size - 1
+        primary = start + parsed.primary_port_offset
+        try:
+            record = write_record(
+                lock_directory,
+                session_id=session_id,
+                start=start,
+                end=end,
+                role="child" if parsed.parent else "top-level",
+            )
+        except BaseException:
+            claim.release()
+            raise
+
+        def release() -> None:
+            remove_record(record)
+            claim.release()
+
+        hard: dict[str, Any] = {
+            "basePort": parsed.base_port,
+            "blockSize": parsed.block_size,
+            "blockCount": parsed.block_count,
+            "blockIndex": block_index,
+            "startPort": start,
+            "endPort": end,
+            "primaryPort": primary,
+            "lockPath": os.path.join(lock_directory, PORTS_FILE),
+        }
+        if skipped:
+            hard["skippedBusyPorts"] = skipped
+        if busy:
+            hard["busyPorts"] = busy
+        soft = ResourceContextPatch(
+            env={
+                "AGENT_PORT_RANGE_START": str(start),
+                "AGENT_PORT_RANGE_END": str(end),
+                "AGENT_PORT_PRIMARY": str(primary),
+            },
+            prompt_sections=[
+                f"Assigned deterministic port range: {start}-{end}",
+                f"Primary port: {primary}",
+            ],
+            metadata={
+                "port_range_start": start,
+                "port_range_end": end,
+                "port_primary": primary,
+                "port_block_index": block_index,
+            },
+        )
+        return ResourceLease(KIND, hard, release, soft)
+
+    def _claim_block(
+        self, session_id: str, lock_directory: str, parsed: _Parsed
+    ) -> tuple[int, int, RangeClaim, list[int]]:
+        size, count = parsed.block_size, parsed.block_count
+        _warn_if_ephemeral(parsed.base_port, parsed.base_port + size * count - 1)
+        first = preferred_block(session_id, count)
+        skipped: list[int] = []
+        held = 0
+        for step in range(count):
+            index = (first + step) % count
+            start = parsed.base_port + index * size
+            end = start + size - 1
+            claim = claim_top_level(lock_directory, start, end)
+            if claim is None:
+                held += 1
+                continue
+            busy = busy_ports(start, end) if self.config.probe else []
+            if not busy:
+                return index, start, claim, skipped
+            claim.release()
+            skipped.extend(busy)
+        raise PortsExhaustedError(
+            f"No free deterministic port block is available: all {count} blocks of {size} "
+            f"ports from {parsed.base_port} are leased ({held}) or have ports in use by other "
+            f"processes ({count - held}) [lock directory {lock_directory}]; raise blockCount, "
+            "pick another basePort, or end the runs holding them (pytest-aiops status)."
+        )
+
+    def _claim_child(
+        self, lock_directory: str, parsed: _Parsed
+    ) -> tuple[int, RangeClaim, list[int]]:
+        assert parsed.parent is not None
+        start, end = parsed.base_port, parsed.base_port + parsed.block_size - 1
+        claim = claim_child(lock_directory, start, end, *parsed.parent)
+        if claim is None:
+            raise PortsExhaustedError(
+                f"child port slice {start}-{end} of parent range "
+                f"{parsed.parent[0]}-{parsed.parent[1]} is already held by another live child "
+                f"[lock directory {lock_directory}]; use another childIndex"
+            )
+        # A child cannot move out of its slice: report busy ports instead of skipping.
+        return start, claim, busy_ports(start, end) if self.config.probe else []
+
+
+def _ensure_parent(path: str) -> str:
+    """Create the default directory's parent as shared too (``/tmp/pytest-aiops``)."""
+    shared_directory(os.path.dirname(path))
+    return path
+
+
+def create_port_range_provider(
+    config: PortRangeProviderConfig | Mapping[str, Any] | None = None,
+) -> PortRangeProvider:
+    """A ``port-range`` provider; ``config`` may use the reference's camelCase keys."""
+    if isinstance(config, Mapping):
+        config = PortRangeProviderConfig.from_options(config)
+    return PortRangeProvider(config)
