@@ -9,6 +9,7 @@ The JSON layout is the reference's, key for key::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -134,10 +135,8 @@ def write_atomic(path: str | os.PathLike[str], text: str) -> None:
         os.chmod(tmp, 0o644)
         os.replace(tmp, target)
     except BaseException:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        except FileNotFoundError:
-            pass
         raise
 
 

@@ -4,7 +4,7 @@
 
     AiopsError
     ├── OptionError(AiopsError, ValueError)          .option  -- a bad provider/plugin option
-    ├── ProvisioningError(AiopsError, RuntimeError) .session_id, .kind -- a session failed; rolled back
+    ├── ProvisioningError(AiopsError, RuntimeError) .session_id, .kind -- failed, rolled back
     ├── ReleaseError(AiopsError, RuntimeError)      .failures -- one or more releases failed
     ├── GitError(AiopsError, RuntimeError)          .command, .returncode, .stderr
     ├── LockError(AiopsError, OSError)              .lock_path -- a lock directory/file is unusable

@@ -150,7 +150,12 @@ class ResourceProvisioningOrchestrator:
 
 def _coerce_lease(value: object, kind: str) -> ResourceLease:
     """Accept a duck-typed lease (an object or mapping with kind/hard/release/soft)."""
-    get = value.get if isinstance(value, Mapping) else lambda k: getattr(value, k, None)
+
+    def get(key: str) -> Any:
+        if isinstance(value, Mapping):
+            return value.get(key)
+        return getattr(value, key, None)
+
     release = get("release")
     hard = get("hard")
     if not callable(release) or not isinstance(hard, Mapping):
@@ -165,4 +170,4 @@ def _add_note(error: BaseException, note: str) -> None:
     """``BaseException.add_note`` on 3.11+; the same attribute by hand on 3.10."""
     notes = list(getattr(error, "__notes__", []))
     notes.append(note)
-    error.__notes__ = notes
+    setattr(error, "__notes__", notes)  # noqa: B010 - mypy targets 3.10, which lacks it
