@@ -378,3 +378,28 @@ def test_child_session_end_to_end(repo: Path, tmp_path: Path, lock_dir: Path) ->
         for child in children:
             child.release()
     assert git(repo, "worktree", "list", "--porcelain").count("worktree ") == 1
+
+
+def test_default_orchestrator_partial_overrides(repo: Path, tmp_path: Path, lock_dir: Path) -> None:
+    orchestrator = create_default_orchestrator(
+        {"rootDirectory": str(tmp_path / "wt")},
+        {"lockDirectory": str(lock_dir), "blockSize": 8, "basePort": 21000, "blockCount": 4},
+    )
+    assert orchestrator.kinds == ("git-worktree", "port-range")
+    with orchestrator.provision_session(
+        session_id="partial",
+        resources=[ResourceRequest("git-worktree"), ResourceRequest("port-range")],
+        workspace_root=repo,
+    ) as session:
+        ports = session.allocation("port-range")
+        assert ports is not None
+        assert ports["blockSize"] == 8
+        assert 21000 <= ports["startPort"] < 21032
+        wt = session.allocation("git-worktree")
+        assert wt is not None
+        assert Path(wt["worktreePath"]).parent == tmp_path / "wt"
+
+
+def test_default_orchestrator_unknown_override_is_named() -> None:
+    with pytest.raises(ValueError, match="Unknown option 'blokSize'; allowed: "):
+        create_default_orchestrator(port_range={"blokSize": 8})
