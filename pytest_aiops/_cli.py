@@ -1,0 +1,635 @@
+"""The ``pytest-aiops`` command line: ``run`` a command in a session, ``status``, ``gc``.
+
+This is what an agent orchestrator (or a person) uses outside pytest: give a process a git
+worktree and a port range, tell it where they are (``AGENT_*`` variables and a discovery
+file), take them back when it ends, and show or reclaim what other processes hold or left.
+
+Exit statuses (``run`` passes its COMMAND's through):
+
+- ``0``: success; ``run``: COMMAND's own status, or ``128+N`` when COMMAND died of signal N
+  (the shell's convention: 130 for SIGINT, 143 for SIGTERM).
+- ``1``: an error (provisioning or releasing failed, an unusable lock directory, ...), as one
+  ``pytest-aiops: error: ...`` line on stderr, never a traceback.
+- ``2``: a usage error (unknown option, bad ``--resource`` JSON, no COMMAND).
+- ``126``/``127``: ``run`` could not execute COMMAND / COMMAND was not found (as a shell).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import getpass
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from types import FrameType
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from ._defaults import create_default_orchestrator
+from ._errors import AiopsError
+from ._git import git_output
+from ._leases import LeaseRecord, read_records, reap_stale
+from ._locking import range_is_leased
+from ._orchestrator import ResourceProvisioningOrchestrator
+from ._providers import git_worktree
+from ._providers.git_worktree import GitWorktreeProviderConfig
+from ._providers.port_range import PortRangeProviderConfig, default_lock_directory
+from ._session import ProvisionedResources
+from ._types import ResourceRequest
+
+if TYPE_CHECKING:
+    from ._providers.git_worktree import WorktreeRecord
+
+PROG = "pytest-aiops"
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_CANNOT_EXECUTE = 126
+EXIT_NOT_FOUND = 127
+
+#: Signals ``run`` forwards to COMMAND (and that never kill the CLI before it has released).
+FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+# siginfo si_code values from <asm-generic/siginfo.h>: a signal sent by a process with kill()
+# has si_code <= 0 (SI_USER 0, SI_QUEUE -1, SI_TKILL -6); one the kernel generated (a
+# terminal's ^C / hangup, delivered to the whole foreground process group) has SI_KERNEL.
+_SI_KERNEL = 0x80
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+class UsageError(AiopsError, ValueError):
+    """The command line itself is wrong (exit status 2)."""
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but its errors are one ``pytest-aiops: error: ...`` line (exit 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+_RUN_EPILOG = f"""\
+examples:
+  {PROG} run -- claude                     # an agent in its own worktree + port range
+  {PROG} run --session-id review-42 -- bash
+  {PROG} run --resource port-range -- pytest -n 4     # ports only, in the current directory
+  {PROG} run --resource 'port-range:{{"blockSize": 8}}' --resource git-worktree -- make test
+  {PROG} run --discovery-file /tmp/agent.json -- python serve.py
+
+COMMAND runs in the session's working directory (the worktree) with the current environment
+plus AGENT_PORT_RANGE_START/END, AGENT_PORT_PRIMARY, AGENT_REPO_ROOT, AGENT_WORKTREE_PATH,
+AGENT_WORKTREE_BASE_REF and AGENT_DISCOVERY_FILE (the discovery JSON; default
+.agent-context/resources.json under the working directory, removed at the end).
+
+SIGINT, SIGTERM and SIGHUP sent to {PROG} are forwarded to COMMAND (a terminal's ^C already
+reaches both, so it is not sent twice); {PROG} waits for COMMAND, releases everything, and
+exits with COMMAND's status, 128+N if it died of signal N. If {PROG} itself is SIGKILLed,
+COMMAND gets SIGTERM and '{PROG} gc' reclaims what was left.
+
+The default session id is agent-<user>-<pid of {PROG}>: unique on the machine while it runs,
+and readable in '{PROG} status'.
+"""
+
+_STATUS_EPILOG = f"""\
+examples:
+  {PROG} status                       # leases in the machine-wide lock directory, worktrees of
+                                      # the repository in the current directory
+  {PROG} status --json | jq '.leases[].sessionId'
+  {PROG} status --lock-dir /tmp/my-locks --worktree-root ../worktrees
+
+Leases whose holder has died are not listed (they are counted; '{PROG} gc' removes them).
+Worktree states: live (its owner runs), orphaned (its owner died; gc reclaims it), pooled
+(kept for reuse).
+"""
+
+_GC_EPILOG = f"""\
+examples:
+  {PROG} gc --dry-run     # show what would be reclaimed
+  {PROG} gc               # reclaim it
+  {PROG} gc --lock-dir /tmp/my-locks --worktree-root ../worktrees
+
+Only what dead processes left behind is touched: stale lease records and orphaned worktrees
+(with their git registrations). Nothing a live process holds is ever removed.
+"""
+
+
+def _add_location_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--lock-dir",
+        metavar="DIR",
+        help="port lock directory (default: $PYTEST_AIOPS_LOCK_DIR or "
+        "/tmp/pytest-aiops/locks, shared by every process on the machine)",
+    )
+    parser.add_argument(
+        "--worktree-root",
+        metavar="DIR",
+        help="directory holding the session worktrees (default: the git-worktree "
+        "provider's root for the repository in the current directory)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``pytest-aiops`` parser with its three subcommands."""
+    parser = _Parser(
+        prog=PROG,
+        description="Isolated git worktrees and TCP port ranges for agent sessions and test "
+        "runs: run a command in one, show what is held, reclaim what dead processes left.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=f"Run '{PROG} COMMAND --help' for the options and examples of each command.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="{run,status,gc}")
+    commands.required = True
+
+    run = commands.add_parser(
+        "run",
+        help="run a command in a new session (worktree + port range)",
+        description="Provision a session, run COMMAND in it, release everything when it ends.",
+        epilog=_RUN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.add_argument("--session-id", metavar="ID", help="session id (default: agent-<user>-<pid>)")
+    run.add_argument(
+        "--resource",
+        metavar="KIND[:JSON]",
+        action="append",
+        default=[],
+        type=_parse_resource,
+        help="a resource to provision, with options as a JSON object (repeatable; default: "
+        "git-worktree and port-range)",
+    )
+    run.add_argument(
+        "--discovery-file",
+        metavar="PATH",
+        help="where to write the discovery JSON, relative to the working directory or "
+        "absolute (default: .agent-context/resources.json)",
+    )
+    _add_location_options(run)
+    run.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND...")
+
+    status = commands.add_parser(
+        "status",
+        help="show live leases and worktrees",
+        description="Show the live port leases and the worktrees under a root.",
+        epilog=_STATUS_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    status.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    _add_location_options(status)
+
+    gc = commands.add_parser(
+        "gc",
+        help="reclaim what dead processes left behind",
+        description="Remove stale lease records and orphaned worktrees left by dead processes.",
+        epilog=_GC_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    gc.add_argument("--dry-run", action="store_true", help="only say what would be removed")
+    _add_location_options(gc)
+    return parser
+
+
+def _parse_resource(text: str) -> ResourceRequest:
+    """``KIND`` or ``KIND:{json object}`` -> a request (argparse turns errors into usage)."""
+    kind, sep, raw = text.partition(":")
+    kind = kind.strip()
+    if not kind:
+        raise argparse.ArgumentTypeError(f"resource kind missing in {text!r}")
+    options: Any = {}
+    if sep:
+        try:
+            options = json.loads(raw) if raw.strip() else {}
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(
+                f"options of resource {kind!r} must be a JSON object, not {raw!r} ({error})"
+            ) from error
+        if not isinstance(options, dict):
+            raise argparse.ArgumentTypeError(
+                f"options of resource {kind!r} must be a JSON object, not {raw!r}"
+            )
+    return ResourceRequest(kind, options)
+
+
+# --------------------------------------------------------------------------- locations
+
+
+def _lock_directory(option: str | None) -> str:
+    return os.path.abspath(os.path.expanduser(option)) if option else default_lock_directory()
+
+
+def _worktree_root(option: str | None) -> str | None:
+    """``--worktree-root``, else the provider's root for the repository around the cwd.
+
+    ``None`` outside a git repository (then there are no worktrees to show or reclaim).
+    """
+    if option:
+        return os.path.abspath(os.path.expanduser(option))
+    try:
+        repo_root = git_output(["-C", os.getcwd(), "rev-parse", "--show-toplevel"])
+    except AiopsError:
+        return None
+    from ._providers.git_worktree import default_worktree_root
+
+    return default_worktree_root(repo_root)
+
+
+def default_session_id() -> str:
+    """``agent-<user>-<pid>``: unique on this machine while the CLI runs, readable in status."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry and no $USER (minimal containers)
+        user = f"uid{os.getuid()}"
+    return f"agent-{user}-{os.getpid()}"
+
+
+# --------------------------------------------------------------------------- run
+
+
+def _default_resources() -> list[ResourceRequest]:
+    return [ResourceRequest(git_worktree.KIND), ResourceRequest("port-range")]
+
+
+def _orchestrator_for(
+    lock_dir: str | None, worktree_root: str | None
+) -> ResourceProvisioningOrchestrator:
+    """The default orchestrator with ``--lock-dir`` / ``--worktree-root`` as provider defaults."""
+    worktree_config = (
+        GitWorktreeProviderConfig(root_directory=os.path.abspath(worktree_root))
+        if worktree_root
+        else None
+    )
+    port_config = (
+        PortRangeProviderConfig(lock_directory=os.path.abspath(lock_dir)) if lock_dir else None
+    )
+    return create_default_orchestrator(git_worktree=worktree_config, port_range=port_config)
+
+
+@dataclass
+class _Pending:
+    """Signals that arrived while provisioning (before they were blocked for sigwaitinfo)."""
+
+    signals: list[int]
+
+    def record(self, signum: int, frame: FrameType | None) -> None:
+        self.signals.append(signum)
+
+
+def _child_setup_for(libc: ctypes.CDLL | None) -> Callable[[], None]:
+    """What the forked child runs before exec: undo the CLI's signal mask, die with the CLI.
+
+    The mask is inherited across fork and exec, so without this COMMAND would start with
+    SIGINT/SIGTERM/SIGHUP blocked. PR_SET_PDEATHSIG makes the kernel send COMMAND SIGTERM if
+    the CLI dies without forwarding anything (SIGKILL): its leases end at that moment, and
+    the worktree it works in becomes an orphan for gc. ``libc`` is loaded in the parent:
+    nothing that may lock or spawn belongs between fork and exec.
+    """
+    parent = os.getpid()
+
+    def setup() -> None:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, (*FORWARDED_SIGNALS, signal.SIGCHLD))
+        if libc is not None:
+            libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+            if os.getppid() != parent:  # the CLI died before prctl took effect
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    return setup
+
+
+def _load_libc() -> ctypes.CDLL | None:
+    if not sys.platform.startswith("linux"):
+        return None  # pragma: no cover - PR_SET_PDEATHSIG is Linux-only
+    try:
+        return ctypes.CDLL(None, use_errno=True)
+    except OSError:  # pragma: no cover - a libc without dlopen(NULL)
+        return None
+
+
+def _exit_status(returncode: int) -> int:
+    """Popen's ``-N`` (killed by signal N) as the shell's ``128+N``."""
+    return 128 - returncode if returncode < 0 else returncode
+
+
+def _supervise(child: subprocess.Popen[bytes]) -> int:
+    """Wait for COMMAND, forwarding signals to it; return its exit status.
+
+    Runs with the forwarded signals and SIGCHLD blocked, taking them one by one with
+    ``sigwaitinfo``: no handler can interrupt the wait or the release that follows, and the
+    sender is known. A signal some process sent to the CLI (``kill``) is forwarded; one the
+    terminal generated (``^C``) already reached COMMAND too, since it shares our process
+    group, so forwarding it would deliver it twice.
+    """
+    waited = {*FORWARDED_SIGNALS, signal.SIGCHLD}
+    while True:
+        returncode = child.poll()
+        if returncode is not None:
+            return _exit_status(returncode)
+        info = signal.sigwaitinfo(waited)
+        if info.si_signo == signal.SIGCHLD or info.si_code == _SI_KERNEL:
+            continue
+        with contextlib.suppress(ProcessLookupError):  # exited meanwhile: poll() reaps it
+            child.send_signal(info.si_signo)
+
+
+def _remove_discovery_file(path: str) -> None:
+    """Remove the discovery file we wrote (and its directory, if that is now empty)."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return
+    with contextlib.suppress(OSError):  # not empty: the other files are not ours
+        os.rmdir(os.path.dirname(path))
+
+
+def _spawn_and_wait(argv: Sequence[str], cwd: str, env: Mapping[str, str]) -> int:
+    """Start COMMAND (signals already blocked) and supervise it; shell-like 126/127."""
+    try:
+        # preexec_fn is safe here: the CLI never starts a thread.
+        child = subprocess.Popen(
+            list(argv),
+            cwd=cwd,
+            env=dict(env),
+            preexec_fn=_child_setup_for(_load_libc()),  # noqa: PLW1509
+        )
+    except FileNotFoundError as error:
+        _report(f"command not found: {argv[0]} ({error.strerror})")
+        return EXIT_NOT_FOUND
+    except PermissionError as error:
+        _report(f"cannot execute {argv[0]}: {error.strerror}")
+        return EXIT_CANNOT_EXECUTE
+    return _supervise(child)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """``run``: provision, write the discovery file, run COMMAND, forward signals, release.
+
+    Returns COMMAND's status; if releasing fails that is reported and the status is
+    COMMAND's when it failed, else 1.
+    """
+    argv: list[str] = list(args.argv)
+    if argv and argv[0] == "--":
+        argv = argv[1:]
+    if not argv:
+        raise UsageError(f"run: COMMAND is missing (usage: {PROG} run [options] -- COMMAND...)")
+    session_id: str = args.session_id or default_session_id()
+    resources: list[ResourceRequest] = args.resource or _default_resources()
+    if not args.resource and _worktree_root(None) is None:
+        raise AiopsError(
+            f"run: {os.getcwd()} is not inside a git repository, and the default resources "
+            "include a worktree of it; cd into a repository or choose resources with "
+            "--resource (e.g. --resource port-range)"
+        )
+    orchestrator = _orchestrator_for(args.lock_dir, args.worktree_root)
+
+    # Until the signals are blocked, a SIGTERM or ^C must not kill us halfway through
+    # provisioning (the worktree would be left): record it, act on it once we can release.
+    pending = _Pending([])
+    previous = {sig: signal.signal(sig, pending.record) for sig in FORWARDED_SIGNALS}
+    session: ProvisionedResources | None = None
+    discovery_file: str | None = None
+    status = EXIT_ERROR
+    try:
+        session = orchestrator.provision_session(
+            session_id=session_id, resources=resources, workspace_root=os.getcwd()
+        )
+        injection = session.build_runtime_injection(args.discovery_file)
+        discovery_file = injection.discovery_file_path
+        # From here to exit the signals are taken by sigwaitinfo only; pending ones stay
+        # queued, so nothing can interrupt the release below.
+        signal.pthread_sigmask(signal.SIG_BLOCK, (*FORWARDED_SIGNALS, signal.SIGCHLD))
+        if pending.signals:
+            status = 128 + pending.signals[0]
+        else:
+            status = _spawn_and_wait(argv, injection.working_directory, injection.env)
+    finally:
+        # Also on a failure before the block above: nothing may interrupt the release.
+        signal.pthread_sigmask(signal.SIG_BLOCK, (*FORWARDED_SIGNALS, signal.SIGCHLD))
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if discovery_file is not None:
+            _remove_discovery_file(discovery_file)
+        if session is not None:
+            try:
+                session.release()
+            except AiopsError as error:
+                _report(str(error))
+                status = status or EXIT_ERROR
+    return status
+
+
+# --------------------------------------------------------------------------- status
+
+
+def format_age(seconds: float) -> str:
+    """A short human age: ``42s``, ``5m07s``, ``3h02m``, ``2d04h``."""
+    total = max(0, int(seconds))
+    if total < 60:
+        return f"{total}s"
+    minutes, secs = divmod(total, 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours}h{minutes:02d}m"
+    days, hours = divmod(hours, 24)
+    return f"{days}d{hours:02d}h"
+
+
+def format_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
+    """Left-aligned columns separated by two spaces; the last column is not padded."""
+    table = [list(header), *[list(row) for row in rows]]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    return [
+        "  ".join(
+            cell if i == len(row) - 1 else cell.ljust(widths[i]) for i, cell in enumerate(row)
+        ).rstrip()
+        for row in table
+    ]
+
+
+def lease_is_live(record: LeaseRecord, lock_dir: str) -> bool:
+    """The holder still runs and, on this host, the kernel lock on its range is still held.
+
+    The lock check catches a recycled pid: a record is advisory, the lock is the truth.
+    """
+    if not record.holder_alive():
+        return False
+    if record.host != socket.gethostname():
+        return True
+    try:
+        return range_is_leased(lock_dir, record.start_port, record.end_port)
+    except AiopsError:
+        return True  # cannot tell: never call a possibly-held lease dead
+
+
+def _lease_json(record: LeaseRecord, now: float) -> dict[str, Any]:
+    return {**record.to_dict(), "ageSeconds": round(now - record.created_at, 3)}
+
+
+def _worktree_json(record: WorktreeRecord, now: float) -> dict[str, Any]:
+    return {
+        "path": record.path,
+        "repoRoot": record.repo_root,
+        "sessionId": record.session_id,
+        "pid": record.pid,
+        "host": record.host,
+        "createdAt": record.created_at,
+        "ageSeconds": round(now - record.created_at, 3),
+        "state": record.state,
+    }
+
+
+def collect_status(lock_dir: str, worktree_root: str | None) -> dict[str, Any]:
+    """Everything ``status`` shows, as the JSON document ``status --json`` prints."""
+    from ._providers.git_worktree import list_worktrees
+
+    now = time.time()
+    live: list[dict[str, Any]] = []
+    stale: list[dict[str, Any]] = []
+    for record in read_records(lock_dir):
+        (live if lease_is_live(record, lock_dir) else stale).append(_lease_json(record, now))
+    worktrees = (
+        [_worktree_json(w, now) for w in list_worktrees(worktree_root)] if worktree_root else []
+    )
+    return {
+        "lockDirectory": lock_dir,
+        "leases": live,
+        "staleLeases": stale,
+        "worktreeRoot": worktree_root,
+        "worktrees": worktrees,
+    }
+
+
+def render_status(status: Mapping[str, Any]) -> str:
+    """The human-readable tables of :func:`collect_status`'s document."""
+    lines = [f"Port leases in {status['lockDirectory']}:"]
+    leases = status["leases"]
+    if leases:
+        rows = [
+            (
+                f"{lease['startPort']}-{lease['endPort']}",
+                lease["sessionId"],
+                str(lease["pid"]),
+                lease["host"],
+                format_age(lease["ageSeconds"]),
+                lease["role"],
+            )
+            for lease in leases
+        ]
+        table = format_table(("PORTS", "SESSION", "PID", "HOST", "AGE", "ROLE"), rows)
+        lines.extend(f"  {line}" for line in table)
+    else:
+        lines.append("  (no live leases)")
+    stale = status["staleLeases"]
+    if stale:
+        lines.append(
+            f"  + {len(stale)} stale lease record(s) left by dead processes; "
+            f"'{PROG} gc' removes them"
+        )
+    lines.append("")
+    root = status["worktreeRoot"]
+    if root is None:
+        lines.append("Worktrees: not in a git repository; pass --worktree-root to show them")
+        return "\n".join(lines) + "\n"
+    lines.append(f"Worktrees in {root}:")
+    worktrees = status["worktrees"]
+    if worktrees:
+        rows = [
+            (
+                w["state"],
+                w["sessionId"] or "-",
+                str(w["pid"]) if w["pid"] is not None else "-",
+                w["host"] or "-",
+                format_age(w["ageSeconds"]),
+                w["path"],
+            )
+            for w in worktrees
+        ]
+        table = format_table(("STATE", "SESSION", "PID", "HOST", "AGE", "PATH"), rows)
+        lines.extend(f"  {line}" for line in table)
+    else:
+        lines.append("  (no worktrees)")
+    orphaned = sum(1 for w in worktrees if w["state"] == "orphaned")
+    if orphaned:
+        lines.append(f"  + {orphaned} orphaned; '{PROG} gc' reclaims them")
+    return "\n".join(lines) + "\n"
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """``status``: live leases and worktrees, as tables or ``--json``."""
+    status = collect_status(_lock_directory(args.lock_dir), _worktree_root(args.worktree_root))
+    if args.json:
+        sys.stdout.write(json.dumps(status, indent=2, sort_keys=True) + "\n")
+    else:
+        sys.stdout.write(render_status(status))
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- gc
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    """``gc``: remove stale lease records and orphaned worktrees; say what (would be) removed."""
+    from ._providers.git_worktree import reclaim_orphans
+
+    lock_dir = _lock_directory(args.lock_dir)
+    root = _worktree_root(args.worktree_root)
+    verb = "would remove" if args.dry_run else "removed"
+    removed = 0
+    for record in reap_stale(lock_dir, dry_run=args.dry_run):
+        removed += 1
+        print(
+            f"{verb} stale lease {record.start_port}-{record.end_port} "
+            f"(session {record.session_id}, pid {record.pid} on {record.host}): {record.path}"
+        )
+    if root is not None:
+        for worktree in reclaim_orphans(root, dry_run=args.dry_run):
+            removed += 1
+            owner = f"session {worktree.session_id}, pid {worktree.pid} on {worktree.host}"
+            print(f"{verb} orphaned worktree {worktree.path} ({owner})")
+    if not removed:
+        where = lock_dir if root is None else f"{lock_dir} and {root}"
+        print(f"nothing to reclaim in {where}")
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- main
+
+_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "run": cmd_run,
+    "status": cmd_status,
+    "gc": cmd_gc,
+}
+
+
+def _report(message: str) -> None:
+    sys.stderr.write(f"{PROG}: error: {message}\n")
+    sys.stderr.flush()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``pytest-aiops`` script and ``python -m pytest_aiops``."""
+    try:
+        args = build_parser().parse_args(argv)
+        return _COMMANDS[args.command](args)
+    except UsageError as error:
+        _report(str(error))
+        return EXIT_USAGE
+    except (AiopsError, OSError, ValueError) as error:
+        _report(" ".join(str(error).split("\n")[:1]) or type(error).__name__)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 128 + signal.SIGINT
+
+
+if __name__ == "__main__":  # pragma: no cover - ``python -m pytest_aiops`` uses __main__.py
+    sys.exit(main())
