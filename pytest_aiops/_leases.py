@@ -1,24 +1,37 @@
-"""Lease records: who holds which ports, readable by any process (``status``, reports).
+"""Lease records: who holds which ports, readable by any process (``status``, failure reports).
 
-Each live lease has ``<lockDirectory>/leases/<start>-<end>.<pid>.<token>.json``. Records are
-advisory: the kernel locks in ``ports.lock`` are the truth, so a record whose holder died is
-simply stale and is ignored (and removed by :func:`reap_stale`).
+Each lease has ``<lockDirectory>/leases/<start>-<end>.<pid>.<leaseId hex>.json``. Records are
+advisory: the kernel locks in ``ports.lock`` are the truth. A record names its lease id, so
+whether its holder is alive is asked of the kernel too (is that id's byte still locked?),
+which is right even across PID namespaces and PID reuse. A record whose lease died is stale:
+ignored by :func:`holders_of` and removed by :func:`reap_stale`.
+
+Records are written with a temporary name and renamed (readers never see half of one),
+without ``fsync`` (they describe running processes, which a power loss ends anyway), and
+every file operation is relative to a descriptor of ``leases/`` opened with ``O_NOFOLLOW``,
+so a symlink planted in the shared directory never redirects a write.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import secrets
+import re
 import socket
+import stat
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from ._discovery import write_atomic
+from ._errors import LockError
+from ._locking import live_lease_ids
 
 LEASES_DIR = "leases"
+_NAME = re.compile(r"^\.?(\d+)-(\d+)\.(\d+)\.([0-9a-f]+)\.json(\.tmp)?$")
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
+_HOST = socket.gethostname()
 
 
 @dataclass(frozen=True)
@@ -33,15 +46,19 @@ class LeaseRecord:
     start_port: int
     end_port: int
     role: str  # "top-level" or "child"
+    lease_id: int | None = None
+    alive: bool | None = None  # from the kernel when read; None if it could not be asked
 
     @property
     def ports(self) -> range:
         return range(self.start_port, self.end_port + 1)
 
     def holder_alive(self) -> bool:
-        """Whether the holding process still exists (only knowable on this host)."""
-        if self.host != socket.gethostname():
-            return True
+        """Whether the lease still exists: the kernel's answer, else a PID check."""
+        if self.alive is not None:
+            return self.alive
+        if self.host != _HOST:
+            return True  # cannot know; assume alive (never reap what might be live)
         try:
             os.kill(self.pid, 0)
         except ProcessLookupError:
@@ -59,8 +76,46 @@ class LeaseRecord:
             "startPort": self.start_port,
             "endPort": self.end_port,
             "role": self.role,
+            "leaseId": self.lease_id,
+            "alive": self.holder_alive(),
             "path": self.path,
         }
+
+
+def _leases_error(path: str, reason: str) -> LockError:
+    return LockError(
+        f"lease record directory {path!r} is unusable ({reason}); remove whatever is at "
+        "that path or choose another lockDirectory",
+        lock_path=path,
+    )
+
+
+def _open_leases_dir(lock_directory: str, *, create: bool) -> int | None:
+    """A descriptor of ``leases/`` (never through a symlink); ``None`` if absent."""
+    path = os.path.join(lock_directory, LEASES_DIR)
+    for _ in range(3):
+        try:
+            return os.open(path, _DIR_FLAGS)
+        except FileNotFoundError:
+            if not create:
+                return None
+        except OSError as error:
+            # ELOOP: a symlink; ENOTDIR: a file. Neither may steer where records go.
+            raise _leases_error(path, error.strerror or str(error)) from error
+        try:
+            os.mkdir(path, 0o777)
+        except FileExistsError:
+            continue  # another process made it first
+        except OSError as error:
+            raise _leases_error(path, error.strerror or str(error)) from error
+        with contextlib.suppress(OSError):
+            # Same sharing as the lock directory (1777 in the machine-wide one).
+            os.chmod(path, stat.S_IMODE(os.stat(lock_directory).st_mode))
+    raise _leases_error(path, "keeps disappearing")
+
+
+def record_name(start: int, end: int, lease_id: int, pid: int | None = None) -> str:
+    return f"{start}-{end}.{os.getpid() if pid is None else pid}.{lease_id:x}.json"
 
 
 def write_record(
@@ -70,61 +125,124 @@ def write_record(
     start: int,
     end: int,
     role: str,
+    lease_id: int,
     extra: Mapping[str, Any] | None = None,
 ) -> str:
     """Write this process's record for a lease; return its path."""
-    directory = os.path.join(lock_directory, LEASES_DIR)
-    os.makedirs(directory, mode=0o777, exist_ok=True)
-    name = f"{start}-{end}.{os.getpid()}.{secrets.token_hex(4)}.json"
-    path = os.path.join(directory, name)
+    name = record_name(start, end, lease_id)
     payload = {
         "sessionId": session_id,
         "pid": os.getpid(),
-        "host": socket.gethostname(),
+        "host": _HOST,
         "createdAt": time.time(),
         "startPort": start,
         "endPort": end,
         "role": role,
+        "leaseId": lease_id,
         **dict(extra or {}),
     }
-    write_atomic(path, json.dumps(payload, sort_keys=True) + "\n")
-    return path
+    data = (json.dumps(payload, sort_keys=True) + "\n").encode("utf-8")
+    dir_fd = _open_leases_dir(lock_directory, create=True)
+    assert dir_fd is not None
+    temporary = f".{name}.tmp"
+    try:
+        try:
+            # O_EXCL|O_NOFOLLOW: never write through anything planted at that name.
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
+            fd = os.open(temporary, flags, 0o644, dir_fd=dir_fd)
+            try:
+                os.write(fd, data)
+            finally:
+                os.close(fd)
+            # rename() replaces a planted file or symlink at ``name`` without following it.
+            os.rename(temporary, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        except OSError as error:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary, dir_fd=dir_fd)
+            path = os.path.join(lock_directory, LEASES_DIR, name)
+            raise _leases_error(path, error.strerror or str(error)) from error
+    finally:
+        os.close(dir_fd)
+    return os.path.join(lock_directory, LEASES_DIR, name)
 
 
 def remove_record(path: str) -> None:
+    """Remove one record (missing is fine); never follows a symlink."""
+    directory, name = os.path.split(path)
     try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
+        dir_fd = os.open(directory, _DIR_FLAGS)
+    except OSError:
+        return
+    try:
+        os.unlink(name, dir_fd=dir_fd)
+    except OSError:
+        pass  # gone already, or replaced by something we may not remove
+    finally:
+        os.close(dir_fd)
+
+
+def _parse(path: str, text: str) -> LeaseRecord:
+    data = json.loads(text)
+    raw_id = data.get("leaseId")
+    return LeaseRecord(
+        path=path,
+        session_id=str(data["sessionId"]),
+        pid=int(data["pid"]),
+        host=str(data["host"]),
+        created_at=float(data["createdAt"]),
+        start_port=int(data["startPort"]),
+        end_port=int(data["endPort"]),
+        role=str(data.get("role", "top-level")),
+        lease_id=None if raw_id is None else int(raw_id),
+    )
+
+
+def _names(lock_directory: str) -> tuple[str, list[str]]:
+    directory = os.path.join(lock_directory, LEASES_DIR)
+    try:
+        dir_fd = _open_leases_dir(lock_directory, create=False)
+    except LockError:
+        return directory, []
+    if dir_fd is None:
+        return directory, []
+    try:
+        return directory, sorted(os.listdir(dir_fd))
+    finally:
+        os.close(dir_fd)
+
+
+def _alive_ids(lock_directory: str, ids: list[int]) -> set[int] | None:
+    try:
+        return live_lease_ids(lock_directory, ids)
+    except (OSError, LockError):
+        return None  # ports.lock unusable: fall back to PID checks
 
 
 def read_records(lock_directory: str) -> Iterator[LeaseRecord]:
-    """Every parseable record in the directory (stale ones included); junk is skipped."""
-    directory = os.path.join(lock_directory, LEASES_DIR)
-    try:
-        names = sorted(os.listdir(directory))
-    except (FileNotFoundError, NotADirectoryError):
-        return
+    """Every parseable record in the directory (stale ones included); junk is skipped.
+
+    Each record's ``alive`` is the kernel's answer at the time of reading.
+    """
+    directory, names = _names(lock_directory)
+    records: list[LeaseRecord] = []
     for name in names:
         if not name.endswith(".json") or name.startswith("."):
             continue
         path = os.path.join(directory, name)
         try:
-            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | os.O_NONBLOCK)
-            with os.fdopen(fd, encoding="utf-8") as handle:
-                data = json.loads(handle.read(65536))
-            yield LeaseRecord(
-                path=path,
-                session_id=str(data["sessionId"]),
-                pid=int(data["pid"]),
-                host=str(data["host"]),
-                created_at=float(data["createdAt"]),
-                start_port=int(data["startPort"]),
-                end_port=int(data["endPort"]),
-                role=str(data.get("role", "top-level")),
-            )
-        except (OSError, ValueError, KeyError, TypeError):
-            continue  # a planted symlink, a foreign or half-written file: not ours to read
+            flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+            fd = os.open(path, flags)
+            with os.fdopen(fd, "rb") as handle:
+                text = handle.read(65536).decode("utf-8")
+            records.append(_parse(path, text))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            continue  # a planted symlink/FIFO/dir, a foreign or torn file: not ours to read
+    alive = _alive_ids(lock_directory, [r.lease_id for r in records if r.lease_id is not None])
+    for record in records:
+        if alive is not None and record.lease_id is not None:
+            yield replace(record, alive=record.lease_id in alive)
+        else:
+            yield record
 
 
 def holders_of(lock_directory: str, port: int) -> list[LeaseRecord]:
@@ -133,9 +251,22 @@ def holders_of(lock_directory: str, port: int) -> list[LeaseRecord]:
 
 
 def reap_stale(lock_directory: str, *, dry_run: bool = False) -> list[LeaseRecord]:
-    """Remove records whose holder is dead; return them."""
+    """Remove records (and leftover temporary files) whose lease is dead; return the records.
+
+    Safe against live leases: a record is written after its lease id is locked and removed
+    before it is unlocked, so a dead id means the lease is over for good.
+    """
     stale = [r for r in read_records(lock_directory) if not r.holder_alive()]
-    if not dry_run:
-        for record in stale:
-            remove_record(record.path)
+    if dry_run:
+        return stale
+    for record in stale:
+        remove_record(record.path)
+    directory, names = _names(lock_directory)
+    leftovers = [n for n in names if n.startswith(".") and n.endswith(".tmp") and _NAME.match(n)]
+    ids = {name: int(m.group(4), 16) for name in leftovers if (m := _NAME.match(name))}
+    alive = _alive_ids(lock_directory, list(ids.values()))
+    if alive is not None:
+        for name, lease_id in ids.items():
+            if lease_id not in alive:
+                remove_record(os.path.join(directory, name))
     return stale

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+import threading
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -18,13 +19,20 @@ from typing import Any
 from .._errors import AiopsWarning, OptionError, PortsExhaustedError
 from .._hashing import preferred_block
 from .._leases import remove_record, write_record
-from .._locking import PORTS_FILE, RangeClaim, claim_child, claim_top_level, shared_directory
+from .._locking import (
+    LOCK_DIR_ENV,
+    PORTS_FILE,
+    RangeClaim,
+    TopLevelScanner,
+    claim_child,
+    ensure_directory,
+    ensure_shared_directory,
+)
 from .._options import read_integer, read_string, resolve_path
 from .._ports import busy_ports, ephemeral_range, overlaps_ephemeral
 from .._types import ResourceContextPatch, ResourceLease
 
 KIND = "port-range"
-LOCK_DIR_ENV = "PYTEST_AIOPS_LOCK_DIR"
 MAX_PORT = 65535
 
 #: Default range 20000-26399: above the well-known (<1024) and common development ports
@@ -44,8 +52,24 @@ def default_lock_directory() -> str:
     configured = os.environ.get(LOCK_DIR_ENV, "").strip()
     if configured:
         return os.path.abspath(os.path.expanduser(configured))
-    base = "/tmp" if sys.platform != "win32" else tempfile.gettempdir()
-    return os.path.join(base, "pytest-aiops", "locks")
+    return os.path.join(_machine_root(), "pytest-aiops", "locks")
+
+
+def _machine_root() -> str:
+    return "/tmp" if sys.platform != "win32" else tempfile.gettempdir()
+
+
+def _prepare_lock_directory(workspace_root: str, configured: str | None) -> str:
+    """The lock directory for a request, created if needed (see :mod:`.._locking`)."""
+    if configured:
+        return ensure_directory(resolve_path(workspace_root, configured))
+    path = default_lock_directory()
+    root = _machine_root()
+    if os.environ.get(LOCK_DIR_ENV, "").strip() or os.path.dirname(
+        os.path.dirname(path)
+    ) != os.path.normpath(root):
+        return ensure_directory(path)
+    return ensure_shared_directory(path, root)
 
 
 @dataclass(frozen=True)
@@ -85,6 +109,7 @@ class _Parsed:
     primary_port_offset: int
     lock_directory: str | None
     parent: tuple[int, int] | None
+    parent_lease_id: int | None
 
 
 def _parse(options: Mapping[str, Any], config: PortRangeProviderConfig) -> _Parsed:
@@ -118,16 +143,18 @@ def _parse(options: Mapping[str, Any], config: PortRangeProviderConfig) -> _Pars
                 f"block inside its parent range {parent_start}-{parent_end}.",
             )
         parent = (parent_start, parent_end)
-    return _Parsed(base_port, block_size, block_count, offset, lock_directory, parent)
+    parent_lease_id: int | None = None
+    if options.get("parentLeaseId") is not None:
+        parent_lease_id = read_integer(options, "parentLeaseId", 0, minimum=0)
+    return _Parsed(
+        base_port, block_size, block_count, offset, lock_directory, parent, parent_lease_id
+    )
 
 
-_warned: set[tuple[int, int]] = set()
-
-
-def _warn_if_ephemeral(start: int, end: int) -> None:
-    if (start, end) in _warned or not overlaps_ephemeral(start, end):
+def _warn_if_ephemeral(start: int, end: int, warned: set[tuple[int, int]]) -> None:
+    if (start, end) in warned or not overlaps_ephemeral(start, end):
         return
-    _warned.add((start, end))
+    warned.add((start, end))  # once per provider and range, not on every lease
     low, high = ephemeral_range()
     warnings.warn(
         f"port range {start}-{end} overlaps the OS ephemeral port range {low}-{high}: the "
@@ -146,20 +173,25 @@ class PortRangeProvider:
 
     def __init__(self, config: PortRangeProviderConfig | None = None) -> None:
         self.config = config or PortRangeProviderConfig()
+        self._warned: set[tuple[int, int]] = set()
+        self._warned_lock = threading.Lock()
 
     def provision(
         self, *, session_id: str, workspace_root: str, options: Mapping[str, Any]
     ) -> ResourceLease:
         parsed = _parse(options, self.config)
-        lock_directory = shared_directory(
-            resolve_path(workspace_root, parsed.lock_directory)
-            if parsed.lock_directory
-            else _ensure_parent(default_lock_directory())
-        )
+        lock_directory = _prepare_lock_directory(workspace_root, parsed.lock_directory)
+        skipped: list[int] = []
         if parsed.parent is not None:
             start, claim, busy = self._claim_child(lock_directory, parsed)
-            block_index, skipped = 0, []
+            block_index = 0
         else:
+            with self._warned_lock:
+                _warn_if_ephemeral(
+                    parsed.base_port,
+                    parsed.base_port + parsed.block_size * parsed.block_count - 1,
+                    self._warned,
+                )
             block_index, start, claim, skipped = self._claim_block(
                 session_id, lock_directory, parsed
             )
@@ -173,12 +205,15 @@ class PortRangeProvider:
                 start=start,
                 end=end,
                 role="child" if parsed.parent else "top-level",
+                lease_id=claim.lease_id,
             )
         except BaseException:
             claim.release()
             raise
 
         def release() -> None:
+            # Record first, lock second: a record never outlives its lease while the lease
+            # is still alive, so readers may trust "id unlocked" as "record stale".
             remove_record(record)
             claim.release()
 
@@ -191,6 +226,7 @@ class PortRangeProvider:
             "endPort": end,
             "primaryPort": primary,
             "lockPath": os.path.join(lock_directory, PORTS_FILE),
+            "leaseId": claim.lease_id,
         }
         if skipped:
             hard["skippedBusyPorts"] = skipped
@@ -219,23 +255,30 @@ class PortRangeProvider:
         self, session_id: str, lock_directory: str, parsed: _Parsed
     ) -> tuple[int, int, RangeClaim, list[int]]:
         size, count = parsed.block_size, parsed.block_count
-        _warn_if_ephemeral(parsed.base_port, parsed.base_port + size * count - 1)
         first = preferred_block(session_id, count)
         skipped: list[int] = []
         held = 0
-        for step in range(count):
-            index = (first + step) % count
-            start = parsed.base_port + index * size
-            end = start + size - 1
-            claim = claim_top_level(lock_directory, start, end)
-            if claim is None:
-                held += 1
-                continue
-            busy = busy_ports(start, end) if self.config.probe else []
-            if not busy:
-                return index, start, claim, skipped
-            claim.release()
-            skipped.extend(busy)
+        scanner = TopLevelScanner(lock_directory)
+        try:
+            for step in range(count):
+                index = (first + step) % count
+                start = parsed.base_port + index * size
+                end = start + size - 1
+                if not scanner.try_block(start, end):
+                    held += 1
+                    continue
+                # Probe only once the block is ours (exclusively: no child can join yet), so
+                # two leasers never probe the same ports and busy ports are not someone
+                # else's freshly bound servers.
+                busy = busy_ports(start, end) if self.config.probe else []
+                if not busy:
+                    return index, start, scanner.finish(start, end), skipped
+                scanner.give_back(start, end)
+                skipped.extend(busy)
+        except BaseException:
+            scanner.close()
+            raise
+        scanner.close()
         raise PortsExhaustedError(
             f"No free deterministic port block is available: all {count} blocks of {size} "
             f"ports from {parsed.base_port} are leased ({held}) or have ports in use by other "
@@ -248,7 +291,13 @@ class PortRangeProvider:
     ) -> tuple[int, RangeClaim, list[int]]:
         assert parsed.parent is not None
         start, end = parsed.base_port, parsed.base_port + parsed.block_size - 1
-        claim = claim_child(lock_directory, start, end, *parsed.parent)
+        claim = claim_child(
+            lock_directory,
+            start,
+            end,
+            parent=parsed.parent,
+            parent_lease_id=parsed.parent_lease_id,
+        )
         if claim is None:
             raise PortsExhaustedError(
                 f"child port slice {start}-{end} of parent range "
@@ -257,12 +306,6 @@ class PortRangeProvider:
             )
         # A child cannot move out of its slice: report busy ports instead of skipping.
         return start, claim, busy_ports(start, end) if self.config.probe else []
-
-
-def _ensure_parent(path: str) -> str:
-    """Create the default directory's parent as shared too (``/tmp/pytest-aiops``)."""
-    shared_directory(os.path.dirname(path))
-    return path
 
 
 def create_port_range_provider(
