@@ -227,6 +227,14 @@ def _lock_directory(option: str | None) -> str:
     return os.path.abspath(os.path.expanduser(option)) if option else default_lock_directory()
 
 
+def _repo_root() -> str | None:
+    """The top of the git repository around the current directory, or ``None``."""
+    try:
+        return git_output(["-C", os.getcwd(), "rev-parse", "--show-toplevel"])
+    except AiopsError:
+        return None
+
+
 def _worktree_root(option: str | None) -> str | None:
     """``--worktree-root``, else the provider's root for the repository around the cwd.
 
@@ -234,9 +242,8 @@ def _worktree_root(option: str | None) -> str | None:
     """
     if option:
         return os.path.abspath(os.path.expanduser(option))
-    try:
-        repo_root = git_output(["-C", os.getcwd(), "rev-parse", "--show-toplevel"])
-    except AiopsError:
+    repo_root = _repo_root()
+    if repo_root is None:
         return None
     from ._providers.git_worktree import default_worktree_root
 
@@ -382,7 +389,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UsageError(f"run: COMMAND is missing (usage: {PROG} run [options] -- COMMAND...)")
     session_id: str = args.session_id or default_session_id()
     resources: list[ResourceRequest] = args.resource or _default_resources()
-    if not args.resource and _worktree_root(None) is None:
+    if not args.resource and _repo_root() is None:
         raise AiopsError(
             f"run: {os.getcwd()} is not inside a git repository, and the default resources "
             "include a worktree of it; cd into a repository or choose resources with "
