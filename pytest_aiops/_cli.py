@@ -23,7 +23,6 @@ import getpass
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -36,7 +35,6 @@ from ._defaults import create_default_orchestrator
 from ._errors import AiopsError
 from ._git import git_output
 from ._leases import LeaseRecord, read_records, reap_stale
-from ._locking import range_is_leased
 from ._orchestrator import ResourceProvisioningOrchestrator
 from ._providers import git_worktree
 from ._providers.git_worktree import GitWorktreeProviderConfig
@@ -463,19 +461,9 @@ def format_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[s
     ]
 
 
-def lease_is_live(record: LeaseRecord, lock_dir: str) -> bool:
-    """The holder still runs and, on this host, the kernel lock on its range is still held.
-
-    The lock check catches a recycled pid: a record is advisory, the lock is the truth.
-    """
-    if not record.holder_alive():
-        return False
-    if record.host != socket.gethostname():
-        return True
-    try:
-        return range_is_leased(lock_dir, record.start_port, record.end_port)
-    except AiopsError:
-        return True  # cannot tell: never call a possibly-held lease dead
+def lease_is_live(record: LeaseRecord) -> bool:
+    """Whether the lease still exists: the kernel's answer (its lease id's lock), else its pid."""
+    return record.holder_alive()
 
 
 def _lease_json(record: LeaseRecord, now: float) -> dict[str, Any]:
@@ -503,7 +491,7 @@ def collect_status(lock_dir: str, worktree_root: str | None) -> dict[str, Any]:
     live: list[dict[str, Any]] = []
     stale: list[dict[str, Any]] = []
     for record in read_records(lock_dir):
-        (live if lease_is_live(record, lock_dir) else stale).append(_lease_json(record, now))
+        (live if lease_is_live(record) else stale).append(_lease_json(record, now))
     worktrees = (
         [_worktree_json(w, now) for w in list_worktrees(worktree_root)] if worktree_root else []
     )
