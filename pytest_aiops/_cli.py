@@ -79,46 +79,52 @@ class _Parser(argparse.ArgumentParser):
 
 _RUN_EPILOG = f"""\
 examples:
-  {PROG} run -- claude                     # an agent in its own worktree + port range
+  {PROG} run -- claude              # an agent in its own worktree + port range
   {PROG} run --session-id review-42 -- bash
-  {PROG} run --resource port-range -- pytest -n 4     # ports only, in the current directory
-  {PROG} run --resource 'port-range:{{"blockSize": 8}}' --resource git-worktree -- make test
+  {PROG} run --resource port-range -- pytest -n 4    # ports only, in the cwd
+  {PROG} run --resource 'port-range:{{"blockSize": 8}}' --resource git-worktree \\
+      -- make test
   {PROG} run --discovery-file /tmp/agent.json -- python serve.py
 
-COMMAND runs in the session's working directory (the worktree) with the current environment
-plus AGENT_PORT_RANGE_START/END, AGENT_PORT_PRIMARY, AGENT_REPO_ROOT, AGENT_WORKTREE_PATH,
-AGENT_WORKTREE_BASE_REF and AGENT_DISCOVERY_FILE (the discovery JSON; default
-.agent-context/resources.json under the working directory, removed at the end).
+COMMAND runs in the session's working directory (the worktree) with the current
+environment plus AGENT_PORT_RANGE_START/END, AGENT_PORT_PRIMARY, AGENT_REPO_ROOT,
+AGENT_WORKTREE_PATH, AGENT_WORKTREE_BASE_REF and AGENT_DISCOVERY_FILE, the discovery
+JSON (default .agent-context/resources.json under the working directory; removed at
+the end).
 
-SIGINT, SIGTERM and SIGHUP sent to {PROG} are forwarded to COMMAND (a terminal's ^C already
-reaches both, so it is not sent twice); {PROG} waits for COMMAND, releases everything, and
-exits with COMMAND's status, 128+N if it died of signal N. If {PROG} itself is SIGKILLed,
-COMMAND gets SIGTERM and '{PROG} gc' reclaims what was left.
+SIGINT, SIGTERM and SIGHUP sent to {PROG} are forwarded to COMMAND (a terminal's ^C
+reaches both already, so it is not sent twice). {PROG} then waits for COMMAND and
+releases everything. If {PROG} itself is SIGKILLed, COMMAND gets SIGTERM and
+'{PROG} gc' reclaims what was left.
 
-The default session id is agent-<user>-<pid of {PROG}>: unique on the machine while it runs,
-and readable in '{PROG} status'.
+exit status: COMMAND's; 128+N if it died of signal N (130 SIGINT, 143 SIGTERM);
+127 if COMMAND was not found, 126 if it could not be executed; 1 if provisioning
+failed (or releasing failed after COMMAND succeeded); 2 for a usage error.
+
+The default session id is agent-<user>-<pid of {PROG}>: unique on the machine
+while it runs, and readable in '{PROG} status'.
 """
 
 _STATUS_EPILOG = f"""\
 examples:
-  {PROG} status                       # leases in the machine-wide lock directory, worktrees of
-                                      # the repository in the current directory
+  {PROG} status            # leases in the machine-wide lock directory and the
+                                 # worktrees of the repository in the cwd
   {PROG} status --json | jq '.leases[].sessionId'
   {PROG} status --lock-dir /tmp/my-locks --worktree-root ../worktrees
 
-Leases whose holder has died are not listed (they are counted; '{PROG} gc' removes them).
-Worktree states: live (its owner runs), orphaned (its owner died; gc reclaims it), pooled
-(kept for reuse).
+Leases whose holder died are not listed, only counted ('{PROG} gc' removes
+their records). Worktree states: live (its owner runs), orphaned (its owner died;
+gc reclaims it), pooled (kept for reuse).
 """
 
 _GC_EPILOG = f"""\
 examples:
-  {PROG} gc --dry-run     # show what would be reclaimed
-  {PROG} gc               # reclaim it
+  {PROG} gc --dry-run      # say what would be reclaimed
+  {PROG} gc                # reclaim it
   {PROG} gc --lock-dir /tmp/my-locks --worktree-root ../worktrees
 
-Only what dead processes left behind is touched: stale lease records and orphaned worktrees
-(with their git registrations). Nothing a live process holds is ever removed.
+Only what dead processes left behind is touched: stale lease records and orphaned
+worktrees with their git registrations. Nothing a live process holds is removed.
 """
 
 
@@ -141,8 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``pytest-aiops`` parser with its three subcommands."""
     parser = _Parser(
         prog=PROG,
-        description="Isolated git worktrees and TCP port ranges for agent sessions and test "
-        "runs: run a command in one, show what is held, reclaim what dead processes left.",
+        description="Isolated git worktrees and TCP port ranges for agent sessions and\n"
+        "test runs: run a command in one, show what is held, reclaim what dead\n"
+        "processes left.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=f"Run '{PROG} COMMAND --help' for the options and examples of each command.",
     )
@@ -173,7 +180,12 @@ def build_parser() -> argparse.ArgumentParser:
         "absolute (default: .agent-context/resources.json)",
     )
     _add_location_options(run)
-    run.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND...")
+    run.add_argument(
+        "argv",
+        nargs=argparse.REMAINDER,
+        metavar="-- COMMAND...",
+        help="the command to run in the session, after --",
+    )
 
     status = commands.add_parser(
         "status",
