@@ -1,3 +1,443 @@
-"""pytest glue for pytest-aiops (fixtures, options, xdist hand-off)."""
+"""pytest glue: options, settings, the xdist hand-off, fixtures, report header and failure notes.
+
+Entry point ``pytest11: aiops``; turn it off with ``-p no:aiops`` or ``--aiops-disable``. The
+fixtures are thin: each hands out what one :class:`~pytest_aiops._resources.AiopsWorker` per
+process makes lazily, so a run that never requests them runs no git command and leases
+nothing (only an xdist controller leases its parent port range up front; that is a few
+syscalls, never git).
+"""
 
 from __future__ import annotations
+
+import errno
+import os
+import re
+from collections.abc import Generator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from . import hookspecs
+from ._errors import OptionError
+from ._leases import holders_of
+from ._providers.port_range import default_lock_directory
+from ._registry import ProviderRegistry
+from ._resources import AiopsWorker, GitWorktree, PortRange, WorktreeFactory, find_git_repository
+from ._session import ProvisionedResources
+from ._settings import Settings, add_options
+from ._xdist import XdistController, summary_lines, worker_input, xdist_worker_count
+
+__all__ = [
+    "SETTINGS_KEY",
+    "aiops_port",
+    "aiops_worker",
+    "aiops_worktree_factory",
+    "git_worktree",
+    "port_range",
+    "provisioned_session",
+]
+
+MARKER = "aiops"
+MARKER_HELP = (
+    "aiops(base_ref=None, target_path=None, isolation=None): module-level options for this "
+    "module's git_worktree (baseRef/targetPath/isolation; camelCase keys accepted too)."
+)
+_MARKER_KEYS = {
+    "base_ref": "base_ref",
+    "baseRef": "base_ref",
+    "target_path": "target_path",
+    "targetPath": "target_path",
+    "isolation": "isolation",
+}
+
+
+@dataclass
+class _State:
+    """Per-process state, kept in ``config.stash``."""
+
+    settings: Settings
+    registry: ProviderRegistry
+    session_id: str
+    worker: AiopsWorker | None = None
+    controller: XdistController | None = None
+    reporter: _Reporter | None = None
+    release_errors: list[str] = field(default_factory=list)
+
+
+SETTINGS_KEY = pytest.StashKey[Settings]()
+_STATE_KEY = pytest.StashKey[_State]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    add_options(parser)
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    pluginmanager.add_hookspecs(hookspecs)
+
+
+class BuiltinProviders:
+    """Registers ``git-worktree`` and ``port-range`` through the public hook."""
+
+    @pytest.hookimpl
+    def pytest_aiops_register_providers(self, register: ProviderRegistry) -> None:
+        from ._providers.git_worktree import create_git_worktree_provider
+        from ._providers.port_range import create_port_range_provider
+
+        register(create_git_worktree_provider())
+        register(create_port_range_provider())
+
+
+def project_session_id(root: str) -> str:
+    """Session id of a project: the same rootdir leases the same ports run after run."""
+    return f"pytest-aiops:{os.path.realpath(root)}"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", MARKER_HELP)
+    settings = Settings.from_config(config)
+    config.stash[SETTINGS_KEY] = settings
+    if settings.disable:
+        return
+    config.pluginmanager.register(BuiltinProviders(), "aiops-builtin-providers")
+    registry = ProviderRegistry()
+    config.hook.pytest_aiops_register_providers(register=registry, config=config)
+    settings.check_kinds(registry.kinds)
+    root = str(config.rootpath)
+    state = _State(settings, registry, project_session_id(root))
+    config.stash[_STATE_KEY] = state
+    data = worker_input(config)
+    workers = 0 if data is not None else xdist_worker_count(config)
+    if workers:
+        controller = XdistController(
+            settings=settings,
+            registry=registry,
+            worker_count=workers,
+            session_id=state.session_id,
+            workspace_root=root,
+        )
+        controller.start()
+        state.controller = controller
+        config.pluginmanager.register(controller, "aiops-xdist-controller")
+        return
+    workerinput = getattr(config, "workerinput", None) or {}
+    worker_id = str(workerinput.get("workerid", "master"))
+    parent = None
+    if data and data.get("parent"):
+        from ._discovery import DiscoverySnapshot
+
+        parent = DiscoverySnapshot.from_dict(data["parent"])
+
+    def extra_requests() -> list[Any]:
+        results = config.hook.pytest_aiops_session_resources(config=config, worker_id=worker_id)
+        return [request for result in results for request in (result or ())]
+
+    state.worker = AiopsWorker(
+        registry=registry,
+        worker_id=worker_id,
+        session_id=f"{state.session_id}/{worker_id}",
+        workspace_root=root,
+        repo=settings.repo or root,
+        ports_per_worker=settings.ports_per_worker,
+        port_range=settings.port_range,
+        lock_directory=settings.lock_dir,
+        parent=parent,
+        child_index=data.get("index") if data else None,
+        child_count=data.get("count") if data else None,
+        resources=settings.resources,
+        extra_requests=extra_requests,
+        base_ref=settings.base_ref,
+        worktree_root=settings.worktree_root,
+        isolation=settings.isolation,
+        keep=settings.keep,
+    )
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    state = config.stash.get(_STATE_KEY, None)
+    if state is None:
+        return []
+    settings = state.settings
+    lock_dir = settings.lock_dir or default_lock_directory()
+    low, high = settings.port_range
+    controller = state.controller
+    if controller is not None and controller.parent_range is not None:
+        start, end = controller.parent_range
+        ports = (
+            f"ports {start}-{end} for {controller.worker_count} workers x "
+            f"{settings.ports_per_worker}"
+        )
+    else:
+        ports = (
+            f"{settings.ports_per_worker} ports per worker from {low}-{high}, leased on first use"
+        )
+    repo = find_git_repository(settings.repo or str(config.rootpath))
+    worktrees = f"worktrees of {repo} at {settings.base_ref}" if repo else "no git repository"
+    return [
+        f"aiops: {ports}; lock dir {lock_dir}; {worktrees}",
+        f"aiops: reproduce with {settings.as_cli()} --aiops-lock-dir={lock_dir}",
+    ]
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    config = session.config
+    state = config.stash.get(_STATE_KEY, None)
+    if state is None or state.worker is None:
+        return
+    errors = state.worker.close()
+    state.release_errors.extend(f"{type(e).__name__}: {e}" for e in errors)
+    workeroutput = getattr(config, "workeroutput", None)
+    if isinstance(workeroutput, dict):
+        summary = state.worker.summary()
+        summary["errors"] = state.release_errors
+        workeroutput["aiops"] = summary
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    state = config.stash.get(_STATE_KEY, None)
+    if state is None:
+        return
+    if state.controller is not None:
+        summaries = state.controller.summaries
+    elif state.worker is not None:
+        summaries = [{**state.worker.summary(), "errors": state.release_errors}]
+    else:
+        return
+    lines = summary_lines(summaries)
+    lines += [
+        f"aiops {s.get('workerId')}: release failed: {e}"
+        for s in summaries
+        for e in s.get("errors") or ()
+    ]
+    for line in lines:
+        terminalreporter.write_line(line)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    state = config.stash.get(_STATE_KEY, None)
+    if state is None:
+        return
+    if state.worker is not None:
+        state.worker.close()  # no-op after sessionfinish; covers runs that stopped earlier
+    if state.controller is not None:
+        state.controller.stop()
+
+
+# -- failure report for "address already in use" -------------------------------------------
+
+_ADDRESS_IN_USE = "address already in use"
+
+
+class _Reporter:
+    """Registered on first use of the port or worktree fixtures (so unused runs pay nothing).
+
+    Tracks the running test (ports handed out are attributed to it), which modules had a
+    failing test (for ``--aiops-keep=failed``), and adds a report section naming the holder
+    of the port when a test using ``port_range`` fails with "address already in use".
+    """
+
+    def __init__(self, worker: AiopsWorker) -> None:
+        self.worker = worker
+        self.failed_modules: set[str] = set()
+
+    @pytest.hookimpl
+    def pytest_runtest_logstart(self, nodeid: str) -> None:
+        if self.worker.port_range_leased:
+            self.worker.port_range().current_user = nodeid
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(
+        self, item: pytest.Item, call: pytest.CallInfo[None]
+    ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+        report = yield
+        if not report.failed:
+            return report
+        module = item.getparent(pytest.Module)
+        if module is not None:
+            self.failed_modules.add(module.nodeid)
+        uses_ports = {"port_range", "aiops_port", "provisioned_session"} & set(
+            getattr(item, "fixturenames", ())
+        )
+        if uses_ports and self.worker.port_range_leased and _is_address_in_use(call, report):
+            text = describe_port_holders(self.worker.port_range(), item.nodeid, report.longreprtext)
+            report.sections.append(("aiops: who holds the port", text))
+        return report
+
+
+def _is_address_in_use(call: pytest.CallInfo[None], report: pytest.TestReport) -> bool:
+    excinfo = call.excinfo
+    if (
+        excinfo is not None
+        and isinstance(excinfo.value, OSError)
+        and excinfo.value.errno == errno.EADDRINUSE
+    ):
+        return True
+    return _ADDRESS_IN_USE in report.longreprtext.lower()
+
+
+def describe_port_holders(port_range: PortRange, nodeid: str, text: str) -> str:
+    """Which lease (process, session) holds the ports a failing test probably wanted."""
+    candidates = port_range.ports_of(nodeid)
+    for match in re.finditer(r"(?:port\D{0,3}|:)(\d{2,5})\b", text):
+        number = int(match.group(1))
+        if 0 < number <= 65535 and number not in candidates:
+            candidates.append(number)
+    if not candidates:
+        candidates = [port_range.primary]
+    lock_dir = port_range.lock_directory or default_lock_directory()
+    lines = [
+        f"this worker ({port_range.owner}, pid {os.getpid()}) leases {port_range.start}-"
+        f"{port_range.end}; lock dir {lock_dir}"
+    ]
+    for port in candidates[:8]:
+        holders = holders_of(lock_dir, port)
+        others = [h for h in holders if h.pid != os.getpid()]
+        if others:
+            for holder in others:
+                lines.append(
+                    f"port {port}: leased by pid {holder.pid} on {holder.host} "
+                    f"(session {holder.session_id!r}, {holder.role} lease "
+                    f"{holder.start_port}-{holder.end_port})"
+                )
+        elif port in port_range:
+            lines.append(
+                f"port {port}: inside this worker's own lease, so no other pytest-aiops run "
+                "holds it: a server this worker started (in this or an earlier test) is still "
+                f"listening, or a process outside pytest-aiops is; see `ss -ltnp 'sport = :{port}'`"
+            )
+        else:
+            lines.append(
+                f"port {port}: outside this worker's range {port_range.start}-{port_range.end} "
+                "and no pytest-aiops lease holds it; take ports from port_range.next_port() "
+                f"instead (holder: `ss -ltnp 'sport = :{port}'`)"
+            )
+    return "\n".join(lines)
+
+
+def _activate_reporter(config: pytest.Config, worker: AiopsWorker) -> _Reporter:
+    state = config.stash[_STATE_KEY]
+    if state.reporter is None:
+        state.reporter = _Reporter(worker)
+        config.pluginmanager.register(state.reporter, "aiops-reporter")
+    return state.reporter
+
+
+# -- fixtures ---------------------------------------------------------------------------------
+
+
+def _worker(config: pytest.Config, fixture: str) -> AiopsWorker:
+    state = config.stash.get(_STATE_KEY, None)
+    if state is None or state.worker is None:
+        settings = config.stash.get(SETTINGS_KEY, None)
+        source = settings.source("disable") if settings else "default"
+        pytest.fail(
+            f"{fixture} is unavailable: pytest-aiops is disabled ({source}); "
+            "drop --aiops-disable / aiops_disable / PYTEST_AIOPS_DISABLE to use it",
+            pytrace=False,
+        )
+    return state.worker
+
+
+@pytest.fixture(scope="session")
+def aiops_worker(pytestconfig: pytest.Config) -> AiopsWorker:
+    """This process's pytest-aiops resources (one per xdist worker): the factory behind the
+    other fixtures. ``.port_range()``, ``.worktrees`` (a WorktreeFactory), ``.session(path)``,
+    ``.worker_id``, ``.child_index``/``.child_count`` (its slice of the xdist parent range).
+    Nothing is leased until one of them is used."""
+    return _worker(pytestconfig, "aiops_worker")
+
+
+@pytest.fixture(scope="session")
+def port_range(pytestconfig: pytest.Config, aiops_worker: AiopsWorker) -> PortRange:
+    """This worker's block of TCP ports no other live process leases (session scope).
+
+    ``start``, ``end`` (inclusive), ``primary``, ``ports``; ``len()``, iteration, ``in``;
+    ``next_port()`` hands each port out once per worker (thread-safe) and says how to get more
+    when none is left (--aiops-ports-per-worker). Under xdist each worker gets its own slice of
+    the run's range; leased on first use, released at the end of the session."""
+    _activate_reporter(pytestconfig, aiops_worker)
+    return aiops_worker.port_range()
+
+
+@pytest.fixture
+def aiops_port(port_range: PortRange) -> int:
+    """One TCP port for this test alone: ``port_range.next_port()``."""
+    return port_range.next_port()
+
+
+@pytest.fixture(scope="session")
+def aiops_worktree_factory(aiops_worker: AiopsWorker) -> WorktreeFactory:
+    """Makes more isolated worktrees (as tmp_path_factory is to tmp_path), session scope.
+
+    ``with aiops_worktree_factory.worktree(base_ref="v1") as wt:`` gives a function-scoped one;
+    ``provision()``/``release()`` for other lifetimes. Worktrees still out at the end of the
+    session are released (or kept, per --aiops-keep)."""
+    return aiops_worker.worktrees
+
+
+@pytest.fixture(scope="module")
+def git_worktree(
+    request: pytest.FixtureRequest,
+    pytestconfig: pytest.Config,
+    aiops_worker: AiopsWorker,
+) -> Iterator[GitWorktree]:
+    """An isolated worktree of the repository under test, one per test module.
+
+    ``path`` (a pathlib.Path), ``base_ref``, ``repo_root``, ``working_directory``; edit freely,
+    the repository's own checkout is never touched. Checked out at --aiops-base-ref (default
+    HEAD) from the repository holding pytest's rootdir (or --aiops-repo); a module may choose
+    with ``pytestmark = pytest.mark.aiops(base_ref=..., target_path=...)``. Provisioned on
+    first use (a run that never asks for it runs no git command), released at the end of the
+    module unless --aiops-keep says to keep it."""
+    options = marker_options(request.node.get_closest_marker(MARKER))
+    reporter = _activate_reporter(pytestconfig, aiops_worker)
+    factory = aiops_worker.worktrees
+    worktree = factory.provision(**options, name=request.node.nodeid)
+    yield worktree
+    factory.release(worktree, failed=request.node.nodeid in reporter.failed_modules)
+
+
+@pytest.fixture(scope="session")
+def provisioned_session(
+    pytestconfig: pytest.Config,
+    tmp_path_factory: pytest.TempPathFactory,
+    aiops_worker: AiopsWorker,
+) -> ProvisionedResources:
+    """This worker's ProvisionedResources: its port range plus the kinds in --aiops-resources
+    and those added by pytest_aiops_session_resources hooks (session scope).
+
+    Its discovery file is written (``aiops_worker.runtime.discovery_file_path``, also in
+    ``aiops_worker.runtime.env["AGENT_DISCOVERY_FILE"]``) and ``injected_env()`` gives the
+    environment for subprocesses. Released at the end of the session."""
+    if "port-range" in aiops_worker.resource_kinds:
+        _activate_reporter(pytestconfig, aiops_worker)
+    directory = tmp_path_factory.getbasetemp() / f"aiops-{aiops_worker.worker_id}"
+    return aiops_worker.session(Path(directory) / "resources.json")
+
+
+def marker_options(marker: pytest.Mark | None) -> dict[str, str]:
+    """``pytest.mark.aiops(...)`` keyword arguments as WorktreeFactory.provision arguments."""
+    if marker is None:
+        return {}
+    if marker.args:
+        raise OptionError(
+            "aiops", f"pytest.mark.aiops takes keyword arguments only, not {marker.args!r}"
+        )
+    options: dict[str, str] = {}
+    for key, value in marker.kwargs.items():
+        name = _MARKER_KEYS.get(key)
+        if name is None:
+            allowed = ", ".join(sorted(set(_MARKER_KEYS.values())))
+            raise OptionError(
+                key, f"pytest.mark.aiops got unknown option {key!r} (allowed: {allowed})"
+            )
+        if not isinstance(value, str) or not value.strip():
+            raise OptionError(
+                key, f"pytest.mark.aiops({key}=...) must be a non-empty string, not {value!r}"
+            )
+        options[name] = value.strip()
+    return options

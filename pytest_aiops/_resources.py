@@ -1,0 +1,554 @@
+"""Plain objects behind the fixtures: a worker's ports, its worktrees, its provisioned session.
+
+Nothing here imports pytest (STYLE 1): :mod:`pytest_aiops.plugin` builds one
+:class:`AiopsWorker` per process from the settings and the fixtures hand out what it makes.
+Everything is lazy: constructing these objects leases nothing and runs no git command.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ._discovery import DiscoverySnapshot
+from ._errors import PortsExhaustedError, ProvisioningError
+from ._orchestrator import RequestLike, ResourceProvisioningOrchestrator
+from ._ports import port_is_free
+from ._registry import ProviderRegistry
+from ._session import ProvisionedResources
+from ._types import ResourceContextPatch, ResourceLease, ResourceRequest, RuntimeInjection
+
+PORTS_HINT = (
+    "raise --aiops-ports-per-worker (ini aiops_ports_per_worker, env PYTEST_AIOPS_PORTS_PER_WORKER)"
+)
+
+
+class PortRange:
+    """A worker's leased ports: ``start``..``end`` inclusive, with a ``primary`` port.
+
+    Behaves as a sized, iterable container of ints (``len``, ``iter``, ``in``).
+    :meth:`next_port` hands out each port at most once per process (thread-safe), so several
+    tests in one worker never get the same port from it; ports some other process is already
+    listening on are skipped.
+    """
+
+    def __init__(
+        self,
+        start: int,
+        end: int,
+        primary: int | None = None,
+        *,
+        owner: str = "master",
+        session_id: str = "",
+        lock_directory: str | None = None,
+        probe: bool = True,
+    ) -> None:
+        if not 0 < start <= end <= 65535:
+            raise ValueError(f"not a port range: {start}-{end}")
+        primary = start if primary is None else primary
+        if not start <= primary <= end:
+            raise ValueError(f"primary port {primary} is outside {start}-{end}")
+        self.start = start
+        self.end = end
+        self.primary = primary
+        self.owner = owner
+        self.session_id = session_id
+        self.lock_directory = lock_directory
+        self.probe = probe
+        self._lock = threading.Lock()
+        # Hand out the primary port first, then upwards, wrapping round to start.
+        self._order: list[int] = [*range(primary, end + 1), *range(start, primary)]
+        self._cursor = 0
+        self._handed_out: dict[int, str | None] = {}
+        self.current_user: str | None = None  # set by the plugin to the running test's id
+
+    @property
+    def ports(self) -> range:
+        """All ports of the range, in order (a ``range``, so a ``Sequence[int]``)."""
+        return range(self.start, self.end + 1)
+
+    def __len__(self) -> int:
+        return self.end - self.start + 1
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.ports)
+
+    def __contains__(self, port: object) -> bool:
+        return isinstance(port, int) and self.start <= port <= self.end
+
+    def __repr__(self) -> str:
+        return f"<PortRange {self.start}-{self.end} primary={self.primary} owner={self.owner!r}>"
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The ``AGENT_PORT_*`` variables describing this range, for subprocesses."""
+        return {
+            "AGENT_PORT_RANGE_START": str(self.start),
+            "AGENT_PORT_RANGE_END": str(self.end),
+            "AGENT_PORT_PRIMARY": str(self.primary),
+        }
+
+    @property
+    def handed_out(self) -> Mapping[int, str | None]:
+        """Port -> id of the test (if known) it was handed to by :meth:`next_port`."""
+        with self._lock:
+            return dict(self._handed_out)
+
+    @property
+    def remaining(self) -> int:
+        """How many ports :meth:`next_port` has not looked at yet."""
+        with self._lock:
+            return len(self._order) - self._cursor
+
+    def next_port(self) -> int:
+        """A port of this range not handed out before and (if probing) not in use.
+
+        Raises :class:`pytest_aiops.PortsExhaustedError` when none is left, saying how to get
+        more ports.
+        """
+        with self._lock:
+            while self._cursor < len(self._order):
+                port = self._order[self._cursor]
+                self._cursor += 1
+                if self.probe and not port_is_free(port):
+                    continue  # someone else listens there (a server a test left running, ...)
+                self._handed_out[port] = self.current_user
+                return port
+            raise PortsExhaustedError(
+                f"port_range {self.start}-{self.end} of worker {self.owner} has no unused port "
+                f"left: all {len(self)} were handed out by next_port() or are in use by other "
+                f"processes; {PORTS_HINT} (now {len(self)})"
+            )
+
+    def next_ports(self, count: int) -> list[int]:
+        """``count`` ports from :meth:`next_port` (all or none are consumed on error)."""
+        with self._lock:
+            saved_cursor, saved = self._cursor, dict(self._handed_out)
+        try:
+            return [self.next_port() for _ in range(count)]
+        except PortsExhaustedError:
+            with self._lock:
+                self._cursor, self._handed_out = saved_cursor, saved
+            raise
+
+    def ports_of(self, user: str) -> list[int]:
+        """Ports handed out while ``user`` (a test id) was running."""
+        with self._lock:
+            return [port for port, who in self._handed_out.items() if who == user]
+
+    @classmethod
+    def from_allocation(
+        cls, allocation: Mapping[str, Any], *, owner: str, session_id: str, probe: bool = True
+    ) -> PortRange:
+        """Build from a ``port-range`` lease's hard allocation."""
+        lock_path = allocation.get("lockPath")
+        return cls(
+            int(allocation["startPort"]),
+            int(allocation["endPort"]),
+            int(allocation["primaryPort"]),
+            owner=owner,
+            session_id=session_id,
+            lock_directory=os.path.dirname(lock_path) if isinstance(lock_path, str) else None,
+            probe=probe,
+        )
+
+
+@dataclass(frozen=True)
+class GitWorktree:
+    """An isolated checkout of the repository under test, made by :class:`WorktreeFactory`."""
+
+    path: Path
+    base_ref: str
+    repo_root: Path
+    working_directory: Path
+    target_path: str | None = None
+    isolation: str = "worktree"
+    session_id: str = ""
+    resources: ProvisionedResources | None = field(default=None, compare=False, repr=False)
+
+    def env(self, base_env: Mapping[str, str | None] | None = None) -> dict[str, str]:
+        """``base_env`` (default ``os.environ``) plus ``AGENT_WORKTREE_PATH`` and friends."""
+        if self.resources is None:
+            base = os.environ if base_env is None else base_env
+            return {k: v for k, v in base.items() if v is not None}
+        return self.resources.injected_env(base_env)
+
+
+def find_git_repository(start: str) -> str | None:
+    """The nearest directory at or above ``start`` holding ``.git``, without running git."""
+    current = os.path.abspath(start)
+    while True:
+        if os.path.exists(os.path.join(current, ".git")):
+            return current
+        parent = os.path.dirname(current)
+        if parent == current:
+            return None
+        current = parent
+
+
+class WorktreeFactory:
+    """Makes worktrees of one repository, as ``tmp_path_factory`` makes directories.
+
+    :meth:`provision` returns a :class:`GitWorktree`; :meth:`release` gives it back (to the
+    provider's pool), unless the keep policy says to leave it on disk for debugging.
+    :meth:`close` releases whatever is still out. Thread-safe.
+    """
+
+    def __init__(
+        self,
+        orchestrator: Callable[[], ResourceProvisioningOrchestrator],
+        *,
+        repo: str,
+        session_prefix: str,
+        base_ref: str = "HEAD",
+        worktree_root: str | None = None,
+        isolation: str = "worktree",
+        keep: str = "none",
+        repo_hint: str = "set --aiops-repo (ini aiops_repo)",
+    ) -> None:
+        self._orchestrator = orchestrator
+        self.repo = repo
+        self.session_prefix = session_prefix
+        self.base_ref = base_ref
+        self.worktree_root = worktree_root
+        self.isolation = isolation
+        self.keep = keep
+        self.repo_hint = repo_hint
+        self._lock = threading.Lock()
+        self._counter = 0
+        self._live: dict[int, GitWorktree] = {}
+        self.kept: list[GitWorktree] = []
+
+    def request(
+        self,
+        *,
+        base_ref: str | None = None,
+        target_path: str | None = None,
+        isolation: str | None = None,
+    ) -> ResourceRequest:
+        """The ``git-worktree`` request :meth:`provision` would make."""
+        options: dict[str, Any] = {
+            "baseRef": base_ref or self.base_ref,
+            "isolation": isolation or self.isolation,
+        }
+        if self.worktree_root:
+            options["rootDirectory"] = self.worktree_root
+        if target_path:
+            options["targetPath"] = target_path
+        return ResourceRequest("git-worktree", options)
+
+    def provision(
+        self,
+        *,
+        base_ref: str | None = None,
+        target_path: str | None = None,
+        isolation: str | None = None,
+        name: str = "",
+    ) -> GitWorktree:
+        """A new worktree at ``base_ref`` (default: the configured one); ``name`` is a label."""
+        repo = find_git_repository(self.repo)
+        with self._lock:
+            self._counter += 1
+            number = self._counter
+        session_id = f"{self.session_prefix}:wt{number}:{os.getpid()}"
+        if repo is None:
+            raise ProvisioningError(
+                f"git_worktree needs a git repository, but {self.repo} is not inside one; "
+                f"{self.repo_hint} to the repository under test",
+                session_id=session_id,
+                kind="git-worktree",
+            )
+        request = self.request(base_ref=base_ref, target_path=target_path, isolation=isolation)
+        resources = self._orchestrator().provision_session(
+            session_id=session_id, resources=[request], workspace_root=self.repo
+        )
+        allocation = resources.allocation("git-worktree") or {}
+        worktree = GitWorktree(
+            path=Path(str(allocation["worktreePath"])),
+            base_ref=str(allocation.get("baseRef", request.options and request.options["baseRef"])),
+            repo_root=Path(str(allocation.get("repoRoot", repo))),
+            working_directory=Path(resources.working_directory),
+            target_path=allocation.get("targetPath") or None,
+            isolation=str(allocation.get("isolation", isolation or self.isolation)),
+            session_id=session_id,
+            resources=resources,
+        )
+        with self._lock:
+            self._live[id(worktree)] = worktree
+        return worktree
+
+    def release(self, worktree: GitWorktree, *, failed: bool = False) -> bool:
+        """Give ``worktree`` back; keep it instead if the policy says so. True if released."""
+        with self._lock:
+            if self._live.pop(id(worktree), None) is None:
+                return False
+            keep = self.keep == "all" or (self.keep == "failed" and failed)
+            if keep:
+                self.kept.append(worktree)
+        if keep:
+            return False
+        if worktree.resources is not None:
+            worktree.resources.release()
+        return True
+
+    @contextmanager
+    def worktree(
+        self,
+        *,
+        base_ref: str | None = None,
+        target_path: str | None = None,
+        isolation: str | None = None,
+    ) -> Iterator[GitWorktree]:
+        """``with factory.worktree() as wt:`` -- provisioned on entry, released on exit."""
+        worktree = self.provision(base_ref=base_ref, target_path=target_path, isolation=isolation)
+        failed = True
+        try:
+            yield worktree
+            failed = False
+        finally:
+            self.release(worktree, failed=failed)
+
+    def close(self) -> list[BaseException]:
+        """Release every worktree still out; return the errors instead of stopping at one."""
+        with self._lock:
+            live = list(self._live.values())
+        errors: list[BaseException] = []
+        for worktree in reversed(live):
+            try:
+                self.release(worktree)
+            except Exception as error:
+                errors.append(error)
+        return errors
+
+
+class _HeldLease:
+    """A provider that re-issues an already held lease without leasing again.
+
+    ``provisioned_session`` includes the worker's port range; the range is leased once (by
+    ``port_range`` or by the session, whichever comes first) and owned by the worker, so the
+    session's copy must not release it.
+    """
+
+    def __init__(self, kind: str, allocation: Mapping[str, Any], patch: ResourceContextPatch):
+        self.kind = kind
+        self._allocation = allocation
+        self._patch = patch
+
+    def provision(
+        self, *, session_id: str, workspace_root: str, options: Mapping[str, Any]
+    ) -> ResourceLease:
+        return ResourceLease(self.kind, self._allocation, lambda: None, self._patch)
+
+
+class AiopsWorker:
+    """One process's resources: its port range, worktrees and provisioned session.
+
+    ``parent`` is the xdist controller's snapshot (with ``child_index`` of ``child_count``)
+    or ``None``, in which case the worker leases its own top-level block seeded by
+    ``session_id``. Nothing is leased until first asked for.
+    """
+
+    def __init__(
+        self,
+        *,
+        registry: ProviderRegistry,
+        worker_id: str,
+        session_id: str,
+        workspace_root: str,
+        repo: str,
+        ports_per_worker: int,
+        port_range: tuple[int, int],
+        lock_directory: str | None,
+        parent: DiscoverySnapshot | None = None,
+        child_index: int | None = None,
+        child_count: int | None = None,
+        resources: Sequence[str] = ("port-range",),
+        extra_requests: Callable[[], Sequence[RequestLike]] = tuple,
+        base_ref: str = "HEAD",
+        worktree_root: str | None = None,
+        isolation: str = "worktree",
+        keep: str = "none",
+    ) -> None:
+        self.registry = registry
+        self.worker_id = worker_id
+        self.session_id = session_id
+        self.workspace_root = workspace_root
+        self.repo = repo
+        self.ports_per_worker = ports_per_worker
+        self.port_span = port_range
+        self.lock_directory = lock_directory
+        self.parent = parent
+        self.child_index = child_index
+        self.child_count = child_count
+        self.resource_kinds = tuple(resources)
+        self._extra_requests = extra_requests
+        self.fallback_reason: str | None = None
+        self.runtime: RuntimeInjection | None = None
+        self._lock = threading.RLock()
+        self._ports_session: ProvisionedResources | None = None
+        self._port_range: PortRange | None = None
+        self._session: ProvisionedResources | None = None
+        self._closed = False
+        self.worktrees = WorktreeFactory(
+            self._orchestrator,
+            repo=repo,
+            session_prefix=session_id,
+            base_ref=base_ref,
+            worktree_root=worktree_root,
+            isolation=isolation,
+            keep=keep,
+        )
+        self._cached_orchestrator: ResourceProvisioningOrchestrator | None = None
+
+    def _orchestrator(self) -> ResourceProvisioningOrchestrator:
+        with self._lock:
+            if self._cached_orchestrator is None:
+                self._cached_orchestrator = self.registry.orchestrator()
+            return self._cached_orchestrator
+
+    @property
+    def port_range_leased(self) -> bool:
+        return self._ports_session is not None
+
+    def _port_request(self) -> ResourceRequest:
+        low, high = self.port_span
+        options: dict[str, Any] = {
+            "basePort": low,
+            "blockSize": self.ports_per_worker,
+            "blockCount": max(1, (high - low + 1) // self.ports_per_worker),
+        }
+        if self.lock_directory:
+            options["lockDirectory"] = self.lock_directory
+        return ResourceRequest("port-range", options)
+
+    def ports_session(self) -> ProvisionedResources:
+        """The session holding only this worker's port lease (leased on first call)."""
+        with self._lock:
+            self._check_open()
+            if self._ports_session is None:
+                self._ports_session = self._lease_ports()
+            return self._ports_session
+
+    def _lease_ports(self) -> ProvisionedResources:
+        orchestrator = self._orchestrator()
+        if self.parent is not None and self.child_index is not None and self.child_count:
+            try:
+                return orchestrator.provision_child_session(
+                    parent_snapshot=self.parent,
+                    child_session_id=f"{self.parent.session_id}/{self.worker_id}",
+                    child_index=self.child_index,
+                    child_count=self.child_count,
+                )
+            except ProvisioningError as error:
+                if not isinstance(error.__cause__, PortsExhaustedError):
+                    raise
+                # Our slice is still held (a crashed predecessor's orphan, say): a top-level
+                # block is just as exclusive, only outside the parent range.
+                self.fallback_reason = str(error.__cause__)
+        return orchestrator.provision_session(
+            session_id=self.session_id,
+            resources=[self._port_request()],
+            workspace_root=self.workspace_root,
+        )
+
+    def port_range(self) -> PortRange:
+        """This worker's :class:`PortRange` (leased on first call)."""
+        with self._lock:
+            if self._port_range is None:
+                session = self.ports_session()
+                allocation = session.allocation("port-range")
+                if allocation is None:
+                    raise ProvisioningError(
+                        "the port-range provider returned no port-range allocation",
+                        session_id=session.session_id,
+                        kind="port-range",
+                    )
+                self._port_range = PortRange.from_allocation(
+                    allocation, owner=self.worker_id, session_id=session.session_id
+                )
+            return self._port_range
+
+    def session(self, discovery_file: str | os.PathLike[str]) -> ProvisionedResources:
+        """The worker's full provisioned session (once); its discovery file written."""
+        with self._lock:
+            self._check_open()
+            if self._session is not None:
+                return self._session
+            requests: list[RequestLike] = []
+            overrides = {}
+            for kind in self.resource_kinds:
+                if kind == "port-range":
+                    ports = self.ports_session()
+                    snapshot = ports.to_discovery_snapshot()
+                    overrides[kind] = _HeldLease(
+                        kind,
+                        ports.allocation(kind) or {},
+                        ResourceContextPatch(
+                            env=snapshot.env,
+                            prompt_sections=snapshot.prompt_sections,
+                            metadata=snapshot.metadata,
+                        ),
+                    )
+                    requests.append(ResourceRequest(kind))
+                elif kind == "git-worktree":
+                    requests.append(self.worktrees.request())
+                else:
+                    requests.append(ResourceRequest(kind))
+            requests.extend(self._extra_requests())
+            orchestrator = self.registry.orchestrator(overrides)  # type: ignore[arg-type]
+            session = orchestrator.provision_session(
+                session_id=f"{self.session_id}:session:{os.getpid()}",
+                resources=requests,
+                workspace_root=self.repo,
+            )
+            try:
+                self.runtime = session.build_runtime_injection(os.fspath(discovery_file))
+            except BaseException:
+                session.release()
+                raise
+            self._session = session
+            return session
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError(f"pytest-aiops resources of {self.worker_id} are already released")
+
+    def close(self) -> list[BaseException]:
+        """Release everything (session, worktrees, then ports); return the errors."""
+        with self._lock:
+            if self._closed:
+                return []
+            self._closed = True
+            errors: list[BaseException] = []
+            if self._session is not None:
+                errors.extend(_release(self._session))
+            errors.extend(self.worktrees.close())
+            if self._ports_session is not None:
+                errors.extend(_release(self._ports_session))
+            return errors
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-able facts for the controller's report (sent through ``workeroutput``)."""
+        port_range = self._port_range
+        return {
+            "workerId": self.worker_id,
+            "range": [port_range.start, port_range.end] if port_range else None,
+            "childIndex": (
+                self.child_index if self.parent is not None and not self.fallback_reason else None
+            ),
+            "fallback": self.fallback_reason,
+            "kept": [str(w.path) for w in self.worktrees.kept],
+        }
+
+
+def _release(resources: ProvisionedResources) -> list[BaseException]:
+    try:
+        resources.release()
+    except Exception as error:
+        return [error]
+    return []

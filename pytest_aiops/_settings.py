@@ -1,0 +1,286 @@
+"""The plugin's settings: every option read once, validated, with CLI > env > ini > default.
+
+Each setting has one name in four places: ``--aiops-x`` on the command line, ``PYTEST_AIOPS_X``
+in the environment, ``aiops_x`` in the ini file, and a default. :meth:`Settings.from_config`
+reads them in that order of precedence and stores a frozen :class:`Settings` in
+``config.stash``; a bad value is one :class:`pytest.UsageError` line naming the option, where
+the value came from, the value and what is allowed (pytest-asyncio's ``asyncio_mode`` message
+is the model).
+
+This module imports nothing heavy: a run that never uses the fixtures pays only for it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TypeVar
+
+import pytest
+
+T = TypeVar("T")
+
+#: Default port range, the port-range provider's: 200 blocks of 32 ports from 20000.
+DEFAULT_PORT_RANGE = (20000, 26399)
+DEFAULT_PORTS_PER_WORKER = 32
+DEFAULT_BASE_REF = "HEAD"
+ISOLATION_LEVELS = ("worktree", "clone")
+KEEP_POLICIES = ("none", "failed", "all")
+DEFAULT_RESOURCES = ("port-range",)
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+@dataclass(frozen=True)
+class _Option:
+    """One setting's names and help text; ``dest`` is the settings field name."""
+
+    dest: str
+    help: str
+    metavar: str | None = None
+    flag: bool = False  # a store_true switch on the command line
+
+    @property
+    def cli(self) -> str:
+        return "--aiops-" + self.dest.replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        return "PYTEST_AIOPS_" + self.dest.upper()
+
+    @property
+    def ini(self) -> str:
+        return "aiops_" + self.dest
+
+
+OPTIONS: tuple[_Option, ...] = (
+    _Option(
+        "disable",
+        "turn pytest-aiops off: its fixtures raise, nothing is leased, no header "
+        "(same as -p no:aiops, but the fixtures and marker stay known).",
+        flag=True,
+    ),
+    _Option(
+        "ports_per_worker",
+        f"TCP ports each worker's port_range gets (default {DEFAULT_PORTS_PER_WORKER}).",
+        "N",
+    ),
+    _Option(
+        "port_range",
+        "ports pytest-aiops may lease from, START-END inclusive "
+        f"(default {DEFAULT_PORT_RANGE[0]}-{DEFAULT_PORT_RANGE[1]}).",
+        "START-END",
+    ),
+    _Option(
+        "lock_dir",
+        "machine-wide directory of port leases shared by every run "
+        "(default /tmp/pytest-aiops/locks).",
+        "DIR",
+    ),
+    _Option(
+        "repo",
+        "the git repository git_worktree checks out (default: the one holding pytest's rootdir).",
+        "PATH",
+    ),
+    _Option(
+        "worktree_root",
+        "directory the worktrees are created under (default: the git-worktree provider's, "
+        "outside your checkout).",
+        "DIR",
+    ),
+    _Option("base_ref", "commit-ish git_worktree checks out (default HEAD).", "REF"),
+    _Option(
+        "isolation",
+        "how git_worktree isolates: 'worktree' (git worktree, shares objects) or 'clone' "
+        "(independent clone); default worktree.",
+        "LEVEL",
+    ),
+    _Option(
+        "resources",
+        "comma-separated resource kinds provisioned_session provisions, in order "
+        "(default port-range; e.g. port-range,git-worktree).",
+        "KINDS",
+    ),
+    _Option(
+        "keep",
+        "which worktrees to keep after the run for debugging: none, failed (modules with a "
+        "failed test) or all (default none).",
+        "POLICY",
+    ),
+)
+_BY_DEST = {option.dest: option for option in OPTIONS}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The resolved settings; ``sources`` says where each came from (for messages/header)."""
+
+    disable: bool = False
+    ports_per_worker: int = DEFAULT_PORTS_PER_WORKER
+    port_range: tuple[int, int] = DEFAULT_PORT_RANGE
+    lock_dir: str | None = None
+    repo: str | None = None
+    worktree_root: str | None = None
+    base_ref: str = DEFAULT_BASE_REF
+    isolation: str = "worktree"
+    resources: tuple[str, ...] = DEFAULT_RESOURCES
+    keep: str = "none"
+    sources: Mapping[str, str] | None = None
+
+    @property
+    def port_range_size(self) -> int:
+        return self.port_range[1] - self.port_range[0] + 1
+
+    def source(self, dest: str) -> str:
+        """``from --aiops-x`` / ``from env PYTEST_AIOPS_X`` / ``from ini aiops_x`` / ``default``."""
+        return (self.sources or {}).get(dest, "default")
+
+    def usage_error(self, dest: str, message: str) -> pytest.UsageError:
+        """A :class:`pytest.UsageError` about setting ``dest``, naming where it came from."""
+        return pytest.UsageError(f"{_BY_DEST[dest].cli} {message} ({self.source(dest)})")
+
+    @classmethod
+    def from_config(cls, config: pytest.Config) -> Settings:
+        """Read every option with precedence CLI > env > ini > default; validate each."""
+        raw: dict[str, tuple[str, str]] = {}
+        for option in OPTIONS:
+            found = _lookup(config, option)
+            if found is not None:
+                raw[option.dest] = found
+        sources = {dest: source for dest, (_, source) in raw.items()}
+
+        def get(dest: str, parse: Callable[[str, str], T], default: T) -> T:
+            if dest not in raw:
+                return default
+            value, source = raw[dest]
+            try:
+                return parse(value, source)
+            except _Invalid as e:
+                raise pytest.UsageError(
+                    f"{_BY_DEST[dest].cli} must be {e.expected}, not {value!r} (from {source})"
+                ) from None
+
+        return cls(
+            disable=get("disable", _parse_bool, False),
+            ports_per_worker=get("ports_per_worker", _parse_positive_int, DEFAULT_PORTS_PER_WORKER),
+            port_range=get("port_range", _parse_port_range, DEFAULT_PORT_RANGE),
+            lock_dir=get("lock_dir", _parse_path(config), None),
+            repo=get("repo", _parse_path(config), None),
+            worktree_root=get("worktree_root", _parse_path(config), None),
+            base_ref=get("base_ref", _parse_ref, DEFAULT_BASE_REF),
+            isolation=get("isolation", _parse_choice(ISOLATION_LEVELS), "worktree"),
+            resources=get("resources", _parse_kinds, DEFAULT_RESOURCES),
+            keep=get("keep", _parse_choice(KEEP_POLICIES), "none"),
+            sources={dest: f"from {source}" for dest, source in sources.items()},
+        )
+
+    def check_kinds(self, known: tuple[str, ...]) -> None:
+        """Refuse ``resources`` naming a kind no provider was registered for."""
+        for kind in self.resources:
+            if kind not in known:
+                allowed = ", ".join(known) or "none registered"
+                raise self.usage_error(
+                    "resources",
+                    f"names unknown resource kind {kind!r} (registered kinds: {allowed})",
+                )
+
+    def as_cli(self) -> str:
+        """The options that reproduce this run's port layout, pastable on a command line."""
+        low, high = self.port_range
+        return f"--aiops-port-range={low}-{high} --aiops-ports-per-worker={self.ports_per_worker}"
+
+
+class _Invalid(Exception):
+    def __init__(self, expected: str) -> None:
+        super().__init__(expected)
+        self.expected = expected
+
+
+def add_options(parser: pytest.Parser) -> None:
+    """Register the ``aiops`` option group and the ini keys (all read as strings)."""
+    group = parser.getgroup("aiops", "pytest-aiops: isolated ports and git worktrees")
+    for option in OPTIONS:
+        help_text = f"{option.help} [env {option.env}, ini {option.ini}]"
+        if option.flag:
+            group.addoption(option.cli, action="store_true", default=None, help=help_text)
+        else:
+            group.addoption(option.cli, default=None, metavar=option.metavar, help=help_text)
+        parser.addini(option.ini, option.help, type="string", default="")
+
+
+def _lookup(config: pytest.Config, option: _Option) -> tuple[str, str] | None:
+    cli = config.getoption("aiops_" + option.dest)
+    if cli is not None:
+        return ("true" if cli is True else str(cli)), option.cli
+    env = os.environ.get(option.env)
+    if env is not None and env.strip():
+        return env, f"env {option.env}"
+    ini = config.getini(option.ini)
+    if isinstance(ini, str) and ini.strip():
+        return ini, f"ini {option.ini}"
+    return None
+
+
+def _parse_bool(value: str, source: str) -> bool:
+    text = value.strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise _Invalid("one of " + ", ".join(_TRUE + _FALSE))
+
+
+def _parse_positive_int(value: str, source: str) -> int:
+    text = value.strip()
+    if not re.fullmatch(r"\+?\d+", text) or int(text) < 1:
+        raise _Invalid("an integer >= 1")
+    return int(text)
+
+
+def _parse_port_range(value: str, source: str) -> tuple[int, int]:
+    match = re.fullmatch(r"\s*(\d+)\s*-\s*(\d+)\s*", value)
+    expected = "START-END with 1 <= START <= END <= 65535 (e.g. 20000-26399)"
+    if match is None:
+        raise _Invalid(expected)
+    low, high = int(match.group(1)), int(match.group(2))
+    if not 1 <= low <= high <= 65535:
+        raise _Invalid(expected)
+    return low, high
+
+
+def _parse_path(config: pytest.Config) -> Callable[[str, str], str]:
+    def parse(value: str, source: str) -> str:
+        text = os.path.expanduser(value.strip())
+        if not text:
+            raise _Invalid("a path")
+        # An ini path is relative to the ini file's directory, others to the cwd.
+        base = str(config.inipath.parent) if source.startswith("ini") and config.inipath else None
+        return os.path.abspath(os.path.join(base, text) if base else text)
+
+    return parse
+
+
+def _parse_ref(value: str, source: str) -> str:
+    text = value.strip()
+    if not text or text.startswith("-") or any(c.isspace() for c in text):
+        raise _Invalid("a git commit-ish without spaces that does not start with '-'")
+    return text
+
+
+def _parse_choice(choices: tuple[str, ...]) -> Callable[[str, str], str]:
+    def parse(value: str, source: str) -> str:
+        text = value.strip().lower()
+        if text not in choices:
+            raise _Invalid("one of " + ", ".join(choices))
+        return text
+
+    return parse
+
+
+def _parse_kinds(value: str, source: str) -> tuple[str, ...]:
+    kinds = tuple(k.strip() for k in value.split(",") if k.strip())
+    if len(set(kinds)) != len(kinds):
+        raise _Invalid("a comma-separated list of distinct resource kinds")
+    return kinds

@@ -1,0 +1,162 @@
+"""xdist hand-off: the controller's parent port lease, slice indices, and the workers' reports.
+
+Registered by :mod:`pytest_aiops.plugin` only when pytest-xdist is active and this process is
+the controller, and only through xdist's documented hooks (``pytest_configure_node`` puts
+data into ``node.workerinput``; ``pytest_testnodedown`` sees a worker finish or die). Slice
+indices are tracked here, never parsed from ``gwN``: a worker replacing a crashed one gets a
+new id and the lowest free index, which the dead worker no longer holds (its kernel locks died
+with it).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+
+from ._registry import ProviderRegistry
+from ._session import ProvisionedResources
+from ._settings import Settings
+from ._types import ResourceRequest
+
+WORKERINPUT_KEY = "aiops"
+
+
+def xdist_worker_count(config: pytest.Config) -> int:
+    """How many workers xdist will start (0: xdist is not distributing this run)."""
+    if not config.pluginmanager.hasplugin("xdist"):
+        return 0
+    if config.getoption("dist", "no") == "no" or config.getoption("collectonly", False):
+        return 0
+    total = 0
+    for spec in config.getoption("tx", None) or ():
+        match = re.match(r"^(\d+)\*", str(spec))
+        total += int(match.group(1)) if match else 1
+    return total
+
+
+class XdistController:
+    """Controller-side hooks; one instance per run, registered as ``aiops-xdist-controller``."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        registry: ProviderRegistry,
+        worker_count: int,
+        session_id: str,
+        workspace_root: str,
+    ) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.worker_count = worker_count
+        self.session_id = session_id
+        self.workspace_root = workspace_root
+        self.parent: ProvisionedResources | None = None
+        self._free = list(range(worker_count))
+        self._assigned: dict[str, int] = {}
+        self.summaries: list[dict[str, Any]] = []
+        self.crashed: list[str] = []
+
+    def parent_request(self) -> ResourceRequest:
+        """One block of ``workers x ports_per_worker`` ports, seeded by the project."""
+        low, high = self.settings.port_range
+        size = self.settings.ports_per_worker * self.worker_count
+        options: dict[str, Any] = {
+            "basePort": low,
+            "blockSize": size,
+            "blockCount": max(1, (high - low + 1) // size),
+        }
+        if self.settings.lock_dir:
+            options["lockDirectory"] = self.settings.lock_dir
+        return ResourceRequest("port-range", options)
+
+    def start(self) -> None:
+        """Lease the parent range (ports only: this never runs git)."""
+        size = self.settings.ports_per_worker * self.worker_count
+        if size > self.settings.port_range_size:
+            low, high = self.settings.port_range
+            raise self.settings.usage_error(
+                "ports_per_worker",
+                f"x {self.worker_count} workers = {size} ports do not fit in --aiops-port-range "
+                f"{low}-{high} ({self.settings.port_range_size} ports); lower "
+                "--aiops-ports-per-worker or -n, or widen --aiops-port-range",
+            )
+        self.parent = self.registry.orchestrator().provision_session(
+            session_id=self.session_id,
+            resources=[self.parent_request()],
+            workspace_root=self.workspace_root,
+        )
+
+    def stop(self) -> None:
+        if self.parent is not None:
+            self.parent.release()
+
+    @property
+    def parent_range(self) -> tuple[int, int] | None:
+        allocation = self.parent.allocation("port-range") if self.parent else None
+        if allocation is None:
+            return None
+        return int(allocation["startPort"]), int(allocation["endPort"])
+
+    @pytest.hookimpl
+    def pytest_configure_node(self, node: Any) -> None:
+        """Give the new worker the parent snapshot and the lowest free slice index."""
+        gateway_id = str(node.gateway.id)
+        spec = node.gateway.spec
+        # Only a worker on this host can join locks in this host's lock directory.
+        local = bool(getattr(spec, "popen", False)) and not getattr(spec, "via", None)
+        data: dict[str, Any] = {"count": self.worker_count, "index": None, "parent": None}
+        if local and self.parent is not None and self._free:
+            index = min(self._free)
+            self._free.remove(index)
+            self._assigned[gateway_id] = index
+            data["index"] = index
+            data["parent"] = self.parent.to_discovery_snapshot().to_dict()
+        node.workerinput[WORKERINPUT_KEY] = data
+
+    @pytest.hookimpl
+    def pytest_testnodedown(self, node: Any, error: object) -> None:
+        """Free the worker's index (its locks are gone or going) and keep its report."""
+        index = self._assigned.pop(str(node.gateway.id), None)
+        if index is not None:
+            self._free.append(index)
+        if error is not None:
+            self.crashed.append(str(node.gateway.id))
+        output = getattr(node, "workeroutput", None) or {}
+        summary = output.get(WORKERINPUT_KEY)
+        if isinstance(summary, dict):
+            self.summaries.append(summary)
+
+
+def worker_input(config: pytest.Config) -> dict[str, Any] | None:
+    """What the controller sent this worker, or ``None`` outside an xdist worker."""
+    workerinput = getattr(config, "workerinput", None)
+    if not isinstance(workerinput, dict):
+        return None
+    data = workerinput.get(WORKERINPUT_KEY)
+    return data if isinstance(data, dict) else {}
+
+
+def summary_lines(summaries: Sequence[dict[str, Any]]) -> list[str]:
+    """One line per worker that leased ports or kept worktrees."""
+    lines: list[str] = []
+    for summary in sorted(summaries, key=lambda s: str(s.get("workerId"))):
+        parts: list[str] = []
+        port_range = summary.get("range")
+        if port_range:
+            where = (
+                f"slice {summary['childIndex']}" if summary.get("childIndex") is not None else ""
+            )
+            parts.append(
+                f"ports {port_range[0]}-{port_range[1]}" + (f" ({where})" if where else "")
+            )
+        if summary.get("fallback"):
+            parts.append(f"own block because {summary['fallback']}")
+        for path in summary.get("kept") or ():
+            parts.append(f"kept worktree {path}")
+        if parts:
+            lines.append(f"aiops {summary.get('workerId')}: " + "; ".join(parts))
+    return lines
