@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
-from collections.abc import Callable, Mapping
+import sys
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -66,3 +69,51 @@ def lock_dir(tmp_path: Path) -> Path:
     path = tmp_path / "locks"
     path.mkdir()
     return path
+
+
+_HOLDER = """
+import json, sys
+from pytest_aiops._providers.port_range import PortRangeProvider, PortRangeProviderConfig
+options, session_id, root = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]
+try:
+    lease = PortRangeProvider(PortRangeProviderConfig(probe=False)).provision(
+        session_id=session_id, workspace_root=root, options=options
+    )
+except Exception as error:
+    print(json.dumps({"error": type(error).__name__, "message": str(error)}), flush=True)
+    sys.exit(1)
+print(json.dumps(dict(lease.hard)), flush=True)
+sys.stdin.read()
+lease.release()
+"""
+
+
+Holder = tuple["subprocess.Popen[str]", dict[str, Any]]
+
+
+@pytest.fixture
+def hold_lease(tmp_path: Path) -> Iterator[Callable[..., Holder]]:
+    """Factory: a subprocess that leases ports with ``options`` and holds them until killed.
+
+    Returns ``(process, hard allocation)`` (or ``{"error", "message"}`` if leasing failed).
+    Every process still running at teardown is SIGKILLed.
+    """
+    processes: list[subprocess.Popen[str]] = []
+
+    def start(options: Mapping[str, Any], session_id: str = "holder") -> Holder:
+        process = subprocess.Popen(
+            [sys.executable, "-c", _HOLDER, json.dumps(dict(options)), session_id, str(tmp_path)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        processes.append(process)
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        return process, json.loads(line)
+
+    yield start
+    for process in processes:
+        if process.poll() is None:
+            process.kill()
+        process.communicate()

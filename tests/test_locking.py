@@ -1,0 +1,348 @@
+"""Lease locking with real processes, threads, SIGKILL and a hostile lock directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_aiops import LockError, PortRangeProviderConfig, PortsExhaustedError
+from pytest_aiops._leases import LEASES_DIR, holders_of, read_records, reap_stale
+from pytest_aiops._locking import (
+    PORTS_FILE,
+    ParentGoneError,
+    ensure_shared_directory,
+    range_is_leased,
+)
+from pytest_aiops._providers.port_range import PortRangeProvider
+from pytest_aiops._types import ResourceLease
+
+from .conftest import Holder
+
+HoldLease = Callable[..., Holder]
+BASE = 22000  # below the ephemeral range, away from the torture test's ports
+
+
+def provider(lock_dir: Path, *, probe: bool = False) -> PortRangeProvider:
+    return PortRangeProvider(PortRangeProviderConfig(lock_directory=str(lock_dir), probe=probe))
+
+
+def lease(lock_dir: Path, session_id: str = "s", **options: Any) -> ResourceLease:
+    return provider(lock_dir).provision(
+        session_id=session_id, workspace_root=str(lock_dir), options=options
+    )
+
+
+def child_options(parent: dict[str, Any], start: int, size: int, **extra: Any) -> dict[str, Any]:
+    return {
+        "basePort": start,
+        "blockSize": size,
+        "blockCount": 1,
+        "parentStartPort": parent["startPort"],
+        "parentEndPort": parent["endPort"],
+        **extra,
+    }
+
+
+def kill(process: subprocess.Popen[str]) -> None:
+    process.send_signal(signal.SIGKILL)
+    process.communicate()
+    assert process.returncode == -signal.SIGKILL
+
+
+# --- no overlap ---------------------------------------------------------------------------
+
+
+def test_threads_in_one_process_never_share_a_port(lock_dir: Path) -> None:
+    live: set[int] = set()
+    guard = threading.Lock()
+    errors: list[str] = []
+    shared = provider(lock_dir)  # one provider object used by every thread
+
+    def work(worker: int) -> None:
+        for i in range(15):
+            held = shared.provision(
+                session_id=f"t{i % 3}",
+                workspace_root=str(lock_dir),
+                options={"basePort": BASE, "blockSize": 8, "blockCount": 40},
+            )
+            ports = set(range(held.hard["startPort"], held.hard["endPort"] + 1))
+            with guard:
+                if live & ports:
+                    errors.append(f"thread {worker} got {sorted(live & ports)} twice")
+                live.update(ports)
+            with guard:
+                live.difference_update(ports)
+            held.release()
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert not range_is_leased(str(lock_dir), BASE, BASE + 8 * 40 - 1)
+
+
+def test_sixteen_and_sixty_four_port_configs_do_not_overlap(lock_dir: Path) -> None:
+    big = [lease(lock_dir, f"b{i}", basePort=BASE, blockSize=64, blockCount=4) for i in range(3)]
+    # 16-port blocks over the same 256 ports: only the 64 the big ones left are free.
+    small = [lease(lock_dir, "s", basePort=BASE, blockSize=16, blockCount=16) for _ in range(4)]
+    with pytest.raises(PortsExhaustedError, match="No free deterministic port block"):
+        lease(lock_dir, "s", basePort=BASE, blockSize=16, blockCount=16)
+    assert len(small) == 4
+    taken = [set(range(x.hard["startPort"], x.hard["endPort"] + 1)) for x in big + small]
+    assert sum(map(len, taken)) == len(set().union(*taken)) == 256
+    for held in big + small:
+        held.release()
+
+
+def test_top_level_cannot_take_ports_of_a_live_parent(
+    lock_dir: Path, hold_lease: HoldLease
+) -> None:
+    process, parent = hold_lease(
+        {"basePort": BASE, "blockSize": 32, "blockCount": 1, "lockDirectory": str(lock_dir)}
+    )
+    with pytest.raises(PortsExhaustedError):
+        lease(lock_dir, basePort=BASE + 16, blockSize=32, blockCount=1)  # straddles the parent
+    with pytest.raises(PortsExhaustedError):
+        lease(lock_dir, basePort=BASE + 8, blockSize=8, blockCount=2)  # inside it
+    child = lease(lock_dir, "c", **child_options(parent, BASE, 16))  # its own child may join
+    kill(process)
+    # The parent is gone but its live child keeps its slice: only the other half is free.
+    free = lease(lock_dir, basePort=BASE, blockSize=16, blockCount=2)
+    assert free.hard["startPort"] == BASE + 16
+    free.release()
+    child.release()
+
+
+# --- children ----------------------------------------------------------------------------
+
+
+def test_two_children_cannot_hold_the_same_slice(lock_dir: Path, hold_lease: HoldLease) -> None:
+    parent = lease(lock_dir, basePort=BASE, blockSize=32, blockCount=1)
+    options = child_options(dict(parent.hard), BASE, 16, lockDirectory=str(lock_dir))
+    _, first = hold_lease(options)
+    assert first["startPort"] == BASE
+    with pytest.raises(PortsExhaustedError, match="already held by another live child"):
+        lease(lock_dir, "c2", **options)
+    second = lease(lock_dir, "c3", **child_options(dict(parent.hard), BASE + 16, 16))
+    second.release()
+    parent.release()
+
+
+def test_child_refused_once_its_parent_is_dead(lock_dir: Path, hold_lease: HoldLease) -> None:
+    process, parent = hold_lease(
+        {"basePort": BASE, "blockSize": 32, "blockCount": 1, "lockDirectory": str(lock_dir)}
+    )
+    kill(process)
+    # Someone else now holds part of the dead parent's range, in another shape.
+    other = lease(lock_dir, "other", basePort=BASE, blockSize=16, blockCount=1)
+    with pytest.raises(ParentGoneError) as caught:
+        lease(lock_dir, "c", **child_options(parent, BASE, 16))
+    assert str(caught.value) == (
+        f"parent port range {BASE}-{BASE + 31} is not held by a live lease in "
+        f"'{lock_dir / PORTS_FILE}'; provision the parent session again"
+    )
+    assert isinstance(caught.value, LockError)
+    with pytest.raises(ParentGoneError):
+        lease(lock_dir, "c", **child_options(parent, BASE + 16, 16))
+    other.release()
+
+
+def test_child_with_lease_id_refused_after_same_range_is_leased_again(lock_dir: Path) -> None:
+    parent = lease(lock_dir, basePort=BASE, blockSize=32, blockCount=1)
+    old = dict(parent.hard)
+    parent.release()
+    again = lease(lock_dir, basePort=BASE, blockSize=32, blockCount=1)  # same range, new lease
+    with pytest.raises(ParentGoneError):
+        lease(lock_dir, "c", **child_options(old, BASE, 16, parentLeaseId=old["leaseId"]))
+    fresh = dict(again.hard)
+    child = lease(lock_dir, "c", **child_options(fresh, BASE, 16, parentLeaseId=fresh["leaseId"]))
+    child.release()
+    again.release()
+
+
+# --- crashes ------------------------------------------------------------------------------
+
+
+def test_sigkill_frees_the_block_at_once(lock_dir: Path, hold_lease: HoldLease) -> None:
+    options = {"basePort": BASE, "blockSize": 32, "blockCount": 8, "lockDirectory": str(lock_dir)}
+    process, held = hold_lease(options, "crash-me")
+    assert [r.session_id for r in holders_of(str(lock_dir), held["startPort"])] == ["crash-me"]
+    with pytest.raises(PortsExhaustedError):
+        lease(lock_dir, "x", basePort=held["startPort"], blockSize=32, blockCount=1)
+    kill(process)
+    # No timeout, no cleanup: the kernel dropped the lock with the process.
+    again = lease(
+        lock_dir, "crash-me", **{k: v for k, v in options.items() if k != "lockDirectory"}
+    )
+    assert again.hard["startPort"] == held["startPort"]
+    stale = reap_stale(str(lock_dir))
+    assert [(r.session_id, r.pid) for r in stale] == [("crash-me", process.pid)]
+    assert [r.session_id for r in read_records(str(lock_dir))] == ["crash-me"]
+    again.release()
+    assert list(read_records(str(lock_dir))) == []
+
+
+_FD_LIMIT = """
+import json, os, resource, sys
+from pytest_aiops import child_port_slice
+from pytest_aiops._providers.port_range import PortRangeProvider, PortRangeProviderConfig
+hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))
+provider = PortRangeProvider(PortRangeProviderConfig(lock_directory=sys.argv[1], probe=False))
+before = len(os.listdir("/proc/self/fd"))
+parent = provider.provision(session_id="p", workspace_root=sys.argv[1],
+                            options={"basePort": 23000, "blockSize": 64 * 32, "blockCount": 1})
+start, end = parent.hard["startPort"], parent.hard["endPort"]
+children = []
+for index in range(64):
+    s, e, _ = child_port_slice(start, end, start, index, 64)
+    children.append(provider.provision(session_id=f"c{index}", workspace_root=sys.argv[1],
+        options={"basePort": s, "blockSize": e - s + 1, "blockCount": 1,
+                 "parentStartPort": start, "parentEndPort": end}))
+print(json.dumps({"fds": len(os.listdir("/proc/self/fd")) - before,
+                  "sizes": sorted({c.hard["blockSize"] for c in children})}))
+"""
+
+
+def test_64_workers_of_32_ports_fit_under_1024_open_files(lock_dir: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", _FD_LIMIT, str(lock_dir)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    report = json.loads(result.stdout)
+    assert report == {"fds": 65, "sizes": [32]}  # one descriptor per lease
+
+
+# --- a hostile or unusable lock directory ---------------------------------------------------
+
+
+def _plant(kind: str, path: Path, outside: Path) -> None:
+    if kind == "symlink":
+        path.symlink_to(outside / "target")
+    elif kind == "dangling symlink":
+        path.symlink_to(outside / "missing")
+    elif kind == "directory":
+        path.mkdir()
+    elif kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "hard link":
+        (outside / "target").write_text("precious\n")
+        os.link(outside / "target", path)
+
+
+@pytest.mark.parametrize("kind", ["symlink", "dangling symlink", "directory", "fifo", "hard link"])
+def test_planted_ports_lock_is_refused_not_followed(
+    lock_dir: Path, tmp_path: Path, kind: str
+) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "target").write_text("precious\n")
+    _plant(kind, lock_dir / PORTS_FILE, outside)
+    with pytest.raises(LockError) as caught:
+        lease(lock_dir)
+    assert caught.value.lock_path == str(lock_dir / PORTS_FILE)
+    assert str(caught.value).startswith(f"lock file '{lock_dir / PORTS_FILE}' ")
+    assert str(caught.value).endswith(
+        "; remove whatever is at that path or choose another lockDirectory"
+    )
+    assert (outside / "target").read_text() == "precious\n"
+    assert sorted(os.listdir(outside)) == ["target"]
+
+
+@pytest.mark.parametrize("kind", ["symlink", "fifo"])
+def test_planted_leases_dir_is_refused_not_followed(
+    lock_dir: Path, tmp_path: Path, kind: str
+) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "target").mkdir()
+    _plant(kind, lock_dir / LEASES_DIR, outside)
+    with pytest.raises(LockError) as caught:
+        lease(lock_dir)
+    assert caught.value.lock_path == str(lock_dir / LEASES_DIR)
+    assert str(caught.value).startswith(f"lease record directory '{lock_dir / LEASES_DIR}' is")
+    assert os.listdir(outside / "target") == []
+    # The failed lease released its lock: the block is free again.
+    assert not range_is_leased(str(lock_dir), 0, 65535)
+    assert list(read_records(str(lock_dir))) == []
+
+
+def test_planted_record_names_are_ignored_and_never_followed(
+    lock_dir: Path, tmp_path: Path
+) -> None:
+    held = lease(lock_dir, "mine")
+    leases = lock_dir / LEASES_DIR
+    victim = tmp_path / "victim.json"
+    victim.write_text(
+        json.dumps(
+            {"sessionId": "v", "pid": 1, "host": "h", "createdAt": 0, "startPort": 1, "endPort": 2}
+        )
+    )
+    (leases / "1-2.1.abc.json").symlink_to(victim)
+    os.mkfifo(leases / "3-4.1.abc.json")
+    (leases / "5-6.1.abc.json").mkdir()
+    (leases / "junk.json").write_text("{not json")
+    (leases / "big.json").write_bytes(b" " * 200_000)
+    assert [r.session_id for r in read_records(str(lock_dir))] == ["mine"]
+    assert reap_stale(str(lock_dir)) == []
+    assert victim.exists()
+    held.release()
+
+
+def test_uncreatable_lock_directory_names_path_and_option(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    target = blocker / "locks"
+    with pytest.raises(LockError) as caught:
+        lease(target)
+    assert str(caught.value) == (
+        f"lockDirectory must be a writable directory, not '{target}' (Not a directory); "
+        "set --aiops-lock-dir, $PYTEST_AIOPS_LOCK_DIR or the lockDirectory option"
+    )
+    with pytest.raises(LockError, match=r"not '.*file' \(not a directory\)"):
+        lease(blocker)
+
+
+def test_machine_wide_directory_refuses_a_planted_symlink(tmp_path: Path) -> None:
+    root = tmp_path / "tmp"
+    root.mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    (root / "pytest-aiops").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(LockError) as caught:
+        ensure_shared_directory(str(root / "pytest-aiops" / "locks"), str(root))
+    assert "(a symlink, refused in a shared directory)" in str(caught.value)
+    assert os.listdir(tmp_path / "elsewhere") == []
+    (root / "pytest-aiops").unlink()
+    path = ensure_shared_directory(str(root / "pytest-aiops" / "locks"), str(root))
+    assert oct(os.stat(path).st_mode & 0o7777) == oct(0o1777)
+    assert oct(os.stat(root / "pytest-aiops").st_mode & 0o7777) == oct(0o1777)
+
+
+def test_lease_ports_are_bindable_without_reuseaddr(lock_dir: Path) -> None:
+    held = provider(lock_dir, probe=True).provision(
+        session_id="b", workspace_root=str(lock_dir), options={"basePort": BASE, "blockCount": 4}
+    )
+    sockets = []
+    try:
+        for port in range(held.hard["startPort"], held.hard["endPort"] + 1):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sockets.append(sock)
+            sock.bind(("127.0.0.1", port))  # no SO_REUSEADDR: EADDRINUSE would fail here
+    finally:
+        for sock in sockets:
+            sock.close()
+        held.release()
