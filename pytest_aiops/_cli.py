@@ -631,6 +631,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as error:
         _report(str(error))
         return EXIT_USAGE
+    except BrokenPipeError:
+        # ``status | head``: the reader left. Point stdout at /dev/null so the interpreter's
+        # final flush does not complain again, and exit as a shell would (128+SIGPIPE).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     except (AiopsError, OSError, ValueError) as error:
         _report(" ".join(str(error).split("\n")[:1]) or type(error).__name__)
         return EXIT_ERROR
