@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -207,6 +208,7 @@ def test_run_writes_the_discovery_file_where_asked_and_removes_it(cli: Cli, tmp_
     assert "AGENT_WORKTREE_PATH" not in seen["env"]  # only the resources asked for
     assert seen["cwd"] == str(cli.repo)
     snapshot = DiscoverySnapshot.from_json(seen["discovery"])
+    assert re.fullmatch(r"agent-.+-\d+", snapshot.session_id)  # the default session id
     allocation = snapshot.allocation("port-range")
     assert allocation is not None
     assert allocation["endPort"] - allocation["startPort"] == 3
