@@ -1,0 +1,256 @@
+"""Torture: many processes, mixed configs, a foreign listener and random SIGKILLs.
+
+Each worker (this file run as a script) leases blocks in a loop, binds every leased port
+without ``SO_REUSEADDR`` while it holds the lease, and appends ``A``/``R`` (acquire/release)
+lines to a shared ``O_APPEND`` log. Some iterations lease a parent, split it into children,
+release the parent and keep the children. The test kills random workers with SIGKILL, then
+replays the log: no two live leases may overlap (a child may only overlap its own parent),
+no bind may fail, and after the kills every block can be leased again at once.
+
+``AIOPS_SOAK=1`` runs a longer version (more workers, iterations and kill rounds).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+SOAK = os.environ.get("AIOPS_SOAK") == "1"
+LOW, HIGH = 21000, 22023  # below the ephemeral range; the configs below all live here
+CONFIGS: list[dict[str, Any]] = [
+    {"basePort": 21000, "blockSize": 16, "blockCount": 64},
+    {"basePort": 21000, "blockSize": 64, "blockCount": 16},
+    {"basePort": 21008, "blockSize": 32, "blockCount": 31},  # misaligned with the others
+    {"basePort": 21000, "blockSize": 64, "blockCount": 16, "children": 4},
+]
+FOREIGN = {21100: "127.0.0.1", 21555: "0.0.0.0"}  # a real wildcard listener
+
+
+def _bind_all(start: int, end: int) -> tuple[list[socket.socket], list[int]]:
+    sockets: list[socket.socket] = []
+    failed: list[int] = []
+    for port in range(start, end + 1):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.bind(("127.0.0.1", port))  # deliberately no SO_REUSEADDR
+            sock.listen(1)
+        except OSError:
+            sock.close()
+            failed.append(port)
+        else:
+            sockets.append(sock)
+    return sockets, failed
+
+
+def _worker(lock_dir: str, log_path: str, seed: int, iterations: int) -> None:
+    from pytest_aiops import child_port_slice
+    from pytest_aiops._providers.port_range import PortRangeProvider, PortRangeProviderConfig
+
+    rng = random.Random(seed)
+    provider = PortRangeProvider(PortRangeProviderConfig(lock_directory=lock_dir))
+    log = os.open(log_path, os.O_WRONLY | os.O_APPEND)
+    pid = os.getpid()
+
+    def note(*fields: object) -> None:
+        os.write(log, (" ".join(map(str, (*fields, pid))) + "\n").encode())  # one atomic append
+
+    def check_bind(hard: Any) -> list[socket.socket]:
+        sockets, failed = _bind_all(hard["startPort"], hard["endPort"])
+        for port in failed:
+            note("E", port)
+        return sockets
+
+    def close(sockets: list[socket.socket]) -> None:
+        for sock in sockets:
+            sock.close()
+
+    for i in range(iterations):
+        config = dict(rng.choice(CONFIGS))
+        children = config.pop("children", 0)
+        lease = provider.provision(
+            session_id=f"s{rng.randrange(6)}", workspace_root=lock_dir, options=config
+        )
+        hard = lease.hard
+        note("A", hard["leaseId"], hard["startPort"], hard["endPort"], "-")
+        sockets = check_bind(hard)
+        time.sleep(rng.uniform(0, 0.004))
+        if not children:
+            close(sockets)
+            note("R", hard["leaseId"])
+            lease.release()
+            continue
+        close(sockets)  # the children bind these ports from now on
+        kids = []
+        for index in range(children):
+            start, end, _ = child_port_slice(
+                hard["startPort"], hard["endPort"], hard["primaryPort"], index, children
+            )
+            kid = provider.provision(
+                session_id=f"c{i}-{index}",
+                workspace_root=lock_dir,
+                options={
+                    "basePort": start,
+                    "blockSize": end - start + 1,
+                    "blockCount": 1,
+                    "parentStartPort": hard["startPort"],
+                    "parentEndPort": hard["endPort"],
+                    "parentLeaseId": hard["leaseId"],
+                },
+            )
+            note("A", kid.hard["leaseId"], start, end, hard["leaseId"])
+            kids.append(kid)
+        note("R", hard["leaseId"])
+        lease.release()  # the children outlive their parent and keep their ports
+        held = [check_bind(kid.hard) for kid in kids]
+        time.sleep(rng.uniform(0, 0.004))
+        for kid, sockets in zip(kids, held, strict=True):
+            close(sockets)
+            note("R", kid.hard["leaseId"])
+            kid.release()
+    note("D")
+
+
+def _replay(lines: list[str]) -> list[str]:
+    """Overlaps and bind failures in the log; killed workers' leases end at their ``K``."""
+    live: dict[str, tuple[int, int, str, str]] = {}  # lease id -> (start, end, parent, pid)
+    killed: set[str] = set()
+    problems: list[str] = []
+    for line in lines:
+        kind, *fields = line.split()
+        pid = fields[-1]
+        if kind == "K":
+            killed.add(pid)
+            live = {k: v for k, v in live.items() if v[3] != pid}
+        elif pid in killed:
+            continue  # written between our K and the signal landing
+        elif kind == "E":
+            problems.append(f"EADDRINUSE on port {fields[0]} in {pid}")
+        elif kind == "A":
+            lease_id, start, end, parent = fields[0], int(fields[1]), int(fields[2]), fields[3]
+            for other, (s, e, _, owner) in live.items():
+                if s <= end and start <= e and other != parent:
+                    problems.append(f"{pid} got {start}-{end} while {owner} held {s}-{e}")
+            live[lease_id] = (start, end, parent, pid)
+        elif kind == "R":
+            live.pop(fields[0], None)
+    return problems
+
+
+def test_replay_catches_overlaps_and_bind_failures() -> None:
+    log = [
+        "A 1 100 163 - 10",
+        "A 2 100 115 1 10",  # a child inside its own parent: fine
+        "A 3 150 165 - 11",  # overlaps lease 1
+        "E 120 12",
+        "K 10",
+        "A 4 100 163 - 13",  # after the holder was killed: fine
+        "A 5 160 170 - 10",  # the killed worker's late line: ignored
+    ]
+    assert _replay(log) == [
+        "11 got 150-165 while 10 held 100-163",
+        "EADDRINUSE on port 120 in 12",
+    ]
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind((host, port))
+    sock.listen(1)
+    return sock
+
+
+def test_torture_mixed_configs_foreign_listener_and_sigkill(tmp_path: Path) -> None:
+    from pytest_aiops import PortsExhaustedError
+    from pytest_aiops._leases import read_records, reap_stale
+    from pytest_aiops._locking import range_is_leased
+    from pytest_aiops._providers.port_range import PortRangeProvider, PortRangeProviderConfig
+
+    lock_dir, log_path = tmp_path / "locks", tmp_path / "log"
+    log_path.write_text("")
+    foreign = [_listen(host, port) for port, host in FOREIGN.items()]
+    workers, iterations, rounds = (16, 150, 4) if SOAK else (10, 40, 1)
+    rng = random.Random(1234)
+    alive: list[subprocess.Popen[bytes]] = []
+    finished: list[subprocess.Popen[bytes]] = []
+    kills = 0
+    try:
+        for round_ in range(rounds):
+            started = [
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        __file__,
+                        str(lock_dir),
+                        str(log_path),
+                        str(seed),
+                        str(iterations),
+                    ]
+                )
+                for seed in range(round_ * workers, (round_ + 1) * workers)
+            ]
+            alive.extend(started)
+            for victim in rng.sample(started, k=workers // 3):
+                time.sleep(rng.uniform(0.05, 0.6))
+                with log_path.open("a") as log:
+                    log.write(f"K {victim.pid}\n")  # before the kill: see _replay
+                victim.send_signal(signal.SIGKILL)
+                kills += 1
+            for process in started:
+                process.wait()
+                finished.append(process)
+                alive.remove(process)
+    finally:
+        for process in alive:
+            process.kill()
+            process.wait()
+    codes = [p.returncode for p in finished]
+    assert set(codes) <= {0, -signal.SIGKILL}, codes
+    assert codes.count(-signal.SIGKILL) >= 1  # at least one worker died holding or leasing
+    lines = log_path.read_text().splitlines()
+    assert sum(line.startswith("A ") for line in lines) > workers * 5
+    assert _replay(lines) == []
+    for port in FOREIGN:
+        assert not any(
+            int(f[2]) <= port <= int(f[3]) for f in (line.split() for line in lines) if f[0] == "A"
+        ), f"foreign port {port} was leased"
+
+    # Every block is reclaimable at once: nothing is held, every block can be leased.
+    assert not range_is_leased(str(lock_dir), LOW, HIGH)
+    stale = reap_stale(str(lock_dir))
+    assert {r.pid for r in stale} <= {p.pid for p in finished if p.returncode != 0}
+    assert list(read_records(str(lock_dir))) == []
+    provider = PortRangeProvider(PortRangeProviderConfig(lock_directory=str(lock_dir)))
+    for config in CONFIGS[:3]:
+        leases = []
+        skipped: list[int] = []
+        for n in range(config["blockCount"]):
+            try:
+                lease = provider.provision(
+                    session_id=f"r{n}", workspace_root=str(lock_dir), options=config
+                )
+            except PortsExhaustedError:
+                break
+            leases.append(lease)
+            skipped.extend(lease.hard.get("skippedBusyPorts", []))
+        blocked = {
+            (port - config["basePort"]) // config["blockSize"]
+            for port in FOREIGN
+            if config["basePort"] <= port
+        }
+        assert len(leases) == config["blockCount"] - len(blocked)
+        assert set(skipped) <= set(FOREIGN)
+        for lease in leases:
+            lease.release()
+    for sock in foreign:
+        sock.close()
+
+
+if __name__ == "__main__":
+    _worker(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
