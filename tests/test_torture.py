@@ -150,6 +150,7 @@ def test_replay_catches_overlaps_and_bind_failures() -> None:
         "A 3 150 165 - 11",  # overlaps lease 1
         "E 120 12",
         "K 10",
+        "R 3 11",
         "A 4 100 163 - 13",  # after the holder was killed: fine
         "A 5 160 170 - 10",  # the killed worker's late line: ignored
     ]
