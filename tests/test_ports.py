@@ -1,0 +1,247 @@
+"""The port-range provider with real sockets: probing, determinism, warnings, records, parity."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_aiops import (
+    AiopsWarning,
+    PortRangeProviderConfig,
+    PortsExhaustedError,
+    create_port_range_provider,
+    default_lock_directory,
+)
+from pytest_aiops._hashing import preferred_block
+from pytest_aiops._leases import holders_of, read_records, reap_stale
+from pytest_aiops._ports import busy_ports, port_is_free, read_ephemeral_range
+from pytest_aiops._providers.port_range import PortRangeProvider
+from pytest_aiops._types import ResourceLease
+
+from .conftest import Holder
+
+BASE = 24000
+VECTORS = json.loads((Path(__file__).parent / "data" / "vectors.json").read_text("utf-8"))
+
+
+def provider(lock_dir: Path, *, probe: bool = True) -> PortRangeProvider:
+    return PortRangeProvider(PortRangeProviderConfig(lock_directory=str(lock_dir), probe=probe))
+
+
+def provision(
+    target: PortRangeProvider, session_id: str, lock_dir: Path, **options: Any
+) -> ResourceLease:
+    return target.provision(session_id=session_id, workspace_root=str(lock_dir), options=options)
+
+
+@pytest.fixture
+def listen() -> Iterator[Callable[[str, int], socket.socket]]:
+    """Factory: a foreign TCP listener (no SO_REUSEADDR) closed at teardown."""
+    sockets: list[socket.socket] = []
+
+    def make(host: str, port: int) -> socket.socket:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sockets.append(sock)
+        sock.bind((host, port))
+        sock.listen(1)
+        return sock
+
+    yield make
+    for sock in sockets:
+        sock.close()
+
+
+def test_probe_sees_listeners_on_loopback_and_wildcard(
+    listen: Callable[[str, int], socket.socket],
+) -> None:
+    listen("127.0.0.1", BASE + 3)
+    listen("0.0.0.0", BASE + 5)
+    assert busy_ports(BASE, BASE + 7) == [BASE + 3, BASE + 5]
+    assert port_is_free(BASE + 4)
+
+
+def test_block_with_busy_port_is_skipped_and_reported(
+    lock_dir: Path, listen: Callable[[str, int], socket.socket]
+) -> None:
+    options = {"basePort": BASE, "blockSize": 16, "blockCount": 8}
+    index = preferred_block("busy", 8)
+    start = BASE + index * 16
+    listen("127.0.0.1", start + 2)
+    listen("127.0.0.1", start + 9)
+    lease = provision(provider(lock_dir), "busy", lock_dir, **options)
+    assert lease.hard["blockIndex"] == (index + 1) % 8  # the next block, as the reference moves
+    assert lease.hard["skippedBusyPorts"] == [start + 2, start + 9]
+    lease.release()
+
+
+def test_free_block_has_no_busy_keys(lock_dir: Path) -> None:
+    lease = provision(provider(lock_dir), "quiet", lock_dir, basePort=BASE, blockCount=4)
+    assert "skippedBusyPorts" not in lease.hard
+    assert "busyPorts" not in lease.hard
+    lease.release()
+
+
+def test_child_reports_busy_ports_instead_of_moving(
+    lock_dir: Path, listen: Callable[[str, int], socket.socket]
+) -> None:
+    target = provider(lock_dir)
+    parent = provision(target, "p", lock_dir, basePort=BASE, blockSize=32, blockCount=1)
+    listen("127.0.0.1", BASE + 17)
+    child = provision(
+        target,
+        "c",
+        lock_dir,
+        basePort=BASE + 16,
+        blockSize=16,
+        blockCount=1,
+        parentStartPort=BASE,
+        parentEndPort=BASE + 31,
+    )
+    assert (child.hard["startPort"], child.hard["busyPorts"]) == (BASE + 16, [BASE + 17])
+    child.release()
+    parent.release()
+
+
+def test_all_blocks_busy_or_held_is_exhaustion(
+    lock_dir: Path, listen: Callable[[str, int], socket.socket]
+) -> None:
+    target = provider(lock_dir)
+    held = provision(target, "a", lock_dir, basePort=BASE, blockSize=4, blockCount=2)
+    other = BASE + 4 if held.hard["startPort"] == BASE else BASE
+    listen("127.0.0.1", other + 1)
+    with pytest.raises(PortsExhaustedError) as caught:
+        provision(target, "b", lock_dir, basePort=BASE, blockSize=4, blockCount=2)
+    assert str(caught.value) == (
+        f"No free deterministic port block is available: all 2 blocks of 4 ports from {BASE} "
+        f"are leased (1) or have ports in use by other processes (1) [lock directory "
+        f"{lock_dir}]; raise blockCount, pick another basePort, or end the runs holding them "
+        "(pytest-aiops status)."
+    )
+    held.release()
+
+
+def test_same_session_gets_same_ports_on_every_run(
+    lock_dir: Path, hold_lease: Callable[..., Holder]
+) -> None:
+    options = {"basePort": BASE, "blockCount": 50, "lockDirectory": str(lock_dir)}
+    seen = []
+    for _ in range(2):  # two separate runs (processes), one after the other
+        process, hard = hold_lease(options, "agent-7")
+        seen.append(hard["startPort"])
+        process.kill()
+        process.communicate()
+    expected = BASE + preferred_block("agent-7", 50) * 32
+    assert seen == [expected, expected]
+
+
+def test_ephemeral_overlap_warns_once_per_provider(lock_dir: Path) -> None:
+    low, high = read_ephemeral_range() or (49152, 65535)
+    target = provider(lock_dir, probe=False)
+    options = {"basePort": low - 32, "blockSize": 32, "blockCount": 4}
+    end = low - 32 + 4 * 32 - 1
+    with pytest.warns(AiopsWarning) as caught:
+        provision(target, "e", lock_dir, **options).release()
+    assert [str(w.message) for w in caught] == [
+        f"port range {low - 32}-{end} overlaps the OS ephemeral port range {low}-{high}: the "
+        "kernel may hand those ports to outgoing connections at any time; choose a basePort "
+        f"and size that end below {low} (the default range is 20000-26399)"
+    ]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        provision(target, "e", lock_dir, **options).release()  # already warned: silent
+
+
+def test_default_range_is_clear_of_ephemeral_and_common_ports(lock_dir: Path) -> None:
+    low, _ = read_ephemeral_range() or (49152, 65535)
+    config = PortRangeProviderConfig()
+    start, end = config.base_port, config.base_port + config.block_size * config.block_count - 1
+    assert (start, end) == (20000, 26399)
+    assert end < low
+    assert not {3000, 5432, 6379, 8000, 8080, 9000, 27017} & set(range(start, end + 1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        provision(provider(lock_dir), "d", lock_dir).release()
+
+
+def test_read_ephemeral_range_parses_proc_format(tmp_path: Path) -> None:
+    path = tmp_path / "ip_local_port_range"
+    path.write_text("32768\t60999\n")
+    assert read_ephemeral_range(str(path)) == (32768, 60999)
+    path.write_text("garbage")
+    assert read_ephemeral_range(str(path)) is None
+    assert read_ephemeral_range(str(tmp_path / "missing")) is None
+
+
+def test_default_lock_directory_is_machine_wide(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PYTEST_AIOPS_LOCK_DIR", raising=False)
+    monkeypatch.setenv("TMPDIR", "/somewhere/else")  # per-job TMPDIR must not split machines
+    assert default_lock_directory() == "/tmp/pytest-aiops/locks"
+    monkeypatch.setenv("PYTEST_AIOPS_LOCK_DIR", "/var/lib/ci-locks")
+    assert default_lock_directory() == "/var/lib/ci-locks"
+
+
+def test_env_lock_directory_is_used_and_created(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PYTEST_AIOPS_LOCK_DIR", str(tmp_path / "env" / "locks"))
+    lease = create_port_range_provider({"basePort": BASE, "blockCount": 2}).provision(
+        session_id="x", workspace_root=str(tmp_path), options={}
+    )
+    assert lease.hard["lockPath"] == str(tmp_path / "env" / "locks" / "ports.lock")
+    lease.release()
+
+
+def test_records_tell_who_holds_a_port(lock_dir: Path) -> None:
+    lease = provision(provider(lock_dir), "who", lock_dir, basePort=BASE, blockCount=2)
+    (record,) = holders_of(str(lock_dir), lease.hard["startPort"] + 5)
+    assert (record.session_id, record.pid, record.role) == ("who", os.getpid(), "top-level")
+    assert (record.start_port, record.end_port) == (lease.hard["startPort"], lease.hard["endPort"])
+    assert record.lease_id == lease.hard["leaseId"]
+    assert record.to_dict()["alive"] is True
+    assert holders_of(str(lock_dir), lease.hard["endPort"] + 1) == []
+    assert reap_stale(str(lock_dir), dry_run=True) == []
+    lease.release()
+    assert list(read_records(str(lock_dir))) == []
+
+
+def test_records_of_killed_holders_are_stale(
+    lock_dir: Path, hold_lease: Callable[..., Holder]
+) -> None:
+    process, hard = hold_lease({"basePort": BASE, "blockCount": 2, "lockDirectory": str(lock_dir)})
+    (record,) = read_records(str(lock_dir))
+    assert record.alive is True
+    process.kill()
+    process.communicate()
+    (record,) = read_records(str(lock_dir))
+    assert record.alive is False
+    assert holders_of(str(lock_dir), hard["startPort"]) == []
+    assert [r.pid for r in reap_stale(str(lock_dir), dry_run=True)] == [process.pid]
+    assert list(read_records(str(lock_dir))) != []  # dry run removed nothing
+    assert [r.pid for r in reap_stale(str(lock_dir))] == [process.pid]
+    assert list(read_records(str(lock_dir))) == []
+
+
+@pytest.mark.filterwarnings("ignore::pytest_aiops.AiopsWarning")  # some vectors reach 35999
+def test_vectors_blocks_through_the_real_provider(lock_dir: Path) -> None:
+    target = provider(lock_dir)
+    for entry in VECTORS["blocks"]:
+        lease = provision(
+            target,
+            entry["sessionId"],
+            lock_dir,
+            basePort=entry["basePort"],
+            blockSize=entry["blockSize"],
+            blockCount=entry["blockCount"],
+        )
+        got = {k: lease.hard[k] for k in ("blockIndex", "startPort", "endPort")}
+        lease.release()
+        if lease.hard.get("skippedBusyPorts"):
+            continue  # this machine uses a port of the preferred block: moving is correct
+        assert got == {k: entry[k] for k in ("blockIndex", "startPort", "endPort")}, entry
