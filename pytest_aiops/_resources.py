@@ -7,7 +7,9 @@ Everything is lazy: constructing these objects leases nothing and runs no git co
 
 from __future__ import annotations
 
+import errno
 import os
+import socket
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -18,7 +20,6 @@ from typing import Any
 from ._discovery import DiscoverySnapshot
 from ._errors import PortsExhaustedError, ProvisioningError
 from ._orchestrator import RequestLike, ResourceProvisioningOrchestrator
-from ._ports import port_is_free
 from ._registry import ProviderRegistry
 from ._session import ProvisionedResources
 from ._types import ResourceContextPatch, ResourceLease, ResourceRequest, RuntimeInjection
@@ -26,6 +27,24 @@ from ._types import ResourceContextPatch, ResourceLease, ResourceRequest, Runtim
 PORTS_HINT = (
     "raise --aiops-ports-per-worker (ini aiops_ports_per_worker, env PYTEST_AIOPS_PORTS_PER_WORKER)"
 )
+
+
+def port_is_bindable(port: int) -> bool:
+    """Whether a server could bind ``0.0.0.0:port`` now, as servers do, with SO_REUSEADDR.
+
+    Unlike the port-range provider's stricter probe, a socket in TIME_WAIT left by an earlier
+    test's server does not count: every common server (asyncio, socketserver, uvicorn, ...)
+    sets SO_REUSEADDR and binds over it. A listener or any other bound socket does count.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("0.0.0.0", port))
+        except OSError as error:
+            if error.errno in (errno.EADDRINUSE, errno.EACCES):
+                return False
+            raise
+    return True
 
 
 class PortRange:
@@ -115,7 +134,7 @@ class PortRange:
             while self._cursor < len(self._order):
                 port = self._order[self._cursor]
                 self._cursor += 1
-                if self.probe and not port_is_free(port):
+                if self.probe and not port_is_bindable(port):
                     continue  # someone else listens there (a server a test left running, ...)
                 self._handed_out[port] = self.current_user
                 return port

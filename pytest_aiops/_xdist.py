@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from ._errors import AiopsError
 from ._registry import ProviderRegistry
 from ._session import ProvisionedResources
 from ._settings import Settings
@@ -80,15 +81,23 @@ class XdistController:
             low, high = self.settings.port_range
             raise self.settings.usage_error(
                 "ports_per_worker",
-                f"x {self.worker_count} workers = {size} ports do not fit in --aiops-port-range "
+                f"({self.settings.ports_per_worker}) x {self.worker_count} workers = {size} "
+                "ports do not fit in --aiops-port-range "
                 f"{low}-{high} ({self.settings.port_range_size} ports); lower "
                 "--aiops-ports-per-worker or -n, or widen --aiops-port-range",
             )
-        self.parent = self.registry.orchestrator().provision_session(
-            session_id=self.session_id,
-            resources=[self.parent_request()],
-            workspace_root=self.workspace_root,
-        )
+        try:
+            self.parent = self.registry.orchestrator().provision_session(
+                session_id=self.session_id,
+                resources=[self.parent_request()],
+                workspace_root=self.workspace_root,
+            )
+        except AiopsError as error:
+            # Not a bug to show as INTERNALERROR: the machine's range is full or unusable.
+            raise pytest.UsageError(
+                f"pytest-aiops could not lease {size} ports for {self.worker_count} workers: "
+                f"{error}"
+            ) from error
 
     def stop(self) -> None:
         if self.parent is not None:

@@ -31,6 +31,11 @@ from ._xdist import XdistController, summary_lines, worker_input, xdist_worker_c
 
 __all__ = [
     "SETTINGS_KEY",
+    "AiopsWorker",
+    "GitWorktree",
+    "PortRange",
+    "ProvisionedResources",
+    "WorktreeFactory",
     "aiops_port",
     "aiops_worker",
     "aiops_worktree_factory",

@@ -1,0 +1,169 @@
+"""The plain objects behind the fixtures, without pytest runs: PortRange, WorktreeFactory, AiopsWorker."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+
+from pytest_aiops import PortsExhaustedError, ProvisioningError
+from pytest_aiops._registry import ProviderRegistry
+from pytest_aiops._resources import AiopsWorker, PortRange, WorktreeFactory
+from pytest_aiops._providers.git_worktree import create_git_worktree_provider
+from pytest_aiops._providers.port_range import create_port_range_provider
+
+from .conftest import MakeRepo
+
+
+def _registry() -> ProviderRegistry:
+    registry = ProviderRegistry()
+    registry(create_git_worktree_provider())
+    registry(create_port_range_provider())
+    return registry
+
+
+def test_port_range_is_a_sized_iterable_container() -> None:
+    ports = PortRange(21000, 21003, 21002, probe=False)
+    assert (ports.start, ports.end, ports.primary) == (21000, 21003, 21002)
+    assert len(ports) == 4
+    assert list(ports) == [21000, 21001, 21002, 21003]
+    assert ports.ports == range(21000, 21004)
+    assert 21001 in ports
+    assert 21004 not in ports
+    assert "21001" not in ports
+    assert ports.env == {
+        "AGENT_PORT_RANGE_START": "21000",
+        "AGENT_PORT_RANGE_END": "21003",
+        "AGENT_PORT_PRIMARY": "21002",
+    }
+
+
+def test_next_port_hands_out_primary_first_each_once_then_says_how_to_get_more() -> None:
+    ports = PortRange(21000, 21002, 21001, owner="gw3", probe=False)
+    assert [ports.next_port() for _ in range(3)] == [21001, 21002, 21000]
+    with pytest.raises(PortsExhaustedError) as excinfo:
+        ports.next_port()
+    assert str(excinfo.value) == (
+        "port_range 21000-21002 of worker gw3 has no unused port left: all 3 were handed out "
+        "by next_port() or are in use by other processes; raise --aiops-ports-per-worker "
+        "(ini aiops_ports_per_worker, env PYTEST_AIOPS_PORTS_PER_WORKER) (now 3)"
+    )
+
+
+def test_next_ports_is_all_or_nothing() -> None:
+    ports = PortRange(21000, 21002, probe=False)
+    with pytest.raises(PortsExhaustedError):
+        ports.next_ports(4)
+    assert ports.next_ports(3) == [21000, 21001, 21002]
+
+
+def test_next_port_is_unique_across_threads() -> None:
+    ports = PortRange(21000, 21199, probe=False)
+    taken: list[int] = []
+    lock = threading.Lock()
+
+    def take() -> None:
+        for _ in range(25):
+            port = ports.next_port()
+            with lock:
+                taken.append(port)
+
+    threads = [threading.Thread(target=take) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(taken) == list(range(21000, 21200))
+
+
+def test_next_port_skips_a_port_another_process_listens_on() -> None:
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        busy = server.getsockname()[1]
+        ports = PortRange(busy, busy + 1 if busy < 65535 else busy, busy)
+        if len(ports) == 1:
+            pytest.skip("kernel gave us port 65535")
+        assert ports.next_port() == busy + 1
+
+
+def test_ports_are_attributed_to_the_running_test() -> None:
+    ports = PortRange(21000, 21009, probe=False)
+    ports.current_user = "t1"
+    first = ports.next_port()
+    ports.current_user = "t2"
+    second = ports.next_port()
+    assert ports.ports_of("t1") == [first]
+    assert ports.ports_of("t2") == [second]
+
+
+def test_worker_leases_nothing_until_asked_and_releases_on_close(
+    lock_dir: Path, tmp_path: Path
+) -> None:
+    worker = AiopsWorker(
+        registry=_registry(),
+        worker_id="master",
+        session_id="objects-test",
+        workspace_root=str(tmp_path),
+        repo=str(tmp_path),
+        ports_per_worker=8,
+        port_range=(23000, 23799),
+        lock_directory=str(lock_dir),
+    )
+    assert not worker.port_range_leased
+    assert not (lock_dir / "leases").exists() or not list((lock_dir / "leases").iterdir())
+    ports = worker.port_range()
+    assert len(ports) == 8
+    assert 23000 <= ports.start <= ports.end <= 23799
+    assert worker.port_range() is ports
+    assert list((lock_dir / "leases").glob("*.json"))
+    assert worker.close() == []
+    assert not list((lock_dir / "leases").glob("*.json"))
+
+
+def test_worktree_factory_isolates_and_keeps_by_policy(make_repo: MakeRepo) -> None:
+    repo = make_repo({"a.txt": "original\n"})
+    registry = _registry()
+    factory = WorktreeFactory(
+        registry.orchestrator, repo=str(repo), session_prefix="objects", keep="failed"
+    )
+    with factory.worktree() as worktree:
+        assert worktree.repo_root == repo
+        assert worktree.base_ref == "HEAD"
+        (worktree.path / "a.txt").write_text("edited\n")
+        released_path = worktree.path
+    assert (repo / "a.txt").read_text() == "original\n"
+    assert factory.kept == []
+    kept = factory.provision()
+    assert not factory.release(kept, failed=True)
+    assert factory.kept == [kept]
+    assert kept.path.is_dir()
+    assert released_path != kept.path or not (released_path / "a.txt").read_text() == "edited\n"
+    assert kept.resources is not None
+    kept.resources.release()
+
+
+def test_worktree_factory_outside_a_repository_says_so(tmp_path: Path) -> None:
+    factory = WorktreeFactory(
+        _registry().orchestrator, repo=str(tmp_path), session_prefix="objects"
+    )
+    with pytest.raises(ProvisioningError) as excinfo:
+        factory.provision()
+    assert str(excinfo.value) == (
+        f"git_worktree needs a git repository, but {tmp_path} is not inside one; set "
+        "--aiops-repo (ini aiops_repo) to the repository under test"
+    )
+
+
+def test_registry_refuses_duplicates_unless_replacing() -> None:
+    registry = _registry()
+    assert registry.kinds == ("git-worktree", "port-range")
+    with pytest.raises(ValueError, match='"port-range" is already registered'):
+        registry(create_port_range_provider())
+    replacement = create_port_range_provider()
+    registry(replacement, replace=True)
+    assert registry.get("port-range") is replacement
+    with pytest.raises(TypeError, match="is not a resource provider"):
+        registry(object())  # type: ignore[arg-type]
