@@ -41,7 +41,7 @@ import os
 import secrets
 import stat
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from ._errors import LockError
 
@@ -303,6 +303,17 @@ def claim_child(
     return RangeClaim(handle, lease_id)
 
 
+@contextlib.contextmanager
+def hold_range(directory: str, start: int, end: int, *, child: bool) -> Iterator[bool]:
+    """Briefly hold the exclusive lock a lease of ``start..end`` would need; yield if won."""
+    handle = RangeLockFile(directory, create=False)
+    try:
+        offset = CHILD_BASE if child else 0
+        yield handle.try_lock(start + offset, end + offset, shared=False)
+    finally:
+        handle.close()
+
+
 def _probe_handle(directory: str) -> RangeLockFile | None:
     try:
         return RangeLockFile(directory, create=False)
@@ -349,6 +360,8 @@ def ensure_directory(path: str) -> str:
     Symlinks in a path the user chose are the user's business and are followed. Raises
     :class:`LockError` naming the path and the option when it is not a writable directory.
     """
+    if os.path.isdir(path) and os.access(path, os.W_OK | os.X_OK):
+        return path  # the usual case, two syscalls
     try:
         os.makedirs(path, mode=0o777, exist_ok=True)
     except FileExistsError:

@@ -182,16 +182,28 @@ def test_sigkill_frees_the_block_at_once(lock_dir: Path, hold_lease: HoldLease) 
     with pytest.raises(PortsExhaustedError):
         lease(lock_dir, "x", basePort=held["startPort"], blockSize=32, blockCount=1)
     kill(process)
+    (record,) = read_records(str(lock_dir))
+    assert (record.session_id, record.alive) == ("crash-me", False)  # the kernel says so
     # No timeout, no cleanup: the kernel dropped the lock with the process.
     again = lease(
         lock_dir, "crash-me", **{k: v for k, v in options.items() if k != "lockDirectory"}
     )
     assert again.hard["startPort"] == held["startPort"]
-    stale = reap_stale(str(lock_dir))
-    assert [(r.session_id, r.pid) for r in stale] == [("crash-me", process.pid)]
-    assert [r.session_id for r in read_records(str(lock_dir))] == ["crash-me"]
+    (record,) = read_records(str(lock_dir))  # the record file was reused for the new lease
+    assert (record.pid, record.alive) == (os.getpid(), True)
     again.release()
     assert list(read_records(str(lock_dir))) == []
+
+
+def test_reap_stale_removes_dead_records_only(lock_dir: Path, hold_lease: HoldLease) -> None:
+    dead, _ = hold_lease({"basePort": BASE, "blockCount": 4, "lockDirectory": str(lock_dir)}, "d")
+    live, _ = hold_lease({"basePort": BASE, "blockCount": 4, "lockDirectory": str(lock_dir)}, "l")
+    kill(dead)
+    assert [(r.session_id, r.pid) for r in reap_stale(str(lock_dir))] == [("d", dead.pid)]
+    assert [r.session_id for r in read_records(str(lock_dir))] == ["l"]
+    kill(live)
+    assert [r.session_id for r in reap_stale(str(lock_dir))] == ["l"]
+    assert os.listdir(lock_dir / LEASES_DIR) == []
 
 
 _FD_LIMIT = """

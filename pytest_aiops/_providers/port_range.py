@@ -18,7 +18,7 @@ from typing import Any
 
 from .._errors import AiopsWarning, OptionError, PortsExhaustedError
 from .._hashing import preferred_block
-from .._leases import remove_record, write_record
+from .._leases import clear_record, write_record
 from .._locking import (
     LOCK_DIR_ENV,
     PORTS_FILE,
@@ -212,9 +212,8 @@ class PortRangeProvider:
             raise
 
         def release() -> None:
-            # Record first, lock second: a record never outlives its lease while the lease
-            # is still alive, so readers may trust "id unlocked" as "record stale".
-            remove_record(record)
+            # Record first, lock second: we still hold the range, so nobody else writes it.
+            clear_record(record)
             claim.release()
 
         hard: dict[str, Any] = {

@@ -1,0 +1,105 @@
+"""Benchmark: one lease + release of a 32-port block, against probing the same ports.
+
+Run: ``python bench/ports.py [--rounds N]``. Prints, in microseconds:
+
+- ``baseline``: probing the 32 ports of a block (bind 0.0.0.0 without SO_REUSEADDR) plus
+  one ``fcntl`` lock syscall -- the least any probing allocator must do;
+- ``lease``: ``PortRangeProvider.provision`` + ``release`` in an empty lock directory;
+- ``lease@90%``: the same with 90% of the blocks held by another process.
+
+Targets (issue 4): median(lease) <= 2 x median(baseline); p99(lease@90%) <= 20 ms.
+Rounds alternate between the three so that machine noise hits them alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+
+from pytest_aiops._locking import F_OFD_SETLK, PORTS_FILE, _flock
+from pytest_aiops._ports import busy_ports
+from pytest_aiops._providers.port_range import PortRangeProvider, PortRangeProviderConfig
+
+BASE, SIZE, COUNT = 20000, 32, 200
+
+_OCCUPIER = """
+import sys
+from pytest_aiops._providers.port_range import PortRangeProvider, PortRangeProviderConfig
+provider = PortRangeProvider(PortRangeProviderConfig(lock_directory=sys.argv[1], probe=False))
+held = [provider.provision(session_id=f"o{i}", workspace_root=sys.argv[1],
+                           options={"basePort": %d, "blockSize": %d, "blockCount": %d})
+        for i in range(int(sys.argv[2]))]
+print("ready", flush=True)
+sys.stdin.read()
+""" % (BASE, SIZE, COUNT)
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=2000)
+    args = parser.parse_args()
+    empty = tempfile.mkdtemp(prefix="aiops-bench-")
+    busy = tempfile.mkdtemp(prefix="aiops-bench-")
+    occupier = subprocess.Popen(
+        [sys.executable, "-c", _OCCUPIER, busy, str(COUNT * 9 // 10)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert occupier.stdout is not None and occupier.stdout.readline().strip() == "ready"
+    fd = os.open(os.path.join(empty, PORTS_FILE), os.O_RDWR | os.O_CREAT, 0o666)
+    start = BASE + 10 * SIZE
+
+    def baseline() -> None:
+        busy_ports(start, start + SIZE - 1)
+        fcntl.fcntl(fd, F_OFD_SETLK, _flock(fcntl.F_WRLCK, start, start + SIZE - 1))
+
+    def make_lease(directory: str) -> Callable[[], None]:
+        provider = PortRangeProvider(PortRangeProviderConfig(lock_directory=directory))
+
+        def run() -> None:
+            provider.provision(session_id="bench", workspace_root=directory, options={}).release()
+
+        return run
+
+    cases = {"baseline": baseline, "lease": make_lease(empty), "lease@90%": make_lease(busy)}
+    samples: dict[str, list[float]] = {name: [] for name in cases}
+    for _ in range(50):  # warm-up: imports, page cache, socket tables
+        for run in cases.values():
+            run()
+    for _ in range(args.rounds):
+        for name, run in cases.items():
+            began = time.perf_counter()
+            run()
+            samples[name].append((time.perf_counter() - began) * 1e6)
+    occupier.communicate("")
+    os.close(fd)
+    report = {
+        name: {
+            "median_us": round(statistics.median(values), 1),
+            "p99_us": round(percentile(values, 0.99), 1),
+        }
+        for name, values in samples.items()
+    }
+    ratio = report["lease"]["median_us"] / report["baseline"]["median_us"]
+    print(json.dumps(report, indent=2))
+    print(f"median lease / median baseline = {ratio:.2f} (target <= 2.00)")
+    print(f"p99 lease at 90% occupancy = {report['lease@90%']['p99_us'] / 1000:.2f} ms (<= 20)")
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, {args.rounds} rounds")
+
+
+if __name__ == "__main__":
+    main()
