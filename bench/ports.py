@@ -34,12 +34,13 @@ _OCCUPIER = """
 import sys
 from pytest_aiops._providers.port_range import PortRangeProvider, PortRangeProviderConfig
 provider = PortRangeProvider(PortRangeProviderConfig(lock_directory=sys.argv[1], probe=False))
-held = [provider.provision(session_id=f"o{i}", workspace_root=sys.argv[1],
-                           options={"basePort": %d, "blockSize": %d, "blockCount": %d})
+options = {"basePort": int(sys.argv[3]), "blockSize": int(sys.argv[4]),
+           "blockCount": int(sys.argv[5])}
+held = [provider.provision(session_id=f"o{i}", workspace_root=sys.argv[1], options=options)
         for i in range(int(sys.argv[2]))]
 print("ready", flush=True)
 sys.stdin.read()
-""" % (BASE, SIZE, COUNT)
+"""
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -54,12 +55,14 @@ def main() -> None:
     empty = tempfile.mkdtemp(prefix="aiops-bench-")
     busy = tempfile.mkdtemp(prefix="aiops-bench-")
     occupier = subprocess.Popen(
-        [sys.executable, "-c", _OCCUPIER, busy, str(COUNT * 9 // 10)],
+        [sys.executable, "-c", _OCCUPIER, busy, str(COUNT * 9 // 10)]
+        + [str(n) for n in (BASE, SIZE, COUNT)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
     )
-    assert occupier.stdout is not None and occupier.stdout.readline().strip() == "ready"
+    assert occupier.stdout is not None
+    assert occupier.stdout.readline().strip() == "ready"
     fd = os.open(os.path.join(empty, PORTS_FILE), os.O_RDWR | os.O_CREAT, 0o666)
     start = BASE + 10 * SIZE
 
