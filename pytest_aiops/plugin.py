@@ -300,7 +300,7 @@ def describe_port_holders(port_range: PortRange, nodeid: str, text: str) -> str:
     ]
     for port in candidates[:8]:
         holders = holders_of(lock_dir, port)
-        others = [h for h in holders if h.pid != os.getpid()]
+        others = [h for h in holders if h.session_id != port_range.session_id]
         if others:
             for holder in others:
                 lines.append(
@@ -334,14 +334,15 @@ def _activate_reporter(config: pytest.Config, worker: AiopsWorker) -> _Reporter:
 # -- fixtures ---------------------------------------------------------------------------------
 
 
-def _worker(config: pytest.Config, fixture: str) -> AiopsWorker:
+def _worker(config: pytest.Config) -> AiopsWorker:
     state = config.stash.get(_STATE_KEY, None)
     if state is None or state.worker is None:
         settings = config.stash.get(SETTINGS_KEY, None)
         source = settings.source("disable") if settings else "default"
         pytest.fail(
-            f"{fixture} is unavailable: pytest-aiops is disabled ({source}); "
-            "drop --aiops-disable / aiops_disable / PYTEST_AIOPS_DISABLE to use it",
+            f"pytest-aiops is disabled ({source}), so its fixtures (port_range, git_worktree, "
+            "provisioned_session, aiops_*) are unavailable; drop --aiops-disable / "
+            "aiops_disable / PYTEST_AIOPS_DISABLE to use them",
             pytrace=False,
         )
     return state.worker
@@ -353,7 +354,7 @@ def aiops_worker(pytestconfig: pytest.Config) -> AiopsWorker:
     other fixtures. ``.port_range()``, ``.worktrees`` (a WorktreeFactory), ``.session(path)``,
     ``.worker_id``, ``.child_index``/``.child_count`` (its slice of the xdist parent range).
     Nothing is leased until one of them is used."""
-    return _worker(pytestconfig, "aiops_worker")
+    return _worker(pytestconfig)
 
 
 @pytest.fixture(scope="session")
