@@ -8,10 +8,13 @@ it also ends any child git spawned. Errors carry git's stderr.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import random
 import shutil
 import signal
 import subprocess
+import time
 from collections.abc import Mapping, Sequence
 
 from ._errors import GitError
@@ -66,16 +69,32 @@ def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def run_git(
-    args: Sequence[str],
-    *,
-    cwd: str | None = None,
-    check: bool = True,
-    timeout: float | None = 600.0,
-    env: Mapping[str, str] | None = None,
-) -> subprocess.CompletedProcess[str]:
-    """Run ``git -c core.hooksPath=/dev/null args...``; raise :class:`GitError` on failure."""
+# Messages of git failures caused by another git process working on the same repository at
+# the same moment (its index.lock, a ref lock, the .git/worktrees directory being created):
+# they go away when retried, so they are retried rather than reported.
+_TRANSIENT = (
+    "index.lock",
+    ".lock': File exists",
+    "Another git process seems to be running",
+    "cannot lock ref",
+    "could not lock",
+    "unable to create directory",
+    "could not create directory",
+    "could not create leading directories",
+    "could not create work tree dir",
+)
+
+
+def is_transient(stderr: str) -> bool:
+    """Whether git failed only because a concurrent git process held a lock we needed."""
+    return any(marker in stderr for marker in _TRANSIENT)
+
+
+def _start(args: Sequence[str], cwd: str | None, env: Mapping[str, str] | None) -> _Running:
     command = [git_executable(), "-c", f"core.hooksPath={_NO_HOOKS}", *args]
+    # start_new_session: git and whatever it spawns (checkout workers, `git reset` run by
+    # `worktree add`) form their own process group, so _kill_group ends all of them and no
+    # orphaned child keeps writing into a directory we are about to delete.
     process = subprocess.Popen(
         command,
         cwd=cwd,
@@ -86,22 +105,91 @@ def run_git(
         text=True,
         start_new_session=True,
     )
-    try:
-        stdout, stderr = process.communicate(timeout=timeout)
-    except BaseException:
-        # Timeout, KeyboardInterrupt...: end git and everything it started, then re-raise.
-        _kill_group(process)
-        raise
-    result = subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
-    if check and process.returncode != 0:
+    return _Running(list(args), command, process)
+
+
+class _Running:
+    def __init__(self, args: list[str], command: list[str], process: subprocess.Popen[str]) -> None:
+        self.args = args
+        self.command = command
+        self.process = process
+
+    def finish(self, *, check: bool, timeout: float | None) -> subprocess.CompletedProcess[str]:
+        try:
+            stdout, stderr = self.process.communicate(timeout=timeout)
+        except BaseException:
+            # Timeout, KeyboardInterrupt...: end git and everything it started, then re-raise.
+            _kill_group(self.process)
+            raise
+        result = subprocess.CompletedProcess(self.command, self.process.returncode, stdout, stderr)
+        if check and self.process.returncode != 0:
+            shown = " ".join(["git", *self.args])
+            detail = stderr.strip() or stdout.strip()
+            raise GitError(
+                f"git command failed ({self.process.returncode}): {shown}: {detail}",
+                command=self.command,
+                returncode=self.process.returncode,
+                stderr=stderr,
+            )
+        return result
+
+
+def run_git(
+    args: Sequence[str],
+    *,
+    cwd: str | None = None,
+    check: bool = True,
+    timeout: float | None = 600.0,
+    env: Mapping[str, str] | None = None,
+    retries: int = 0,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``git -c core.hooksPath=/dev/null args...``; raise :class:`GitError` on failure.
+
+    With ``retries``, a failure that :func:`is_transient` recognises (a lock held by a
+    concurrent git) is retried up to that many times after a short, jittered back-off. Only
+    pass it for commands that are safe to repeat after such a failure.
+    """
+    attempt = 0
+    while True:
+        result = _start(args, cwd, env).finish(check=False, timeout=timeout)
+        if result.returncode == 0 or attempt >= retries or not is_transient(result.stderr):
+            break
+        attempt += 1
+        time.sleep(min(1.0, 0.02 * 2**attempt) * (0.5 + random.random()))
+    if check and result.returncode != 0:
         shown = " ".join(["git", *args])
+        detail = result.stderr.strip() or result.stdout.strip()
         raise GitError(
-            f"git command failed ({process.returncode}): {shown}: {stderr.strip() or stdout.strip()}",
-            command=command,
-            returncode=process.returncode,
-            stderr=stderr,
+            f"git command failed ({result.returncode}): {shown}: {detail}",
+            command=list(result.args),
+            returncode=result.returncode,
+            stderr=result.stderr,
         )
     return result
+
+
+def run_git_parallel(
+    commands: Sequence[Sequence[str]], *, cwd: str | None = None, timeout: float | None = 600.0
+) -> list[subprocess.CompletedProcess[str]]:
+    """Run independent read-only git commands at the same time; all must succeed."""
+    running: list[_Running] = []
+    try:
+        for args in commands:
+            running.append(_start(args, cwd, None))
+    except BaseException:
+        for item in running:
+            _kill_group(item.process)
+        raise
+    results: list[subprocess.CompletedProcess[str]] = []
+    failure: BaseException | None = None
+    for item in running:
+        try:
+            results.append(item.finish(check=True, timeout=timeout))
+        except BaseException as error:  # keep reaping the others before raising
+            failure = failure or error
+    if failure is not None:
+        raise failure
+    return results
 
 
 def git_output(args: Sequence[str], *, cwd: str | None = None) -> str:
@@ -110,8 +198,8 @@ def git_output(args: Sequence[str], *, cwd: str | None = None) -> str:
 
 
 def _kill_group(process: subprocess.Popen[str]) -> None:
-    try:
+    # ProcessLookupError: the group is already gone; PermissionError: a member changed
+    # credentials (setuid helper) -- nothing more we may do.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
     process.wait()

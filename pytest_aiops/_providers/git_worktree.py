@@ -1,33 +1,103 @@
-"""The ``git-worktree`` provider: an isolated checkout of the repository under test."""
+"""The ``git-worktree`` provider: an isolated checkout of the repository under test.
+
+Options (camelCase, as the reference; each defaults to the provider config):
+
+- ``rootDirectory`` (str): where checkouts live; relative to the repository root. Default:
+  :func:`default_worktree_root` (outside the user's work tree, on tmpfs when possible).
+- ``baseRef`` (str, default ``"HEAD"``): the commit to check out, detached.
+- ``targetPath`` (str): a directory at ``baseRef``; the checkout is sparse (cone) to it and
+  the session's working directory is ``<worktree>/<targetPath>``.
+- ``isolation`` (``"worktree"`` | ``"clone"``): a linked worktree (shares refs, config,
+  stash and hooks with the user's repository; the reference's behaviour) or a private
+  clone borrowing the user's objects (shares nothing writable).
+- ``pool`` (bool, default ``True``): return released checkouts to a per-root pool and hand
+  them out again, restored to exactly ``baseRef``'s tree.
+
+See ``docs/worktrees.md`` for the design; ownership, the pool and crash recovery live in
+:mod:`pytest_aiops._worktree_store`, the git operations in :mod:`pytest_aiops._checkout`.
+"""
 
 from __future__ import annotations
 
 import os
-import shutil
+import sys
+import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .. import _checkout
+from .. import _worktree_store as store
+from .._checkout import CLONE, ISOLATIONS, WORKTREE, RepoInfo
 from .._errors import OptionError
-from .._git import git_output, run_git
 from .._hashing import build_scoped_name
 from .._options import normalize_target_path, read_optional_string, read_string, resolve_path
 from .._types import ResourceContextPatch, ResourceLease
+from .._worktree_store import (
+    WorktreeRecord,
+    default_worktree_root,
+    list_worktrees,
+    reclaim_orphans,
+)
+
+__all__ = [
+    "KIND",
+    "GitWorktreeProvider",
+    "GitWorktreeProviderConfig",
+    "WorktreeRecord",
+    "create_git_worktree_provider",
+    "default_worktree_root",
+    "list_worktrees",
+    "reclaim_orphans",
+    "worktree_env",
+    "worktree_import_roots",
+]
 
 KIND = "git-worktree"
+
+# Variables that would make a subprocess's git act on another repository than the one
+# whose directory it runs in (set when pytest runs inside a git hook).
+_GIT_REDIRECTS = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_COMMON_DIR", "GIT_PREFIX")
 
 
 @dataclass(frozen=True)
 class GitWorktreeProviderConfig:
-    """Defaults for ``git-worktree`` requests (each overridable per request by its option)."""
+    """Defaults for ``git-worktree`` requests (each overridable per request by its option).
 
-    root_directory: str = ".ai_ops/worktrees"
+    ``root_directory=None`` means :func:`default_worktree_root` of the repository.
+    ``pool_size`` caps how many released checkouts one root keeps for reuse.
+    """
+
+    root_directory: str | None = None
     base_ref: str = "HEAD"
     target_path: str | None = None
+    isolation: str = WORKTREE
+    pool: bool = True
+    pool_size: int = 8
+
+    def __post_init__(self) -> None:
+        if self.isolation not in ISOLATIONS:
+            raise OptionError("isolation", _isolation_message(self.isolation))
+        if self.pool_size < 0:
+            raise OptionError("pool_size", f"pool_size must be >= 0, not {self.pool_size!r}")
+
+
+def _isolation_message(value: object) -> str:
+    return f'Option "isolation" must be "worktree" or "clone", not {value!r}.'
+
+
+def _read_bool(options: Mapping[str, Any], key: str, fallback: bool) -> bool:
+    if key not in options or options.get(key) is None:
+        return fallback
+    value = options[key]
+    if not isinstance(value, bool):
+        raise OptionError(key, f'Option "{key}" must be true or false, not {value!r}.')
+    return value
 
 
 class GitWorktreeProvider:
-    """Creates a detached worktree at ``baseRef`` per request; removes it on release."""
+    """Provides a detached checkout of ``baseRef`` per request; releases or pools it."""
 
     kind = KIND
 
@@ -37,37 +107,53 @@ class GitWorktreeProvider:
     def provision(
         self, *, session_id: str, workspace_root: str, options: Mapping[str, Any]
     ) -> ResourceLease:
-        root_option = read_string(options, "rootDirectory", self.config.root_directory)
+        # Validate everything before creating anything: a refused request leaves nothing.
+        root_option = read_optional_string(options, "rootDirectory")
+        if root_option is None and "rootDirectory" in options:
+            raise OptionError(
+                "rootDirectory",
+                f'Option "rootDirectory" must be a non-empty string, not '
+                f"{options['rootDirectory']!r}.",
+            )
+        root_option = root_option or self.config.root_directory
         base_ref = read_string(options, "baseRef", self.config.base_ref)
         target = normalize_target_path(
             read_optional_string(options, "targetPath") or self.config.target_path
         )
-        repo_root = git_output(["-C", workspace_root, "rev-parse", "--show-toplevel"])
-        worktree_root = resolve_path(repo_root, root_option)
-        os.makedirs(worktree_root, exist_ok=True)
-        worktree_path = os.path.join(worktree_root, build_scoped_name(session_id))
-        run_git(["-C", repo_root, "worktree", "add", "--detach", worktree_path, base_ref])
+        isolation = options.get("isolation", self.config.isolation)
+        if isolation not in ISOLATIONS:
+            raise OptionError("isolation", _isolation_message(isolation))
+        pool = _read_bool(options, "pool", self.config.pool)
+        info, commit = _checkout.inspect_repo(workspace_root, base_ref)
+        if target:
+            _checkout.check_target(info.repo_root, commit, target, base_ref)
+        if root_option is None:
+            worktree_root = default_worktree_root(info.repo_root)
+            store.ensure_root(worktree_root, private_base=os.path.dirname(worktree_root))
+        else:
+            worktree_root = resolve_path(info.repo_root, root_option)
+            store.ensure_root(worktree_root)
 
-        def release() -> None:
-            run_git(["-C", repo_root, "worktree", "remove", "--force", "--force", worktree_path])
-            shutil.rmtree(worktree_path, ignore_errors=True)
-
-        try:
-            if target:
-                run_git(["-C", worktree_path, "sparse-checkout", "init", "--cone"])
-                run_git(["-C", worktree_path, "sparse-checkout", "set", target])
-            working = os.path.join(worktree_path, target) if target else worktree_path
-            if not os.path.isdir(working):
-                raise OptionError(
-                    "targetPath",
-                    f'Configured worktree target path "{target}" is not a directory in ref '
-                    f'"{base_ref}".',
-                )
-        except BaseException:
-            release()
-            raise
+        checkout = _Checkout.provide(
+            root=worktree_root,
+            info=info,
+            commit=commit,
+            target=target,
+            isolation=str(isolation),
+            session_id=session_id,
+            pool=pool,
+            pool_size=self.config.pool_size,
+        )
+        worktree_path = checkout.path
+        working = os.path.join(worktree_path, target) if target else worktree_path
+        if not os.path.isdir(working):  # the reference's last check; cannot fail after ours
+            checkout.release()
+            raise OptionError(
+                "targetPath",
+                f'Provisioned worktree path "{working}" does not exist.',
+            )
         hard: dict[str, Any] = {
-            "repoRoot": repo_root,
+            "repoRoot": info.repo_root,
             "worktreeRoot": worktree_root,
             "worktreePath": worktree_path,
             "baseRef": base_ref,
@@ -81,9 +167,11 @@ class GitWorktreeProvider:
             hard["targetPath"] = target
             metadata["git_worktree_target_path"] = target
             sections.append(f"Worktree target path: {target} (sparse-checkout enabled)")
+        hard["commit"] = commit
+        hard["isolation"] = isolation
         soft = ResourceContextPatch(
             env={
-                "AGENT_REPO_ROOT": repo_root,
+                "AGENT_REPO_ROOT": info.repo_root,
                 "AGENT_WORKTREE_PATH": worktree_path,
                 "AGENT_WORKTREE_BASE_REF": base_ref,
             },
@@ -91,7 +179,264 @@ class GitWorktreeProvider:
             metadata=metadata,
             preferred_working_directory=working,
         )
-        return ResourceLease(KIND, hard, release, soft)
+        return ResourceLease(KIND, hard, checkout.release, soft)
+
+
+class _Checkout:
+    """One held checkout: how it was provided and how to give it back."""
+
+    def __init__(
+        self,
+        entry: store.Entry,
+        info: RepoInfo,
+        *,
+        target: str | None,
+        pool: bool,
+        pool_size: int,
+        key: dict[str, Any],
+    ) -> None:
+        self.entry = entry
+        self.info = info
+        self.target = target
+        self.pool = pool
+        self.pool_size = pool_size
+        self.key = key
+        self._released = False
+        self._lock = threading.Lock()
+
+    @property
+    def path(self) -> str:
+        return str(self.entry.data["path"])
+
+    @classmethod
+    def provide(
+        cls,
+        *,
+        root: str,
+        info: RepoInfo,
+        commit: str,
+        target: str | None,
+        isolation: str,
+        session_id: str,
+        pool: bool,
+        pool_size: int,
+    ) -> _Checkout:
+        key = {
+            "commonDir": info.common_dir,
+            "isolation": isolation,
+            "targetPath": target,
+            "commit": commit,
+        }
+        name = build_scoped_name(session_id)
+        owner = {
+            "sessionId": session_id,
+            "repoRoot": info.repo_root,
+            "objectFormat": info.object_format,
+            "createdAt": time.time(),
+        }
+        # Every provisioning through a root first reclaims its orphans (scan_pool does).
+        entry = store.scan_pool(root, key)
+        if entry is not None and cls._reuse(
+            entry, info=info, commit=commit, target=target, name=name, owner=owner
+        ):
+            return cls(entry, info, target=target, pool=pool, pool_size=pool_size, key=key)
+        entry = store.new_entry(root, {**key, **owner})
+        try:
+            cls._create(
+                entry, info=info, commit=commit, target=target, isolation=isolation, name=name
+            )
+        except BaseException:
+            entry.discard()
+            raise
+        return cls(entry, info, target=target, pool=pool, pool_size=pool_size, key=key)
+
+    @staticmethod
+    def _create(
+        entry: store.Entry,
+        *,
+        info: RepoInfo,
+        commit: str,
+        target: str | None,
+        isolation: str,
+        name: str,
+    ) -> None:
+        build = entry.build_dir
+        os.mkdir(build, 0o755)
+        st = os.lstat(build)
+        entry.save(ino=st.st_ino, dev=st.st_dev, path=build)
+        if isolation == CLONE:
+            git_dir = _checkout.create_clone(info, commit, build, target)
+        else:
+            git_dir = _checkout.create_worktree(info, commit, build, target)
+        filled_at = time.time()
+        path = store.claim_name(entry, name)
+        # rename onto our own empty claim dir: atomic, and R/<name> only ever appears whole.
+        entry.save(path=path)
+        os.rename(build, path)
+        if isolation == WORKTREE:
+            _checkout.point_registration(git_dir, path)
+        entry.save(
+            state=store.LIVE,
+            gitDir=git_dir,
+            claim=None,
+            filledAt=filled_at,
+            settled=False,
+            indexId=_checkout.index_identity(git_dir),
+            **_owner(),
+        )
+
+    @staticmethod
+    def _reuse(
+        entry: store.Entry,
+        *,
+        info: RepoInfo,
+        commit: str,
+        target: str | None,
+        name: str,
+        owner: dict[str, Any],
+    ) -> bool:
+        """Move a pooled checkout to ``name``; switch commits if needed. ``False``: discarded."""
+        try:
+            entry.save(state=store.LIVE, **owner, **_owner())
+            if entry.data.get("isolation") == WORKTREE:
+                # Register it again: the registration waited in our control dir.
+                _checkout.move_tree(entry.parked_registration, str(entry.data["gitDir"]))
+            path = store.claim_name(entry, name)
+            os.rename(entry.pooled_dir, path)  # onto our empty claim dir, atomically
+            entry.save(path=path, claim=None)
+            if entry.data.get("isolation") == WORKTREE:
+                _checkout.point_registration(str(entry.data["gitDir"]), path)
+            if entry.data.get("commit") != commit:
+                _checkout.restore(
+                    info=info,
+                    isolation=str(entry.data["isolation"]),
+                    path=path,
+                    git_dir=str(entry.data["gitDir"]),
+                    commit=commit,
+                    target=target,
+                    index_id=None,
+                    force_checkout=True,
+                )
+                entry.save(
+                    commit=commit,
+                    filledAt=time.time(),
+                    settled=False,
+                    indexId=_checkout.index_identity(str(entry.data["gitDir"])),
+                )
+        except Exception:
+            entry.discard()
+            return False
+        return True
+
+    def release(self) -> None:
+        """Pool the checkout (restored) or remove it; idempotent."""
+        with self._lock:
+            if self._released:
+                return
+            self._released = True
+        entry = self.entry
+        # Child sessions' checkouts live inside ours; take theirs apart properly first
+        # (their registrations are in the user's repository), never just delete the files.
+        for child_root in store.iter_child_roots(self.path):
+            store.reclaim_orphans(child_root, include_pooled=True)
+        if self.pool and self._restore_for_pool():
+            entry.close()
+            return
+        entry.discard()
+
+    def _restore_for_pool(self) -> bool:
+        entry = self.entry
+        if self.pool_size == 0 or store.count_pooled(entry.root, self.key) >= self.pool_size:
+            return False
+        git_dir = str(entry.data["gitDir"])
+        # Until git rewrites the index in a later second than the files were written, its
+        # entries are "racily clean" and every git command re-reads those files; the first
+        # restore after that point runs a checkout (which rewrites the index) to settle it.
+        settle = not entry.data.get("settled") and time.time() - entry.data["filledAt"] > 1.0
+        try:
+            _checkout.restore(
+                info=self.info,
+                isolation=str(entry.data["isolation"]),
+                path=self.path,
+                git_dir=git_dir,
+                commit=str(entry.data["commit"]),
+                target=self.target,
+                index_id=entry.data.get("indexId"),
+                force_checkout=settle,
+            )
+            if entry.data["isolation"] == WORKTREE:
+                # Out of the user's repository while pooled: `git worktree list` shows only
+                # checkouts in use. Parked first, the state saved last: a crash in between
+                # leaves an orphan whose registration is found by its token name.
+                _checkout.move_tree(git_dir, entry.parked_registration)
+            # Out of R/<name> too: the name is free for the next session at once, and a
+            # pooled checkout is never where anyone looks for a worktree.
+            os.rename(self.path, entry.pooled_dir)
+            entry.save(
+                path=entry.pooled_dir,
+                state=store.POOLED,
+                settled=bool(entry.data.get("settled")) or settle,
+                indexId=_checkout.index_identity(git_dir),
+                releasedAt=time.time(),
+            )
+        except Exception:
+            return False
+        return True
+
+
+def _owner() -> dict[str, Any]:
+    return {"pid": os.getpid()}
+
+
+def worktree_import_roots(worktree_path: str, repo_root: str | None = None) -> list[str]:
+    """Where Python should import the project from when running code of ``worktree_path``.
+
+    With an editable install, ``import yourpkg`` resolves to the user's main checkout (a
+    ``.pth`` path or a setuptools ``__editable__`` finder pointing there), not the worktree.
+    Each import location of this interpreter that lies inside ``repo_root`` is mapped to the
+    same place inside the worktree; without any, ``<worktree>/src`` if it exists, else the
+    worktree itself.
+    """
+    roots: list[str] = []
+    if repo_root:
+        real_repo = os.path.realpath(repo_root)
+        locations = [p for p in sys.path if p]
+        for name, module in list(sys.modules.items()):
+            mapping = getattr(module, "MAPPING", None)
+            if name.startswith("__editable__") and isinstance(mapping, dict):
+                locations += [os.path.dirname(str(p)) for p in mapping.values()]
+        for location in locations:
+            real = os.path.realpath(location)
+            if real == real_repo or real.startswith(real_repo + os.sep):
+                mapped = os.path.join(worktree_path, os.path.relpath(real, real_repo))
+                mapped = os.path.normpath(mapped)
+                if os.path.isdir(mapped) and mapped not in roots:
+                    roots.append(mapped)
+    if not roots:
+        src = os.path.join(worktree_path, "src")
+        roots.append(src if os.path.isdir(src) else worktree_path)
+    return roots
+
+
+def worktree_env(
+    worktree_path: str,
+    base_env: Mapping[str, str] | None = None,
+    *,
+    repo_root: str | None = None,
+) -> dict[str, str]:
+    """An environment for subprocesses that run the worktree's code, not the main checkout's.
+
+    ``PYTHONPATH`` starts with :func:`worktree_import_roots` (entries on ``PYTHONPATH`` come
+    before site-packages and before editable-install finders, which are appended to
+    ``sys.meta_path``), and the git variables that would redirect git elsewhere are removed.
+    """
+    env = dict(os.environ if base_env is None else base_env)
+    for key in _GIT_REDIRECTS:
+        env.pop(key, None)
+    roots = worktree_import_roots(worktree_path, repo_root)
+    existing = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p not in roots]
+    env["PYTHONPATH"] = os.pathsep.join([*roots, *existing])
+    return env
 
 
 def create_git_worktree_provider(

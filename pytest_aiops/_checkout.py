@@ -1,0 +1,550 @@
+"""Git operations on one checkout: create (worktree or private clone), restore, remove.
+
+Nothing here decides *which* checkout to use or who owns it (that is
+:mod:`pytest_aiops._worktree_store`); this module only knows how to make a directory hold
+exactly ``commit``'s tree and how to take it apart again without touching anything else.
+
+Two isolation levels:
+
+- ``"worktree"``: ``git worktree add --detach``. Shares objects, refs, tags, ``refs/stash``,
+  config and hooks with the user's repository; registered in ``<common-dir>/worktrees/<reg>``.
+- ``"clone"``: a repository of its own whose object store borrows the user's through
+  ``objects/info/alternates`` (what ``git clone --shared`` does), with no refs copied, its
+  own config/stash/hooks, an ``origin`` remote that can be fetched but not pushed to, and
+  registered nowhere in the user's repository.
+
+Sparse checkouts (``targetPath``) are made *without* ``git sparse-checkout init``: in a
+linked worktree that command sets ``extensions.worktreeConfig = true`` in the user's shared
+``.git/config`` (checked with git 2.39), and the user's config must never change. Instead we
+write the cone patterns to the checkout's own ``info/sparse-checkout`` and pass
+``-c core.sparseCheckout=true -c core.sparseCheckoutCone=true`` to our own commands; the
+resulting skip-worktree bits in the checkout's index keep ``git status`` clean for the test.
+A clone keeps the two settings in its own config.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import shutil
+import stat
+import subprocess
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from ._errors import GitError, OptionError
+from ._git import is_transient, run_git, run_git_parallel
+
+WORKTREE = "worktree"
+CLONE = "clone"
+ISOLATIONS = (WORKTREE, CLONE)
+
+SPARSE_FLAGS = ("-c", "core.sparseCheckout=true", "-c", "core.sparseCheckoutCone=true")
+
+#: Where a clone's pushes go: no git transport exists for this scheme, so ``git push`` fails.
+PUSH_DISABLED = "pytest-aiops-push-disabled::"
+
+# Read once: the mode a fresh checkout gives a directory it creates (0o777 & ~umask).
+# os.umask can only be read by setting it; do it at import, before any thread exists.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+DIR_MODE = 0o777 & ~_UMASK
+FILE_MODE = 0o666 & ~_UMASK
+
+
+@dataclass(frozen=True)
+class RepoInfo:
+    """The user's repository as git sees it from the workspace."""
+
+    repo_root: str
+    common_dir: str
+    object_format: str
+
+
+def inspect_repo(workspace_root: str, base_ref: str) -> tuple[RepoInfo, str]:
+    """The repository containing ``workspace_root`` and the commit ``base_ref`` names.
+
+    One ``git rev-parse`` answers both: it prints the toplevel, common dir and object format,
+    then the commit, or exits 1 (bad ref) / 128 (not a repository).
+    """
+    if base_ref.startswith("-"):
+        # rev-parse of 2.39 has no --end-of-options; never let a ref become an option.
+        raise OptionError("baseRef", f'Option "baseRef" must name a commit, not {base_ref!r}.')
+    if not os.path.isdir(workspace_root):
+        raise GitError(
+            f"workspace root {workspace_root!r} is not a directory; the git-worktree provider "
+            "needs a workspace inside a git repository",
+            command=["git"],
+            returncode=None,
+            stderr="",
+        )
+    result = run_git(
+        [
+            "-C",
+            workspace_root,
+            "rev-parse",
+            "--path-format=absolute",
+            "--show-toplevel",
+            "--git-common-dir",
+            "--show-object-format",
+            "--verify",
+            "-q",
+            f"{base_ref}^{{commit}}",
+        ],
+        check=False,
+    )
+    lines = result.stdout.splitlines()
+    if len(lines) < 3:
+        raise GitError(
+            f"workspace root {workspace_root!r} is not inside a git repository "
+            f"(git rev-parse: {result.stderr.strip() or 'no output'}); the git-worktree "
+            "provider needs one",
+            command=list(result.args),
+            returncode=result.returncode,
+            stderr=result.stderr,
+        )
+    info = RepoInfo(repo_root=lines[0], common_dir=lines[1], object_format=lines[2])
+    if result.returncode != 0 or len(lines) < 4:
+        raise OptionError(
+            "baseRef",
+            f'Option "baseRef" must name a commit in {info.repo_root}, not {base_ref!r} '
+            "(git rev-parse found no such commit).",
+        )
+    return info, lines[3]
+
+
+def check_target(repo_root: str, commit: str, target: str, base_ref: str) -> None:
+    """Refuse a ``targetPath`` that is not a directory at ``commit`` (reference wording)."""
+    result = run_git(["-C", repo_root, "cat-file", "-t", f"{commit}:{target}"], check=False)
+    if result.returncode != 0 or result.stdout.strip() != "tree":
+        raise OptionError(
+            "targetPath",
+            f'Configured worktree target path "{target}" is not a directory in ref "{base_ref}".',
+        )
+
+
+def cone_patterns(target: str) -> str:
+    """What ``git sparse-checkout set --cone <target>`` writes (root files are included)."""
+    lines = ["/*", "!/*/"]
+    parts = target.split("/")
+    for depth in range(1, len(parts)):
+        prefix = "/".join(parts[:depth])
+        lines += [f"/{prefix}/", f"!/{prefix}/*/"]
+    lines.append(f"/{target}/")
+    return "\n".join(lines) + "\n"
+
+
+def git_dir_of(path: str) -> str:
+    """The git directory of a checkout: ``<path>/.git`` or the target of its gitfile."""
+    dot_git = os.path.join(path, ".git")
+    if os.path.isdir(dot_git) and not os.path.islink(dot_git):
+        return dot_git
+    with open(dot_git, encoding="utf-8") as handle:
+        content = handle.read(4096).strip()
+    if not content.startswith("gitdir:"):
+        raise GitError(
+            f"{dot_git} is not a gitfile", command=["git"], returncode=None, stderr=content
+        )
+    return os.path.normpath(os.path.join(path, content[len("gitdir:") :].strip()))
+
+
+def _quote(value: str) -> str:
+    """A git-config value/subsection in double quotes (backslash and quote escaped)."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def clone_config(info: RepoInfo, *, sparse: bool) -> str:
+    """The whole ``.git/config`` of a clone; rewritten verbatim on every restore."""
+    lines = [
+        "[core]",
+        f"\trepositoryformatversion = {0 if info.object_format == 'sha1' else 1}",
+        "\tfilemode = true",
+        "\tbare = false",
+        "\tlogallrefupdates = true",
+    ]
+    if info.object_format != "sha1":
+        lines += ["[extensions]", f"\tobjectformat = {info.object_format}"]
+    if sparse:
+        lines += ["\tsparseCheckout = true", "\tsparseCheckoutCone = true"]
+        if info.object_format != "sha1":  # keep the [core] keys in [core]
+            lines = [*lines[:5], *lines[-2:], *lines[5:-2]]
+    lines += [
+        '[remote "origin"]',
+        f"\turl = {_quote(info.repo_root)}",
+        "\tfetch = +refs/heads/*:refs/remotes/origin/*",
+        f"\tpushurl = {_quote(PUSH_DISABLED)}",
+        # An explicit `git push /path/to/user/repo` is rewritten to the dead URL as well.
+        f"[url {_quote(PUSH_DISABLED)}]",
+        f"\tpushInsteadOf = {_quote(info.repo_root)}",
+        f"\tpushInsteadOf = {_quote('file://' + info.repo_root)}",
+        f"\tpushInsteadOf = {_quote(info.common_dir)}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _write(path: str, text: str) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(text)
+
+
+def create_worktree(info: RepoInfo, commit: str, path: str, target: str | None) -> str:
+    """``git worktree add --detach path commit`` (``path`` an empty dir we made); its git dir.
+
+    Retried on transient lock errors; before a retry whatever the failed attempt left in
+    ``path`` and its registration is removed again, so the retry starts from an empty dir.
+    """
+    args = ["-C", info.repo_root, "worktree", "add", "--detach", "-q"]
+    if target:
+        args.append("--no-checkout")
+    args += [path, commit]
+    for attempt in range(6):
+        result = run_git(args, check=False)
+        if result.returncode == 0:
+            break
+        if attempt == 5 or not is_transient(result.stderr):
+            shown = " ".join(["git", *args])
+            raise GitError(
+                f"git command failed ({result.returncode}): {shown}: {result.stderr.strip()}",
+                command=list(result.args),
+                returncode=result.returncode,
+                stderr=result.stderr,
+            )
+        remove_registrations(info.common_dir, token=os.path.basename(path))
+        empty_directory(path)
+    git_dir = git_dir_of(path)
+    if target:
+        _write(os.path.join(git_dir, "info", "sparse-checkout"), cone_patterns(target))
+        # Same command `worktree add` runs itself without --no-checkout, now sparse.
+        run_git(["-C", path, *SPARSE_FLAGS, "reset", "--hard", "-q"])
+    return git_dir
+
+
+def create_clone(info: RepoInfo, commit: str, path: str, target: str | None) -> str:
+    """A private repository at ``path`` (an empty dir we made) checked out at ``commit``."""
+    # --template=: no sample hooks, no info/exclude, no description: nothing a test could
+    # mistake for the user's, and nothing to restore later.
+    run_git(["init", "-q", "--template=", path])
+    git_dir = os.path.join(path, ".git")
+    reset_clone_metadata(info, git_dir, commit=None, target=target)
+    flags = SPARSE_FLAGS if target else ()
+    run_git(["-C", path, *flags, "checkout", "-q", "-f", "--detach", commit])
+    return git_dir
+
+
+def reset_clone_metadata(
+    info: RepoInfo, git_dir: str, *, commit: str | None, target: str | None
+) -> None:
+    """Make a clone's ``.git`` what a fresh one holds, keeping its index (and objects/pack dir).
+
+    Everything a test can add to a clone's repository lives here: refs, tags, stash,
+    reflogs, config, hooks, its own objects. The user's objects are reached through
+    ``alternates``, so the clone's own object store only ever holds what tests wrote.
+    """
+    keep = {"index", "objects", "HEAD", "logs"}
+    for name in os.listdir(git_dir):
+        if name not in keep:
+            remove_tree(os.path.join(git_dir, name))
+    objects = os.path.join(git_dir, "objects")
+    os.makedirs(objects, exist_ok=True)
+    for name in os.listdir(objects):
+        remove_tree(os.path.join(objects, name))
+    for sub in ("info", "pack"):
+        os.makedirs(os.path.join(objects, sub), exist_ok=True)
+    _write(
+        os.path.join(objects, "info", "alternates"), os.path.join(info.common_dir, "objects") + "\n"
+    )
+    for sub in ("heads", "tags"):
+        os.makedirs(os.path.join(git_dir, "refs", sub), exist_ok=True)
+    _write(os.path.join(git_dir, "config"), clone_config(info, sparse=bool(target)))
+    shallow = os.path.join(info.common_dir, "shallow")
+    if os.path.isfile(shallow):  # a shallow user repo: its grafts are needed to walk history
+        shutil.copyfile(shallow, os.path.join(git_dir, "shallow"))
+    if target:
+        _write(os.path.join(git_dir, "info", "sparse-checkout"), cone_patterns(target))
+    if commit is not None:
+        _write(os.path.join(git_dir, "HEAD"), commit + "\n")
+    _trim_reflog(git_dir)
+
+
+def reset_worktree_metadata(git_dir: str, commit: str, target: str | None) -> None:
+    """Make a linked worktree's private git dir hold what a fresh ``worktree add`` leaves.
+
+    Fresh: HEAD, ORIG_HEAD, commondir, gitdir, index, logs/HEAD (plus info/sparse-checkout
+    when sparse). A test can add rebase/merge/bisect state, per-worktree refs, a
+    config.worktree...: all dropped. The reflog is cut to one line.
+    """
+    keep = {"HEAD", "ORIG_HEAD", "commondir", "gitdir", "index", "logs", "info"}
+    for name in os.listdir(git_dir):
+        if name not in keep or (name == "info" and not target):
+            remove_tree(os.path.join(git_dir, name))
+    if target:
+        info_dir = os.path.join(git_dir, "info")
+        for name in os.listdir(info_dir) if os.path.isdir(info_dir) else ():
+            if name != "sparse-checkout":
+                remove_tree(os.path.join(info_dir, name))
+        _write(os.path.join(info_dir, "sparse-checkout"), cone_patterns(target))
+    _write(os.path.join(git_dir, "ORIG_HEAD"), commit + "\n")
+    _trim_reflog(git_dir)
+
+
+def _trim_reflog(git_dir: str) -> None:
+    logs = os.path.join(git_dir, "logs")
+    if not os.path.isdir(logs):
+        return
+    for name in os.listdir(logs):
+        if name != "HEAD":
+            remove_tree(os.path.join(logs, name))
+    head_log = os.path.join(logs, "HEAD")
+    with contextlib.suppress(FileNotFoundError):
+        with open(head_log, "rb") as handle:
+            first = handle.readline()
+        with open(head_log, "wb") as handle:
+            handle.write(first)
+
+
+def index_identity(git_dir: str) -> list[int]:
+    """Identity of the index file: git replaces it (new inode) whenever it writes it."""
+    try:
+        info = os.stat(os.path.join(git_dir, "index"))
+    except FileNotFoundError:
+        return []
+    return [info.st_ino, info.st_mtime_ns, info.st_size]
+
+
+def restore(
+    *,
+    info: RepoInfo,
+    isolation: str,
+    path: str,
+    git_dir: str,
+    commit: str,
+    target: str | None,
+    index_id: list[int] | None,
+    force_checkout: bool,
+) -> None:
+    """Bring a used checkout back to exactly ``commit``'s tree, as a fresh one would be.
+
+    1. Ask git (in parallel) which tracked files differ from the index by stat (content,
+       a replacement by a symlink...) and which paths are untracked or ignored, and ask
+       find(1) which files and directories have a mode a checkout would not give them.
+    2. Delete the untracked/ignored paths, the stat-dirty tracked files and files with odd
+       modes ourselves (read-only ones included; symlinks are removed, never followed),
+       and give directories the mode a checkout creates them with.
+    3. If anything was deleted, HEAD moved or the index was rewritten, ``git checkout -f
+       --detach commit`` rewrites the missing files and detaches HEAD (never moving a
+       branch a test may have checked out); otherwise the tree is already exact and no
+       checkout runs, which is what makes reuse cheap.
+    4. Reset the checkout's own git metadata (see the ``reset_*_metadata`` functions).
+    """
+    flags = list(SPARSE_FLAGS) if target else []
+    # git ignores permission bits other than +x, and a chmod in the same second as the last
+    # index write is invisible to its ctime check: find(1) lists every file and directory
+    # whose mode is not what a checkout creates (it runs while git does its part).
+    file_modes = [f"{FILE_MODE:o}", f"{FILE_MODE | (DIR_MODE & 0o111):o}"]
+    odd = "( -type f ! -perm {0} ! -perm {1} ) -print0 -o -type d ! -perm {2} -print0"
+    tests = odd.format(*file_modes, f"{DIR_MODE:o}").split()
+    finder = subprocess.Popen(
+        ["find", path, "-path", os.path.join(path, ".git"), "-prune", "-o", *tests],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        dirty, others = run_git_parallel(
+            [
+                ["-C", path, "diff-files", "--name-only", "-z"],
+                ["-C", path, "ls-files", "-o", "--directory", "-z"],
+            ]
+        )
+    finally:
+        # find exits 1 when it met an unreadable directory (a test's mode 000 dir): that
+        # one is untracked or reported by its mode anyway.
+        odd_modes = finder.communicate()[0].decode("utf-8", "surrogateescape")
+    changed = False
+    for rel in _split(others.stdout):
+        changed = True
+        remove_inside(path, rel.rstrip("/"))
+    for rel in _split(dirty.stdout):
+        changed = True
+        remove_inside(path, rel)
+    for full in _split(odd_modes):
+        try:
+            st = os.lstat(full)
+        except FileNotFoundError:
+            continue  # removed above
+        if stat.S_ISDIR(st.st_mode):
+            os.chmod(full, DIR_MODE)
+        else:
+            changed = True
+            remove_inside(path, os.path.relpath(full, path))
+    if isolation == CLONE:
+        # The config decides sparse or not for a clone: put ours back before checking out.
+        _write(os.path.join(git_dir, "config"), clone_config(info, sparse=bool(target)))
+        if target:
+            _write(os.path.join(git_dir, "info", "sparse-checkout"), cone_patterns(target))
+    elif target:
+        _write(os.path.join(git_dir, "info", "sparse-checkout"), cone_patterns(target))
+    head = _read(os.path.join(git_dir, "HEAD")).strip()
+    if changed or force_checkout or head != commit or index_identity(git_dir) != index_id:
+        run_git(["-C", path, *flags, "checkout", "-q", "-f", "--detach", commit])
+    if isolation == CLONE:
+        reset_clone_metadata(info, git_dir, commit=commit, target=target)
+    else:
+        reset_worktree_metadata(git_dir, commit, target)
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read(4096)
+    except FileNotFoundError:
+        return ""
+
+
+def _split(output: str) -> list[str]:
+    return [item for item in output.split("\0") if item]
+
+
+# --- deleting ------------------------------------------------------------------------
+
+
+def _on_error(function: Callable[..., Any], path: str, excinfo: Any) -> None:
+    """``rmtree`` error handler: a test made a file or directory read-only; undo, retry.
+
+    ``excinfo`` is the exception (3.12+ ``onexc``) or an ``exc_info`` tuple (``onerror``).
+    """
+    error = excinfo[1] if isinstance(excinfo, tuple) else excinfo
+    if isinstance(error, FileNotFoundError):
+        return  # raced with another deleter, or already gone: the goal is reached
+    for target in (os.path.dirname(path), path):
+        with contextlib.suppress(OSError):
+            st = os.lstat(target)
+            if stat.S_ISDIR(st.st_mode) and stat.S_IMODE(st.st_mode) & 0o700 != 0o700:
+                os.chmod(target, stat.S_IMODE(st.st_mode) | stat.S_IRWXU)
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(st.st_mode):
+        if not os.access(path, os.R_OK | os.W_OK | os.X_OK):
+            raise error  # not ours to open even after chmod: report, never loop
+        # Could not list it (mode 0o000) or rmdir found it not empty: now accessible.
+        _rmtree(path)
+    else:
+        os.unlink(path)
+
+
+def _rmtree(path: str) -> None:
+    if sys.version_info >= (3, 12):
+        shutil.rmtree(path, onexc=_on_error)
+    else:
+        shutil.rmtree(path, onerror=_on_error)
+
+
+def remove_tree(path: str) -> None:
+    """Delete ``path`` (a file, symlink or directory tree) without following symlinks.
+
+    ``shutil.rmtree`` walks with ``O_NOFOLLOW`` directory fds and unlinks symlinks rather
+    than descending into them; read-only files and directories a test left are made
+    writable and retried. A missing path is fine.
+    """
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISDIR(st.st_mode):
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        except PermissionError as error:  # read-only parent directory
+            _on_error(os.unlink, path, error)
+        return
+    _rmtree(path)
+
+
+def empty_directory(path: str) -> None:
+    """Delete everything inside ``path`` (a directory we created), keeping ``path``."""
+    with os.scandir(path) as entries:
+        names = [entry.name for entry in entries]
+    for name in names:
+        remove_tree(os.path.join(path, name))
+
+
+def remove_inside(root: str, rel: str) -> None:
+    """Delete ``root/rel`` if, and only if, every directory on the way is a real directory.
+
+    A test may replace a tracked directory by a symlink to somewhere else; git then lists
+    ``dir/file`` as changed, and unlinking ``root/dir/file`` would follow the symlink out of
+    our tree. Walk the components with lstat and delete the first one that is not a real
+    directory instead (it is inside ``root``; git restores it).
+    """
+    parts = [p for p in rel.split("/") if p]
+    if not parts or any(p in (".", "..") for p in parts):
+        return
+    current = root
+    for depth, part in enumerate(parts):
+        current = os.path.join(current, part)
+        try:
+            st = os.lstat(current)
+        except FileNotFoundError:
+            return
+        last = depth == len(parts) - 1
+        if last or not stat.S_ISDIR(st.st_mode):
+            remove_tree(current)
+            return
+
+
+def list_registrations(common_dir: str) -> Iterable[tuple[str, str]]:
+    """``(registration dir, gitdir it records or "")`` for each linked worktree."""
+    base = os.path.join(common_dir, "worktrees")
+    try:
+        names = os.listdir(base)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    found = []
+    for name in names:
+        reg = os.path.join(base, name)
+        found.append((reg, _read(os.path.join(reg, "gitdir")).strip()))
+    return found
+
+
+def remove_registrations(common_dir: str, *, token: str, paths: Iterable[str] = ()) -> None:
+    """Delete only *our* ``.git/worktrees/<reg>`` entries -- never a repository-wide prune.
+
+    Ours: the registration git named after our token directory (git names it after the
+    basename of the path given to ``worktree add``, adding a number if taken) or one whose
+    ``gitdir`` points into a path we created. This also clears a registration a SIGKILLed
+    ``worktree add`` left locked as "initializing" -- which ``git worktree prune`` skips and
+    ``git worktree remove --force`` (single -f) refuses -- and one killed before it even
+    wrote ``gitdir``.
+    """
+    targets = {os.path.realpath(os.path.join(p, ".git")) for p in paths}
+    for reg, gitdir in list_registrations(common_dir):
+        name = os.path.basename(reg)
+        ours = name == token or (name.startswith(token) and name[len(token) :].isdigit())
+        if ours or (gitdir and os.path.realpath(gitdir) in targets):
+            remove_tree(reg)
+
+
+def move_tree(source: str, destination: str) -> None:
+    """Move a small directory tree we own: a rename, or copy-then-delete across filesystems
+    (the user's ``.git`` is usually on disk, the pool on tmpfs: rename fails with EXDEV)."""
+    try:
+        os.rename(source, destination)
+    except OSError as error:
+        if error.errno != errno.EXDEV:
+            raise
+        shutil.copytree(source, destination, symlinks=True)
+        remove_tree(source)
+
+
+def point_registration(git_dir: str, path: str) -> None:
+    """After renaming a linked worktree's directory, tell its registration (``git worktree
+    move`` does exactly this rename plus this one-line write, with an extra process)."""
+    _write(os.path.join(git_dir, "gitdir"), os.path.join(path, ".git") + "\n")

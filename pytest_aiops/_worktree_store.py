@@ -1,0 +1,531 @@
+"""Who owns which checkout under a worktree root: records, kernel-held owner locks, the pool.
+
+Layout of a root ``R`` (the ``rootDirectory``)::
+
+    R/<name>/                      a checkout, name = build_scoped_name(session id)[-<n>]
+    R/.pytest-aiops/<token>.lock   owner lock: an OFD write lock on byte 0, held by the
+                                   process using the checkout for the lease's whole life
+    R/.pytest-aiops/<token>.json   record: what/where/whose, and the state
+    R/.pytest-aiops/aiops-<token>/ where a checkout is built before it is renamed to R/<name>
+    R/.pytest-aiops/.aiops-<token>.pooled/
+                                   where a pooled checkout waits for its next lease
+    R/.pytest-aiops/aiops-<token>.registration/
+                                   a pooled linked worktree's registration, moved out of
+                                   ``<common-dir>/worktrees`` so that pooled checkouts are
+                                   invisible to ``git worktree list`` (and to ``prune``)
+
+Each checkout has a random ``token`` that never changes, even when a pooled checkout is
+renamed for its next session; git names the worktree's registration after the directory
+given to ``git worktree add``, so ``<common-dir>/worktrees/aiops-<token>`` is ours by name --
+even if git was killed before it wrote the registration's ``gitdir`` file.
+
+Liveness comes from the kernel: the owner lock is dropped when its holder exits, SIGKILL
+included. So for any record, exactly one of:
+
+- lock held by someone          -> ``live``: never touched by anyone else;
+- free, state ``pooled``, dir ok -> ``pooled``: restored and waiting for its next lease;
+- free otherwise                -> ``orphaned``: its holder died (mid-add, mid-use or
+  mid-restore); the next provisioning through ``R`` (or ``reclaim_orphans``) deletes the
+  directory and *our* registration, never running a repository-wide ``git worktree prune``.
+
+A record is written before anything it describes is created and removed after everything
+is gone, so a crash at any point leaves something the next run can attribute and delete.
+Deletion is limited to what the record proves we created: ``R/<name>`` only if its inode is
+the one we recorded, the build dir under the control dir, a claimed-but-unused name only if
+it is still an empty directory.
+
+Lock files are unlinked only by a holder; whoever locks one checks afterwards that the path
+still names the inode it locked (the classic unlink-vs-waiter race), and retries if not.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import secrets
+import socket
+import stat
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from . import _checkout
+from ._errors import OptionError
+from ._locking import F_OFD_GETLK, F_OFD_SETLK, _Flock, _flock
+
+CONTROL = ".pytest-aiops"
+
+LIVE = "live"
+POOLED = "pooled"
+ORPHANED = "orphaned"
+
+# Below this much free space, /dev/shm (RAM) is not used for a new default root.
+_SHM_MIN_FREE = 1 << 30
+
+
+@dataclass(frozen=True)
+class WorktreeRecord:
+    """One checkout under a worktree root, as :func:`list_worktrees` sees it."""
+
+    path: str
+    repo_root: str
+    pid: int
+    host: str
+    created_at: float
+    session_id: str
+    state: str  # "live", "orphaned" or "pooled"
+    isolation: str = _checkout.WORKTREE
+    commit: str = ""
+    target_path: str | None = None
+    token: str = ""
+    record_path: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "repoRoot": self.repo_root,
+            "pid": self.pid,
+            "host": self.host,
+            "createdAt": self.created_at,
+            "sessionId": self.session_id,
+            "state": self.state,
+            "isolation": self.isolation,
+            "commit": self.commit,
+            "targetPath": self.target_path,
+        }
+
+
+# --- default location ------------------------------------------------------------------
+
+
+def _user_base(parent: str) -> str:
+    return os.path.join(parent, f"pytest-aiops-{os.geteuid()}", "worktrees")
+
+
+def _shm_usable() -> bool:
+    try:
+        info = os.statvfs("/dev/shm")
+    except OSError:
+        return False
+    return os.access("/dev/shm", os.W_OK | os.X_OK) and info.f_bavail * info.f_frsize >= (
+        _SHM_MIN_FREE
+    )
+
+
+def default_worktree_root(repo_root: str) -> str:
+    """The machine-wide default root for ``repo_root``'s checkouts, outside its work tree.
+
+    ``/dev/shm/pytest-aiops-<uid>/worktrees/<repo>-<hash>`` when ``/dev/shm`` is a writable
+    tmpfs with at least 1 GiB free, else the same under the temp dir. Checking out many
+    files is dominated by creating inodes: 10,000 files took 2.4-8 s on this machine's disk
+    and 0.2 s on tmpfs. Once a root exists for a repository it is kept (so ``list`` and
+    ``reclaim`` find earlier checkouts even if /dev/shm later runs low).
+    """
+    real = os.path.realpath(repo_root)
+    digest = hashlib.sha256(real.encode("utf-8", "surrogateescape")).hexdigest()[:12]
+    leaf = f"{os.path.basename(real)[:32] or 'repo'}-{digest}"
+    candidates = [_user_base(tempfile.gettempdir())]
+    if os.path.isdir("/dev/shm"):
+        candidates.insert(0, _user_base("/dev/shm"))
+    for base in candidates:
+        if os.path.isdir(os.path.join(base, leaf)):
+            return os.path.join(base, leaf)
+    if len(candidates) == 2 and _shm_usable():
+        return os.path.join(candidates[0], leaf)
+    return os.path.join(candidates[-1], leaf)
+
+
+def ensure_root(root: str, *, private_base: str | None = None) -> str:
+    """Create ``root`` and its control dir; an :class:`OptionError` if it cannot be used.
+
+    ``private_base`` (the per-user dir of the default location, in a world-writable parent)
+    must be a real directory owned by us: a symlink or someone else's directory planted
+    there is refused rather than followed.
+    """
+    try:
+        if private_base is not None:
+            os.makedirs(private_base, mode=0o700, exist_ok=True)
+            top = os.path.dirname(private_base)  # .../pytest-aiops-<uid>
+            st = os.lstat(top)
+            if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
+                raise PermissionError(errno.EPERM, "not a directory owned by this user", top)
+            if stat.S_IMODE(st.st_mode) & 0o077:
+                os.chmod(top, 0o700)
+        os.makedirs(root, exist_ok=True)
+        control = os.path.join(root, CONTROL)
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(control, 0o700)
+        if not os.path.isdir(control):
+            raise NotADirectoryError(errno.ENOTDIR, "not a directory", control)
+        if not os.access(control, os.W_OK | os.X_OK) or not os.access(root, os.W_OK | os.X_OK):
+            raise PermissionError(errno.EACCES, "Permission denied", root)
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise OptionError(
+            "rootDirectory",
+            f"rootDirectory must be a writable directory, not {root!r} ({reason}); "
+            "set the rootDirectory option to another directory",
+        ) from error
+    return root
+
+
+# --- owner locks -----------------------------------------------------------------------
+
+
+class OwnerLock:
+    """An OFD write lock on byte 0 of ``<token>.lock``; the kernel drops it if we die."""
+
+    def __init__(self, path: str, fd: int) -> None:
+        self.path = path
+        self.fd = fd
+
+    @classmethod
+    def create(cls, path: str) -> OwnerLock:
+        """A brand-new lock file (random name, so nobody else can hold it), locked."""
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        lock = cls(path, fd)
+        if not lock._try():  # pragma: no cover - nobody knows the name yet
+            lock.close()
+            raise OSError(errno.EAGAIN, "fresh lock file already locked", path)
+        return lock
+
+    @classmethod
+    def take(cls, path: str) -> OwnerLock | None:
+        """Lock an existing lock file without waiting; ``None`` if held or gone."""
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except OSError:
+            return None  # gone (entry deleted), or not a regular file we may open
+        lock = cls(path, fd)
+        if not lock._try():
+            lock.close()
+            return None
+        # The previous holder may have unlinked the file between our open and our lock:
+        # then we hold a lock on a dead inode. Only the inode the path names counts.
+        try:
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if not same:
+            lock.close()
+            return None
+        return lock
+
+    @staticmethod
+    def held_elsewhere(path: str) -> bool:
+        """Whether another open file description holds the lock (F_OFD_GETLK; takes nothing)."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except OSError:
+            return False
+        try:
+            result = fcntl.fcntl(fd, F_OFD_GETLK, _flock(fcntl.F_WRLCK, 0, 0))
+            return bool(_Flock.from_buffer_copy(result).l_type != fcntl.F_UNLCK)
+        finally:
+            os.close(fd)
+
+    def _try(self) -> bool:
+        try:
+            fcntl.fcntl(self.fd, F_OFD_SETLK, _flock(fcntl.F_WRLCK, 0, 0))
+        except OSError as error:
+            if error.errno in (errno.EAGAIN, errno.EACCES):
+                return False
+            raise
+        return True
+
+    def unlink_and_close(self) -> None:
+        """Delete the lock file while holding it (waiters re-check the inode), then close."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+        self.close()
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __del__(self) -> None:
+        with contextlib.suppress(OSError):
+            self.close()
+
+
+# --- records ---------------------------------------------------------------------------
+
+
+def control_dir(root: str) -> str:
+    return os.path.join(root, CONTROL)
+
+
+def _write_json(path: str, data: dict[str, Any]) -> None:
+    # Atomic replace without fsync: records guard against *process* crashes, and the page
+    # cache survives those; an OS crash on tmpfs loses the checkouts too.
+    tmp = f"{path}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def _read_json(path: str) -> dict[str, Any] | None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        with os.fdopen(fd, encoding="utf-8") as handle:
+            data = json.loads(handle.read(1 << 20))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _tokens(root: str) -> list[str]:
+    try:
+        names = os.listdir(control_dir(root))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    tokens = {n[: -len(".lock")] for n in names if n.endswith(".lock") and n.startswith("aiops-")}
+    tokens |= {n[: -len(".json")] for n in names if n.endswith(".json") and n.startswith("aiops-")}
+    return sorted(tokens)
+
+
+class Entry:
+    """A checkout this process holds the owner lock of (live or being pooled/reclaimed)."""
+
+    def __init__(self, root: str, token: str, lock: OwnerLock, data: dict[str, Any]) -> None:
+        self.root = root
+        self.token = token
+        self.lock = lock
+        self.data = data
+
+    @property
+    def record_path(self) -> str:
+        return os.path.join(control_dir(self.root), f"{self.token}.json")
+
+    @property
+    def build_dir(self) -> str:
+        return os.path.join(control_dir(self.root), self.token)
+
+    @property
+    def pooled_dir(self) -> str:
+        """Where a pooled checkout waits: hidden in the control dir, never at ``R/<name>``."""
+        return os.path.join(control_dir(self.root), f".{self.token}.pooled")
+
+    @property
+    def parked_registration(self) -> str:
+        """Where a pooled worktree's registration waits, out of the user's repository."""
+        return os.path.join(control_dir(self.root), f"{self.token}.registration")
+
+    def save(self, **changes: Any) -> None:
+        self.data.update(changes)
+        _write_json(self.record_path, self.data)
+
+    def directory_is_ours(self, path: str | None) -> bool:
+        """Whether ``path`` is the very directory (same inode) this record created."""
+        if not path or "ino" not in self.data:
+            return False
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return False
+        return bool(
+            stat.S_ISDIR(st.st_mode)
+            and st.st_ino == self.data["ino"]
+            and st.st_dev == self.data.get("dev")
+        )
+
+    def classify(self) -> str:
+        """``pooled`` if restored and intact, else ``orphaned`` (we hold the lock: not live)."""
+        if self.data.get("state") == POOLED and self.directory_is_ours(self.data.get("path")):
+            return POOLED
+        return ORPHANED
+
+    def discard(self) -> None:
+        """Delete everything this record proves we created, then the record and the lock."""
+        data = self.data
+        common_dir = data.get("commonDir")
+        paths = [p for p in (data.get("path"), data.get("claim")) if p]
+        if common_dir and data.get("isolation", _checkout.WORKTREE) == _checkout.WORKTREE:
+            _checkout.remove_registrations(
+                common_dir, token=self.token, paths=[*paths, self.build_dir]
+            )
+        for path in paths:
+            if self.directory_is_ours(path):
+                _checkout.remove_tree(path)
+            else:
+                # A claimed name we never filled: only an empty directory is removed.
+                with contextlib.suppress(OSError):
+                    if path == data.get("claim"):
+                        os.rmdir(path)
+        _checkout.remove_tree(self.build_dir)  # inside our control dir: always ours
+        _checkout.remove_tree(self.parked_registration)
+        _checkout.remove_tree(self.pooled_dir)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.record_path)
+        self.lock.unlink_and_close()
+
+    def close(self) -> None:
+        """Stop holding the entry (what makes a pooled record available again)."""
+        self.lock.close()
+
+
+def new_entry(root: str, data: dict[str, Any]) -> Entry:
+    """A new, locked entry with its record written (state ``creating``)."""
+    token = f"aiops-{secrets.token_hex(8)}"
+    lock = OwnerLock.create(os.path.join(control_dir(root), f"{token}.lock"))
+    entry = Entry(root, token, lock, {**data, "token": token, "state": "creating"})
+    try:
+        entry.save(**_owner())
+    except BaseException:
+        lock.unlink_and_close()
+        raise
+    return entry
+
+
+def _owner() -> dict[str, Any]:
+    return {"pid": os.getpid(), "host": socket.gethostname()}
+
+
+def take_entry(root: str, token: str) -> Entry | None:
+    """Lock an existing entry that nobody holds; ``None`` if live elsewhere or gone."""
+    lock = OwnerLock.take(os.path.join(control_dir(root), f"{token}.lock"))
+    if lock is None:
+        return None
+    data = _read_json(os.path.join(control_dir(root), f"{token}.json")) or {}
+    return Entry(root, token, lock, data)
+
+
+def _record_of(root: str, token: str, data: dict[str, Any], state: str) -> WorktreeRecord:
+    target = data.get("targetPath")
+    return WorktreeRecord(
+        path=str(data.get("path") or os.path.join(control_dir(root), token)),
+        repo_root=str(data.get("repoRoot", "")),
+        pid=int(data.get("pid", 0)),
+        host=str(data.get("host", "")),
+        created_at=float(data.get("createdAt", 0.0)),
+        session_id=str(data.get("sessionId", "")),
+        state=state,
+        isolation=str(data.get("isolation", _checkout.WORKTREE)),
+        commit=str(data.get("commit", "")),
+        target_path=str(target) if target else None,
+        token=token,
+        record_path=os.path.join(control_dir(root), f"{token}.json"),
+    )
+
+
+def list_worktrees(root: str) -> list[WorktreeRecord]:
+    """Every checkout recorded under ``root`` with its state; takes no lock, changes nothing."""
+    records = []
+    for token in _tokens(root):
+        data = _read_json(os.path.join(control_dir(root), f"{token}.json")) or {}
+        lock_path = os.path.join(control_dir(root), f"{token}.lock")
+        if OwnerLock.held_elsewhere(lock_path):
+            state = LIVE
+        else:
+            probe = Entry(root, token, OwnerLock(lock_path, -1), data)
+            state = probe.classify()
+        records.append(_record_of(root, token, data, state))
+    return records
+
+
+def reclaim_orphans(
+    root: str, *, dry_run: bool = False, include_pooled: bool = False
+) -> list[WorktreeRecord]:
+    """Delete orphaned checkouts under ``root`` (and pooled ones with ``include_pooled``).
+
+    An entry is only touched after taking its owner lock, so nothing a live process holds
+    is ever removed. Returns the entries removed (or, with ``dry_run``, that would be).
+    """
+    removed = []
+    for token in _tokens(root):
+        entry = take_entry(root, token)
+        if entry is None:
+            continue
+        try:
+            state = entry.classify()
+            if state == ORPHANED or include_pooled:
+                removed.append(_record_of(root, token, entry.data, state))
+                if not dry_run:
+                    entry.discard()
+        finally:
+            entry.close()
+    return removed
+
+
+def scan_pool(root: str, key: dict[str, Any]) -> Entry | None:
+    """Reclaim every orphan under ``root`` and take the best pooled entry matching ``key``.
+
+    Best: same commit (no checkout needed), then any.
+    """
+    best: Entry | None = None
+    best_rank = -1
+    for token in _tokens(root):
+        entry = take_entry(root, token)
+        if entry is None:
+            continue  # live: held by its owner
+        keep = False
+        try:
+            if entry.classify() == ORPHANED:
+                entry.discard()
+                continue
+            if all(entry.data.get(k) == v for k, v in key.items() if k != "commit"):
+                rank = int(entry.data.get("commit") == key.get("commit"))
+                if rank > best_rank:
+                    if best is not None:
+                        best.close()
+                    best, best_rank, keep = entry, rank, True
+        finally:
+            if not keep:
+                entry.close()
+    return best
+
+
+def count_pooled(root: str, key: dict[str, Any]) -> int:
+    """How many pooled entries match ``key`` (advisory: read without locks)."""
+    count = 0
+    for token in _tokens(root):
+        data = _read_json(os.path.join(control_dir(root), f"{token}.json")) or {}
+        if data.get("state") == POOLED and all(data.get(k) == v for k, v in key.items()):
+            count += 1
+    return count
+
+
+def claim_name(entry: Entry, base: str) -> str:
+    """Reserve ``R/<base>`` (or ``R/<base>-2``, ``-3``...) as an empty dir; return its path.
+
+    ``mkdir`` is the atomic claim: two live leases of the same session id (two processes,
+    or a second lease in one) get different names, and a directory we did not create is
+    never reused. The record names the claim before it exists, so a crash leaves it
+    attributable; only the empty directory is ever removed for it.
+    """
+    for number in range(1, 10_000):
+        name = base if number == 1 else f"{base}-{number}"
+        path = os.path.join(entry.root, name)
+        if os.path.lexists(path):
+            continue
+        entry.save(claim=path)
+        try:
+            os.mkdir(path, 0o755)
+        except FileExistsError:
+            continue
+        return path
+    raise OSError(errno.EEXIST, "no free worktree name", os.path.join(entry.root, base))
+
+
+def iter_child_roots(path: str) -> Iterator[str]:
+    """Roots of child sessions' checkouts under a checkout (``.ai_ops/child-worktrees/*``)."""
+    base = os.path.join(path, ".ai_ops", "child-worktrees")
+    try:
+        names = os.listdir(base)
+    except OSError:
+        return
+    for name in names:
+        candidate = os.path.join(base, name)
+        if os.path.isdir(os.path.join(candidate, CONTROL)):
+            yield candidate
+
+
+def now() -> float:
+    return time.time()
