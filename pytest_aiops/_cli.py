@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import FrameType
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import Any, NoReturn
 
 from ._defaults import create_default_orchestrator
 from ._errors import AiopsError
@@ -37,13 +37,16 @@ from ._git import git_output
 from ._leases import LeaseRecord, read_records, reap_stale
 from ._orchestrator import ResourceProvisioningOrchestrator
 from ._providers import git_worktree
-from ._providers.git_worktree import GitWorktreeProviderConfig
+from ._providers.git_worktree import (
+    GitWorktreeProviderConfig,
+    WorktreeRecord,
+    default_worktree_root,
+    list_worktrees,
+    reclaim_orphans,
+)
 from ._providers.port_range import PortRangeProviderConfig, default_lock_directory
 from ._session import ProvisionedResources
 from ._types import ResourceRequest
-
-if TYPE_CHECKING:
-    from ._providers.git_worktree import WorktreeRecord
 
 PROG = "pytest-aiops"
 
@@ -121,6 +124,7 @@ _GC_EPILOG = f"""\
 examples:
   {PROG} gc --dry-run      # say what would be reclaimed
   {PROG} gc                # reclaim it
+  {PROG} gc --pooled       # also free the checkouts kept for reuse
   {PROG} gc --lock-dir /tmp/my-locks --worktree-root ../worktrees
 
 Only what dead processes left behind is touched: stale lease records and orphaned
@@ -205,6 +209,12 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     gc.add_argument("--dry-run", action="store_true", help="only say what would be removed")
+    gc.add_argument(
+        "--pooled",
+        action="store_true",
+        help="also remove pooled checkouts (kept for reuse by later sessions, e.g. by pytest "
+        "runs); never live ones",
+    )
     _add_location_options(gc)
     return parser
 
@@ -255,8 +265,6 @@ def _worktree_root(option: str | None) -> str | None:
     repo_root = _repo_root()
     if repo_root is None:
         return None
-    from ._providers.git_worktree import default_worktree_root
-
     return default_worktree_root(repo_root)
 
 
@@ -280,10 +288,10 @@ def _orchestrator_for(
     lock_dir: str | None, worktree_root: str | None
 ) -> ResourceProvisioningOrchestrator:
     """The default orchestrator with ``--lock-dir`` / ``--worktree-root`` as provider defaults."""
-    worktree_config = (
-        GitWorktreeProviderConfig(root_directory=os.path.abspath(worktree_root))
-        if worktree_root
-        else None
+    # No pool: a session's checkout is deleted when it ends, so nothing is left on disk
+    # ('git-worktree:{"pool": true}' opts in to reuse by later sessions on the same root).
+    worktree_config = GitWorktreeProviderConfig(
+        root_directory=os.path.abspath(worktree_root) if worktree_root else None, pool=False
     )
     port_config = (
         PortRangeProviderConfig(lock_directory=os.path.abspath(lock_dir)) if lock_dir else None
@@ -483,22 +491,11 @@ def _lease_json(record: LeaseRecord, now: float) -> dict[str, Any]:
 
 
 def _worktree_json(record: WorktreeRecord, now: float) -> dict[str, Any]:
-    return {
-        "path": record.path,
-        "repoRoot": record.repo_root,
-        "sessionId": record.session_id,
-        "pid": record.pid,
-        "host": record.host,
-        "createdAt": record.created_at,
-        "ageSeconds": round(now - record.created_at, 3),
-        "state": record.state,
-    }
+    return {**record.to_dict(), "ageSeconds": round(now - record.created_at, 3)}
 
 
 def collect_status(lock_dir: str, worktree_root: str | None) -> dict[str, Any]:
     """Everything ``status`` shows, as the JSON document ``status --json`` prints."""
-    from ._providers.git_worktree import list_worktrees
-
     now = time.time()
     live: list[dict[str, Any]] = []
     stale: list[dict[str, Any]] = []
@@ -554,7 +551,7 @@ def render_status(status: Mapping[str, Any]) -> str:
             (
                 w["state"],
                 w["sessionId"] or "-",
-                str(w["pid"]) if w["pid"] is not None else "-",
+                str(w["pid"]) if w["pid"] else "-",
                 w["host"] or "-",
                 format_age(w["ageSeconds"]),
                 w["path"],
@@ -568,6 +565,9 @@ def render_status(status: Mapping[str, Any]) -> str:
     orphaned = sum(1 for w in worktrees if w["state"] == "orphaned")
     if orphaned:
         lines.append(f"  + {orphaned} orphaned; '{PROG} gc' reclaims them")
+    pooled = sum(1 for w in worktrees if w["state"] == "pooled")
+    if pooled:
+        lines.append(f"  + {pooled} pooled for reuse; '{PROG} gc --pooled' frees them")
     return "\n".join(lines) + "\n"
 
 
@@ -586,8 +586,6 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_gc(args: argparse.Namespace) -> int:
     """``gc``: remove stale lease records and orphaned worktrees; say what (would be) removed."""
-    from ._providers.git_worktree import reclaim_orphans
-
     lock_dir = _lock_directory(args.lock_dir)
     root = _worktree_root(args.worktree_root)
     verb = "would remove" if args.dry_run else "removed"
@@ -599,10 +597,10 @@ def cmd_gc(args: argparse.Namespace) -> int:
             f"(session {record.session_id}, pid {record.pid} on {record.host}): {record.path}"
         )
     if root is not None:
-        for worktree in reclaim_orphans(root, dry_run=args.dry_run):
+        for worktree in reclaim_orphans(root, dry_run=args.dry_run, include_pooled=args.pooled):
             removed += 1
             owner = f"session {worktree.session_id}, pid {worktree.pid} on {worktree.host}"
-            print(f"{verb} orphaned worktree {worktree.path} ({owner})")
+            print(f"{verb} {worktree.state} worktree {worktree.path} ({owner})")
     if not removed:
         where = lock_dir if root is None else f"{lock_dir} and {root}"
         print(f"nothing to reclaim in {where}")

@@ -78,8 +78,11 @@ class Cli:
         return data
 
     def lease_records(self) -> list[str]:
+        """Visible lease records (a released one is kept hidden, as ``.<name>``, for reuse)."""
         leases = self.lock_dir / "leases"
-        return sorted(p.name for p in leases.glob("*.json")) if leases.is_dir() else []
+        if not leases.is_dir():
+            return []
+        return sorted(p.name for p in leases.glob("*.json") if not p.name.startswith("."))
 
     def registered_worktrees(self) -> list[str]:
         """``git worktree list`` paths other than the main checkout."""
@@ -324,6 +327,21 @@ def test_status_and_gc_tell_live_holders_from_dead_ones(cli: Cli, tmp_path: Path
     assert_nothing_left(cli)
     again = cli("gc")
     assert again.stdout.startswith("nothing to reclaim"), again.stdout
+
+
+def test_pooled_checkouts_are_kept_by_gc_unless_asked(cli: Cli) -> None:
+    result = cli("run", "--resource", 'git-worktree:{"pool": true}', "--", "true")
+    assert result.returncode == 0, result.stderr
+    assert cli.registered_worktrees() == []  # a pooled checkout is not a git worktree
+    assert [w["state"] for w in cli.status()["worktrees"]] == ["pooled"]
+    assert "1 pooled for reuse" in cli("status").stdout
+
+    assert cli("gc").stdout.startswith("nothing to reclaim")
+    assert [w["state"] for w in cli.status()["worktrees"]] == ["pooled"]
+    gc = cli("gc", "--pooled")
+    assert gc.returncode == 0, gc.stderr
+    assert gc.stdout.startswith("removed pooled worktree "), gc.stdout
+    assert_nothing_left(cli)
 
 
 def test_status_prints_aligned_tables(cli: Cli, tmp_path: Path) -> None:
