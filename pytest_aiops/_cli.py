@@ -502,7 +502,12 @@ def collect_status(lock_dir: str, worktree_root: str | None) -> dict[str, Any]:
     for record in read_records(lock_dir):
         (live if lease_is_live(record) else stale).append(_lease_json(record, now))
     worktrees = (
-        [_worktree_json(w, now) for w in list_worktrees(worktree_root)] if worktree_root else []
+        [
+            _worktree_json(w, now)
+            for w in sorted(list_worktrees(worktree_root), key=lambda w: (w.created_at, w.path))
+        ]
+        if worktree_root
+        else []
     )
     return {
         "lockDirectory": lock_dir,
