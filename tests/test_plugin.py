@@ -12,6 +12,7 @@ import pytest
 from pytest_aiops.plugin import SETTINGS_KEY
 
 from .conftest import git
+from .test_plugin_objects import live_leases
 
 pytest_plugins = ["pytester"]
 
@@ -227,7 +228,8 @@ def test_a_run_that_never_uses_the_fixtures_runs_no_git_and_leases_nothing(
     result = pytester.runpytest("-p", "no:benchmark")
     result.assert_outcomes(passed=2)
     assert not calls.exists()
-    assert list(lock_dir.rglob("*.json")) == []
+    assert live_leases(lock_dir) == []
+    assert not (lock_dir / "leases").exists()
 
 
 # -- fixtures -------------------------------------------------------------------------------------

@@ -9,12 +9,22 @@ from pathlib import Path
 import pytest
 
 from pytest_aiops import PortsExhaustedError, ProvisioningError
+from pytest_aiops._leases import read_records
 from pytest_aiops._providers.git_worktree import create_git_worktree_provider
 from pytest_aiops._providers.port_range import create_port_range_provider
 from pytest_aiops._registry import ProviderRegistry
 from pytest_aiops._resources import AiopsWorker, PortRange, WorktreeFactory
 
 from .conftest import MakeRepo
+
+
+def live_leases(lock_dir: Path) -> list[tuple[int, int, str]]:
+    """(start, end, session id) of each live lease record in ``lock_dir``."""
+    return [
+        (r.start_port, r.end_port, r.session_id)
+        for r in read_records(str(lock_dir))
+        if r.holder_alive()
+    ]
 
 
 def _registry() -> ProviderRegistry:
@@ -113,14 +123,14 @@ def test_worker_leases_nothing_until_asked_and_releases_on_close(
         lock_directory=str(lock_dir),
     )
     assert not worker.port_range_leased
-    assert not (lock_dir / "leases").exists() or not list((lock_dir / "leases").iterdir())
+    assert live_leases(lock_dir) == []
     ports = worker.port_range()
     assert len(ports) == 8
     assert 23000 <= ports.start <= ports.end <= 23799
     assert worker.port_range() is ports
-    assert list((lock_dir / "leases").glob("*.json"))
+    assert live_leases(lock_dir) == [(ports.start, ports.end, "objects-test")]
     assert worker.close() == []
-    assert not list((lock_dir / "leases").glob("*.json"))
+    assert live_leases(lock_dir) == []
 
 
 def test_worktree_factory_isolates_and_keeps_by_policy(make_repo: MakeRepo) -> None:
