@@ -55,6 +55,10 @@ DIR_MODE = 0o777 & ~_UMASK
 FILE_MODE = 0o666 & ~_UMASK
 
 
+#: Called with the pid of a git that writes into a checkout, as soon as it started.
+OnStart = Callable[[int], None] | None
+
+
 @dataclass(frozen=True)
 class RepoInfo:
     """The user's repository as git sees it from the workspace."""
@@ -191,7 +195,9 @@ def _write(path: str, text: str) -> None:
         handle.write(text)
 
 
-def create_worktree(info: RepoInfo, commit: str, path: str, target: str | None) -> str:
+def create_worktree(
+    info: RepoInfo, commit: str, path: str, target: str | None, on_start: OnStart = None
+) -> str:
     """``git worktree add --detach path commit`` (``path`` an empty dir we made); its git dir.
 
     Retried on transient lock errors; before a retry whatever the failed attempt left in
@@ -202,7 +208,7 @@ def create_worktree(info: RepoInfo, commit: str, path: str, target: str | None) 
         args.append("--no-checkout")
     args += [path, commit]
     for attempt in range(6):
-        result = run_git(args, check=False)
+        result = run_git(args, check=False, on_start=on_start)
         if result.returncode == 0:
             break
         if attempt == 5 or not is_transient(result.stderr):
@@ -219,11 +225,13 @@ def create_worktree(info: RepoInfo, commit: str, path: str, target: str | None) 
     if target:
         _write(os.path.join(git_dir, "info", "sparse-checkout"), cone_patterns(target))
         # Same command `worktree add` runs itself without --no-checkout, now sparse.
-        run_git(["-C", path, *SPARSE_FLAGS, "reset", "--hard", "-q"])
+        run_git(["-C", path, *SPARSE_FLAGS, "reset", "--hard", "-q"], on_start=on_start)
     return git_dir
 
 
-def create_clone(info: RepoInfo, commit: str, path: str, target: str | None) -> str:
+def create_clone(
+    info: RepoInfo, commit: str, path: str, target: str | None, on_start: OnStart = None
+) -> str:
     """A private repository at ``path`` (an empty dir we made) checked out at ``commit``."""
     # --template=: no sample hooks, no info/exclude, no description: nothing a test could
     # mistake for the user's, and nothing to restore later.
@@ -231,7 +239,7 @@ def create_clone(info: RepoInfo, commit: str, path: str, target: str | None) -> 
     git_dir = os.path.join(path, ".git")
     reset_clone_metadata(info, git_dir, commit=None, target=target)
     flags = SPARSE_FLAGS if target else ()
-    run_git(["-C", path, *flags, "checkout", "-q", "-f", "--detach", commit])
+    run_git(["-C", path, *flags, "checkout", "-q", "-f", "--detach", commit], on_start=on_start)
     return git_dir
 
 
@@ -307,12 +315,16 @@ def _trim_reflog(git_dir: str) -> None:
 
 
 def index_identity(git_dir: str) -> list[int]:
-    """Identity of the index file: git replaces it (new inode) whenever it writes it."""
+    """Identity of the index file: git writes a new one (new mtime) whenever it changes it.
+
+    Not the inode: a parked registration is copied across filesystems (same mtime, kept
+    by ``copy2``, new inode).
+    """
     try:
         info = os.stat(os.path.join(git_dir, "index"))
     except FileNotFoundError:
         return []
-    return [info.st_ino, info.st_mtime_ns, info.st_size]
+    return [info.st_mtime_ns, info.st_size]
 
 
 def restore(
@@ -325,6 +337,7 @@ def restore(
     target: str | None,
     index_id: list[int] | None,
     force_checkout: bool,
+    on_start: OnStart = None,
 ) -> None:
     """Bring a used checkout back to exactly ``commit``'s tree, as a fresh one would be.
 
@@ -391,7 +404,7 @@ def restore(
         _write(os.path.join(git_dir, "info", "sparse-checkout"), cone_patterns(target))
     head = _read(os.path.join(git_dir, "HEAD")).strip()
     if changed or force_checkout or head != commit or index_identity(git_dir) != index_id:
-        run_git(["-C", path, *flags, "checkout", "-q", "-f", "--detach", commit])
+        run_git(["-C", path, *flags, "checkout", "-q", "-f", "--detach", commit], on_start=on_start)
     if isolation == CLONE:
         reset_clone_metadata(info, git_dir, commit=commit, target=target)
     else:

@@ -15,7 +15,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from ._errors import GitError
 
@@ -90,7 +90,12 @@ def is_transient(stderr: str) -> bool:
     return any(marker in stderr for marker in _TRANSIENT)
 
 
-def _start(args: Sequence[str], cwd: str | None, env: Mapping[str, str] | None) -> _Running:
+def _start(
+    args: Sequence[str],
+    cwd: str | None,
+    env: Mapping[str, str] | None,
+    on_start: Callable[[int], None] | None = None,
+) -> _Running:
     command = [git_executable(), "-c", f"core.hooksPath={_NO_HOOKS}", *args]
     # start_new_session: git and whatever it spawns (checkout workers, `git reset` run by
     # `worktree add`) form their own process group, so _kill_group ends all of them and no
@@ -105,6 +110,12 @@ def _start(args: Sequence[str], cwd: str | None, env: Mapping[str, str] | None) 
         text=True,
         start_new_session=True,
     )
+    if on_start is not None:
+        try:
+            on_start(process.pid)
+        except BaseException:
+            _kill_group(process)
+            raise
     return _Running(list(args), command, process)
 
 
@@ -142,16 +153,18 @@ def run_git(
     timeout: float | None = 600.0,
     env: Mapping[str, str] | None = None,
     retries: int = 0,
+    on_start: Callable[[int], None] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run ``git -c core.hooksPath=/dev/null args...``; raise :class:`GitError` on failure.
 
     With ``retries``, a failure that :func:`is_transient` recognises (a lock held by a
     concurrent git) is retried up to that many times after a short, jittered back-off. Only
-    pass it for commands that are safe to repeat after such a failure.
+    pass it for commands that are safe to repeat after such a failure. ``on_start`` gets
+    git's pid (= its session id) as soon as it runs, for recording; see :func:`end_session`.
     """
     attempt = 0
     while True:
-        result = _start(args, cwd, env).finish(check=False, timeout=timeout)
+        result = _start(args, cwd, env, on_start).finish(check=False, timeout=timeout)
         if result.returncode == 0 or attempt >= retries or not is_transient(result.stderr):
             break
         attempt += 1
@@ -203,3 +216,71 @@ def _kill_group(process: subprocess.Popen[str]) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, signal.SIGKILL)
     process.wait()
+
+
+# --- git sessions that outlived us ---------------------------------------------------------
+#
+# If *our* process is SIGKILLed while git runs, git and what it spawned (`worktree add` runs
+# a checkout; a killed git can leave such a child writing) keep going in their own session.
+# The record of the checkout stores (pid, start time) of that git; whoever reclaims the
+# checkout ends the session first, so it never deletes files git is still writing.
+
+
+def process_start_time(pid: int) -> int | None:
+    """Field 22 of /proc/<pid>/stat (clock ticks since boot); ``None`` if no such process."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            raw = handle.read()
+    except OSError:
+        return None
+    # comm (field 2) may contain spaces and parentheses: split after its last ")".
+    fields = raw[raw.rindex(b")") + 2 :].split()
+    return int(fields[19])
+
+
+def _session_of(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            raw = handle.read()
+    except OSError:
+        return None
+    fields = raw[raw.rindex(b")") + 2 :].split()
+    if fields[0] in (b"Z", b"X"):
+        return None  # a zombie writes nothing; its reaper may be slow (PID 1 in containers)
+    return int(fields[3])
+
+
+def session_members(session: int) -> list[int]:
+    """Pids of live processes whose session id is ``session`` (Linux /proc)."""
+    members = []
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return []
+    for name in names:
+        if name.isdigit() and _session_of(int(name)) == session:
+            members.append(int(name))
+    return members
+
+
+def end_session(pid: int, start_time: int | None, *, wait: float = 10.0) -> None:
+    """SIGKILL every process of the session git ``pid`` led, if it is still that session.
+
+    While any member lives, the kernel keeps the number ``pid`` reserved for the session, so
+    it cannot name someone else's session; if ``pid`` itself runs with another start time,
+    it is a new process (the session ended and the number was reused): leave it alone.
+    """
+    leader_start = process_start_time(pid)
+    if leader_start is not None and start_time is not None and leader_start != start_time:
+        return
+    deadline = time.monotonic() + wait
+    while True:
+        members = session_members(pid)
+        if not members:
+            return
+        for member in members:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(member, signal.SIGKILL)
+        if time.monotonic() > deadline:
+            return
+        time.sleep(0.01)

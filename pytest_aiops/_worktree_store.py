@@ -57,6 +57,7 @@ from typing import Any
 
 from . import _checkout
 from ._errors import OptionError
+from ._git import end_session, process_start_time
 from ._locking import F_OFD_GETLK, F_OFD_SETLK, _Flock, _flock
 
 CONTROL = ".pytest-aiops"
@@ -318,6 +319,10 @@ class Entry:
         """Where a pooled worktree's registration waits, out of the user's repository."""
         return os.path.join(control_dir(self.root), f"{self.token}.registration")
 
+    def git_started(self, pid: int) -> None:
+        """``on_start`` callback: record the git now writing into this checkout."""
+        self.save(gitSession=[pid, process_start_time(pid)])
+
     def save(self, **changes: Any) -> None:
         self.data.update(changes)
         _write_json(self.record_path, self.data)
@@ -345,6 +350,11 @@ class Entry:
     def discard(self) -> None:
         """Delete everything this record proves we created, then the record and the lock."""
         data = self.data
+        session = data.get("gitSession")
+        if isinstance(session, list) and len(session) == 2:
+            # Our predecessor died while its git was writing into the checkout: end that
+            # git (and any child it left) before deleting what it writes to.
+            end_session(int(session[0]), session[1])
         common_dir = data.get("commonDir")
         paths = [p for p in (data.get("path"), data.get("claim")) if p]
         if common_dir and data.get("isolation", _checkout.WORKTREE) == _checkout.WORKTREE:

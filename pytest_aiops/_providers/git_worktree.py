@@ -265,9 +265,9 @@ class _Checkout:
         st = os.lstat(build)
         entry.save(ino=st.st_ino, dev=st.st_dev, path=build)
         if isolation == CLONE:
-            git_dir = _checkout.create_clone(info, commit, build, target)
+            git_dir = _checkout.create_clone(info, commit, build, target, entry.git_started)
         else:
-            git_dir = _checkout.create_worktree(info, commit, build, target)
+            git_dir = _checkout.create_worktree(info, commit, build, target, entry.git_started)
         filled_at = time.time()
         path = store.claim_name(entry, name)
         # rename onto our own empty claim dir: atomic, and R/<name> only ever appears whole.
@@ -275,6 +275,8 @@ class _Checkout:
         os.rename(build, path)
         if isolation == WORKTREE:
             _checkout.point_registration(git_dir, path)
+        else:
+            git_dir = os.path.join(path, ".git")  # moved with the clone
         entry.save(
             state=store.LIVE,
             gitDir=git_dir,
@@ -306,6 +308,8 @@ class _Checkout:
             entry.save(path=path, claim=None)
             if entry.data.get("isolation") == WORKTREE:
                 _checkout.point_registration(str(entry.data["gitDir"]), path)
+            else:
+                entry.save(gitDir=os.path.join(path, ".git"))
             if entry.data.get("commit") != commit:
                 _checkout.restore(
                     info=info,
@@ -316,6 +320,7 @@ class _Checkout:
                     target=target,
                     index_id=None,
                     force_checkout=True,
+                    on_start=entry.git_started,
                 )
                 entry.save(
                     commit=commit,
@@ -363,7 +368,9 @@ class _Checkout:
                 target=self.target,
                 index_id=entry.data.get("indexId"),
                 force_checkout=settle,
+                on_start=entry.git_started,
             )
+            index_id = _checkout.index_identity(git_dir)  # before it moves
             if entry.data["isolation"] == WORKTREE:
                 # Out of the user's repository while pooled: `git worktree list` shows only
                 # checkouts in use. Parked first, the state saved last: a crash in between
@@ -372,11 +379,13 @@ class _Checkout:
             # Out of R/<name> too: the name is free for the next session at once, and a
             # pooled checkout is never where anyone looks for a worktree.
             os.rename(self.path, entry.pooled_dir)
+            if entry.data["isolation"] == CLONE:
+                entry.save(gitDir=os.path.join(entry.pooled_dir, ".git"))
             entry.save(
                 path=entry.pooled_dir,
                 state=store.POOLED,
                 settled=bool(entry.data.get("settled")) or settle,
-                indexId=_checkout.index_identity(git_dir),
+                indexId=index_id,
                 releasedAt=time.time(),
             )
         except Exception:

@@ -1,0 +1,191 @@
+"""Reuse of released checkouts: a pooled checkout must be indistinguishable from a fresh one."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_aiops._providers.git_worktree import list_worktrees, reclaim_orphans
+from tests.conftest import MakeRepo, git
+from tests.test_worktree_provider import checkouts, lease, provider, registrations
+from tests.test_worktree_support import checkout_state, clone_state, repo_state, run
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    return tmp_path / "wt"
+
+
+FILES = {
+    "top.txt": "top\n",
+    ".gitignore": "*.pyc\n__pycache__/\n",
+    "pkg/a.txt": "a\n",
+    "pkg/g.txt": "g\n",
+    "pkg/sub/f.txt": "f\n",
+    "o/x.txt": "x\n",
+    "run.sh": "#!/bin/sh\n",
+}
+
+
+def observe(path: str, isolation: str) -> dict[str, Any]:
+    state = checkout_state(path)
+    if isolation == "clone":
+        state.update(clone_state(path))
+    return state
+
+
+def make_a_mess(path: Path, isolation: str, outside: Path) -> None:
+    """Everything a test module might do to its checkout."""
+    git_dir = Path(run(path, "rev-parse", "--absolute-git-dir").stdout.strip())
+    if isolation == "clone":  # in a linked worktree these would change the user's repo
+        run(path, "checkout", "-q", "-b", "topic")
+        run(path, "tag", "t1")
+        (path / "top.txt").write_text("stashed\n")
+        run(path, "stash")
+        run(path, "config", "test.key", "value")
+        run(path, "sparse-checkout", "set", "pkg", "o")
+        (git_dir / "hooks").mkdir(exist_ok=True)
+        (git_dir / "hooks" / "post-checkout").write_text("#!/bin/sh\nexit 1\n")
+    (path / "top.txt").write_text("modified\n")
+    (path / "pkg" / "g.txt").unlink()
+    (path / "untracked.txt").write_text("u\n")
+    (path / "empty-dir").mkdir()
+    (path / "x.pyc").write_text("ignored\n")
+    (path / "pkg" / "__pycache__").mkdir(exist_ok=True)
+    (path / "pkg" / "__pycache__" / "m.pyc").write_text("ignored\n")
+    (path / "pkg" / "a.txt").chmod(0o444)  # same content, only the mode changed
+    (path / "run.sh").chmod(0o755)
+    if (path / "o").exists():
+        (path / "o" / "x.txt").unlink()
+        (path / "o").rmdir()
+        (path / "o").symlink_to(outside)  # a tracked dir replaced by a symlink outward
+    (path / "staged.txt").write_text("s\n")
+    run(path, "add", "staged.txt")
+    run(path, "commit", "-q", "-m", "commit made inside")
+    (path / "staged-too.txt").write_text("s\n")
+    run(path, "add", "staged-too.txt")
+    (git_dir / "MERGE_MSG").write_text("half a merge\n")
+    (git_dir / "rebase-merge").mkdir()
+    (git_dir / "info").mkdir(exist_ok=True)
+    (git_dir / "info" / "exclude").write_text("secret\n")
+    (path / "pkg" / "sub").chmod(0o555)
+
+
+@pytest.mark.parametrize("isolation", ["worktree", "clone"])
+@pytest.mark.parametrize("target", [None, "pkg"])
+def test_reused_checkout_is_indistinguishable_from_fresh(
+    make_repo: MakeRepo, tmp_path: Path, isolation: str, target: str | None
+) -> None:
+    repo = make_repo(FILES)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "precious.txt").write_text("keep\n")
+    options: dict[str, Any] = {"isolation": isolation}
+    if target:
+        options["targetPath"] = target
+    fresh = lease(provider(tmp_path / "fresh", pool=False), repo, "m", **options)
+    expected = observe(fresh.hard["worktreePath"], isolation)
+    fresh.release()
+    user_before = repo_state(repo)
+
+    prov = provider(tmp_path / "pooled")
+    first = lease(prov, repo, "module-1", **options)
+    inode = os.stat(first.hard["worktreePath"]).st_ino
+    make_a_mess(Path(first.hard["worktreePath"]), isolation, outside)
+    first.release()
+    assert (outside / "precious.txt").read_text() == "keep\n"
+    second = lease(prov, repo, "module-1", **options)
+    path = second.hard["worktreePath"]
+    assert os.stat(path).st_ino == inode  # really the reused checkout
+    assert observe(path, isolation) == expected
+    assert second.hard["commit"] == git(repo, "rev-parse", "HEAD")
+    second.release()
+    if isolation == "clone":
+        assert repo_state(repo) == user_before
+
+
+@pytest.mark.parametrize("isolation", ["worktree", "clone"])
+def test_reuse_at_another_base_ref_switches_commit(
+    make_repo: MakeRepo, tmp_path: Path, isolation: str
+) -> None:
+    repo = make_repo(FILES)
+    git(repo, "tag", "v1")
+    (repo / "pkg" / "new.txt").write_text("new\n")
+    (repo / "top.txt").write_text("second\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "second")
+    fresh = lease(provider(tmp_path / "fresh", pool=False), repo, isolation=isolation)
+    expected = observe(fresh.hard["worktreePath"], isolation)
+    fresh.release()
+    prov = provider(tmp_path / "pooled")
+    old = lease(prov, repo, baseRef="v1", isolation=isolation)
+    inode = os.stat(old.hard["worktreePath"]).st_ino
+    (Path(old.hard["worktreePath"]) / "junk").write_text("j")
+    old.release()
+    new = lease(prov, repo, isolation=isolation)
+    assert os.stat(new.hard["worktreePath"]).st_ino == inode
+    assert observe(new.hard["worktreePath"], isolation) == expected
+    new.release()
+
+
+def test_pooled_checkouts_are_invisible_to_the_user_repo_and_reclaimable(
+    repo: Path, root: Path
+) -> None:
+    prov = provider(root)
+    held = [lease(prov, repo, f"s{i}") for i in range(2)]
+    assert git(repo, "worktree", "list").count("\n") == 2
+    for item in held:
+        item.release()
+    # Pooled: no registration in the user's repository, no directory at R/<name>.
+    assert git(repo, "worktree", "list").count("\n") == 0
+    assert registrations(repo) == []
+    assert checkouts(root) == []
+    assert sorted(r.state for r in list_worktrees(str(root))) == ["pooled", "pooled"]
+    assert reclaim_orphans(str(root)) == []  # pooled are not orphans
+    removed = reclaim_orphans(str(root), include_pooled=True, dry_run=True)
+    assert len(removed) == 2
+    assert len(list_worktrees(str(root))) == 2
+    reclaim_orphans(str(root), include_pooled=True)
+    assert list_worktrees(str(root)) == []
+    assert os.listdir(root / ".pytest-aiops") == []
+
+
+def test_pool_size_caps_what_is_kept_and_pool_false_keeps_nothing(repo: Path, root: Path) -> None:
+    prov = provider(root, pool_size=1)
+    held = [lease(prov, repo, f"s{i}") for i in range(3)]
+    for item in held:
+        item.release()
+    assert [r.state for r in list_worktrees(str(root))] == ["pooled"]
+    again = lease(prov, repo, "x", pool=False)
+    assert list_worktrees(str(root))[0].state == "live"  # the pooled one was taken
+    again.release()
+    assert list_worktrees(str(root)) == []
+    assert registrations(repo) == []
+
+
+def test_worktree_and_clone_pools_are_kept_apart(repo: Path, root: Path) -> None:
+    prov = provider(root)
+    lease(prov, repo, isolation="clone").release()
+    wt = lease(prov, repo, isolation="worktree")
+    assert (Path(wt.hard["worktreePath"]) / ".git").is_file()  # not the pooled clone
+    wt.release()
+    clone = lease(prov, repo, isolation="clone")
+    assert (Path(clone.hard["worktreePath"]) / ".git").is_dir()
+    clone.release()
+    reclaim_orphans(str(root), include_pooled=True)
+
+
+def test_a_pooled_checkout_that_was_tampered_with_is_discarded(repo: Path, root: Path) -> None:
+    prov = provider(root)
+    lease(prov, repo).release()
+    [record] = list_worktrees(str(root))
+    # Replace the pooled directory: its inode no longer matches the record.
+    os.rename(record.path, str(root / "moved-away"))
+    os.mkdir(record.path)
+    again = lease(prov, repo)
+    assert os.path.isfile(os.path.join(again.hard["worktreePath"], "top.txt"))
+    assert os.path.isdir(root / "moved-away")  # not ours any more: never deleted
+    again.release()
