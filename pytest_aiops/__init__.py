@@ -21,6 +21,7 @@ from ._errors import (
     ReleaseError,
 )
 from ._hashing import build_scoped_name, hash_to_unsigned_int
+from ._locking import ParentGoneError
 from ._orchestrator import ResourceProvisioningOrchestrator
 from ._providers.git_worktree import (
     GitWorktreeProvider,
@@ -55,6 +56,7 @@ __all__ = [
     "HardConstraint",
     "LockError",
     "OptionError",
+    "ParentGoneError",
     "PortRangeProvider",
     "PortRangeProviderConfig",
     "PortsExhaustedError",

@@ -74,8 +74,9 @@ def build_child_resource_requests(
     """The requests that give child ``child_index`` its share of the parent's resources.
 
     The port-range request carries the reference's options plus ``parentStartPort`` /
-    ``parentEndPort`` (ignored by the reference) so the provider leases the slice as a
-    child of a live parent lease rather than as a top-level block.
+    ``parentEndPort`` and, when the parent lease has one, ``parentLeaseId`` (all ignored by
+    the reference) so the provider leases the slice as a child of that live parent lease
+    rather than as a top-level block.
     """
     _check_index(child_index, child_count)
     requests: list[ResourceRequest] = []
@@ -109,18 +110,18 @@ def build_child_resource_requests(
         start, end, primary = child_port_slice(
             parent_start, parent_end, parent_primary, child_index, child_count
         )
-        requests.append(
-            ResourceRequest(
-                "port-range",
-                {
-                    "basePort": start,
-                    "blockSize": end - start + 1,
-                    "blockCount": 1,
-                    "primaryPortOffset": primary - start,
-                    "lockDirectory": os.path.dirname(lock_path),
-                    "parentStartPort": parent_start,
-                    "parentEndPort": parent_end,
-                },
-            )
-        )
+        port_options: dict[str, Any] = {
+            "basePort": start,
+            "blockSize": end - start + 1,
+            "blockCount": 1,
+            "primaryPortOffset": primary - start,
+            "lockDirectory": os.path.dirname(lock_path),
+            "parentStartPort": parent_start,
+            "parentEndPort": parent_end,
+        }
+        lease_id = ports.get("leaseId")
+        if isinstance(lease_id, int) and not isinstance(lease_id, bool):
+            # Ties the child to this very parent lease, not just to whoever holds its range.
+            port_options["parentLeaseId"] = lease_id
+        requests.append(ResourceRequest("port-range", port_options))
     return requests

@@ -8,6 +8,7 @@
     ├── ReleaseError(AiopsError, RuntimeError)      .failures -- one or more releases failed
     ├── GitError(AiopsError, RuntimeError)          .command, .returncode, .stderr
     ├── LockError(AiopsError, OSError)              .lock_path -- a lock directory/file is unusable
+    │   └── ParentGoneError (in _locking)          -- a child's parent lease has ended
     ├── PortsExhaustedError(AiopsError, RuntimeError) -- no free block / no port left in a lease
     └── ChildSplitError(AiopsError, ValueError)     -- a parent range cannot be split as asked
 
