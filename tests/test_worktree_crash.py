@@ -234,7 +234,7 @@ def test_transient_lock_errors_are_retried(
 ) -> None:
     """Another git holding a lock is a race we cannot schedule reliably: inject its error."""
     calls: list[list[str]] = []
-    real = _checkout.run_git
+    real = run_git
 
     def flaky(args: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
         if "add" in args and not calls:
