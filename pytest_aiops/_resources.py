@@ -191,11 +191,20 @@ class GitWorktree:
     resources: ProvisionedResources | None = field(default=None, compare=False, repr=False)
 
     def env(self, base_env: Mapping[str, str | None] | None = None) -> dict[str, str]:
-        """``base_env`` (default ``os.environ``) plus ``AGENT_WORKTREE_PATH`` and friends."""
-        if self.resources is None:
-            base = os.environ if base_env is None else base_env
-            return {k: v for k, v in base.items() if v is not None}
-        return self.resources.injected_env(base_env)
+        """An environment for subprocesses that run this worktree's code.
+
+        ``base_env`` (default ``os.environ``) with ``AGENT_WORKTREE_PATH`` and friends, the
+        worktree's import roots first on ``PYTHONPATH`` (so an editable install of the
+        project resolves to the worktree, not the main checkout) and git's redirecting
+        variables removed.
+        """
+        from ._providers.git_worktree import worktree_env
+
+        base = os.environ if base_env is None else base_env
+        merged = {k: v for k, v in base.items() if v is not None}
+        if self.resources is not None:
+            merged = self.resources.injected_env(merged)
+        return worktree_env(str(self.path), merged, repo_root=str(self.repo_root))
 
 
 def find_git_repository(start: str) -> str | None:
@@ -386,6 +395,7 @@ class AiopsWorker:
         parent: DiscoverySnapshot | None = None,
         child_index: int | None = None,
         child_count: int | None = None,
+        spare_indices: Sequence[int] = (),
         resources: Sequence[str] = ("port-range",),
         extra_requests: Callable[[], Sequence[RequestLike]] = tuple,
         base_ref: str = "HEAD",
@@ -404,6 +414,7 @@ class AiopsWorker:
         self.parent = parent
         self.child_index = child_index
         self.child_count = child_count
+        self.spare_indices = tuple(spare_indices)
         self.resource_kinds = tuple(resources)
         self._extra_requests = extra_requests
         self.fallback_reason: str | None = None
@@ -456,19 +467,27 @@ class AiopsWorker:
     def _lease_ports(self) -> ProvisionedResources:
         orchestrator = self._orchestrator()
         if self.parent is not None and self.child_index is not None and self.child_count:
-            try:
-                return orchestrator.provision_child_session(
-                    parent_snapshot=self.parent,
-                    child_session_id=f"{self.parent.session_id}/{self.worker_id}",
-                    child_index=self.child_index,
-                    child_count=self.child_count,
-                )
-            except ProvisioningError as error:
-                if not isinstance(error.__cause__, PortsExhaustedError):
-                    raise
-                # Our slice is still held (a crashed predecessor's orphan, say): a top-level
-                # block is just as exclusive, only outside the parent range.
-                self.fallback_reason = str(error.__cause__)
+            reasons: list[str] = []
+            for index in [self.child_index, *self.spare_indices]:
+                try:
+                    session = orchestrator.provision_child_session(
+                        parent_snapshot=self.parent,
+                        child_session_id=f"{self.parent.session_id}/{self.worker_id}",
+                        child_index=index,
+                        child_count=self.child_count,
+                    )
+                except ProvisioningError as error:
+                    if not isinstance(error.__cause__, PortsExhaustedError):
+                        raise
+                    reasons.append(str(error.__cause__).split(" [lock directory")[0])
+                    continue
+                self.child_index = index
+                self.fallback_reason = "; ".join(reasons) or None
+                return session
+            # Every candidate slice is still held (a crashed predecessor's orphan, say): a
+            # top-level block is just as exclusive, only outside the parent range.
+            self.fallback_reason = "; ".join(reasons)
+            self.child_index = None
         return orchestrator.provision_session(
             session_id=self.session_id,
             resources=[self._port_request()],
@@ -557,9 +576,7 @@ class AiopsWorker:
         return {
             "workerId": self.worker_id,
             "range": [port_range.start, port_range.end] if port_range else None,
-            "childIndex": (
-                self.child_index if self.parent is not None and not self.fallback_reason else None
-            ),
+            "childIndex": self.child_index if self.parent is not None else None,
             "fallback": self.fallback_reason,
             "kept": [str(w.path) for w in self.worktrees.kept],
         }

@@ -123,6 +123,9 @@ class XdistController:
             self._free.remove(index)
             self._assigned[gateway_id] = index
             data["index"] = index
+            # Other unassigned slices, tried if ours is still held (a crashed predecessor's
+            # orphan): the kernel lock, not this list, is what keeps two holders apart.
+            data["spares"] = sorted(self._free)
             data["parent"] = self.parent.to_discovery_snapshot().to_dict()
         node.workerinput[WORKERINPUT_KEY] = data
 
@@ -163,7 +166,8 @@ def summary_lines(summaries: Sequence[dict[str, Any]]) -> list[str]:
                 f"ports {port_range[0]}-{port_range[1]}" + (f" ({where})" if where else "")
             )
         if summary.get("fallback"):
-            parts.append(f"own block because {summary['fallback']}")
+            moved = "took another slice" if summary.get("childIndex") is not None else "own block"
+            parts.append(f"{moved} because {summary['fallback']}")
         for path in summary.get("kept") or ():
             parts.append(f"kept worktree {path}")
         if parts:

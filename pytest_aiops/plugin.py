@@ -152,6 +152,7 @@ def pytest_configure(config: pytest.Config) -> None:
         parent=parent,
         child_index=data.get("index") if data else None,
         child_count=data.get("count") if data else None,
+        spare_indices=tuple(data.get("spares") or ()) if data else (),
         resources=settings.resources,
         extra_requests=extra_requests,
         base_ref=settings.base_ref,

@@ -356,9 +356,23 @@ def test_git_worktree_per_module_isolated_and_marker_base_ref(pytester: pytest.P
             assert git_worktree.base_ref == "v1"
         """,
     )
+    (pytester.path / "test_c.py").write_text(
+        "import os, subprocess, sys\n"
+        "import pytest\n"
+        "pytestmark = pytest.mark.aiops(isolation='clone')\n"
+        "def test_clone(git_worktree):\n"
+        "    assert git_worktree.isolation == 'clone'\n"
+        "    env = git_worktree.env()\n"
+        "    assert env['PYTHONPATH'].split(os.pathsep)[0] == str(git_worktree.path)\n"
+        "    assert env['AGENT_WORKTREE_PATH'] == str(git_worktree.path)\n"
+        "    code = 'import importlib.util; print(importlib.util.find_spec(\"data\").origin)'\n"
+        "    out = subprocess.run([sys.executable, '-c', code], cwd='/',\n"
+        "                         env=env, capture_output=True, text=True, check=True).stdout\n"
+        "    assert out.strip() == str(git_worktree.path / 'data.py')\n"
+    )
     before = git(pytester.path, "status", "--porcelain", "--untracked-files=no")
     result = pytester.runpytest_subprocess("-p", "no:benchmark")
-    result.assert_outcomes(passed=3)
+    result.assert_outcomes(passed=4)
     assert (pytester.path / "data.py").read_text() == "second\n"
     assert git(pytester.path, "status", "--porcelain", "--untracked-files=no") == before == ""
     assert git(pytester.path, "worktree", "list").count("\n") == 0  # only the main one left
