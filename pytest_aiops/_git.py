@@ -86,7 +86,14 @@ _TRANSIENT = (
 
 
 def is_transient(stderr: str) -> bool:
-    """Whether git failed only because a concurrent git process held a lock we needed."""
+    """Whether git failed only because a concurrent git process held a lock we needed.
+
+    Also: `git worktree add` reads every registration in ``.git/worktrees``; one another
+    `worktree add` has just created but not yet filled makes it die with "failed to read
+    .git/worktrees/<id>/commondir: Success" (git 2.39).
+    """
+    if "failed to read" in stderr and "worktrees/" in stderr:
+        return True
     return any(marker in stderr for marker in _TRANSIENT)
 
 

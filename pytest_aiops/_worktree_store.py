@@ -9,10 +9,6 @@ Layout of a root ``R`` (the ``rootDirectory``)::
     R/.pytest-aiops/aiops-<token>/ where a checkout is built before it is renamed to R/<name>
     R/.pytest-aiops/.aiops-<token>.pooled/
                                    where a pooled checkout waits for its next lease
-    R/.pytest-aiops/aiops-<token>.registration/
-                                   a pooled linked worktree's registration, moved out of
-                                   ``<common-dir>/worktrees`` so that pooled checkouts are
-                                   invisible to ``git worktree list`` (and to ``prune``)
 
 Each checkout has a random ``token`` that never changes, even when a pooled checkout is
 renamed for its next session; git names the worktree's registration after the directory
@@ -188,12 +184,24 @@ class OwnerLock:
 
     @classmethod
     def create(cls, path: str) -> OwnerLock:
-        """A brand-new lock file (random name, so nobody else can hold it), locked."""
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
-        lock = cls(path, fd)
-        if not lock._try():  # pragma: no cover - nobody knows the name yet
-            lock.close()
-            raise OSError(errno.EAGAIN, "fresh lock file already locked", path)
+        """A brand-new lock file, already locked when it appears under its name.
+
+        Created and locked under a hidden name first, then renamed: otherwise a scanner
+        could find it unlocked in between, take it for an orphan and delete it.
+        """
+        directory, name = os.path.split(path)
+        hidden = os.path.join(directory, f".{name}.{os.getpid()}.creating")
+        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
+        fd = os.open(hidden, flags, 0o600)
+        lock = cls(hidden, fd)
+        try:
+            if not lock._try():  # pragma: no cover - nobody knows the name yet
+                raise OSError(errno.EAGAIN, "fresh lock file already locked", path)
+            os.rename(hidden, path)
+        except BaseException:
+            lock.unlink_and_close()
+            raise
+        lock.path = path
         return lock
 
     @classmethod
@@ -300,6 +308,9 @@ class Entry:
         self.token = token
         self.lock = lock
         self.data = data
+        # Whether every git this entry's record may name was run (and waited for) by us;
+        # False for an entry taken over from another process, which may have died mid-git.
+        self.trusted = False
 
     @property
     def record_path(self) -> str:
@@ -313,11 +324,6 @@ class Entry:
     def pooled_dir(self) -> str:
         """Where a pooled checkout waits: hidden in the control dir, never at ``R/<name>``."""
         return os.path.join(control_dir(self.root), f".{self.token}.pooled")
-
-    @property
-    def parked_registration(self) -> str:
-        """Where a pooled worktree's registration waits, out of the user's repository."""
-        return os.path.join(control_dir(self.root), f"{self.token}.registration")
 
     def git_started(self, pid: int) -> None:
         """``on_start`` callback: record the git now writing into this checkout."""
@@ -351,7 +357,8 @@ class Entry:
         """Delete everything this record proves we created, then the record and the lock."""
         data = self.data
         session = data.get("gitSession")
-        if isinstance(session, list) and len(session) == 2:
+        finished = self.trusted or data.get("state") == POOLED  # pooled: restore completed
+        if isinstance(session, list) and len(session) == 2 and not finished:
             # Our predecessor died while its git was writing into the checkout: end that
             # git (and any child it left) before deleting what it writes to.
             end_session(int(session[0]), session[1])
@@ -370,7 +377,6 @@ class Entry:
                     if path == data.get("claim"):
                         os.rmdir(path)
         _checkout.remove_tree(self.build_dir)  # inside our control dir: always ours
-        _checkout.remove_tree(self.parked_registration)
         _checkout.remove_tree(self.pooled_dir)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.record_path)
@@ -386,6 +392,7 @@ def new_entry(root: str, data: dict[str, Any]) -> Entry:
     token = f"aiops-{secrets.token_hex(8)}"
     lock = OwnerLock.create(os.path.join(control_dir(root), f"{token}.lock"))
     entry = Entry(root, token, lock, {**data, "token": token, "state": "creating"})
+    entry.trusted = True
     try:
         entry.save(**_owner())
     except BaseException:

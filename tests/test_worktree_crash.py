@@ -57,13 +57,17 @@ def holder(tmp_path: Path) -> Iterator[Start]:
     def start(
         root: Path, repo: Path, specs: list[dict[str, Any]], **env: str
     ) -> subprocess.Popen[str]:
-        process = subprocess.Popen(
-            [sys.executable, "-c", _HOLDER, str(root), str(repo), json.dumps(specs)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            env={**os.environ, **env},
-        )
+        errors = tmp_path / f"holder-{len(processes)}.stderr"
+        with open(errors, "w") as stderr:
+            process = subprocess.Popen(
+                [sys.executable, "-c", _HOLDER, str(root), str(repo), json.dumps(specs)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                text=True,
+                env={**os.environ, **env},
+            )
+        process.stderr_path = str(errors)  # type: ignore[attr-defined]
         processes.append(process)
         return process
 
@@ -77,10 +81,17 @@ def holder(tmp_path: Path) -> Iterator[Start]:
                 stream.close()
 
 
+def _stderr_of(process: subprocess.Popen[str]) -> str:
+    path = getattr(process, "stderr_path", None)
+    return Path(path).read_text() if path else ""
+
+
 def read_leases(process: subprocess.Popen[str]) -> list[dict[str, Any]]:
     assert process.stdout is not None
     line = process.stdout.readline()
-    assert line, "holder died before provisioning"
+    if not line:
+        process.wait()
+    assert line, f"holder died before provisioning: {_stderr_of(process)}"
     result: list[dict[str, Any]] = json.loads(line)
     return result
 
@@ -227,6 +238,7 @@ def test_many_processes_provision_one_repository_at_once(
     assert {r.state for r in list_worktrees(str(root))} == {"pooled"}
     reclaim_orphans(str(root), include_pooled=True)
     assert registrations(repo) == []
+    assert os.listdir(root / ".pytest-aiops") == []
 
 
 def test_transient_lock_errors_are_retried(

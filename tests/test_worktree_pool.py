@@ -139,9 +139,15 @@ def test_pooled_checkouts_are_invisible_to_the_user_repo_and_reclaimable(
     assert git(repo, "worktree", "list").count("\n") == 2
     for item in held:
         item.release()
-    # Pooled: no registration in the user's repository, no directory at R/<name>.
+    # Pooled: not listed by the user's repository, no directory at R/<name>. The
+    # registrations stay, hidden (no gitdir) and locked against `git worktree prune`.
     assert git(repo, "worktree", "list").count("\n") == 0
-    assert registrations(repo) == []
+    for name in registrations(repo):
+        reg = repo / ".git" / "worktrees" / name
+        assert not (reg / "gitdir").exists()
+        assert (reg / "locked").read_text().startswith("pytest-aiops: pooled checkout")
+    git(repo, "worktree", "prune")
+    assert len(registrations(repo)) == 2
     assert checkouts(root) == []
     assert sorted(r.state for r in list_worktrees(str(root))) == ["pooled", "pooled"]
     assert reclaim_orphans(str(root)) == []  # pooled are not orphans
@@ -151,6 +157,7 @@ def test_pooled_checkouts_are_invisible_to_the_user_repo_and_reclaimable(
     reclaim_orphans(str(root), include_pooled=True)
     assert list_worktrees(str(root)) == []
     assert os.listdir(root / ".pytest-aiops") == []
+    assert registrations(repo) == []
 
 
 def test_pool_size_caps_what_is_kept_and_pool_false_keeps_nothing(repo: Path, root: Path) -> None:

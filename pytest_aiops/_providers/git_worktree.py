@@ -282,6 +282,7 @@ class _Checkout:
             gitDir=git_dir,
             claim=None,
             filledAt=filled_at,
+            handedAt=time.time(),
             settled=False,
             indexId=_checkout.index_identity(git_dir),
             **_owner(),
@@ -299,15 +300,13 @@ class _Checkout:
     ) -> bool:
         """Move a pooled checkout to ``name``; switch commits if needed. ``False``: discarded."""
         try:
-            entry.save(state=store.LIVE, **owner, **_owner())
-            if entry.data.get("isolation") == WORKTREE:
-                # Register it again: the registration waited in our control dir.
-                _checkout.move_tree(entry.parked_registration, str(entry.data["gitDir"]))
+            entry.trusted = True  # a pooled record's gits all finished; ours are waited for
+            entry.save(state=store.LIVE, handedAt=time.time(), **owner, **_owner())
             path = store.claim_name(entry, name)
             os.rename(entry.pooled_dir, path)  # onto our empty claim dir, atomically
             entry.save(path=path, claim=None)
             if entry.data.get("isolation") == WORKTREE:
-                _checkout.point_registration(str(entry.data["gitDir"]), path)
+                _checkout.unpark_registration(str(entry.data["gitDir"]), path)
             else:
                 entry.save(gitDir=os.path.join(path, ".git"))
             if entry.data.get("commit") != commit:
@@ -325,6 +324,7 @@ class _Checkout:
                 entry.save(
                     commit=commit,
                     filledAt=time.time(),
+                    handedAt=time.time(),
                     settled=False,
                     indexId=_checkout.index_identity(str(entry.data["gitDir"])),
                 )
@@ -358,6 +358,11 @@ class _Checkout:
         # entries are "racily clean" and every git command re-reads those files; the first
         # restore after that point runs a checkout (which rewrites the index) to settle it.
         settle = not entry.data.get("settled") and time.time() - entry.data["filledAt"] > 1.0
+        # See _checkout.restore: file modes need find(1) only if the test may have changed
+        # one in the same (whole) second as git last wrote files.
+        handed, filled = entry.data.get("handedAt", 0.0), entry.data["filledAt"]
+        check_files = handed - filled < 1.0 or int(handed) == int(filled)
+        started = time.time()
         try:
             _checkout.restore(
                 info=self.info,
@@ -368,14 +373,19 @@ class _Checkout:
                 target=self.target,
                 index_id=entry.data.get("indexId"),
                 force_checkout=settle,
+                check_file_modes=check_files,
                 on_start=entry.git_started,
             )
-            index_id = _checkout.index_identity(git_dir)  # before it moves
+            index_id = _checkout.index_identity(git_dir)
+            if _checkout.index_identity(git_dir) != entry.data.get("indexId"):
+                filled = started  # git wrote files: checkout ran
             if entry.data["isolation"] == WORKTREE:
-                # Out of the user's repository while pooled: `git worktree list` shows only
-                # checkouts in use. Parked first, the state saved last: a crash in between
-                # leaves an orphan whose registration is found by its token name.
-                _checkout.move_tree(git_dir, entry.parked_registration)
+                # Hidden from the user's repository while pooled: `git worktree list` shows
+                # only checkouts in use. The state is saved last: a crash in between leaves
+                # an orphan whose registration is found by its token name.
+                _checkout.park_registration(
+                    git_dir, f"pytest-aiops: pooled checkout, see {entry.root}"
+                )
             # Out of R/<name> too: the name is free for the next session at once, and a
             # pooled checkout is never where anyone looks for a worktree.
             os.rename(self.path, entry.pooled_dir)
@@ -386,6 +396,7 @@ class _Checkout:
                 state=store.POOLED,
                 settled=bool(entry.data.get("settled")) or settle,
                 indexId=index_id,
+                filledAt=filled,
                 releasedAt=time.time(),
             )
         except Exception:
