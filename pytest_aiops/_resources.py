@@ -22,6 +22,7 @@ from ._errors import PortsExhaustedError, ProvisioningError
 from ._orchestrator import RequestLike, ResourceProvisioningOrchestrator
 from ._registry import ProviderRegistry
 from ._session import ProvisionedResources
+from ._settings import find_git_repository
 from ._types import ResourceContextPatch, ResourceLease, ResourceRequest, RuntimeInjection
 
 PORTS_HINT = (
@@ -205,18 +206,6 @@ class GitWorktree:
         if self.resources is not None:
             merged = self.resources.injected_env(merged)
         return worktree_env(str(self.path), merged, repo_root=str(self.repo_root))
-
-
-def find_git_repository(start: str) -> str | None:
-    """The nearest directory at or above ``start`` holding ``.git``, without running git."""
-    current = os.path.abspath(start)
-    while True:
-        if os.path.exists(os.path.join(current, ".git")):
-            return current
-        parent = os.path.dirname(current)
-        if parent == current:
-            return None
-        current = parent
 
 
 class WorktreeFactory:

@@ -12,22 +12,41 @@ from __future__ import annotations
 import errno
 import os
 import re
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
+from importlib import import_module
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from . import hookspecs
 from ._errors import OptionError
-from ._leases import holders_of
-from ._providers.port_range import default_lock_directory
-from ._registry import ProviderRegistry
-from ._resources import AiopsWorker, GitWorktree, PortRange, WorktreeFactory, find_git_repository
-from ._session import ProvisionedResources
-from ._settings import Settings, add_options
-from ._xdist import XdistController, summary_lines, worker_input, xdist_worker_count
+from ._settings import Settings, add_options, find_git_repository
+
+if TYPE_CHECKING:
+    # Imported when first needed: a run that never uses the fixtures does not load them.
+    from ._registry import ProviderRegistry
+    from ._resources import AiopsWorker, GitWorktree, PortRange, WorktreeFactory
+    from ._session import ProvisionedResources
+    from ._xdist import XdistController
+
+_LAZY_EXPORTS = {
+    "AiopsWorker": "_resources",
+    "GitWorktree": "_resources",
+    "PortRange": "_resources",
+    "WorktreeFactory": "_resources",
+    "ProvisionedResources": "_session",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """The fixture return types, importable from here without loading them at start-up."""
+    module = _LAZY_EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f"{__package__}.{module}"), name)
+
 
 __all__ = [
     "SETTINGS_KEY",
@@ -65,10 +84,23 @@ class _State:
     settings: Settings
     registry: ProviderRegistry
     session_id: str
-    worker: AiopsWorker | None = None
+    worker_factory: Callable[[], AiopsWorker] | None = None
+    _worker: AiopsWorker | None = None
     controller: XdistController | None = None
     reporter: _Reporter | None = None
     release_errors: list[str] = field(default_factory=list)
+
+    @property
+    def worker(self) -> AiopsWorker | None:
+        """This process's AiopsWorker, built on first access (``None`` in a controller)."""
+        if self._worker is None and self.worker_factory is not None:
+            self._worker = self.worker_factory()
+        return self._worker
+
+    @property
+    def worker_built(self) -> AiopsWorker | None:
+        """The worker if something already used it, without building one."""
+        return self._worker
 
 
 SETTINGS_KEY = pytest.StashKey[Settings]()
@@ -107,6 +139,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[SETTINGS_KEY] = settings
     if settings.disable:
         return
+    from ._registry import ProviderRegistry
+    from ._xdist import XdistController, worker_input, xdist_worker_count
+
     config.pluginmanager.register(BuiltinProviders(), "aiops-builtin-providers")
     registry = ProviderRegistry()
     config.hook.pytest_aiops_register_providers(register=registry, config=config)
@@ -140,32 +175,39 @@ def pytest_configure(config: pytest.Config) -> None:
         results = config.hook.pytest_aiops_session_resources(config=config, worker_id=worker_id)
         return [request for result in results for request in (result or ())]
 
-    state.worker = AiopsWorker(
-        registry=registry,
-        worker_id=worker_id,
-        session_id=f"{state.session_id}/{worker_id}",
-        workspace_root=root,
-        repo=settings.repo or root,
-        ports_per_worker=settings.ports_per_worker,
-        port_range=settings.port_range,
-        lock_directory=settings.lock_dir,
-        parent=parent,
-        child_index=data.get("index") if data else None,
-        child_count=data.get("count") if data else None,
-        spare_indices=tuple(data.get("spares") or ()) if data else (),
-        resources=settings.resources,
-        extra_requests=extra_requests,
-        base_ref=settings.base_ref,
-        worktree_root=settings.worktree_root,
-        isolation=settings.isolation,
-        keep=settings.keep,
-    )
+    def build_worker() -> AiopsWorker:
+        from ._resources import AiopsWorker
+
+        return AiopsWorker(
+            registry=registry,
+            worker_id=worker_id,
+            session_id=f"{state.session_id}/{worker_id}",
+            workspace_root=root,
+            repo=settings.repo or root,
+            ports_per_worker=settings.ports_per_worker,
+            port_range=settings.port_range,
+            lock_directory=settings.lock_dir,
+            parent=parent,
+            child_index=data.get("index") if data else None,
+            child_count=data.get("count") if data else None,
+            spare_indices=tuple(data.get("spares") or ()) if data else (),
+            resources=settings.resources,
+            extra_requests=extra_requests,
+            base_ref=settings.base_ref,
+            worktree_root=settings.worktree_root,
+            isolation=settings.isolation,
+            keep=settings.keep,
+        )
+
+    state.worker_factory = build_worker
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
     state = config.stash.get(_STATE_KEY, None)
     if state is None:
         return []
+    from ._providers.port_range import default_lock_directory
+
     settings = state.settings
     lock_dir = settings.lock_dir or default_lock_directory()
     low, high = settings.port_range
@@ -192,13 +234,14 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 def pytest_sessionfinish(session: pytest.Session) -> None:
     config = session.config
     state = config.stash.get(_STATE_KEY, None)
-    if state is None or state.worker is None:
+    worker = state.worker_built if state is not None else None
+    if state is None or worker is None:
         return
-    errors = state.worker.close()
+    errors = worker.close()
     state.release_errors.extend(f"{type(e).__name__}: {e}" for e in errors)
     workeroutput = getattr(config, "workeroutput", None)
     if isinstance(workeroutput, dict):
-        summary = state.worker.summary()
+        summary = worker.summary()
         summary["errors"] = state.release_errors
         workeroutput["aiops"] = summary
 
@@ -207,12 +250,15 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     state = config.stash.get(_STATE_KEY, None)
     if state is None:
         return
+    worker = state.worker_built
     if state.controller is not None:
         summaries = state.controller.summaries
-    elif state.worker is not None:
-        summaries = [{**state.worker.summary(), "errors": state.release_errors}]
+    elif worker is not None:
+        summaries = [{**worker.summary(), "errors": state.release_errors}]
     else:
         return
+    from ._xdist import summary_lines
+
     lines = summary_lines(summaries)
     lines += [
         f"aiops {s.get('workerId')}: release failed: {e}"
@@ -227,8 +273,9 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     state = config.stash.get(_STATE_KEY, None)
     if state is None:
         return
-    if state.worker is not None:
-        state.worker.close()  # no-op after sessionfinish; covers runs that stopped earlier
+    worker = state.worker_built
+    if worker is not None:
+        worker.close()  # no-op after sessionfinish; covers runs that stopped earlier
     if state.controller is not None:
         state.controller.stop()
 
@@ -287,6 +334,9 @@ def _is_address_in_use(call: pytest.CallInfo[None], report: pytest.TestReport) -
 
 def describe_port_holders(port_range: PortRange, nodeid: str, text: str) -> str:
     """Which lease (process, session) holds the ports a failing test probably wanted."""
+    from ._leases import holders_of
+    from ._providers.port_range import default_lock_directory
+
     candidates = port_range.ports_of(nodeid)
     for match in re.finditer(r"(?:port\D{0,3}|:)(\d{2,5})\b", text):
         number = int(match.group(1))
