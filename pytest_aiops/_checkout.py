@@ -30,6 +30,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -337,6 +338,8 @@ def restore(
     index_id: list[int] | None,
     force_checkout: bool,
     check_file_modes: bool = True,
+    since: str | None = None,
+    tree_cache: str | None = None,
     on_start: OnStart = None,
 ) -> None:
     """Bring a used checkout back to exactly ``commit``'s tree, as a fresh one would be.
@@ -352,8 +355,134 @@ def restore(
        branch a test may have checked out); otherwise the tree is already exact and no
        checkout runs, which is what makes reuse cheap.
     4. Reset the checkout's own git metadata (see the ``reset_*_metadata`` functions).
+
+    With ``since`` (a stamp file whose mtime is before the lease began, see
+    :func:`make_stamp`), steps 1-2 are replaced by :func:`_sweep_since`, which needs no git
+    at all when the test changed nothing tracked.
     """
     flags = list(SPARSE_FLAGS) if target else []
+    if since is not None and tree_cache is not None and not force_checkout:
+        changed = _sweep_since(path, commit, since, tree_cache)
+    else:
+        changed = _sweep_with_git(path, check_file_modes)
+    if isolation == CLONE:
+        # The config decides sparse or not for a clone: put ours back before checking out.
+        _write(os.path.join(git_dir, "config"), clone_config(info, sparse=bool(target)))
+        if target:
+            _write(os.path.join(git_dir, "info", "sparse-checkout"), cone_patterns(target))
+    elif target:
+        _write(os.path.join(git_dir, "info", "sparse-checkout"), cone_patterns(target))
+    head = _read(os.path.join(git_dir, "HEAD")).strip()
+    if changed or force_checkout or head != commit or index_identity(git_dir) != index_id:
+        run_git(["-C", path, *flags, "checkout", "-q", "-f", "--detach", commit], on_start=on_start)
+    if isolation == CLONE:
+        reset_clone_metadata(info, git_dir, commit=commit, target=target)
+    else:
+        reset_worktree_metadata(git_dir, commit, target)
+
+
+def make_stamp(stamp: str) -> None:
+    """Create ``stamp`` with an mtime just before the start of the current second.
+
+    Every change to a file sets its ctime (content, mode, links, rename -- and userspace
+    cannot set ctime), and adding/removing/renaming an entry sets its directory's mtime.
+    File times come from the coarse realtime clock and some filesystems keep whole seconds
+    only; a stamp one nanosecond before the current second is therefore older than any
+    change made from now on, on any Linux filesystem (at the price of also catching what
+    changed earlier in this second: more work, never a miss).
+    """
+    clock = getattr(time, "CLOCK_REALTIME_COARSE", 5)
+    second = time.clock_gettime_ns(clock) // 1_000_000_000
+    with open(stamp, "w", encoding="utf-8"):
+        pass
+    when = second * 1_000_000_000 - 1
+    os.utime(stamp, ns=(when, when))
+
+
+def _tracked_tree(path: str, commit: str, cache: str) -> tuple[set[str], set[str]]:
+    """(tracked files, tracked directories) of ``commit``, cached in ``cache`` per commit."""
+    raw = _read_bytes(cache)
+    if not raw.startswith(commit.encode() + b"\0"):
+        listing = run_git(["-C", path, "ls-tree", "-r", "-t", "-z", commit]).stdout
+        raw = commit.encode() + b"\0" + listing.encode("utf-8", "surrogateescape")
+        with open(cache, "wb") as handle:
+            handle.write(raw)
+    files: set[str] = set()
+    dirs: set[str] = set()
+    for item in raw.decode("utf-8", "surrogateescape").split("\0")[1:]:
+        if not item:
+            continue
+        meta, _, name = item.partition("\t")
+        (dirs if meta.split(" ")[1] == "tree" else files).add(name)
+    return files, dirs
+
+
+def _read_bytes(path: str) -> bytes:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        return b""
+
+
+def _sweep_since(path: str, commit: str, stamp: str, cache: str) -> bool:
+    """Undo every change made after ``stamp``; whether tracked content must be checked out.
+
+    One find(1) lists files whose ctime and directories whose mtime is newer than the stamp
+    (plus directories with an odd mode). New entries are deleted; a changed tracked file is
+    deleted too and a directory that lost tracked entries noted, and both make the caller
+    run ``git checkout``. A test that only added files (``__pycache__``, outputs) costs one
+    find and no git process.
+    """
+    tests = f"-type d ( -newer {{0}} -o ! -perm {DIR_MODE:o} ) -print0 -o"
+    tests += " ! -type d -cnewer {0} -print0"
+    found = subprocess.run(
+        ["find", path, "-path", os.path.join(path, ".git"), "-prune", "-o"]
+        + [part.format(stamp) for part in tests.split()],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        check=False,
+    ).stdout.decode("utf-8", "surrogateescape")
+    changed = sorted(
+        {os.path.relpath(p, path) for p in _split(found)},
+        key=lambda rel: (rel.count("/"), rel),
+    )
+    if not changed:
+        return False
+    files, dirs = _tracked_tree(path, commit, cache)
+    children: dict[str, set[str]] = {}
+    for name in files | dirs:
+        parent, _, leaf = name.rpartition("/")
+        children.setdefault(parent or ".", set()).add(leaf)
+    need_checkout = False
+    removed: list[str] = []
+    for rel in changed:
+        if rel != "." and any(rel.startswith(r + "/") for r in removed):
+            continue
+        full = os.path.join(path, rel)
+        try:
+            st = os.lstat(full)
+        except FileNotFoundError:
+            continue
+        if stat.S_ISDIR(st.st_mode) and (rel == "." or rel in dirs):
+            if stat.S_IMODE(st.st_mode) != DIR_MODE:
+                os.chmod(full, DIR_MODE)
+            prefix = "" if rel == "." else rel + "/"
+            expected = {n[len(prefix) :] for n in files | dirs if n.startswith(prefix)}
+            expected = {n for n in expected if "/" not in n}
+            present = set(os.listdir(full))
+            if expected - present:
+                need_checkout = True  # a tracked entry was deleted or renamed away
+            continue
+        remove_inside(path, rel)
+        removed.append(rel)
+        if rel in files or rel in dirs:
+            need_checkout = True
+    return need_checkout
+
+
+def _sweep_with_git(path: str, check_file_modes: bool) -> bool:
+    """Steps 1-2 of :func:`restore` by asking git; whether anything was removed."""
     # git ignores permission bits other than +x, and its ctime check compares whole
     # seconds: a chmod in the same second as git recorded a file's stat is invisible to
     # diff-files. find(1) lists every file and directory whose mode is not what a checkout
@@ -401,20 +530,7 @@ def restore(
         else:
             changed = True
             remove_inside(path, os.path.relpath(full, path))
-    if isolation == CLONE:
-        # The config decides sparse or not for a clone: put ours back before checking out.
-        _write(os.path.join(git_dir, "config"), clone_config(info, sparse=bool(target)))
-        if target:
-            _write(os.path.join(git_dir, "info", "sparse-checkout"), cone_patterns(target))
-    elif target:
-        _write(os.path.join(git_dir, "info", "sparse-checkout"), cone_patterns(target))
-    head = _read(os.path.join(git_dir, "HEAD")).strip()
-    if changed or force_checkout or head != commit or index_identity(git_dir) != index_id:
-        run_git(["-C", path, *flags, "checkout", "-q", "-f", "--detach", commit], on_start=on_start)
-    if isolation == CLONE:
-        reset_clone_metadata(info, git_dir, commit=commit, target=target)
-    else:
-        reset_worktree_metadata(git_dir, commit, target)
+    return changed
 
 
 def _read(path: str) -> str:
@@ -465,17 +581,30 @@ def _rmtree(path: str) -> None:
         shutil.rmtree(path, onerror=_on_error)
 
 
-def remove_tree(path: str) -> None:
+def remove_tree(path: str, *, fast: bool = False) -> None:
     """Delete ``path`` (a file, symlink or directory tree) without following symlinks.
 
     ``shutil.rmtree`` walks with ``O_NOFOLLOW`` directory fds and unlinks symlinks rather
     than descending into them; read-only files and directories a test left are made
-    writable and retried. A missing path is fine.
+    writable and retried. A missing path is fine. ``fast``: a whole checkout; try
+    ``rm -rf`` first (C, about 10x faster than rmtree on 1,000 files; it never follows
+    symlinks either), and finish with rmtree whatever it could not delete.
     """
     try:
         st = os.lstat(path)
     except FileNotFoundError:
         return
+    if fast and stat.S_ISDIR(st.st_mode):
+        with contextlib.suppress(OSError):
+            subprocess.run(
+                ["rm", "-rf", "--one-file-system", "--", path],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                check=False,
+            )
+        if not os.path.lexists(path):
+            return
     if not stat.S_ISDIR(st.st_mode):
         try:
             os.unlink(path)

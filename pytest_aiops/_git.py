@@ -273,15 +273,29 @@ def session_members(session: int) -> list[int]:
     return members
 
 
+def boot_ticks() -> int:
+    """Now, in the unit and origin of /proc/<pid>/stat's start time (clock ticks since boot).
+
+    Taken right after starting git it matches git's start time to within a tick or two,
+    without reading /proc while git is still exec'ing (which can block for milliseconds).
+    """
+    return int(time.clock_gettime(time.CLOCK_BOOTTIME) * os.sysconf("SC_CLK_TCK"))
+
+
 def end_session(pid: int, start_time: int | None, *, wait: float = 10.0) -> None:
     """SIGKILL every process of the session git ``pid`` led, if it is still that session.
 
     While any member lives, the kernel keeps the number ``pid`` reserved for the session, so
-    it cannot name someone else's session; if ``pid`` itself runs with another start time,
-    it is a new process (the session ended and the number was reused): leave it alone.
+    it cannot name someone else's session; if ``pid`` itself runs but started at another
+    time (``start_time`` from :func:`boot_ticks`, one second of slack), it is a new process
+    (the session ended and the number was reused): leave it alone.
     """
     leader_start = process_start_time(pid)
-    if leader_start is not None and start_time is not None and leader_start != start_time:
+    if (
+        leader_start is not None
+        and start_time is not None
+        and abs(leader_start - start_time) > os.sysconf("SC_CLK_TCK")
+    ):
         return
     deadline = time.monotonic() + wait
     while True:

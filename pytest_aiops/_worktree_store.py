@@ -53,7 +53,7 @@ from typing import Any
 
 from . import _checkout
 from ._errors import OptionError
-from ._git import end_session, process_start_time
+from ._git import boot_ticks, end_session
 from ._locking import F_OFD_GETLK, F_OFD_SETLK, _Flock, _flock
 
 CONTROL = ".pytest-aiops"
@@ -321,13 +321,23 @@ class Entry:
         return os.path.join(control_dir(self.root), self.token)
 
     @property
+    def stamp(self) -> str:
+        """mtime = when the current lease began (see ``_checkout.make_stamp``)."""
+        return os.path.join(control_dir(self.root), f"{self.token}.stamp")
+
+    @property
+    def tree_cache(self) -> str:
+        """The tracked paths of the checkout's commit, for the sweep after a lease."""
+        return os.path.join(control_dir(self.root), f"{self.token}.tree")
+
+    @property
     def pooled_dir(self) -> str:
         """Where a pooled checkout waits: hidden in the control dir, never at ``R/<name>``."""
         return os.path.join(control_dir(self.root), f".{self.token}.pooled")
 
     def git_started(self, pid: int) -> None:
         """``on_start`` callback: record the git now writing into this checkout."""
-        self.save(gitSession=[pid, process_start_time(pid)])
+        self.save(gitSession=[pid, boot_ticks()])
 
     def save(self, **changes: Any) -> None:
         self.data.update(changes)
@@ -370,7 +380,7 @@ class Entry:
             )
         for path in paths:
             if self.directory_is_ours(path):
-                _checkout.remove_tree(path)
+                _checkout.remove_tree(path, fast=True)
             else:
                 # A claimed name we never filled: only an empty directory is removed.
                 with contextlib.suppress(OSError):
@@ -378,6 +388,8 @@ class Entry:
                         os.rmdir(path)
         _checkout.remove_tree(self.build_dir)  # inside our control dir: always ours
         _checkout.remove_tree(self.pooled_dir)
+        _checkout.remove_tree(self.stamp)
+        _checkout.remove_tree(self.tree_cache)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.record_path)
         self.lock.unlink_and_close()

@@ -97,12 +97,17 @@ def test_reused_checkout_is_indistinguishable_from_fresh(
     make_a_mess(Path(first.hard["worktreePath"]), isolation, outside)
     first.release()
     assert (outside / "precious.txt").read_text() == "keep\n"
-    second = lease(prov, repo, "module-1", **options)
-    path = second.hard["worktreePath"]
-    assert os.stat(path).st_ino == inode  # really the reused checkout
-    assert observe(path, isolation) == expected
-    assert second.hard["commit"] == git(repo, "rev-parse", "HEAD")
-    second.release()
+    # The first restore asks git what changed; later ones sweep what changed since the
+    # lease began (a stamp): check both.
+    for round_ in range(2):
+        second = lease(prov, repo, f"module-{round_ + 2}", **options)
+        path = second.hard["worktreePath"]
+        assert os.stat(path).st_ino == inode  # really the reused checkout
+        assert observe(path, isolation) == expected
+        assert second.hard["commit"] == git(repo, "rev-parse", "HEAD")
+        if round_ == 0:
+            make_a_mess(Path(path), isolation, outside)
+        second.release()
     if isolation == "clone":
         assert repo_state(repo) == user_before
 
@@ -195,4 +200,39 @@ def test_a_pooled_checkout_that_was_tampered_with_is_discarded(repo: Path, root:
     again = lease(prov, repo)
     assert os.path.isfile(os.path.join(again.hard["worktreePath"], "top.txt"))
     assert os.path.isdir(root / "moved-away")  # not ours any more: never deleted
+    again.release()
+
+
+@pytest.mark.parametrize("change", ["chmod", "delete", "add", "replace-dir", "rename"])
+def test_sweep_since_the_lease_began_catches_each_change(
+    make_repo: MakeRepo, tmp_path: Path, change: str
+) -> None:
+    """Changes that leave git's index alone, undone by the stamp sweep (no git asked)."""
+    repo = make_repo(FILES)
+    fresh = lease(provider(tmp_path / "fresh", pool=False), repo)
+    expected = observe(fresh.hard["worktreePath"], "worktree")
+    fresh.release()
+    prov = provider(tmp_path / "pooled")
+    lease(prov, repo).release()  # now pooled; the next lease is stamped
+    held = lease(prov, repo)
+    path = Path(held.hard["worktreePath"])
+    if change == "chmod":
+        (path / "pkg" / "a.txt").chmod(0o400)
+        (path / "pkg").chmod(0o700)
+    elif change == "delete":
+        (path / "pkg" / "sub" / "f.txt").unlink()
+    elif change == "add":
+        (path / "pkg" / "__pycache__").mkdir()
+        (path / "pkg" / "__pycache__" / "x.pyc").write_text("x")
+        (path / "out.txt").write_text("o")
+    elif change == "replace-dir":
+        for child in (path / "o").iterdir():
+            child.unlink()
+        (path / "o").rmdir()
+        (path / "o").write_text("now a file")
+    else:
+        (path / "top.txt").rename(path / "pkg" / "top-moved.txt")
+    held.release()
+    again = lease(prov, repo)
+    assert observe(again.hard["worktreePath"], "worktree") == expected
     again.release()

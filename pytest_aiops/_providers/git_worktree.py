@@ -301,7 +301,10 @@ class _Checkout:
         """Move a pooled checkout to ``name``; switch commits if needed. ``False``: discarded."""
         try:
             entry.trusted = True  # a pooled record's gits all finished; ours are waited for
-            entry.save(state=store.LIVE, handedAt=time.time(), **owner, **_owner())
+            # Restored and untouched since: every change from now on is the test's, and
+            # the stamp lets the next restore find them without asking git.
+            _checkout.make_stamp(entry.stamp)
+            entry.save(state=store.LIVE, handedAt=time.time(), stamped=True, **owner, **_owner())
             path = store.claim_name(entry, name)
             os.rename(entry.pooled_dir, path)  # onto our empty claim dir, atomically
             entry.save(path=path, claim=None)
@@ -323,6 +326,7 @@ class _Checkout:
                 )
                 entry.save(
                     commit=commit,
+                    stamped=False,
                     filledAt=time.time(),
                     handedAt=time.time(),
                     settled=False,
@@ -374,6 +378,8 @@ class _Checkout:
                 index_id=entry.data.get("indexId"),
                 force_checkout=settle,
                 check_file_modes=check_files,
+                since=entry.stamp if entry.data.get("stamped") else None,
+                tree_cache=entry.tree_cache,
                 on_start=entry.git_started,
             )
             index_id = _checkout.index_identity(git_dir)
@@ -397,6 +403,7 @@ class _Checkout:
                 settled=bool(entry.data.get("settled")) or settle,
                 indexId=index_id,
                 filledAt=filled,
+                stamped=False,
                 releasedAt=time.time(),
             )
         except Exception:
