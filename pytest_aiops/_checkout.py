@@ -68,15 +68,53 @@ class RepoInfo:
     object_format: str
 
 
+# workspace root -> (its repository, its own git dir): where a workspace's repository is
+# does not change during a run, so the `git rev-parse` that finds it runs once per workspace.
+_REPOS: dict[str, tuple[RepoInfo, str]] = {}
+
+_HEX = frozenset("0123456789abcdef")
+
+
+def _quick_head(git_dir: str, common_dir: str) -> str | None:
+    """The commit ``HEAD`` names, read from the ref files; ``None`` if git must be asked.
+
+    Only the plain cases: a detached HEAD, or HEAD -> a branch stored as a loose ref or in
+    packed-refs (both written by atomic rename). Anything else (reftable, a symref chain,
+    an unborn branch) goes to ``git rev-parse``.
+    """
+    if os.path.exists(os.path.join(common_dir, "reftable")):
+        return None
+    head = _read(os.path.join(git_dir, "HEAD")).strip()
+    if head.startswith("ref: refs/heads/"):
+        name = head[len("ref: ") :]
+        value = _read(os.path.join(common_dir, name)).strip()
+        if not value:
+            for line in _read_bytes(os.path.join(common_dir, "packed-refs")).splitlines():
+                sha, _, ref = line.decode("utf-8", "surrogateescape").partition(" ")
+                if ref == name:
+                    value = sha
+                    break
+        head = value
+    if len(head) in (40, 64) and set(head) <= _HEX:
+        return head
+    return None
+
+
 def inspect_repo(workspace_root: str, base_ref: str) -> tuple[RepoInfo, str]:
     """The repository containing ``workspace_root`` and the commit ``base_ref`` names.
 
-    One ``git rev-parse`` answers both: it prints the toplevel, common dir and object format,
-    then the commit, or exits 1 (bad ref) / 128 (not a repository).
+    One ``git rev-parse`` answers both: it prints the toplevel, common dir, git dir and
+    object format, then the commit, or exits 1 (bad ref) / 128 (not a repository). Later
+    calls for the same workspace with ``base_ref="HEAD"`` read HEAD's ref files instead.
     """
     if base_ref.startswith("-"):
         # rev-parse of 2.39 has no --end-of-options; never let a ref become an option.
         raise OptionError("baseRef", f'Option "baseRef" must name a commit, not {base_ref!r}.')
+    cached = _REPOS.get(workspace_root)
+    if cached is not None and base_ref == "HEAD" and os.path.isdir(cached[0].common_dir):
+        commit = _quick_head(cached[1], cached[0].common_dir)
+        if commit is not None:
+            return cached[0], commit
     if not os.path.isdir(workspace_root):
         raise GitError(
             f"workspace root {workspace_root!r} is not a directory; the git-worktree provider "
@@ -93,6 +131,7 @@ def inspect_repo(workspace_root: str, base_ref: str) -> tuple[RepoInfo, str]:
             "--path-format=absolute",
             "--show-toplevel",
             "--git-common-dir",
+            "--absolute-git-dir",
             "--show-object-format",
             "--verify",
             "-q",
@@ -101,7 +140,7 @@ def inspect_repo(workspace_root: str, base_ref: str) -> tuple[RepoInfo, str]:
         check=False,
     )
     lines = result.stdout.splitlines()
-    if len(lines) < 3:
+    if len(lines) < 4:
         raise GitError(
             f"workspace root {workspace_root!r} is not inside a git repository "
             f"(git rev-parse: {result.stderr.strip() or 'no output'}); the git-worktree "
@@ -110,14 +149,15 @@ def inspect_repo(workspace_root: str, base_ref: str) -> tuple[RepoInfo, str]:
             returncode=result.returncode,
             stderr=result.stderr,
         )
-    info = RepoInfo(repo_root=lines[0], common_dir=lines[1], object_format=lines[2])
-    if result.returncode != 0 or len(lines) < 4:
+    info = RepoInfo(repo_root=lines[0], common_dir=lines[1], object_format=lines[3])
+    _REPOS[workspace_root] = (info, lines[2])
+    if result.returncode != 0 or len(lines) < 5:
         raise OptionError(
             "baseRef",
             f'Option "baseRef" must name a commit in {info.repo_root}, not {base_ref!r} '
             "(git rev-parse found no such commit).",
         )
-    return info, lines[3]
+    return info, lines[4]
 
 
 def check_target(repo_root: str, commit: str, target: str, base_ref: str) -> None:
@@ -710,7 +750,9 @@ def list_registrations(common_dir: str) -> Iterable[tuple[str, str]]:
     return found
 
 
-def remove_registrations(common_dir: str, *, token: str, paths: Iterable[str] = ()) -> None:
+def remove_registrations(
+    common_dir: str, *, token: str, paths: Iterable[str] = (), known: str | None = None
+) -> None:
     """Delete only *our* ``.git/worktrees/<reg>`` entries -- never a repository-wide prune.
 
     Ours: the registration git named after our token directory (git names it after the
@@ -719,7 +761,13 @@ def remove_registrations(common_dir: str, *, token: str, paths: Iterable[str] = 
     ``worktree add`` left locked as "initializing" -- which ``git worktree prune`` skips and
     ``git worktree remove --force`` (single -f) refuses -- and one killed before it even
     wrote ``gitdir``.
+
+    ``known``: the registration dir the owner recorded after a completed ``worktree add``;
+    then only it is removed, without reading every registration of the repository.
     """
+    if known is not None and os.path.basename(known) == token:
+        remove_tree(known)
+        return
     targets = {os.path.realpath(os.path.join(p, ".git")) for p in paths}
     for reg, gitdir in list_registrations(common_dir):
         name = os.path.basename(reg)

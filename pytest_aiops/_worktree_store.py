@@ -375,8 +375,12 @@ class Entry:
         common_dir = data.get("commonDir")
         paths = [p for p in (data.get("path"), data.get("claim")) if p]
         if common_dir and data.get("isolation", _checkout.WORKTREE) == _checkout.WORKTREE:
+            git_dir = data.get("gitDir")
             _checkout.remove_registrations(
-                common_dir, token=self.token, paths=[*paths, self.build_dir]
+                common_dir,
+                token=self.token,
+                paths=[*paths, self.build_dir],
+                known=str(git_dir) if git_dir and finished else None,
             )
         for path in paths:
             if self.directory_is_ours(path):

@@ -512,3 +512,27 @@ def test_read_only_tree_made_by_a_test_is_removed(repo: Path, root: Path) -> Non
     held.release()
     assert checkouts(root) == []
     assert registrations(repo) == []
+
+
+def test_head_is_followed_as_it_moves_loose_packed_and_detached(repo: Path, root: Path) -> None:
+    """Later leases of a workspace read HEAD's ref files instead of running git: same answer."""
+    prov = provider(root)
+
+    def leased_commit() -> str:
+        held = lease(prov, repo)
+        commit = str(held.hard["commit"])
+        assert run(held.hard["worktreePath"], "rev-parse", "HEAD").stdout.strip() == commit
+        held.release()
+        return commit
+
+    assert leased_commit() == git(repo, "rev-parse", "HEAD")
+    (repo / "top.txt").write_text("moved\n")
+    git(repo, "commit", "-qam", "second")
+    assert leased_commit() == git(repo, "rev-parse", "HEAD")
+    git(repo, "pack-refs", "--all")
+    assert not (repo / ".git" / "refs" / "heads" / "main").exists()
+    assert leased_commit() == git(repo, "rev-parse", "HEAD")
+    git(repo, "checkout", "-q", "--detach", "HEAD~1")
+    assert leased_commit() == git(repo, "rev-parse", "HEAD")
+    git(repo, "checkout", "-q", "-b", "unborn-not", "main")
+    assert leased_commit() == git(repo, "rev-parse", "main")
