@@ -434,6 +434,11 @@ class AiopsWorker:
     def port_range_leased(self) -> bool:
         return self._ports_session is not None
 
+    @property
+    def leased_port_range(self) -> PortRange | None:
+        """The :class:`PortRange` if already made, without leasing (no lock taken)."""
+        return self._port_range
+
     def _port_request(self) -> ResourceRequest:
         low, high = self.port_span
         options: dict[str, Any] = {

@@ -50,17 +50,12 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "SETTINGS_KEY",
+    "AiopsFixtures",
     "AiopsWorker",
     "GitWorktree",
     "PortRange",
     "ProvisionedResources",
     "WorktreeFactory",
-    "aiops_port",
-    "aiops_worker",
-    "aiops_worktree_factory",
-    "git_worktree",
-    "port_range",
-    "provisioned_session",
 ]
 
 MARKER = "aiops"
@@ -137,6 +132,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", MARKER_HELP)
     settings = Settings.from_config(config)
     config.stash[SETTINGS_KEY] = settings
+    config.pluginmanager.register(AiopsFixtures(config), "aiops-fixtures")
     if settings.disable:
         return
     from ._registry import ProviderRegistry
@@ -283,6 +279,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 # -- failure report for "address already in use" -------------------------------------------
 
 _ADDRESS_IN_USE = "address already in use"
+_PORT_FIXTURES = frozenset({"port_range", "aiops_port", "provisioned_session"})
 
 
 class _Reporter:
@@ -299,8 +296,9 @@ class _Reporter:
 
     @pytest.hookimpl
     def pytest_runtest_logstart(self, nodeid: str) -> None:
-        if self.worker.port_range_leased:
-            self.worker.port_range().current_user = nodeid
+        port_range = self.worker.leased_port_range
+        if port_range is not None:
+            port_range.current_user = nodeid
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(
@@ -312,9 +310,7 @@ class _Reporter:
         module = item.getparent(pytest.Module)
         if module is not None:
             self.failed_modules.add(module.nodeid)
-        uses_ports = {"port_range", "aiops_port", "provisioned_session"} & set(
-            getattr(item, "fixturenames", ())
-        )
+        uses_ports = _PORT_FIXTURES & set(getattr(item, "fixturenames", ()))
         if uses_ports and self.worker.port_range_leased and _is_address_in_use(call, report):
             text = describe_port_holders(self.worker.port_range(), item.nodeid, report.longreprtext)
             report.sections.append(("aiops: who holds the port", text))
@@ -399,81 +395,85 @@ def _worker(config: pytest.Config) -> AiopsWorker:
     return state.worker
 
 
-@pytest.fixture(scope="session")
-def aiops_worker(pytestconfig: pytest.Config) -> AiopsWorker:
-    """This process's pytest-aiops resources (one per xdist worker): the factory behind the
-    other fixtures. ``.port_range()``, ``.worktrees`` (a WorktreeFactory), ``.session(path)``,
-    ``.worker_id``, ``.child_index``/``.child_count`` (its slice of the xdist parent range).
-    Nothing is leased until one of them is used."""
-    return _worker(pytestconfig)
+class AiopsFixtures:
+    """The fixtures, as methods of one object per config (registered as ``aiops-fixtures``).
 
+    Methods rather than module functions so that no fixture needs ``request`` or
+    ``pytestconfig`` to find its config: pytest 9 builds a new fixture definition each time
+    ``request`` is asked for, which every test taking a port would pay (bench/plugin.py).
+    """
 
-@pytest.fixture(scope="session")
-def port_range(pytestconfig: pytest.Config, aiops_worker: AiopsWorker) -> PortRange:
-    """This worker's block of TCP ports no other live process leases (session scope).
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
 
-    ``start``, ``end`` (inclusive), ``primary``, ``ports``; ``len()``, iteration, ``in``;
-    ``next_port()`` hands each port out once per worker (thread-safe) and says how to get more
-    when none is left (--aiops-ports-per-worker). Under xdist each worker gets its own slice of
-    the run's range; leased on first use, released at the end of the session."""
-    _activate_reporter(pytestconfig, aiops_worker)
-    return aiops_worker.port_range()
+    @pytest.fixture(scope="session")
+    def aiops_worker(self) -> AiopsWorker:
+        """This process's pytest-aiops resources (one per xdist worker): the factory behind
+        the other fixtures. ``.port_range()``, ``.worktrees`` (a WorktreeFactory),
+        ``.session(path)``, ``.worker_id``, ``.child_index``/``.child_count`` (its slice of
+        the xdist parent range). Nothing is leased until one of them is used."""
+        return _worker(self.config)
 
+    @pytest.fixture(scope="session")
+    def port_range(self) -> PortRange:
+        """This worker's block of TCP ports no other live process leases (session scope).
 
-@pytest.fixture
-def aiops_port(port_range: PortRange) -> int:
-    """One TCP port for this test alone: ``port_range.next_port()``."""
-    return port_range.next_port()
+        ``start``, ``end`` (inclusive), ``primary``, ``ports``; ``len()``, iteration, ``in``;
+        ``next_port()`` hands each port out once per worker (thread-safe) and says how to get
+        more when none is left (--aiops-ports-per-worker). Under xdist each worker gets its
+        own slice of the run's range; leased on first use, released at the end of the
+        session."""
+        worker = _worker(self.config)
+        _activate_reporter(self.config, worker)
+        return worker.port_range()
 
+    @pytest.fixture
+    def aiops_port(self, port_range: PortRange) -> int:
+        """One TCP port for this test alone: ``port_range.next_port()``."""
+        return port_range.next_port()
 
-@pytest.fixture(scope="session")
-def aiops_worktree_factory(aiops_worker: AiopsWorker) -> WorktreeFactory:
-    """Makes more isolated worktrees (as tmp_path_factory is to tmp_path), session scope.
+    @pytest.fixture(scope="session")
+    def aiops_worktree_factory(self) -> WorktreeFactory:
+        """Makes more isolated worktrees (as tmp_path_factory is to tmp_path), session scope.
 
-    ``with aiops_worktree_factory.worktree(base_ref="v1") as wt:`` gives a function-scoped one;
-    ``provision()``/``release()`` for other lifetimes. Worktrees still out at the end of the
-    session are released (or kept, per --aiops-keep)."""
-    return aiops_worker.worktrees
+        ``with aiops_worktree_factory.worktree(base_ref="v1") as wt:`` gives a
+        function-scoped one; ``provision()``/``release()`` for other lifetimes. Worktrees
+        still out at the end of the session are released (or kept, per --aiops-keep)."""
+        return _worker(self.config).worktrees
 
+    @pytest.fixture(scope="module")
+    def git_worktree(self, request: pytest.FixtureRequest) -> Iterator[GitWorktree]:
+        """An isolated worktree of the repository under test, one per test module.
 
-@pytest.fixture(scope="module")
-def git_worktree(
-    request: pytest.FixtureRequest,
-    pytestconfig: pytest.Config,
-    aiops_worker: AiopsWorker,
-) -> Iterator[GitWorktree]:
-    """An isolated worktree of the repository under test, one per test module.
+        ``path`` (a pathlib.Path), ``base_ref``, ``repo_root``, ``working_directory``,
+        ``env()``; edit freely, the repository's own checkout is never touched. Checked out
+        at --aiops-base-ref (default HEAD) from the repository holding pytest's rootdir (or
+        --aiops-repo); a module may choose with ``pytestmark = pytest.mark.aiops(base_ref=...,
+        target_path=..., isolation=...)``. Provisioned on first use (a run that never asks
+        for it runs no git command), released at the end of the module unless --aiops-keep
+        says to keep it."""
+        options = marker_options(request.node.get_closest_marker(MARKER))
+        worker = _worker(self.config)
+        reporter = _activate_reporter(self.config, worker)
+        factory = worker.worktrees
+        worktree = factory.provision(**options, name=request.node.nodeid)
+        yield worktree
+        factory.release(worktree, failed=request.node.nodeid in reporter.failed_modules)
 
-    ``path`` (a pathlib.Path), ``base_ref``, ``repo_root``, ``working_directory``; edit freely,
-    the repository's own checkout is never touched. Checked out at --aiops-base-ref (default
-    HEAD) from the repository holding pytest's rootdir (or --aiops-repo); a module may choose
-    with ``pytestmark = pytest.mark.aiops(base_ref=..., target_path=...)``. Provisioned on
-    first use (a run that never asks for it runs no git command), released at the end of the
-    module unless --aiops-keep says to keep it."""
-    options = marker_options(request.node.get_closest_marker(MARKER))
-    reporter = _activate_reporter(pytestconfig, aiops_worker)
-    factory = aiops_worker.worktrees
-    worktree = factory.provision(**options, name=request.node.nodeid)
-    yield worktree
-    factory.release(worktree, failed=request.node.nodeid in reporter.failed_modules)
+    @pytest.fixture(scope="session")
+    def provisioned_session(self, tmp_path_factory: pytest.TempPathFactory) -> ProvisionedResources:
+        """This worker's ProvisionedResources: its port range plus the kinds in
+        --aiops-resources and those added by pytest_aiops_session_resources hooks (session
+        scope).
 
-
-@pytest.fixture(scope="session")
-def provisioned_session(
-    pytestconfig: pytest.Config,
-    tmp_path_factory: pytest.TempPathFactory,
-    aiops_worker: AiopsWorker,
-) -> ProvisionedResources:
-    """This worker's ProvisionedResources: its port range plus the kinds in --aiops-resources
-    and those added by pytest_aiops_session_resources hooks (session scope).
-
-    Its discovery file is written (``aiops_worker.runtime.discovery_file_path``, also in
-    ``aiops_worker.runtime.env["AGENT_DISCOVERY_FILE"]``) and ``injected_env()`` gives the
-    environment for subprocesses. Released at the end of the session."""
-    if "port-range" in aiops_worker.resource_kinds:
-        _activate_reporter(pytestconfig, aiops_worker)
-    directory = tmp_path_factory.getbasetemp() / f"aiops-{aiops_worker.worker_id}"
-    return aiops_worker.session(Path(directory) / "resources.json")
+        Its discovery file is written (``aiops_worker.runtime.discovery_file_path``, also in
+        ``aiops_worker.runtime.env["AGENT_DISCOVERY_FILE"]``) and ``injected_env()`` gives the
+        environment for subprocesses. Released at the end of the session."""
+        worker = _worker(self.config)
+        if "port-range" in worker.resource_kinds:
+            _activate_reporter(self.config, worker)
+        directory = tmp_path_factory.getbasetemp() / f"aiops-{worker.worker_id}"
+        return worker.session(Path(directory) / "resources.json")
 
 
 def marker_options(marker: pytest.Mark | None) -> dict[str, str]:
