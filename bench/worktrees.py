@@ -71,15 +71,6 @@ def filesystem_of(path: str) -> str:
     return f"{best[1]} (mounted at {best[0]})"
 
 
-def median_ms(action: Callable[[], None], rounds: int) -> float:
-    samples = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        action()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples) * 1000
-
-
 def scribble(path: str) -> None:
     """What a typical test module leaves: one tracked file changed, two new files."""
     first = next(Path(path, "src", "d0", "s0").iterdir())
@@ -122,14 +113,23 @@ def bench(repo: Path, rounds: int) -> dict[str, float]:
         provide_only.append(time.perf_counter() - start)
         lease.release()
 
-    results = {"plain git": median_ms(plain, rounds)}
-    results["fresh"] = median_ms(cycle(fresh_provider), rounds)
     cycle(pooled_provider)()  # first lease: a fresh checkout, then pooled
     time.sleep(1.1)  # let the index leave git's "racily clean" second (see docs)
     cycle(pooled_provider)()
-    results["pooled"] = median_ms(cycle(pooled_provider), rounds)
-    results["pooled, test wrote files"] = median_ms(cycle(pooled_provider, touch=True), rounds)
-    median_ms(pooled_provide, rounds)
+    # Interleaved rounds: on a shared machine every variant sees the same load.
+    variants: dict[str, Callable[[], None]] = {
+        "plain git": plain,
+        "fresh": cycle(fresh_provider),
+        "pooled": pooled_provide,
+        "pooled, test wrote files": cycle(pooled_provider, touch=True),
+    }
+    samples: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(rounds):
+        for name, action in variants.items():
+            start = time.perf_counter()
+            action()
+            samples[name].append(time.perf_counter() - start)
+    results = {name: statistics.median(values) * 1000 for name, values in samples.items()}
     results["pooled, provision only"] = statistics.median(provide_only) * 1000
     reclaim_orphans(root, include_pooled=True)
     shutil.rmtree(root, ignore_errors=True)
@@ -140,7 +140,7 @@ def bench(repo: Path, rounds: int) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", type=int, nargs="+", default=[1000, 10000])
-    parser.add_argument("--rounds", type=int, default=11)
+    parser.add_argument("--rounds", type=int, default=21)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="aiops-bench-") as base:
         for count in args.files:

@@ -487,10 +487,10 @@ def reclaim_orphans(
     return removed
 
 
-def scan_pool(root: str, key: dict[str, Any]) -> Entry | None:
+def scan_pool(root: str, key: dict[str, Any], *, take: bool = True) -> Entry | None:
     """Reclaim every orphan under ``root`` and take the best pooled entry matching ``key``.
 
-    Best: same commit (no checkout needed), then any.
+    Best: same commit (no checkout needed), then any. ``take=False``: only reclaim.
     """
     best: Entry | None = None
     best_rank = -1
@@ -503,7 +503,7 @@ def scan_pool(root: str, key: dict[str, Any]) -> Entry | None:
             if entry.classify() == ORPHANED:
                 entry.discard()
                 continue
-            if all(entry.data.get(k) == v for k, v in key.items() if k != "commit"):
+            if take and all(entry.data.get(k) == v for k, v in key.items() if k != "commit"):
                 rank = int(entry.data.get("commit") == key.get("commit"))
                 if rank > best_rank:
                     if best is not None:

@@ -234,8 +234,9 @@ class _Checkout:
             "objectFormat": info.object_format,
             "createdAt": time.time(),
         }
-        # Every provisioning through a root first reclaims its orphans (scan_pool does).
-        entry = store.scan_pool(root, key)
+        # Every provisioning through a root first reclaims its orphans (scan_pool does);
+        # with pool=False it neither takes from the pool nor gives back to it.
+        entry = store.scan_pool(root, key, take=pool)
         if entry is not None and cls._reuse(
             entry, info=info, commit=commit, target=target, name=name, owner=owner
         ):
