@@ -65,6 +65,13 @@ ORPHANED = "orphaned"
 # Below this much free space, /dev/shm (RAM) is not used for a new default root.
 _SHM_MIN_FREE = 1 << 30
 
+#: A pooled checkout unused for this long is deleted by the next scan of its root: the pool
+#: is for the modules of a run (and the next run), not a permanent cache in RAM.
+POOL_MAX_IDLE = 3600.0
+
+# Default bases already swept for roots of deleted repositories by this process.
+_SWEPT: set[str] = set()
+
 
 @dataclass(frozen=True)
 class WorktreeRecord:
@@ -500,7 +507,9 @@ def scan_pool(root: str, key: dict[str, Any], *, take: bool = True) -> Entry | N
             continue  # live: held by its owner
         keep = False
         try:
-            if entry.classify() == ORPHANED:
+            state = entry.classify()
+            idle = time.time() - float(entry.data.get("releasedAt") or time.time())
+            if state == ORPHANED or (state == POOLED and idle > POOL_MAX_IDLE):
                 entry.discard()
                 continue
             if take and all(entry.data.get(k) == v for k, v in key.items() if k != "commit"):
@@ -513,6 +522,34 @@ def scan_pool(root: str, key: dict[str, Any], *, take: bool = True) -> Entry | N
             if not keep:
                 entry.close()
     return best
+
+
+def sweep_deleted_repositories(base: str) -> None:
+    """Delete what roots under a default base hold for repositories that no longer exist.
+
+    Test suites make repositories in temporary directories; their pooled checkouts would
+    otherwise stay in /dev/shm after the repository is gone. Once per process and base;
+    entries are taken by their lock first, so a live checkout is never touched.
+    """
+    if base in _SWEPT:
+        return
+    _SWEPT.add(base)
+    try:
+        roots = [os.path.join(base, name) for name in os.listdir(base)]
+    except OSError:
+        return
+    for root in roots:
+        for token in _tokens(root):
+            data = _read_json(os.path.join(control_dir(root), f"{token}.json")) or {}
+            common_dir = data.get("commonDir")
+            if not common_dir or os.path.isdir(str(common_dir)):
+                continue
+            entry = take_entry(root, token)
+            if entry is not None:
+                try:
+                    entry.discard()
+                finally:
+                    entry.close()
 
 
 def count_pooled(root: str, key: dict[str, Any]) -> int:

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from pytest_aiops._providers.git_worktree import list_worktrees, reclaim_orphans
+from pytest_aiops._providers.git_worktree import (
+    default_worktree_root,
+    list_worktrees,
+    reclaim_orphans,
+)
 from tests.conftest import MakeRepo, git
 from tests.test_worktree_provider import checkouts, lease, provider, registrations
 from tests.test_worktree_support import checkout_state, clone_state, repo_state, run
@@ -237,3 +242,41 @@ def test_sweep_since_the_lease_began_catches_each_change(
     again = lease(prov, repo)
     assert observe(again.hard["worktreePath"], "worktree") == expected
     again.release()
+
+
+def test_pool_of_a_deleted_repository_is_swept_from_the_default_base(
+    make_repo: MakeRepo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pytest_aiops import _worktree_store
+
+    gone = make_repo(name="gone")
+    kept = make_repo(name="kept")
+    roots = [default_worktree_root(str(r)) for r in (gone, kept)]
+    try:
+        lease(provider(None), gone).release()
+        [pooled] = list_worktrees(roots[0])
+        shutil.rmtree(gone)
+        monkeypatch.setattr(_worktree_store, "_SWEPT", set())
+        held = lease(provider(None), kept)  # any provisioning into the default base sweeps
+        assert list_worktrees(roots[0]) == []
+        assert not os.path.exists(pooled.path)
+        held.release()
+    finally:
+        for root in roots:
+            reclaim_orphans(root, include_pooled=True)
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def test_pooled_checkouts_idle_too_long_are_dropped(
+    repo: Path, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pytest_aiops import _worktree_store
+
+    prov = provider(root)
+    lease(prov, repo, "a").release()
+    [old] = list_worktrees(str(root))
+    monkeypatch.setattr(_worktree_store, "POOL_MAX_IDLE", -1.0)
+    held = lease(prov, repo, "b")
+    assert [r.token for r in list_worktrees(str(root))] != [old.token]
+    assert not os.path.exists(old.path)
+    held.release()
