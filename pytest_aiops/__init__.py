@@ -26,7 +26,12 @@ from ._orchestrator import ResourceProvisioningOrchestrator
 from ._providers.git_worktree import (
     GitWorktreeProvider,
     GitWorktreeProviderConfig,
+    WorktreeRecord,
     create_git_worktree_provider,
+    default_worktree_root,
+    list_worktrees,
+    reclaim_orphans,
+    worktree_env,
 )
 from ._providers.port_range import (
     PortRangeProvider,
@@ -69,6 +74,7 @@ __all__ = [
     "ResourceProvisioningOrchestrator",
     "ResourceRequest",
     "RuntimeInjection",
+    "WorktreeRecord",
     "__version__",
     "build_child_resource_requests",
     "build_scoped_name",
@@ -77,5 +83,9 @@ __all__ = [
     "create_git_worktree_provider",
     "create_port_range_provider",
     "default_lock_directory",
+    "default_worktree_root",
     "hash_to_unsigned_int",
+    "list_worktrees",
+    "reclaim_orphans",
+    "worktree_env",
 ]

@@ -201,12 +201,15 @@ def test_missing_git_executable(
     assert not root.exists()
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
 def test_unwritable_root(repo: Path, tmp_path: Path) -> None:
-    locked = tmp_path / "ro"
-    locked.mkdir(mode=0o500)
+    # Root ignores permission bits, so a regular file in the path makes it uncreatable.
+    (tmp_path / "blocker").write_text("x")
+    before = repo_state(repo)
     with pytest.raises(OptionError, match=r"^rootDirectory must be a writable directory, not"):
-        lease(provider(locked / "wt"), repo)
+        lease(provider(tmp_path / "blocker" / "wt"), repo)
+    assert (tmp_path / "blocker").read_text() == "x"
+    assert repo_state(repo) == before
+    assert registrations(repo) == []
 
 
 def test_root_that_is_a_file(repo: Path, tmp_path: Path) -> None:
