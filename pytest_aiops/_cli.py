@@ -32,6 +32,7 @@ from types import FrameType
 from typing import Any, NoReturn
 
 from ._defaults import create_default_orchestrator
+from ._discovery import DEFAULT_DISCOVERY_FILE
 from ._errors import AiopsError
 from ._git import git_output
 from ._leases import LeaseRecord, read_records, reap_stale
@@ -244,7 +245,15 @@ def _parse_resource(text: str) -> ResourceRequest:
 
 
 def _lock_directory(option: str | None) -> str:
-    return os.path.abspath(os.path.expanduser(option)) if option else default_lock_directory()
+    """The lock directory to read; a path that exists but is no directory is an error
+    (a missing one just means no run has leased anything there yet)."""
+    path = os.path.abspath(os.path.expanduser(option)) if option else default_lock_directory()
+    if os.path.lexists(path) and not os.path.isdir(path):
+        raise AiopsError(
+            f"--lock-dir must be a directory, not {path!r} (it is a file); pass the lock "
+            "directory the runs use (default: /tmp/pytest-aiops/locks)"
+        )
+    return path
 
 
 def _repo_root() -> str | None:
@@ -365,14 +374,52 @@ def _supervise(child: subprocess.Popen[bytes]) -> int:
             child.send_signal(info.si_signo)
 
 
-def _remove_discovery_file(path: str) -> None:
-    """Remove the discovery file we wrote (and its directory, if that is now empty)."""
+def _claim_discovery_path(working_directory: str, requested: str | None) -> tuple[str, list[str]]:
+    """Where the discovery file goes, refusing a path that already exists (it is not ours).
+
+    Also returns the directories this run will have to create for it (deepest last), so
+    that cleanup removes exactly those and never a directory the user had.
+    """
+    relative = (requested or "").strip() or DEFAULT_DISCOVERY_FILE
+    target = os.path.normpath(os.path.join(working_directory, os.path.expanduser(relative)))
+    if os.path.lexists(target):
+        raise AiopsError(
+            f"run: the discovery file {target} already exists and is not this run's; "
+            "move it away or pass --discovery-file with a path that does not exist"
+        )
+    missing: list[str] = []
+    directory = os.path.dirname(target)
+    while directory and not os.path.lexists(directory):
+        missing.append(directory)
+        parent = os.path.dirname(directory)
+        if parent == directory:
+            break
+        directory = parent
+    return target, missing[::-1]
+
+
+def _remove_discovery_file(path: str, made_dirs: Sequence[str]) -> None:
+    """Remove the discovery file we wrote, and the directories we created for it if empty."""
     try:
         os.unlink(path)
     except FileNotFoundError:
         return
-    with contextlib.suppress(OSError):  # not empty: the other files are not ours
-        os.rmdir(os.path.dirname(path))
+    for directory in reversed(made_dirs):
+        with contextlib.suppress(OSError):  # not empty: the other files are not ours
+            os.rmdir(directory)
+
+
+def _command_directory(session: ProvisionedResources, working_directory: str) -> str:
+    """COMMAND's directory: started from a repository subdirectory, the same one in the
+    worktree (when the session has a worktree, no ``targetPath``, and it exists there)."""
+    git = session.allocation("git-worktree")
+    if git is None or git.get("targetPath"):
+        return working_directory
+    relative = os.path.relpath(os.getcwd(), str(git.get("repoRoot", "")))
+    if relative == "." or relative.startswith(".."):
+        return working_directory
+    candidate = os.path.join(str(git["worktreePath"]), relative)
+    return candidate if os.path.isdir(candidate) else working_directory
 
 
 def _spawn_and_wait(argv: Sequence[str], cwd: str, env: Mapping[str, str]) -> int:
@@ -421,12 +468,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     previous = {sig: signal.signal(sig, pending.record) for sig in FORWARDED_SIGNALS}
     session: ProvisionedResources | None = None
     discovery_file: str | None = None
+    made_dirs: list[str] = []
     status = EXIT_ERROR
     try:
         session = orchestrator.provision_session(
             session_id=session_id, resources=resources, workspace_root=os.getcwd()
         )
-        injection = session.build_runtime_injection(args.discovery_file)
+        target, made_dirs = _claim_discovery_path(session.working_directory, args.discovery_file)
+        injection = session.build_runtime_injection(target)
         discovery_file = injection.discovery_file_path
         # From here to exit the signals are taken by sigwaitinfo only; pending ones stay
         # queued, so nothing can interrupt the release below.
@@ -434,14 +483,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         if pending.signals:
             status = 128 + pending.signals[0]
         else:
-            status = _spawn_and_wait(argv, injection.working_directory, injection.env)
+            cwd = _command_directory(session, injection.working_directory)
+            status = _spawn_and_wait(argv, cwd, injection.env)
     finally:
         # Also on a failure before the block above: nothing may interrupt the release.
         signal.pthread_sigmask(signal.SIG_BLOCK, (*FORWARDED_SIGNALS, signal.SIGCHLD))
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         if discovery_file is not None:
-            _remove_discovery_file(discovery_file)
+            _remove_discovery_file(discovery_file, made_dirs)
         if session is not None:
             try:
                 session.release()

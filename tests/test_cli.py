@@ -428,3 +428,61 @@ def test_help_has_examples(command: list[str]) -> None:
     if command:
         assert "examples:" in result.stdout
         assert f"pytest-aiops {command[0]}" in result.stdout.split("examples:")[1]
+
+
+@pytest.mark.parametrize("where", ["default", "tracked", "outside"])
+def test_run_never_overwrites_or_deletes_an_existing_discovery_path(
+    cli: Cli, tmp_path: Path, where: str
+) -> None:
+    if where == "default":
+        target = cli.repo / ".agent-context" / "resources.json"
+        target.parent.mkdir()
+        args: list[str] = []
+    elif where == "tracked":
+        target = cli.repo / "top.txt"
+        args = ["--discovery-file", str(target)]
+    else:
+        target = tmp_path / "precious.json"
+        args = ["--discovery-file", str(target)]
+    if where != "tracked":
+        target.write_text('{"mine": 1}\n')
+    before = target.read_text()
+    result = cli("run", "--resource", "port-range", *args, "--", "true")
+    assert result.returncode == 1
+    assert_one_error_line(result.stderr, str(target), "already exists")
+    assert target.read_text() == before
+    expected = "?? .agent-context/" if where == "default" else ""
+    assert git(cli.repo, "status", "--porcelain") == expected
+    assert_nothing_left(cli)
+
+
+def test_run_removes_only_the_directories_it_created(cli: Cli, tmp_path: Path) -> None:
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    target = kept / "new" / "deeper" / "agent.json"
+    result = cli("run", "--resource", "port-range", "--discovery-file", str(target), "--", "true")
+    assert result.returncode == 0, result.stderr
+    assert kept.is_dir()
+    assert list(kept.iterdir()) == []
+
+
+def test_run_from_a_subdirectory_starts_in_the_same_one_in_the_worktree(cli: Cli) -> None:
+    show = "import os; print(os.getcwd()); print(open('sub/f.txt').read())"
+    result = cli("run", "--", sys.executable, "-c", show, cwd=cli.repo / "pkg")
+    assert result.returncode == 0, result.stderr
+    cwd, content = result.stdout.splitlines()[:2]
+    assert Path(cwd).name == "pkg"
+    assert Path(cwd).is_relative_to(cli.worktree_root)
+    assert content == "f"
+
+
+@pytest.mark.parametrize("command", ["status", "gc"])
+def test_status_and_gc_refuse_a_lock_dir_that_is_a_file(
+    cli: Cli, tmp_path: Path, command: str
+) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    cli.lock_dir = blocker
+    result = cli(command)
+    assert result.returncode == 1
+    assert_one_error_line(result.stderr, "--lock-dir must be a directory", str(blocker))
