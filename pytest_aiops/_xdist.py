@@ -10,7 +10,6 @@ with it).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,19 +22,6 @@ from ._settings import Settings
 from ._types import ResourceRequest
 
 WORKERINPUT_KEY = "aiops"
-
-
-def xdist_worker_count(config: pytest.Config) -> int:
-    """How many workers xdist will start (0: xdist is not distributing this run)."""
-    if not config.pluginmanager.hasplugin("xdist"):
-        return 0
-    if config.getoption("dist", "no") == "no" or config.getoption("collectonly", False):
-        return 0
-    total = 0
-    for spec in config.getoption("tx", None) or ():
-        match = re.match(r"^(\d+)\*", str(spec))
-        total += int(match.group(1)) if match else 1
-    return total
 
 
 class XdistController:
@@ -141,15 +127,6 @@ class XdistController:
         summary = output.get(WORKERINPUT_KEY)
         if isinstance(summary, dict):
             self.summaries.append(summary)
-
-
-def worker_input(config: pytest.Config) -> dict[str, Any] | None:
-    """What the controller sent this worker, or ``None`` outside an xdist worker."""
-    workerinput = getattr(config, "workerinput", None)
-    if not isinstance(workerinput, dict):
-        return None
-    data = workerinput.get(WORKERINPUT_KEY)
-    return data if isinstance(data, dict) else {}
 
 
 def summary_lines(summaries: Sequence[dict[str, Any]]) -> list[str]:

@@ -63,6 +63,7 @@ MARKER_HELP = (
     "aiops(base_ref=None, target_path=None, isolation=None): module-level options for this "
     "module's git_worktree (baseRef/targetPath/isolation; camelCase keys accepted too)."
 )
+WORKERINPUT_KEY = "aiops"  # the key in xdist's workerinput (also pytest_aiops._xdist's)
 _MARKER_KEYS = {
     "base_ref": "base_ref",
     "baseRef": "base_ref",
@@ -110,6 +111,28 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
     pluginmanager.add_hookspecs(hookspecs)
 
 
+def xdist_worker_count(config: pytest.Config) -> int:
+    """How many workers xdist will start (0: xdist is not distributing this run)."""
+    if not config.pluginmanager.hasplugin("xdist"):
+        return 0
+    if config.getoption("dist", "no") == "no" or config.getoption("collectonly", False):
+        return 0
+    total = 0
+    for spec in config.getoption("tx", None) or ():
+        match = re.match(r"^(\d+)\*", str(spec))
+        total += int(match.group(1)) if match else 1
+    return total
+
+
+def worker_input(config: pytest.Config) -> dict[str, Any] | None:
+    """What the controller sent this worker, or ``None`` outside an xdist worker."""
+    workerinput = getattr(config, "workerinput", None)
+    if not isinstance(workerinput, dict):
+        return None
+    data = workerinput.get(WORKERINPUT_KEY)
+    return data if isinstance(data, dict) else {}
+
+
 class BuiltinProviders:
     """Registers ``git-worktree`` and ``port-range`` through the public hook."""
 
@@ -136,7 +159,6 @@ def pytest_configure(config: pytest.Config) -> None:
     if settings.disable:
         return
     from ._registry import ProviderRegistry
-    from ._xdist import XdistController, worker_input, xdist_worker_count
 
     config.pluginmanager.register(BuiltinProviders(), "aiops-builtin-providers")
     registry = ProviderRegistry()
@@ -148,6 +170,8 @@ def pytest_configure(config: pytest.Config) -> None:
     data = worker_input(config)
     workers = 0 if data is not None else xdist_worker_count(config)
     if workers:
+        from ._xdist import XdistController
+
         controller = XdistController(
             settings=settings,
             registry=registry,
