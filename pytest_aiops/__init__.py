@@ -18,6 +18,7 @@ from ._errors import (
     OptionError,
     PortsExhaustedError,
     ProvisioningError,
+    RegistrationError,
     ReleaseError,
 )
 from ._hashing import build_scoped_name, hash_to_unsigned_int
@@ -67,6 +68,7 @@ __all__ = [
     "PortsExhaustedError",
     "ProvisionedResources",
     "ProvisioningError",
+    "RegistrationError",
     "ReleaseError",
     "ResourceContextPatch",
     "ResourceLease",

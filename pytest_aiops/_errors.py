@@ -10,7 +10,8 @@
     ├── LockError(AiopsError, OSError)              .lock_path -- a lock directory/file is unusable
     │   └── ParentGoneError (in _locking)          -- a child's parent lease has ended
     ├── PortsExhaustedError(AiopsError, RuntimeError) -- no free block / no port left in a lease
-    └── ChildSplitError(AiopsError, ValueError)     -- a parent range cannot be split as asked
+    ├── ChildSplitError(AiopsError, ValueError)     -- a parent range cannot be split as asked
+    └── RegistrationError(AiopsError, ValueError)   -- not a provider, or a duplicate kind
 
     AiopsWarning(UserWarning)                      -- works, but risky (e.g. ephemeral ports)
 """
@@ -83,6 +84,10 @@ class PortsExhaustedError(AiopsError, RuntimeError):
 
 class ChildSplitError(AiopsError, ValueError):
     """A parent session's resources cannot be split among the requested children."""
+
+
+class RegistrationError(AiopsError, ValueError):
+    """A provider cannot be registered: not a provider, or its kind is taken."""
 
 
 class AiopsWarning(UserWarning):

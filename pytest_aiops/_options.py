@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
-from ._errors import OptionError
+from ._errors import AiopsWarning, OptionError
 
 
 def read_string(options: Mapping[str, Any], key: str, fallback: str) -> str:
@@ -77,3 +78,17 @@ def resolve_path(base: str, maybe_relative: str) -> str:
     if os.path.isabs(expanded):
         return os.path.normpath(expanded)
     return os.path.normpath(os.path.join(os.path.abspath(base), expanded))
+
+
+def warn_unknown(options: Mapping[str, Any], known: frozenset[str], kind: str) -> None:
+    """Warn about option keys ``kind`` does not know: a typo (``blocksize``) would otherwise
+    silently fall back to the default. A warning, not an error, because the reference
+    ignores unknown keys and requests written for it must keep working."""
+    unknown = sorted(str(key) for key in options if key not in known)
+    if unknown:
+        warnings.warn(
+            f"{kind} ignores unknown option(s) {', '.join(map(repr, unknown))}; "
+            f"known options: {', '.join(sorted(known))}",
+            AiopsWarning,
+            stacklevel=3,
+        )

@@ -9,7 +9,7 @@ from typing import Any
 
 from ._children import build_child_resource_requests
 from ._discovery import DiscoverySnapshot, HardConstraint
-from ._errors import ProvisioningError
+from ._errors import ProvisioningError, RegistrationError
 from ._session import ProvisionedResources, Releaser, release_in_reverse
 from ._types import ResourceLease, ResourceProvider, ResourceRequest
 
@@ -40,13 +40,13 @@ class ResourceProvisioningOrchestrator:
             or not kind
             or not callable(getattr(provider, "provision", None))
         ):
-            raise TypeError(
+            raise RegistrationError(
                 f"{provider!r} is not a resource provider: it needs a non-empty str `kind` "
                 "and a `provision(session_id=, workspace_root=, options=)` method"
             )
         with self._lock:
             if kind in self._providers:
-                raise ValueError(f'Resource provider "{kind}" is already registered.')
+                raise RegistrationError(f'Resource provider "{kind}" is already registered.')
             self._providers[kind] = provider
 
     @property
@@ -65,6 +65,8 @@ class ResourceProvisioningOrchestrator:
         workspace_root: str | os.PathLike[str],
     ) -> ProvisionedResources:
         """Provision ``resources`` in order for ``session_id``; all or nothing."""
+        if not isinstance(session_id, str):
+            raise TypeError(f"session_id must be a str, not {session_id!r}")
         root = os.path.abspath(os.fspath(workspace_root))
         hard: list[HardConstraint] = []
         releases: list[Releaser] = []

@@ -11,11 +11,14 @@ from typing import Any
 import pytest
 
 from pytest_aiops import (
+    AiopsError,
+    AiopsWarning,
     DiscoverySnapshot,
     GitWorktreeProviderConfig,
     PortRangeProviderConfig,
     ProvisionedResources,
     ProvisioningError,
+    RegistrationError,
     ReleaseError,
     ResourceContextPatch,
     ResourceLease,
@@ -84,7 +87,7 @@ def test_duplicate_kind_refused() -> None:
 
 
 def test_not_a_provider_refused() -> None:
-    with pytest.raises(TypeError, match="is not a resource provider"):
+    with pytest.raises(RegistrationError, match="is not a resource provider"):
         ResourceProvisioningOrchestrator([object()])  # type: ignore[list-item]
 
 
@@ -403,3 +406,40 @@ def test_default_orchestrator_partial_overrides(repo: Path, tmp_path: Path, lock
 def test_default_orchestrator_unknown_override_is_named() -> None:
     with pytest.raises(ValueError, match="Unknown option 'blokSize'; allowed: "):
         create_default_orchestrator(port_range={"blokSize": 8})
+
+
+def test_errors_share_one_base() -> None:
+    log: list[str] = []
+    orchestrator = make(Recorder("a", log))
+    with pytest.raises(AiopsError):
+        orchestrator.register_provider(Recorder("a", log))
+
+
+@pytest.mark.parametrize(
+    ("kind", "options", "unknown"),
+    [
+        ("port-range", {"blocksize": 8}, "'blocksize'"),
+        ("git-worktree", {"baseref": "HEAD", "bogus": 1}, "'baseref', 'bogus'"),
+    ],
+)
+def test_unknown_option_keys_warn(
+    repo: Path, tmp_path: Path, lock_dir: Path, kind: str, options: dict[str, Any], unknown: str
+) -> None:
+    orchestrator = create_default_orchestrator(
+        GitWorktreeProviderConfig(root_directory=str(tmp_path / "wt")),
+        PortRangeProviderConfig(lock_directory=str(lock_dir)),
+    )
+    with pytest.warns(AiopsWarning, match=f"^{kind} ignores unknown option\\(s\\) {unknown}; "):
+        session = orchestrator.provision_session(
+            session_id="typo", resources=[ResourceRequest(kind, options)], workspace_root=repo
+        )
+    session.release()
+
+
+def test_session_id_must_be_a_string(tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match="session_id must be a str, not None"):
+        make().provision_session(
+            session_id=None,  # type: ignore[arg-type]
+            resources=[],
+            workspace_root=tmp_path,
+        )

@@ -32,7 +32,13 @@ from .. import _worktree_store as store
 from .._checkout import CLONE, ISOLATIONS, WORKTREE, RepoInfo
 from .._errors import OptionError
 from .._hashing import build_scoped_name
-from .._options import normalize_target_path, read_optional_string, read_string, resolve_path
+from .._options import (
+    normalize_target_path,
+    read_optional_string,
+    read_string,
+    resolve_path,
+    warn_unknown,
+)
 from .._types import ResourceContextPatch, ResourceLease
 from .._worktree_store import (
     WorktreeRecord,
@@ -96,6 +102,9 @@ def _read_bool(options: Mapping[str, Any], key: str, fallback: bool) -> bool:
     return value
 
 
+KNOWN_OPTIONS = frozenset({"rootDirectory", "baseRef", "targetPath", "isolation", "pool"})
+
+
 class GitWorktreeProvider:
     """Provides a detached checkout of ``baseRef`` per request; releases or pools it."""
 
@@ -108,6 +117,7 @@ class GitWorktreeProvider:
         self, *, session_id: str, workspace_root: str, options: Mapping[str, Any]
     ) -> ResourceLease:
         # Validate everything before creating anything: a refused request leaves nothing.
+        warn_unknown(options, KNOWN_OPTIONS, KIND)
         root_option = read_optional_string(options, "rootDirectory")
         if root_option is None and "rootDirectory" in options:
             raise OptionError(

@@ -28,7 +28,7 @@ from .._locking import (
     ensure_directory,
     ensure_shared_directory,
 )
-from .._options import read_integer, read_string, resolve_path
+from .._options import read_integer, read_string, resolve_path, warn_unknown
 from .._ports import busy_ports, ephemeral_range, overlaps_ephemeral
 from .._types import ResourceContextPatch, ResourceLease
 
@@ -112,7 +112,22 @@ class _Parsed:
     parent_lease_id: int | None
 
 
+KNOWN_OPTIONS = frozenset(
+    {
+        "basePort",
+        "blockSize",
+        "blockCount",
+        "primaryPortOffset",
+        "lockDirectory",
+        "parentStartPort",
+        "parentEndPort",
+        "parentLeaseId",
+    }
+)
+
+
 def _parse(options: Mapping[str, Any], config: PortRangeProviderConfig) -> _Parsed:
+    warn_unknown(options, KNOWN_OPTIONS, KIND)
     base_port = read_integer(options, "basePort", config.base_port, minimum=1)
     block_size = read_integer(options, "blockSize", config.block_size, minimum=1)
     block_count = read_integer(options, "blockCount", config.block_count, minimum=1)
