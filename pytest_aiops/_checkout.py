@@ -222,11 +222,22 @@ def clone_config(info: RepoInfo, *, sparse: bool) -> str:
         f"\tpushurl = {_quote(PUSH_DISABLED)}",
         # An explicit `git push /path/to/user/repo` is rewritten to the dead URL as well.
         f"[url {_quote(PUSH_DISABLED)}]",
-        f"\tpushInsteadOf = {_quote(info.repo_root)}",
-        f"\tpushInsteadOf = {_quote('file://' + info.repo_root)}",
-        f"\tpushInsteadOf = {_quote(info.common_dir)}",
+        *(f"\tpushInsteadOf = {_quote(url)}" for url in _push_spellings(info)),
     ]
     return "\n".join(lines) + "\n"
+
+
+def _push_spellings(info: RepoInfo) -> list[str]:
+    """The ways a test is likely to name the user's repository in ``git push``.
+
+    ``pushInsteadOf`` matches by prefix, so each is listed as given and resolved through
+    symlinks, as a path and as a ``file://`` URL. This stops accidents, not a test set on
+    reaching the user's repository: an odd spelling (``/a//b``) is not matched, and a test
+    could as well run ``git -C <repo>`` there.
+    """
+    bases = {info.repo_root, info.common_dir}
+    bases |= {os.path.realpath(base) for base in bases}
+    return sorted({*bases, *("file://" + base for base in bases)})
 
 
 def _write(path: str, text: str) -> None:

@@ -418,6 +418,7 @@ def test_clone_keeps_refs_tags_stash_config_and_pushes_away_from_user_repo(
         ("push", "origin", "mine"),
         ("push", str(repo), "mine:refs/heads/pushed"),
         ("push", f"file://{repo}", "HEAD:main"),
+        ("push", str(repo / ".git"), "mine:refs/heads/pushed"),
     ):
         result = run(path, *args, check=False)
         assert result.returncode != 0, args
