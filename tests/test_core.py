@@ -443,3 +443,24 @@ def test_session_id_must_be_a_string(tmp_path: Path) -> None:
             resources=[],
             workspace_root=tmp_path,
         )
+
+
+def test_public_api_is_complete_and_lazy() -> None:
+    import subprocess
+    import sys
+
+    import pytest_aiops
+
+    for name in pytest_aiops.__all__:
+        assert getattr(pytest_aiops, name) is not None, name
+    with pytest.raises(AttributeError, match="has no attribute 'nope'"):
+        _ = pytest_aiops.nope
+    # Loading the pytest plugin must not import the providers, git or locking code.
+    probe = (
+        "import sys, pytest_aiops.plugin; "
+        "print(sorted(m for m in sys.modules if m.startswith('pytest_aiops._providers')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "[]"
