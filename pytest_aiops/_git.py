@@ -236,26 +236,26 @@ def _kill_group(process: subprocess.Popen[str]) -> None:
 # checkout ends the session first, so it never deletes files git is still writing.
 
 
-def process_start_time(pid: int) -> int | None:
-    """Field 22 of /proc/<pid>/stat (clock ticks since boot); ``None`` if no such process."""
+def _stat_fields(pid: int) -> list[bytes] | None:
+    """Fields 3.. of /proc/<pid>/stat (``None`` if no such process)."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as handle:
             raw = handle.read()
     except OSError:
         return None
     # comm (field 2) may contain spaces and parentheses: split after its last ")".
-    fields = raw[raw.rindex(b")") + 2 :].split()
-    return int(fields[19])
+    return raw[raw.rindex(b")") + 2 :].split()
+
+
+def process_start_time(pid: int) -> int | None:
+    """Field 22 of /proc/<pid>/stat (clock ticks since boot); ``None`` if no such process."""
+    fields = _stat_fields(pid)
+    return None if fields is None else int(fields[19])
 
 
 def _session_of(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            raw = handle.read()
-    except OSError:
-        return None
-    fields = raw[raw.rindex(b")") + 2 :].split()
-    if fields[0] in (b"Z", b"X"):
+    fields = _stat_fields(pid)
+    if fields is None or fields[0] in (b"Z", b"X"):
         return None  # a zombie writes nothing; its reaper may be slow (PID 1 in containers)
     return int(fields[3])
 
