@@ -118,7 +118,8 @@ examples:
 
 Leases whose holder died are not listed, only counted ('{PROG} gc' removes
 their records). Worktree states: live (its owner runs), orphaned (its owner died;
-gc reclaims it), pooled (kept for reuse).
+gc reclaims it), pooled (kept for reuse), kept (left by pytest --aiops-keep for you
+to inspect; stays until 'git worktree remove --force PATH' or '{PROG} gc --kept').
 """
 
 _GC_EPILOG = f"""\
@@ -126,10 +127,12 @@ examples:
   {PROG} gc --dry-run      # say what would be reclaimed
   {PROG} gc                # reclaim it
   {PROG} gc --pooled       # also free the checkouts kept for reuse
+  {PROG} gc --kept         # also remove the worktrees pytest --aiops-keep left
   {PROG} gc --lock-dir /tmp/my-locks --worktree-root ../worktrees
 
 Only what dead processes left behind is touched: stale lease records and orphaned
-worktrees with their git registrations. Nothing a live process holds is removed.
+worktrees with their git registrations. Nothing a live process holds is removed,
+and worktrees kept by pytest --aiops-keep only with --kept.
 """
 
 
@@ -215,6 +218,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also remove pooled checkouts (kept for reuse by later sessions, e.g. by pytest "
         "runs); never live ones",
+    )
+    gc.add_argument(
+        "--kept",
+        action="store_true",
+        help="also remove the worktrees pytest --aiops-keep left for inspection",
     )
     _add_location_options(gc)
     return parser
@@ -623,6 +631,12 @@ def render_status(status: Mapping[str, Any]) -> str:
     pooled = sum(1 for w in worktrees if w["state"] == "pooled")
     if pooled:
         lines.append(f"  + {pooled} pooled for reuse; '{PROG} gc --pooled' frees them")
+    kept = sum(1 for w in worktrees if w["state"] == "kept")
+    if kept:
+        lines.append(
+            f"  + {kept} kept by --aiops-keep; 'git worktree remove --force PATH' or "
+            f"'{PROG} gc --kept' removes them"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -652,7 +666,10 @@ def cmd_gc(args: argparse.Namespace) -> int:
             f"(session {record.session_id}, pid {record.pid} on {record.host}): {record.path}"
         )
     if root is not None:
-        for worktree in reclaim_orphans(root, dry_run=args.dry_run, include_pooled=args.pooled):
+        found = reclaim_orphans(
+            root, dry_run=args.dry_run, include_pooled=args.pooled, include_kept=args.kept
+        )
+        for worktree in found:
             removed += 1
             owner = f"session {worktree.session_id}, pid {worktree.pid} on {worktree.host}"
             print(f"{verb} {worktree.state} worktree {worktree.path} ({owner})")

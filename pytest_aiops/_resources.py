@@ -268,14 +268,16 @@ class WorktreeFactory:
         name: str = "",
     ) -> GitWorktree:
         """A new worktree at ``base_ref`` (default: the configured one); ``name`` is a label."""
-        repo = find_git_repository(self.repo)
+        is_dir = os.path.isdir(self.repo)
+        repo = find_git_repository(self.repo) if is_dir else None
         with self._lock:
             self._counter += 1
             number = self._counter
         session_id = f"{self.session_prefix}:wt{number}:{os.getpid()}"
         if repo is None:
+            where = "inside one" if is_dir else "a directory"
             raise ProvisioningError(
-                f"git_worktree needs a git repository, but {self.repo} is not inside one; "
+                f"git_worktree needs a git repository, but {self.repo} is not {where}; "
                 f"{self.repo_hint} to the repository under test",
                 session_id=session_id,
                 kind="git-worktree",
@@ -308,6 +310,11 @@ class WorktreeFactory:
             if keep:
                 self.kept.append(worktree)
         if keep:
+            from ._providers.git_worktree import keep_worktree
+
+            # Recorded as kept, so no later run or `pytest-aiops gc` takes it for an orphan
+            # once this process (its owner) has exited.
+            keep_worktree(str(worktree.path))
             return False
         if worktree.resources is not None:
             worktree.resources.release()
@@ -362,6 +369,47 @@ class _HeldLease:
         return ResourceLease(self.kind, self._allocation, lambda: None, self._patch)
 
 
+class WorkerSession(ProvisionedResources):
+    """What ``provisioned_session`` returns: the worker's session, discovery file included.
+
+    A :class:`ProvisionedResources` over the same leases (releasing it releases them) whose
+    :meth:`injected_env` and :attr:`env` also carry ``AGENT_DISCOVERY_FILE``, the discovery
+    file written for it, as ``pytest-aiops run`` gives its command. ``runtime`` is the
+    :class:`RuntimeInjection` (working directory, env, discovery file path).
+    """
+
+    def __init__(self, session: ProvisionedResources, runtime: RuntimeInjection) -> None:
+        snapshot = session.to_discovery_snapshot()
+        super().__init__(
+            session_id=snapshot.session_id,
+            workspace_root=snapshot.workspace_root,
+            working_directory=snapshot.working_directory,
+            hard_constraints=snapshot.hard_constraints,
+            env=snapshot.env,
+            prompt_sections=snapshot.prompt_sections,
+            metadata=snapshot.metadata,
+            releases=[("session", session.release)],
+        )
+        self.runtime = runtime
+
+    @property
+    def discovery_file(self) -> str:
+        """Path of the discovery file (also ``AGENT_DISCOVERY_FILE``)."""
+        return self.runtime.discovery_file_path
+
+    @property
+    def env(self) -> Mapping[str, str]:
+        """The session's own variables (``AGENT_*``), ``AGENT_DISCOVERY_FILE`` included."""
+        return {**super().env, "AGENT_DISCOVERY_FILE": self.discovery_file}
+
+    def injected_env(self, base_env: Mapping[str, str | None] | None = None) -> dict[str, str]:
+        """``base_env`` (default ``os.environ``) with the session's variables on top,
+        ``AGENT_DISCOVERY_FILE`` included."""
+        env = super().injected_env(base_env)
+        env["AGENT_DISCOVERY_FILE"] = self.discovery_file
+        return env
+
+
 class AiopsWorker:
     """One process's resources: its port range, worktrees and provisioned session.
 
@@ -411,7 +459,7 @@ class AiopsWorker:
         self._lock = threading.RLock()
         self._ports_session: ProvisionedResources | None = None
         self._port_range: PortRange | None = None
-        self._session: ProvisionedResources | None = None
+        self._session: WorkerSession | None = None
         self._closed = False
         self.worktrees = WorktreeFactory(
             self._orchestrator,
@@ -505,8 +553,11 @@ class AiopsWorker:
                 )
             return self._port_range
 
-    def session(self, discovery_file: str | os.PathLike[str]) -> ProvisionedResources:
-        """The worker's full provisioned session (once); its discovery file written."""
+    def session(self, discovery_file: str | os.PathLike[str]) -> WorkerSession:
+        """The worker's full provisioned session (once); its discovery file written.
+
+        Its ``injected_env()`` includes ``AGENT_DISCOVERY_FILE``.
+        """
         with self._lock:
             self._check_open()
             if self._session is not None:
@@ -543,8 +594,8 @@ class AiopsWorker:
             except BaseException:
                 session.release()
                 raise
-            self._session = session
-            return session
+            self._session = WorkerSession(session, self.runtime)
+            return self._session
 
     def _check_open(self) -> None:
         if self._closed:

@@ -158,15 +158,17 @@ class Settings:
             try:
                 return parse(value, source)
             except _Invalid as e:
+                reason = f": {e.reason}" if e.reason else ""
                 raise pytest.UsageError(
-                    f"{_BY_DEST[dest].cli} must be {e.expected}, not {value!r} (from {source})"
+                    f"{_BY_DEST[dest].cli} must be {e.expected}, not {value!r}{reason} "
+                    f"(from {source})"
                 ) from None
 
         return cls(
             disable=get("disable", _parse_bool, False),
             ports_per_worker=get("ports_per_worker", _parse_positive_int, DEFAULT_PORTS_PER_WORKER),
             port_range=get("port_range", _parse_port_range, DEFAULT_PORT_RANGE),
-            lock_dir=get("lock_dir", _parse_path(config), None),
+            lock_dir=get("lock_dir", _parse_lock_dir(config), None),
             repo=get("repo", _parse_path(config), None),
             worktree_root=get("worktree_root", _parse_path(config), None),
             base_ref=get("base_ref", _parse_ref, DEFAULT_BASE_REF),
@@ -186,6 +188,30 @@ class Settings:
                     f"names unknown resource kind {kind!r} (registered kinds: {allowed})",
                 )
 
+    def check_ports_fit(self, workers: int = 0) -> None:
+        """Refuse ports per worker that do not fit in the port range.
+
+        ``workers`` is how many xdist workers share one parent block (0: no xdist, one
+        process). Even then a worker's own block must fit, since a replacement worker or a
+        plain run leases ``ports_per_worker`` ports from the range by itself.
+        """
+        low, high = self.port_range
+        count = max(1, workers)
+        size = self.ports_per_worker * count
+        if size <= self.port_range_size:
+            return
+        if workers:
+            what = f"({self.ports_per_worker}) x {workers} workers = {size} ports"
+            lower = "lower --aiops-ports-per-worker or -n"
+        else:
+            what = f"({self.ports_per_worker} ports)"
+            lower = "lower --aiops-ports-per-worker"
+        raise self.usage_error(
+            "ports_per_worker",
+            f"{what} do not fit in --aiops-port-range {low}-{high} "
+            f"({self.port_range_size} ports); {lower}, or widen --aiops-port-range",
+        )
+
     def as_cli(self) -> str:
         """The options that reproduce this run's port layout, pastable on a command line."""
         low, high = self.port_range
@@ -193,9 +219,10 @@ class Settings:
 
 
 class _Invalid(Exception):
-    def __init__(self, expected: str) -> None:
+    def __init__(self, expected: str, reason: str = "") -> None:
         super().__init__(expected)
         self.expected = expected
+        self.reason = reason
 
 
 def add_options(parser: pytest.Parser) -> None:
@@ -258,6 +285,29 @@ def _parse_path(config: pytest.Config) -> Callable[[str, str], str]:
         # An ini path is relative to the ini file's directory, others to the cwd.
         base = str(config.inipath.parent) if source.startswith("ini") and config.inipath else None
         return os.path.abspath(os.path.join(base, text) if base else text)
+
+    return parse
+
+
+def _parse_lock_dir(config: pytest.Config) -> Callable[[str, str], str]:
+    """A path that is, or can be created as, a directory this user can write to.
+
+    Checked with a few ``stat``/``access`` calls and nothing created: a run that never uses
+    the fixtures leases nothing, but a lock directory that can never work is found at start.
+    """
+    parse_path = _parse_path(config)
+
+    def parse(value: str, source: str) -> str:
+        path = parse_path(value, source)
+        expected = "a directory this user can create or write to"
+        existing = path
+        while not os.path.lexists(existing):
+            existing = os.path.dirname(existing)
+        if not os.path.isdir(existing):
+            raise _Invalid(expected, f"{existing} is not a directory")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise _Invalid(expected, f"{existing} is not writable")
+        return path
 
     return parse
 

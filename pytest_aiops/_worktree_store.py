@@ -20,6 +20,9 @@ included. So for any record, exactly one of:
 
 - lock held by someone          -> ``live``: never touched by anyone else;
 - free, state ``pooled``, dir ok -> ``pooled``: restored and waiting for its next lease;
+- free, state ``kept``, dir ok   -> ``kept``: left for the user (``--aiops-keep``); nothing
+  deletes it but ``reclaim_orphans(include_kept=True)`` (``pytest-aiops gc --kept``), and
+  once the user removed the directory (``git worktree remove``) its record is an orphan;
 - free otherwise                -> ``orphaned``: its holder died (mid-add, mid-use or
   mid-restore); the next provisioning through ``R`` (or ``reclaim_orphans``) deletes the
   directory and *our* registration, never running a repository-wide ``git worktree prune``.
@@ -61,6 +64,7 @@ CONTROL = ".pytest-aiops"
 LIVE = "live"
 POOLED = "pooled"
 ORPHANED = "orphaned"
+KEPT = "kept"
 
 # Below this much free space, /dev/shm (RAM) is not used for a new default root.
 _SHM_MIN_FREE = 1 << 30
@@ -83,7 +87,7 @@ class WorktreeRecord:
     host: str
     created_at: float
     session_id: str
-    state: str  # "live", "orphaned" or "pooled"
+    state: str  # "live", "orphaned", "pooled" or "kept"
     isolation: str = _checkout.WORKTREE
     commit: str = ""
     target_path: str | None = None
@@ -365,10 +369,20 @@ class Entry:
         )
 
     def classify(self) -> str:
-        """``pooled`` if restored and intact, else ``orphaned`` (we hold the lock: not live)."""
-        if self.data.get("state") == POOLED and self.directory_is_ours(self.data.get("path")):
-            return POOLED
+        """``pooled``/``kept`` if so recorded and intact, else ``orphaned`` (lock free)."""
+        state = self.data.get("state")
+        if state in (POOLED, KEPT) and self.directory_is_ours(self.data.get("path")):
+            return str(state)
         return ORPHANED
+
+    def keep(self) -> None:
+        """Leave the checkout for the user: recorded as ``kept``, then the lock is dropped.
+
+        Its git registration stays (``git worktree list`` shows it, ``git worktree remove``
+        removes it); scans skip it until its directory is gone.
+        """
+        self.save(state=KEPT, keptAt=time.time())
+        self.close()
 
     def discard(self) -> None:
         """Delete everything this record proves we created, then the record and the lock."""
@@ -471,9 +485,10 @@ def list_worktrees(root: str) -> list[WorktreeRecord]:
 
 
 def reclaim_orphans(
-    root: str, *, dry_run: bool = False, include_pooled: bool = False
+    root: str, *, dry_run: bool = False, include_pooled: bool = False, include_kept: bool = False
 ) -> list[WorktreeRecord]:
-    """Delete orphaned checkouts under ``root`` (and pooled ones with ``include_pooled``).
+    """Delete orphaned checkouts under ``root``, pooled ones with ``include_pooled``, and
+    those kept for the user (``--aiops-keep``) with ``include_kept``.
 
     An entry is only touched after taking its owner lock, so nothing a live process holds
     is ever removed. Returns the entries removed (or, with ``dry_run``, that would be).
@@ -485,7 +500,11 @@ def reclaim_orphans(
             continue
         try:
             state = entry.classify()
-            if state == ORPHANED or include_pooled:
+            if (
+                state == ORPHANED
+                or (state == POOLED and include_pooled)
+                or (state == KEPT and include_kept)
+            ):
                 removed.append(_record_of(root, token, entry.data, state))
                 if not dry_run:
                     entry.discard()
@@ -512,7 +531,11 @@ def scan_pool(root: str, key: dict[str, Any], *, take: bool = True) -> Entry | N
             if state == ORPHANED or (state == POOLED and idle > POOL_MAX_IDLE):
                 entry.discard()
                 continue
-            if take and all(entry.data.get(k) == v for k, v in key.items() if k != "commit"):
+            if (
+                take
+                and state == POOLED
+                and all(entry.data.get(k) == v for k, v in key.items() if k != "commit")
+            ):
                 rank = int(entry.data.get("commit") == key.get("commit"))
                 if rank > best_rank:
                     if best is not None:

@@ -61,17 +61,13 @@ class XdistController:
         return ResourceRequest("port-range", options)
 
     def start(self) -> None:
-        """Lease the parent range (ports only: this never runs git)."""
+        """Lease the parent range (ports only: this never runs git).
+
+        Warnings (an :class:`~pytest_aiops.AiopsWarning` for a range in the OS ephemeral
+        range) are the caller's to route: the plugin re-issues them as config-time warnings.
+        """
+        self.settings.check_ports_fit(self.worker_count)
         size = self.settings.ports_per_worker * self.worker_count
-        if size > self.settings.port_range_size:
-            low, high = self.settings.port_range
-            raise self.settings.usage_error(
-                "ports_per_worker",
-                f"({self.settings.ports_per_worker}) x {self.worker_count} workers = {size} "
-                "ports do not fit in --aiops-port-range "
-                f"{low}-{high} ({self.settings.port_range_size} ports); lower "
-                "--aiops-ports-per-worker or -n, or widen --aiops-port-range",
-            )
         try:
             self.parent = self.registry.orchestrator().provision_session(
                 session_id=self.session_id,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import warnings
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from importlib import import_module
@@ -21,13 +22,13 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from . import hookspecs
-from ._errors import OptionError
+from ._errors import AiopsError, OptionError, ProvisioningError
 from ._settings import Settings, add_options, find_git_repository
 
 if TYPE_CHECKING:
     # Imported when first needed: a run that never uses the fixtures does not load them.
     from ._registry import ProviderRegistry
-    from ._resources import AiopsWorker, GitWorktree, PortRange, WorktreeFactory
+    from ._resources import AiopsWorker, GitWorktree, PortRange, WorkerSession, WorktreeFactory
     from ._session import ProvisionedResources
     from ._xdist import XdistController
 
@@ -37,6 +38,7 @@ _LAZY_EXPORTS = {
     "PortRange": "_resources",
     "WorktreeFactory": "_resources",
     "ProvisionedResources": "_session",
+    "WorkerSession": "_resources",
 }
 
 
@@ -55,6 +57,7 @@ __all__ = [
     "GitWorktree",
     "PortRange",
     "ProvisionedResources",
+    "WorkerSession",
     "WorktreeFactory",
 ]
 
@@ -169,6 +172,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[_STATE_KEY] = state
     data = worker_input(config)
     workers = 0 if data is not None else xdist_worker_count(config)
+    settings.check_ports_fit(workers)
     if workers:
         from ._xdist import XdistController
 
@@ -179,9 +183,18 @@ def pytest_configure(config: pytest.Config) -> None:
             session_id=state.session_id,
             workspace_root=root,
         )
-        controller.start()
+        # No test is running yet, so pytest's per-test warning capture is not active: route
+        # the lease's warnings (ephemeral range) to the warnings summary, under -W filters.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            controller.start()
         state.controller = controller
         config.pluginmanager.register(controller, "aiops-xdist-controller")
+        for warning in caught:
+            message = warning.message
+            if not isinstance(message, Warning):
+                message = UserWarning(str(message))
+            config.issue_config_time_warning(message, stacklevel=2)
         return
     workerinput = getattr(config, "workerinput", None) or {}
     worker_id = str(workerinput.get("workerid", "master"))
@@ -280,6 +293,11 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     from ._xdist import summary_lines
 
     lines = summary_lines(summaries)
+    if any(s.get("kept") for s in summaries):
+        lines.append(
+            "aiops: worktrees kept by --aiops-keep stay until you remove them: "
+            "`git worktree remove --force PATH` (or `rm -r` a clone), or `pytest-aiops gc --kept`"
+        )
     lines += [
         f"aiops {s.get('workerId')}: release failed: {e}"
         for s in summaries
@@ -352,26 +370,77 @@ def _is_address_in_use(call: pytest.CallInfo[None], report: pytest.TestReport) -
     return _ADDRESS_IN_USE in report.longreprtext.lower()
 
 
+#: Where a failure's text plausibly names a TCP port: ``127.0.0.1:26144``,
+#: ``localhost:26144``, ``[::1]:26144``, ``('127.0.0.1', 26144)``, ``port 26144``,
+#: ``port=26144``. Never ``file.py:12`` (a traceback location) or ``[Errno 98]``.
+_PORT_MENTIONS = (
+    re.compile(
+        r"(?:(?<![\w.])\d{1,3}(?:\.\d{1,3}){3}|\blocalhost|\])"
+        r":(\d{1,5})(?![\w.])",
+        re.IGNORECASE,
+    ),
+    re.compile(r"\(\s*(?:b?['\"][^'\"\n]*['\"])\s*,\s*(\d{1,5})\s*[,)]"),
+    re.compile(
+        r"(?<![\w.])ports?(?![\w.])\s*(?:number\s*)?[:=]?\s*['\"]?(\d{1,5})(?![\w.])", re.IGNORECASE
+    ),
+)
+
+
+def mentioned_ports(text: str) -> list[int]:
+    """Port numbers ``text`` plausibly names (see ``_PORT_MENTIONS``), in order, once each."""
+    found: list[tuple[int, int]] = []
+    for pattern in _PORT_MENTIONS:
+        found += [(m.start(1), int(m.group(1))) for m in pattern.finditer(text)]
+    ports: list[int] = []
+    for _, number in sorted(found):
+        if 0 < number <= 65535 and number not in ports:
+            ports.append(number)
+    return ports
+
+
 def describe_port_holders(port_range: PortRange, nodeid: str, text: str) -> str:
-    """Which lease (process, session) holds the ports a failing test probably wanted."""
-    from ._leases import holders_of
+    """Which lease (process, session) holds the ports a failing test probably wanted.
+
+    The ports considered are those ``next_port()`` gave the test and those the failure text
+    plausibly names; with none, the live leases overlapping the worker's range instead.
+    """
+    from ._leases import holders_of, read_records
     from ._providers.port_range import default_lock_directory
 
+    def ours(session_id: str) -> bool:
+        # This worker's lease, or (under xdist) the controller's parent lease around it.
+        own = port_range.session_id
+        return session_id == own or own.startswith(session_id + "/")
+
     candidates = port_range.ports_of(nodeid)
-    for match in re.finditer(r"(?:port\D{0,3}|:)(\d{2,5})\b", text):
-        number = int(match.group(1))
-        if 0 < number <= 65535 and number not in candidates:
-            candidates.append(number)
-    if not candidates:
-        candidates = [port_range.primary]
+    candidates += [port for port in mentioned_ports(text) if port not in candidates]
     lock_dir = port_range.lock_directory or default_lock_directory()
     lines = [
         f"this worker ({port_range.owner}, pid {os.getpid()}) leases {port_range.start}-"
         f"{port_range.end}; lock dir {lock_dir}"
     ]
+    if not candidates:
+        lines.append(
+            "no port number in the failure and next_port() gave this test none; take ports "
+            "from port_range.next_port() (or aiops_port) so a failure can name them"
+        )
+        overlapping = [
+            record
+            for record in read_records(lock_dir)
+            if record.start_port <= port_range.end
+            and port_range.start <= record.end_port
+            and not ours(record.session_id)
+            and record.holder_alive()
+        ]
+        for holder in overlapping:
+            lines.append(
+                f"{port_range.start}-{port_range.end} overlaps a lease of pid {holder.pid} on "
+                f"{holder.host} (session {holder.session_id!r}, {holder.role} lease "
+                f"{holder.start_port}-{holder.end_port})"
+            )
+        return "\n".join(lines)
     for port in candidates[:8]:
-        holders = holders_of(lock_dir, port)
-        others = [h for h in holders if h.session_id != port_range.session_id]
+        others = [h for h in holders_of(lock_dir, port) if not ours(h.session_id)]
         if others:
             for holder in others:
                 lines.append(
@@ -419,6 +488,31 @@ def _worker(config: pytest.Config) -> AiopsWorker:
     return state.worker
 
 
+#: What to add to a provider's complaint about an option the plugin sets for it.
+_OPTION_HINTS = {
+    "baseRef": "set --aiops-base-ref (ini aiops_base_ref) or the module's "
+    "pytest.mark.aiops(base_ref=...) to an existing commit",
+    "targetPath": "fix the module's pytest.mark.aiops(target_path=...)",
+}
+
+
+def _provisioning_failure(fixture: str, error: AiopsError) -> str:
+    """One line for a fixture that could not provision: a bad setting is no bug to trace.
+
+    The orchestrator's wrapper ("Resource provisioning failed: ...") is unwrapped to the
+    provider's own error, which names the option and value. The caller fails the test with
+    it outside its ``except`` block, so no chained traceback is shown either.
+    """
+    cause: BaseException = error
+    if isinstance(error, ProvisioningError) and isinstance(error.__cause__, AiopsError):
+        cause = error.__cause__
+    message = " ".join(str(cause).split())
+    hint = _OPTION_HINTS.get(getattr(cause, "option", ""))
+    if hint:
+        message = f"{message.rstrip('.')}; {hint}"
+    return message if message.startswith(f"{fixture} ") else f"{fixture}: {message}"
+
+
 class AiopsFixtures:
     """The fixtures, as methods of one object per config (registered as ``aiops-fixtures``).
 
@@ -449,7 +543,19 @@ class AiopsFixtures:
         session."""
         worker = _worker(self.config)
         _activate_reporter(self.config, worker)
-        return worker.port_range()
+        failure: str | None = None
+        try:
+            port_range = worker.port_range()
+        except AiopsError as error:
+            failure = _provisioning_failure("port_range", error)
+        if failure is not None:
+            pytest.fail(failure, pytrace=False)
+        if port_range.current_user is None:
+            # The reporter was registered after this test's logstart (which it uses to
+            # attribute ports): attribute the ports this first test takes to it too.
+            current = os.environ.get("PYTEST_CURRENT_TEST", "")
+            port_range.current_user = current.rsplit(" ", 1)[0] or None
+        return port_range
 
     @pytest.fixture
     def aiops_port(self, port_range: PortRange) -> int:
@@ -476,28 +582,38 @@ class AiopsFixtures:
         target_path=..., isolation=...)``. Provisioned on first use (a run that never asks
         for it runs no git command), released at the end of the module unless --aiops-keep
         says to keep it."""
-        options = marker_options(request.node.get_closest_marker(MARKER))
         worker = _worker(self.config)
         reporter = _activate_reporter(self.config, worker)
         factory = worker.worktrees
-        worktree = factory.provision(**options, name=request.node.nodeid)
+        failure: str | None = None
+        try:
+            options = marker_options(request.node.get_closest_marker(MARKER))
+            worktree = factory.provision(**options, name=request.node.nodeid)
+        except AiopsError as error:
+            failure = _provisioning_failure("git_worktree", error)
+        if failure is not None:
+            pytest.fail(failure, pytrace=False)
         yield worktree
         factory.release(worktree, failed=request.node.nodeid in reporter.failed_modules)
 
     @pytest.fixture(scope="session")
-    def provisioned_session(self, tmp_path_factory: pytest.TempPathFactory) -> ProvisionedResources:
+    def provisioned_session(self, tmp_path_factory: pytest.TempPathFactory) -> WorkerSession:
         """This worker's ProvisionedResources: its port range plus the kinds in
         --aiops-resources and those added by pytest_aiops_session_resources hooks (session
         scope).
 
-        Its discovery file is written (``aiops_worker.runtime.discovery_file_path``, also in
-        ``aiops_worker.runtime.env["AGENT_DISCOVERY_FILE"]``) and ``injected_env()`` gives the
-        environment for subprocesses. Released at the end of the session."""
+        Its discovery file is written (``.discovery_file``); ``injected_env()`` gives the
+        environment for subprocesses, ``AGENT_DISCOVERY_FILE`` included; ``.runtime`` is the
+        RuntimeInjection (working directory, env, file). Released at the end of the session."""
         worker = _worker(self.config)
         if "port-range" in worker.resource_kinds:
             _activate_reporter(self.config, worker)
         directory = tmp_path_factory.getbasetemp() / f"aiops-{worker.worker_id}"
-        return worker.session(Path(directory) / "resources.json")
+        try:
+            return worker.session(Path(directory) / "resources.json")
+        except AiopsError as error:
+            failure = _provisioning_failure("provisioned_session", error)
+        pytest.fail(failure, pytrace=False)
 
 
 def marker_options(marker: pytest.Mark | None) -> dict[str, str]:

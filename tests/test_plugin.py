@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -125,7 +128,7 @@ def test_precedence_cli_over_env_over_ini(
         ),
     ],
 )
-def test_bad_values_are_one_line_usage_errors(  # noqa: PLR0917 - parametrized
+def test_bad_values_are_one_line_usage_errors(
     pytester: pytest.Pytester,
     monkeypatch: pytest.MonkeyPatch,
     args: list[str],
@@ -391,10 +394,11 @@ def test_git_worktree_outside_a_repository_fails_only_where_requested(
     result.assert_outcomes(passed=1, errors=1)
     result.stdout.fnmatch_lines(
         [
-            f"E   *ProvisioningError: git_worktree needs a git repository, but {pytester.path} is "
-            "not inside one; set --aiops-repo (ini aiops_repo) to the repository under test"
+            f"git_worktree needs a git repository, but {pytester.path} is not inside one; set "
+            "--aiops-repo (ini aiops_repo) to the repository under test"
         ]
     )
+    result.stdout.no_fnmatch_line("*Traceback*")
 
 
 def test_keep_failed_keeps_only_failing_modules_worktrees(pytester: pytest.Pytester) -> None:
@@ -457,6 +461,7 @@ def test_provisioned_session_with_a_custom_provider_and_worktree(
             assert env["AGENT_PORT_RANGE_START"] == str(port_range.start)
             discovery = aiops_worker.runtime.discovery_file_path
             assert aiops_worker.runtime.env["AGENT_DISCOVERY_FILE"] == discovery
+            assert env["AGENT_DISCOVERY_FILE"] == discovery == provisioned_session.discovery_file
             data = json.load(open(discovery))
             assert [c["kind"] for c in data["hardConstraints"]] == [
                 "port-range", "git-worktree", "counter"]
@@ -499,7 +504,7 @@ def test_marker_is_registered_and_validated(pytester: pytest.Pytester) -> None:
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(
         [
-            "E * pytest_aiops._errors.OptionError: pytest.mark.aiops got unknown option 'branch' "
+            "git_worktree: pytest.mark.aiops got unknown option 'branch' "
             "(allowed: base_ref, isolation, target_path)"
         ]
     )
@@ -522,3 +527,213 @@ def test_worktree_factory_for_function_scope(pytester: pytest.Pytester) -> None:
         ["git", "worktree", "list"], cwd=pytester.path, capture_output=True, text=True, check=True
     ).stdout
     assert out.count("\n") == 1
+
+
+# -- regressions from the QA review ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--aiops-port-range=20000-20009", "--aiops-ports-per-worker=16"],
+            "--aiops-ports-per-worker (16 ports) do not fit in --aiops-port-range 20000-20009 "
+            "(10 ports); lower --aiops-ports-per-worker, or widen --aiops-port-range "
+            "(from --aiops-ports-per-worker)",
+        ),
+        (
+            ["--aiops-ports-per-worker=40000"],
+            "--aiops-ports-per-worker (40000 ports) do not fit in --aiops-port-range "
+            "20000-26399 (6400 ports); lower --aiops-ports-per-worker, or widen "
+            "--aiops-port-range (from --aiops-ports-per-worker)",
+        ),
+    ],
+)
+def test_ports_per_worker_must_fit_the_range_without_xdist(
+    pytester: pytest.Pytester, lock_dir: Path, args: list[str], message: str
+) -> None:
+    pytester.makepyfile("def test_x(port_range): pass")
+    result = pytester.runpytest("-p", "no:xdist", *args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert f"ERROR: {message}" in result.stderr.lines
+    assert live_leases(lock_dir) == []
+
+
+def test_kept_worktree_survives_later_runs_and_gc_until_removed(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_fails="def test_f(git_worktree):\n    (git_worktree.path / 'evidence').touch()\n"
+        "    assert False\n",
+    )
+    commit_all(pytester.path)
+    first = pytester.runpytest_subprocess("-p", "no:benchmark", "--aiops-keep=failed")
+    first.assert_outcomes(failed=1)
+    first.stdout.fnmatch_lines(
+        [
+            "aiops master: *kept worktree *",
+            "aiops: worktrees kept by --aiops-keep stay until you remove them: `git worktree "
+            "remove --force PATH` (or `rm -r` a clone), or `pytest-aiops gc --kept`",
+        ]
+    )
+    kept_line = next(line for line in first.outlines if "kept worktree " in line)
+    kept = Path(kept_line.split("kept worktree ", 1)[1])
+    # A later run provisions through the same root (which reclaims orphans): the kept one stays.
+    (pytester.path / "test_fails.py").unlink()
+    pytester.makepyfile(test_passes="def test_p(git_worktree):\n    pass\n")
+    pytester.runpytest_subprocess("-p", "no:benchmark").assert_outcomes(passed=1)
+    assert (kept / "evidence").exists()
+
+    def cli(*args: str) -> str:
+        return subprocess.run(
+            [sys.executable, "-m", "pytest_aiops", *args],
+            cwd=pytester.path,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+
+    states = {w["path"]: w["state"] for w in json.loads(cli("status", "--json"))["worktrees"]}
+    assert states[str(kept)] == "kept"
+    assert "orphaned" not in states.values()
+    assert "'git worktree remove --force PATH' or 'pytest-aiops gc --kept' removes them" in cli(
+        "status"
+    )
+    assert str(kept) not in cli("gc")
+    assert (kept / "evidence").exists()
+    assert str(kept) in git(pytester.path, "worktree", "list")
+    assert f"removed kept worktree {kept} " in cli("gc", "--kept")
+    assert not kept.exists()
+    assert git(pytester.path, "worktree", "list").count("\n") == 0
+
+
+def test_kept_worktree_removed_with_git_is_forgotten(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_keep="def test_k(git_worktree):\n    pass\n")
+    commit_all(pytester.path)
+    result = pytester.runpytest_subprocess("-p", "no:benchmark", "--aiops-keep=all")
+    result.assert_outcomes(passed=1)
+    kept_line = next(line for line in result.outlines if "kept worktree " in line)
+    kept = kept_line.split("kept worktree ", 1)[1]
+    git(pytester.path, "worktree", "remove", "--force", kept)
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest_aiops", "gc"],
+        cwd=pytester.path,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert f"removed orphaned worktree {kept} " in out  # only its record was left
+
+
+ADDRESS_IN_USE_TESTS = """
+import errno
+
+
+def fail_in_a_helper():
+    raise OSError(errno.EADDRINUSE, "Address already in use")
+
+
+def test_location_only(port_range):
+    fail_in_a_helper()
+
+
+def test_tuple_mention(port_range):
+    raise OSError(errno.EADDRINUSE, "Address already in use: ('127.0.0.1', 24321)")
+
+
+def test_host_port_mention(port_range):
+    raise OSError(errno.EADDRINUSE, "bind 127.0.0.1:24322: Address already in use")
+"""
+
+
+def test_address_in_use_never_reads_a_traceback_line_number_as_a_port(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(test_busy=ADDRESS_IN_USE_TESTS)
+    result = pytester.runpytest("--aiops-port-range=24000-24099", "--aiops-ports-per-worker=8")
+    result.assert_outcomes(failed=3)
+    text = result.stdout.str()
+    assert "test_busy.py:5: OSError" in text  # the location the old pattern took for a port
+    assert not re.search(r"^port \d{1,3}: ", text, re.MULTILINE)
+    sections = text.split("aiops: who holds the port")[1:]
+    assert len(sections) == 3
+    own = re.search(r"leases (\d+)-(\d+); lock dir", sections[0])
+    assert own is not None
+    assert sections[0].splitlines()[2] == (
+        "no port number in the failure and next_port() gave this test none; take ports from "
+        "port_range.next_port() (or aiops_port) so a failure can name them"
+    )
+    outside = (
+        "port {}: outside this worker's range {}-{} and no pytest-aiops lease holds it; take "
+        "ports from port_range.next_port() instead (holder: `ss -ltnp 'sport = :{}'`)"
+    )
+    assert outside.format(24321, own[1], own[2], 24321) in sections[1].splitlines()
+    assert outside.format(24322, own[1], own[2], 24322) in sections[2].splitlines()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--aiops-lock-dir=/etc/passwd"],
+            "ERROR: --aiops-lock-dir must be a directory this user can create or write to, not "
+            "'/etc/passwd': /etc/passwd is not a directory (from --aiops-lock-dir)",
+        ),
+        (
+            ["--aiops-lock-dir=/etc/passwd/locks"],
+            "ERROR: --aiops-lock-dir must be a directory this user can create or write to, not "
+            "'/etc/passwd/locks': /etc/passwd is not a directory (from --aiops-lock-dir)",
+        ),
+    ],
+)
+def test_unusable_lock_dir_is_a_usage_error_at_start(
+    pytester: pytest.Pytester, args: list[str], message: str
+) -> None:
+    pytester.makepyfile("def test_x(port_range): pass")
+    result = pytester.runpytest(*args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert result.stderr.lines[0] == message
+
+
+def test_bad_repo_or_base_ref_is_a_one_line_fixture_error(pytester: pytest.Pytester) -> None:
+    commit_all(pytester.path)
+    pytester.makepyfile("def test_wt(git_worktree): pass")
+    missing = pytester.path / "nonexist"
+    result = pytester.runpytest(f"--aiops-repo={missing}")
+    result.assert_outcomes(errors=1)
+    lines = result.stdout.lines
+    start = lines.index(next(line for line in lines if "ERROR at setup of test_wt" in line))
+    assert lines[start + 1] == (
+        f"git_worktree needs a git repository, but {missing} is not a directory; set "
+        "--aiops-repo (ini aiops_repo) to the repository under test"
+    )
+    assert "Traceback" not in result.stdout.str()
+
+    result = pytester.runpytest("--aiops-base-ref=nosuchref")
+    result.assert_outcomes(errors=1)
+    lines = result.stdout.lines
+    start = lines.index(next(line for line in lines if "ERROR at setup of test_wt" in line))
+    assert lines[start + 1] == (
+        f'git_worktree: Option "baseRef" must name a commit in {pytester.path}, not '
+        "'nosuchref' (git rev-parse found no such commit); set --aiops-base-ref (ini "
+        "aiops_base_ref) or the module's pytest.mark.aiops(base_ref=...) to an existing commit"
+    )
+    assert "_resources.py" not in result.stdout.str()  # no trace through the plugin
+
+
+def test_provisioned_session_env_names_the_discovery_file(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import json, subprocess, sys
+
+        def test_child_finds_the_discovery_file(provisioned_session, port_range):
+            code = ("import json, os; "
+                    "print(json.load(open(os.environ['AGENT_DISCOVERY_FILE']))['sessionId'])")
+            out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                                 text=True, env=provisioned_session.injected_env()).stdout
+            assert out.strip() == provisioned_session.session_id
+            assert provisioned_session.env["AGENT_DISCOVERY_FILE"] == (
+                provisioned_session.discovery_file)
+            assert provisioned_session.runtime.discovery_file_path == (
+                provisioned_session.discovery_file)
+        """
+    )
+    pytester.runpytest().assert_outcomes(passed=1)

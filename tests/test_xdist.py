@@ -345,3 +345,35 @@ def test_without_xdist_a_worker_leases_its_own_block(pytester: pytest.Pytester) 
     result.stdout.fnmatch_lines(
         ["aiops: 4 ports per worker from 20000-26399, leased on first use; *", "aiops master: *"]
     )
+
+
+def test_ephemeral_range_warning_goes_to_the_warnings_summary(pytester: pytest.Pytester) -> None:
+    from pytest_aiops._ports import ephemeral_range
+
+    low, high = ephemeral_range()
+    start = max(low, high - 63) if high - low >= 15 else low
+    pytester.makepyfile("def test_x(port_range): pass\ndef test_y(port_range): pass")
+    result = run(
+        pytester, "-n", "2", f"--aiops-port-range={start}-{high}", "--aiops-ports-per-worker=4"
+    )
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*= warnings summary =*",
+            "*AiopsWarning: port range * overlaps the OS ephemeral port range "
+            f"{low}-{high}: the kernel may hand those ports to outgoing connections at any time*",
+        ]
+    )
+    assert "AiopsWarning" not in result.stderr.str()
+
+
+def test_unusable_lock_dir_under_xdist_is_the_same_usage_error(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_x(port_range): pass")
+    result = run(pytester, "-n", "2", "--aiops-lock-dir=/etc/passwd")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [
+            "ERROR: --aiops-lock-dir must be a directory this user can create or write to, not "
+            "'/etc/passwd': /etc/passwd is not a directory (from --aiops-lock-dir)"
+        ]
+    )

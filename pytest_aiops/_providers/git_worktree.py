@@ -54,6 +54,7 @@ __all__ = [
     "WorktreeRecord",
     "create_git_worktree_provider",
     "default_worktree_root",
+    "keep_worktree",
     "list_worktrees",
     "reclaim_orphans",
     "worktree_env",
@@ -156,6 +157,8 @@ class GitWorktreeProvider:
             pool_size=self.config.pool_size,
         )
         worktree_path = checkout.path
+        with _HELD_LOCK:
+            _HELD[worktree_path] = checkout
         working = os.path.join(worktree_path, target) if target else worktree_path
         if not os.path.isdir(working):  # the reference's last check; cannot fail after ours
             checkout.release()
@@ -349,6 +352,17 @@ class _Checkout:
             return False
         return True
 
+    def keep(self) -> bool:
+        """Leave the checkout on disk for the user instead; ``False`` if already released."""
+        with self._lock:
+            if self._released:
+                return False
+            self._released = True
+        with _HELD_LOCK:
+            _HELD.pop(self.path, None)
+        self.entry.keep()
+        return True
+
     def release(self) -> None:
         """Pool the checkout (restored) or remove it; idempotent."""
         with self._lock:
@@ -356,10 +370,12 @@ class _Checkout:
                 return
             self._released = True
         entry = self.entry
+        with _HELD_LOCK:
+            _HELD.pop(self.path, None)
         # Child sessions' checkouts live inside ours; take theirs apart properly first
         # (their registrations are in the user's repository), never just delete the files.
         for child_root in store.iter_child_roots(self.path):
-            store.reclaim_orphans(child_root, include_pooled=True)
+            store.reclaim_orphans(child_root, include_pooled=True, include_kept=True)
         if self.pool and self._restore_for_pool():
             entry.close()
             return
@@ -425,6 +441,24 @@ class _Checkout:
 
 def _owner() -> dict[str, Any]:
     return {"pid": os.getpid()}
+
+
+# The checkouts this process holds, by path: what keep_worktree() finds them by.
+_HELD: dict[str, _Checkout] = {}
+_HELD_LOCK = threading.Lock()
+
+
+def keep_worktree(path: str) -> bool:
+    """Keep a checkout this process holds for the user instead of releasing it.
+
+    Its record says ``kept``: later runs and ``pytest-aiops gc`` leave it alone (``status``
+    lists it as kept) until the user removes it with ``git worktree remove --force PATH``
+    (or deletes a clone) or runs ``pytest-aiops gc --kept``. ``False`` if this process holds
+    no checkout at ``path`` (released already, or made by another provider).
+    """
+    with _HELD_LOCK:
+        checkout = _HELD.get(os.fspath(path))
+    return checkout.keep() if checkout is not None else False
 
 
 def worktree_import_roots(worktree_path: str, repo_root: str | None = None) -> list[str]:
