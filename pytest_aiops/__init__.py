@@ -43,6 +43,7 @@ _EXPORTS: dict[str, str] = {
     "ResourceRequest": "._types",
     "RuntimeInjection": "._types",
     "WorktreeFactory": "._resources",
+    "WorkerSession": "._resources",
     "WorktreeRecord": "._providers.git_worktree",
     "build_child_resource_requests": "._children",
     "build_scoped_name": "._hashing",
@@ -87,6 +88,7 @@ __all__ = [
     "ResourceProvisioningOrchestrator",
     "ResourceRequest",
     "RuntimeInjection",
+    "WorkerSession",
     "WorktreeFactory",
     "WorktreeRecord",
     "__version__",
@@ -175,6 +177,7 @@ if TYPE_CHECKING:
         AiopsWorker,
         GitWorktree,
         PortRange,
+        WorkerSession,
         WorktreeFactory,
     )
     from ._session import (
