@@ -13,7 +13,7 @@ Options (camelCase, as the reference; each defaults to the provider config):
 - ``pool`` (bool, default ``True``): return released checkouts to a per-root pool and hand
   them out again, restored to exactly ``baseRef``'s tree.
 
-See ``docs/worktrees.md`` for the design; ownership, the pool and crash recovery live in
+See "How worktrees work" in README.md for the design; ownership, the pool and crash recovery live in
 :mod:`pytest_aiops._worktree_store`, the git operations in :mod:`pytest_aiops._checkout`.
 """
 
