@@ -11,7 +11,7 @@
     │   └── ParentGoneError (in _locking)          -- a child's parent lease has ended
     ├── PortsExhaustedError(AiopsError, RuntimeError) -- no free block / no port left in a lease
     ├── ChildSplitError(AiopsError, ValueError)     -- a parent range cannot be split as asked
-    └── RegistrationError(AiopsError, ValueError)   -- not a provider, or a duplicate kind
+    └── RegistrationError(AiopsError, ValueError, TypeError) -- not a provider, duplicate kind
 
     AiopsWarning(UserWarning)                      -- works, but risky (e.g. ephemeral ports)
 """
@@ -86,7 +86,7 @@ class ChildSplitError(AiopsError, ValueError):
     """A parent session's resources cannot be split among the requested children."""
 
 
-class RegistrationError(AiopsError, ValueError):
+class RegistrationError(AiopsError, ValueError, TypeError):
     """A provider cannot be registered: not a provider, or its kind is taken."""
 
 

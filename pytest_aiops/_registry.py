@@ -2,8 +2,46 @@
 
 from __future__ import annotations
 
-from ._orchestrator import ResourceProvisioningOrchestrator
-from ._types import ResourceProvider
+import importlib
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from ._errors import RegistrationError
+
+if TYPE_CHECKING:
+    from ._orchestrator import ResourceProvisioningOrchestrator
+    from ._types import ResourceLease, ResourceProvider
+
+
+class LazyProvider:
+    """A provider that imports and builds the real one on its first ``provision``.
+
+    The built-ins are registered in every pytest run; importing their modules (git, locking,
+    worktree store) costs more than the rest of the plugin's start-up, and most runs never
+    provision anything.
+    """
+
+    def __init__(self, kind: str, factory: str) -> None:
+        self.kind = kind
+        self._factory = factory  # "module:function", called without arguments
+        self._provider: ResourceProvider | None = None
+
+    def resolve(self) -> ResourceProvider:
+        if self._provider is None:
+            module, _, name = self._factory.partition(":")
+            provider: ResourceProvider = getattr(importlib.import_module(module), name)()
+            self._provider = provider
+        return self._provider
+
+    def provision(
+        self, *, session_id: str, workspace_root: str, options: Mapping[str, Any]
+    ) -> ResourceLease:
+        return self.resolve().provision(
+            session_id=session_id, workspace_root=workspace_root, options=options
+        )
+
+    def __repr__(self) -> str:
+        return f"<LazyProvider {self.kind!r} from {self._factory}>"
 
 
 class ProviderRegistry:
@@ -23,12 +61,12 @@ class ProviderRegistry:
             or not kind
             or not callable(getattr(provider, "provision", None))
         ):
-            raise TypeError(
+            raise RegistrationError(
                 f"{provider!r} is not a resource provider: it needs a non-empty str `kind` "
                 "and a `provision(session_id=, workspace_root=, options=)` method"
             )
         if kind in self._providers and not replace:
-            raise ValueError(
+            raise RegistrationError(
                 f'Resource provider "{kind}" is already registered '
                 f"(by {self._providers[kind]!r}); pass replace=True to substitute it."
             )
@@ -48,6 +86,8 @@ class ProviderRegistry:
         self, overrides: dict[str, ResourceProvider] | None = None
     ) -> ResourceProvisioningOrchestrator:
         """A fresh orchestrator over these providers (``overrides`` replace kinds)."""
+        from ._orchestrator import ResourceProvisioningOrchestrator
+
         providers = dict(self._providers)
         providers.update(overrides or {})
         return ResourceProvisioningOrchestrator(providers.values())

@@ -141,11 +141,14 @@ class BuiltinProviders:
 
     @pytest.hookimpl
     def pytest_aiops_register_providers(self, register: ProviderRegistry) -> None:
-        from ._providers.git_worktree import create_git_worktree_provider
-        from ._providers.port_range import create_port_range_provider
+        from ._registry import LazyProvider
 
-        register(create_git_worktree_provider())
-        register(create_port_range_provider())
+        # Imported on first provision: a run that never uses them does not load them.
+        package = "pytest_aiops._providers"
+        register(
+            LazyProvider("git-worktree", f"{package}.git_worktree:create_git_worktree_provider")
+        )
+        register(LazyProvider("port-range", f"{package}.port_range:create_port_range_provider"))
 
 
 def project_session_id(root: str) -> str:
