@@ -446,15 +446,25 @@ def make_stamp(stamp: str) -> None:
     Every change to a file sets its ctime (content, mode, links, rename -- and userspace
     cannot set ctime), and adding/removing/renaming an entry sets its directory's mtime.
     File times come from the coarse realtime clock and some filesystems keep whole seconds
-    only; a stamp one nanosecond before the current second is therefore older than any
-    change made from now on, on any Linux filesystem (at the price of also catching what
-    changed earlier in this second: more work, never a miss).
+    only: there a stamp one nanosecond before the current second is older than any change
+    made from now on (at the price of also catching what changed earlier in this second:
+    more work, never a miss); where the filesystem keeps sub-second times, one nanosecond
+    before its own current reading is.
     """
     clock = getattr(time, "CLOCK_REALTIME_COARSE", 5)
     second = time.clock_gettime_ns(clock) // 1_000_000_000
     with open(stamp, "w", encoding="utf-8"):
         pass
-    when = second * 1_000_000_000 - 1
+    os.utime(stamp)  # UTIME_NOW: the filesystem's own reading of its clock
+    now = os.stat(stamp).st_mtime_ns
+    if now % 1_000_000_000:
+        # Sub-second timestamps (tmpfs, ext4 with large inodes): every later change gets a
+        # ctime >= this reading, so one nanosecond before it is tight. Going back to the
+        # whole second would also catch what the previous restore rewrote in this second,
+        # and a suite of quick modules would rewrite every file at every hand-out.
+        when = now - 1
+    else:
+        when = second * 1_000_000_000 - 1
     os.utime(stamp, ns=(when, when))
 
 

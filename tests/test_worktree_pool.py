@@ -280,3 +280,34 @@ def test_pooled_checkouts_idle_too_long_are_dropped(
     assert [r.token for r in list_worktrees(str(root))] != [old.token]
     assert not os.path.exists(old.path)
     held.release()
+
+
+def test_quick_modules_do_not_make_every_restore_rewrite_the_tree(
+    make_repo: MakeRepo, root: Path
+) -> None:
+    """A restore must not mistake what the previous restore rewrote for the test's changes.
+
+    Leases follow each other within a second here, as quick test modules do; an untouched
+    tracked file keeps its inode across a hand-out whose test changed nothing.
+    """
+    files = {f"d{i % 5}/f{i}.txt": f"{i}\n" for i in range(200)}
+    repo = make_repo(files)
+    prov = provider(root)
+
+    def inodes(path: Path) -> dict[str, int]:
+        return {name: (path / name).stat().st_ino for name in files}
+
+    first = lease(prov, repo, "m1")
+    path = Path(first.hard["worktreePath"])
+    for name in files:  # the test rewrote every tracked file: the restore replaces them
+        (path / name).write_text("changed\n")
+    first.release()
+    second = lease(prov, repo, "m2")
+    path = Path(second.hard["worktreePath"])
+    before = inodes(path)
+    assert all((path / name).read_text() == text for name, text in files.items())
+    second.release()  # this test changed nothing
+    third = lease(prov, repo, "m3")
+    path = Path(third.hard["worktreePath"])
+    assert inodes(path) == before
+    third.release()
