@@ -457,14 +457,11 @@ def make_stamp(stamp: str) -> None:
         pass
     os.utime(stamp)  # UTIME_NOW: the filesystem's own reading of its clock
     now = os.stat(stamp).st_mtime_ns
-    if now % 1_000_000_000:
-        # Sub-second timestamps (tmpfs, ext4 with large inodes): every later change gets a
-        # ctime >= this reading, so one nanosecond before it is tight. Going back to the
-        # whole second would also catch what the previous restore rewrote in this second,
-        # and a suite of quick modules would rewrite every file at every hand-out.
-        when = now - 1
-    else:
-        when = second * 1_000_000_000 - 1
+    # Sub-second timestamps (tmpfs, ext4 with large inodes): every later change gets a
+    # ctime >= this reading, so one nanosecond before it is tight. Going back to the whole
+    # second would also catch what the previous restore rewrote in this second, and a suite
+    # of quick modules would rewrite every file at every hand-out.
+    when = now - 1 if now % 1_000_000_000 else second * 1_000_000_000 - 1
     os.utime(stamp, ns=(when, when))
 
 
