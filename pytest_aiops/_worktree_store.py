@@ -395,6 +395,11 @@ class Entry:
             end_session(int(session[0]), session[1])
         common_dir = data.get("commonDir")
         paths = [p for p in (data.get("path"), data.get("claim")) if p]
+        for path in paths:
+            # Child sessions' checkouts live inside this one, with registrations in the
+            # user's repository: take them apart properly first, never just delete files.
+            for child_root in iter_child_roots(path):
+                reclaim_orphans(child_root, include_pooled=True, include_kept=True)
         if common_dir and data.get("isolation", _checkout.WORKTREE) == _checkout.WORKTREE:
             git_dir = data.get("gitDir")
             _checkout.remove_registrations(
@@ -500,6 +505,8 @@ def reclaim_orphans(
             continue
         try:
             state = entry.classify()
+            if state == ORPHANED and has_live_descendants(entry.data.get("path")):
+                continue  # a live child session works inside it
             if (
                 state == ORPHANED
                 or (state == POOLED and include_pooled)
@@ -528,6 +535,8 @@ def scan_pool(root: str, key: dict[str, Any], *, take: bool = True) -> Entry | N
         try:
             state = entry.classify()
             idle = time.time() - float(entry.data.get("releasedAt") or time.time())
+            if state == ORPHANED and has_live_descendants(entry.data.get("path")):
+                continue  # a live child session works inside it
             if state == ORPHANED or (state == POOLED and idle > POOL_MAX_IDLE):
                 entry.discard()
                 continue
@@ -605,6 +614,26 @@ def claim_name(entry: Entry, base: str) -> str:
             continue
         return path
     raise OSError(errno.EEXIST, "no free worktree name", os.path.join(entry.root, base))
+
+
+def has_live_descendants(path: str | None) -> bool:
+    """Whether a live process holds a checkout nested under ``path`` (a child session's).
+
+    A child's checkout lives inside its parent's, so deleting an orphaned parent would pull
+    the tree out from under a child that outlived it; such a parent waits until its
+    children are gone.
+    """
+    if not path:
+        return False
+    for child_root in iter_child_roots(path):
+        for token in _tokens(child_root):
+            lock_path = os.path.join(control_dir(child_root), f"{token}.lock")
+            if OwnerLock.held_elsewhere(lock_path):
+                return True
+            data = _read_json(os.path.join(control_dir(child_root), f"{token}.json")) or {}
+            if has_live_descendants(data.get("path")):
+                return True
+    return False
 
 
 def iter_child_roots(path: str) -> Iterator[str]:

@@ -283,3 +283,28 @@ def test_a_killed_git_takes_its_children_along(tmp_path: Path) -> None:
     while session_members(started[0]) and time.monotonic() < deadline:
         time.sleep(0.01)
     assert session_members(started[0]) == []
+
+
+def test_an_orphaned_parent_is_kept_while_a_child_session_lives_inside_it(
+    repo: Path, tmp_path: Path, holder: Start
+) -> None:
+    """The child's checkout is nested in the parent's: reclaiming the SIGKILLed parent must
+    wait until the child is released, then take both apart (registrations included)."""
+    root = tmp_path / "wt"
+    parent = holder(root, repo, [{"session": "parent"}])
+    (parent_hard,) = read_leases(parent)
+    parent_path = Path(parent_hard["worktreePath"])
+    child_root = parent_path / ".ai_ops" / "child-worktrees" / "parent"
+    child = lease(provider(child_root), repo, "child")
+    child_path = Path(child.hard["worktreePath"])
+    parent.kill()
+    parent.wait()
+    reclaim_orphans(str(root))
+    lease(provider(root, pool=False), repo, "other").release()  # also reclaims under root
+    assert (child_path / "top.txt").read_text() == "top\n"
+    assert [r.state for r in list_worktrees(str(root))] == ["orphaned"]
+    child.release()
+    removed = reclaim_orphans(str(root))
+    assert [r.path for r in removed] == [str(parent_path)]
+    assert not parent_path.exists()
+    assert registrations(repo) == []
