@@ -296,14 +296,37 @@ def holders_of(lock_directory: str, port: int) -> list[LeaseRecord]:
 
 
 def reap_stale(lock_directory: str, *, dry_run: bool = False) -> list[LeaseRecord]:
-    """Remove records whose lease is dead (and put-aside ones); return the dead records.
+    """Remove records whose lease is dead (and put-aside ones); return the dead records
+    removed (with ``dry_run``: that would be removed).
 
     Each file is removed only while this process holds the lock of its range, so a new
-    lease of that range cannot be writing it at the same moment.
+    lease of that range cannot be writing it at the same moment. A dead parent's record
+    whose range a live child still holds in part cannot be locked, so it stays (and is not
+    reported) until the child ends.
     """
-    stale = [r for r in read_records(lock_directory) if not r.holder_alive()]
-    if dry_run:
-        return stale
+    stale = {os.path.basename(r.path): r for r in read_records(lock_directory)}
+    stale = {name: r for name, r in stale.items() if not r.holder_alive()}
+    directory, names = _names(lock_directory)
+    removed: list[LeaseRecord] = []
+    for name in names:
+        match = _NAME.match(name)
+        if match is None:
+            continue  # not ours: never delete what we did not create
+        record = stale.get(name)
+        if record is None and not name.startswith("."):
+            continue
+        start, end, child = int(match.group(1)), int(match.group(2)), match.group(3) == "child"
+        try:
+            with hold_range(lock_directory, start, end, child=child) as won:
+                if not won:
+                    continue
+                if record is not None:
+                    removed.append(record)
+                if not dry_run:
+                    remove_record(os.path.join(directory, name))
+        except (OSError, LockError):
+            continue
+    return removed
     directory, names = _names(lock_directory)
     dead = {os.path.basename(r.path) for r in stale}
     for name in names:

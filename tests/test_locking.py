@@ -206,6 +206,21 @@ def test_reap_stale_removes_dead_records_only(lock_dir: Path, hold_lease: HoldLe
     assert os.listdir(lock_dir / LEASES_DIR) == []
 
 
+def test_reap_stale_keeps_and_does_not_report_a_dead_parent_with_a_live_child(
+    lock_dir: Path, hold_lease: HoldLease
+) -> None:
+    parent, held = hold_lease({"basePort": BASE, "blockCount": 4, "lockDirectory": str(lock_dir)})
+    child = lease(lock_dir, "child", **child_options(held, held["startPort"], 8))
+    kill(parent)
+    for dry_run in (True, False, False):  # never claims a removal it cannot make
+        assert reap_stale(str(lock_dir), dry_run=dry_run) == []
+    assert {r.session_id for r in read_records(str(lock_dir))} == {"holder", "child"}
+    child.release()
+    assert [r.session_id for r in reap_stale(str(lock_dir), dry_run=True)] == ["holder"]
+    assert [r.session_id for r in reap_stale(str(lock_dir))] == ["holder"]
+    assert list(read_records(str(lock_dir))) == []
+
+
 _FD_LIMIT = """
 import json, os, resource, sys
 from pytest_aiops import child_port_slice
