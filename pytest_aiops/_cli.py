@@ -279,10 +279,26 @@ def _worktree_root(option: str | None) -> str | None:
     """
     if option:
         return os.path.abspath(os.path.expanduser(option))
-    repo_root = _repo_root()
+    repo_root = _main_repo_root()
     if repo_root is None:
         return None
     return default_worktree_root(repo_root)
+
+
+def _main_repo_root() -> str | None:
+    """Like :func:`_repo_root`, but from inside a linked worktree (an agent's session) the
+    repository it belongs to, whose root holds the worktrees ``status``/``gc`` are about."""
+    repo_root = _repo_root()
+    if repo_root is None:
+        return None
+    try:
+        common = git_output(["-C", os.getcwd(), "rev-parse", "--git-common-dir"])
+    except AiopsError:
+        return repo_root
+    common = os.path.normpath(os.path.join(os.getcwd(), common))
+    if os.path.basename(common) == ".git" and os.path.dirname(common) != repo_root:
+        return os.path.dirname(common)
+    return repo_root
 
 
 def default_session_id() -> str:

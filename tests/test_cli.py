@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from pytest_aiops import DiscoverySnapshot
+from pytest_aiops import DiscoverySnapshot, default_worktree_root
 
 from .conftest import git
 
@@ -486,3 +486,17 @@ def test_status_and_gc_refuse_a_lock_dir_that_is_a_file(
     result = cli(command)
     assert result.returncode == 1
     assert_one_error_line(result.stderr, "--lock-dir must be a directory", str(blocker))
+
+
+def test_status_inside_a_session_worktree_is_about_the_main_repository(cli: Cli) -> None:
+    script = (
+        "import subprocess, sys; "
+        f"print(subprocess.run([sys.executable, '-m', 'pytest_aiops', 'status', '--json', "
+        f"'--lock-dir', {str(cli.lock_dir)!r}], capture_output=True, text=True).stdout)"
+    )
+    result = cli("run", "--session-id", "inside", "--", sys.executable, "-c", script)
+    assert result.returncode == 0, result.stderr
+    status = json.loads(result.stdout)
+    # Without --worktree-root it looks where the provider puts the main repository's
+    # worktrees (not at a root for the worktree itself).
+    assert status["worktreeRoot"] == default_worktree_root(str(cli.repo))
