@@ -419,6 +419,11 @@ def _claim_discovery_path(working_directory: str, requested: str | None) -> tupl
         if parent == directory:
             break
         directory = parent
+    if directory and not os.path.isdir(directory):
+        raise AiopsError(
+            f"run: cannot write the discovery file {target}: {directory} is not a directory; "
+            "pass --discovery-file with a path under a directory"
+        )
     return target, missing[::-1]
 
 

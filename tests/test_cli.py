@@ -500,3 +500,14 @@ def test_status_inside_a_session_worktree_is_about_the_main_repository(cli: Cli)
     # Without --worktree-root it looks where the provider puts the main repository's
     # worktrees (not at a root for the worktree itself).
     assert status["worktreeRoot"] == default_worktree_root(str(cli.repo))
+
+
+def test_a_discovery_file_under_a_regular_file_is_one_clear_line(cli: Cli, tmp_path: Path) -> None:
+    blocker = tmp_path / "blocker"
+    blocker.write_text("x")
+    target = blocker / "deeper" / "agent.json"
+    result = cli("run", "--resource", "port-range", "--discovery-file", str(target), "--", "true")
+    assert result.returncode == 1
+    assert_one_error_line(result.stderr, f"{blocker} is not a directory", "--discovery-file")
+    assert blocker.read_text() == "x"
+    assert_nothing_left(cli)
