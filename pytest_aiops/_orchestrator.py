@@ -105,6 +105,8 @@ class ResourceProvisioningOrchestrator:
             raised = ProvisioningError(
                 f"{PROVISIONING_FAILED}{error}", session_id=session_id, kind=kind
             )
+            if kind is not None:
+                _add_note(raised, f"while provisioning {kind!r} for session {session_id!r}")
             for failed_kind, failure in failures:
                 _add_note(raised, f"rollback of {failed_kind} also failed: {failure!r}")
             raise raised from error

@@ -144,7 +144,8 @@ def test_rollback_error_does_not_hide_original(tmp_path: Path) -> None:
     assert log == ["provision a", "provision b", "release b", "release a"]
     assert isinstance(info.value.__cause__, KeyError)
     assert getattr(info.value, "__notes__", None) == [
-        "rollback of b also failed: OSError('b release broke')"
+        "while provisioning 'boom' for session 's'",
+        "rollback of b also failed: OSError('b release broke')",
     ]
 
 
