@@ -11,7 +11,7 @@ from ._children import build_child_resource_requests
 from ._discovery import DiscoverySnapshot, HardConstraint
 from ._errors import ProvisioningError, RegistrationError
 from ._session import ProvisionedResources, Releaser, release_in_reverse
-from ._types import ResourceLease, ResourceProvider, ResourceRequest
+from ._types import ResourceLease, ResourceProvider, ResourceRequest, provider_kind
 
 PROVISIONING_FAILED = "Resource provisioning failed: "
 
@@ -34,16 +34,7 @@ class ResourceProvisioningOrchestrator:
 
     def register_provider(self, provider: ResourceProvider) -> None:
         """Add a provider; a second provider for the same kind is refused."""
-        kind = getattr(provider, "kind", None)
-        if (
-            not isinstance(kind, str)
-            or not kind
-            or not callable(getattr(provider, "provision", None))
-        ):
-            raise RegistrationError(
-                f"{provider!r} is not a resource provider: it needs a non-empty str `kind` "
-                "and a `provision(session_id=, workspace_root=, options=)` method"
-            )
+        kind = provider_kind(provider)
         with self._lock:
             if kind in self._providers:
                 raise RegistrationError(f'Resource provider "{kind}" is already registered.')

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from ._errors import RegistrationError
+from ._types import provider_kind
 
 if TYPE_CHECKING:
     from ._orchestrator import ResourceProvisioningOrchestrator
@@ -55,16 +56,7 @@ class ProviderRegistry:
         self._providers: dict[str, ResourceProvider] = {}
 
     def __call__(self, provider: ResourceProvider, *, replace: bool = False) -> None:
-        kind = getattr(provider, "kind", None)
-        if (
-            not isinstance(kind, str)
-            or not kind
-            or not callable(getattr(provider, "provision", None))
-        ):
-            raise RegistrationError(
-                f"{provider!r} is not a resource provider: it needs a non-empty str `kind` "
-                "and a `provision(session_id=, workspace_root=, options=)` method"
-            )
+        kind = provider_kind(provider)
         if kind in self._providers and not replace:
             raise RegistrationError(
                 f'Resource provider "{kind}" is already registered '

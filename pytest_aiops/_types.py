@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Protocol, runtime_checkable
 
+from ._errors import RegistrationError
+
 #: JSON-compatible option / allocation mapping (the reference's ``Record<string, any>``).
 JsonDict = dict[str, Any]
 
@@ -117,6 +119,17 @@ class ResourceProvider(Protocol):
     def provision(
         self, *, session_id: str, workspace_root: str, options: Mapping[str, Any]
     ) -> ResourceLease: ...
+
+
+def provider_kind(provider: object) -> str:
+    """``provider.kind``, after checking it is a provider (a :class:`RegistrationError` if not)."""
+    kind = getattr(provider, "kind", None)
+    if not isinstance(kind, str) or not kind or not callable(getattr(provider, "provision", None)):
+        raise RegistrationError(
+            f"{provider!r} is not a resource provider: it needs a non-empty str `kind` "
+            "and a `provision(session_id=, workspace_root=, options=)` method"
+        )
+    return kind
 
 
 @dataclass(frozen=True)
