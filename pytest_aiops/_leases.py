@@ -24,7 +24,7 @@ import re
 import socket
 import stat
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -193,37 +193,35 @@ def _aside(name: str) -> str:
     return f".{name}.released"
 
 
+def _in_directory(path: str, action: Callable[[str, int], object]) -> None:
+    """``action(name, dir_fd)`` on ``path``'s entry through a directory handle opened without
+    following symlinks; an error (the entry or directory gone, replaced) is ignored."""
+    directory, name = os.path.split(path)
+    try:
+        dir_fd = os.open(directory, _DIR_FLAGS)
+    except OSError:
+        return
+    try:
+        action(name, dir_fd)
+    except OSError:
+        pass  # gone (reaped while we were dead?), or replaced by something not ours
+    finally:
+        os.close(dir_fd)
+
+
 def clear_record(path: str) -> None:
     """Put our record aside as ``.<name>.released`` on release, for the range's next lease.
 
     Readers skip dot files; a rename costs a tenth of creating a file anew.
     """
-    directory, name = os.path.split(path)
-    try:
-        dir_fd = os.open(directory, _DIR_FLAGS)
-    except OSError:
-        return
-    try:
-        os.rename(name, _aside(name), src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-    except OSError:
-        pass  # gone (reaped while we were dead?): the next lease creates it again
-    finally:
-        os.close(dir_fd)
+    _in_directory(
+        path, lambda name, fd: os.rename(name, _aside(name), src_dir_fd=fd, dst_dir_fd=fd)
+    )
 
 
 def remove_record(path: str) -> None:
     """Remove one record (missing is fine); never follows a symlink."""
-    directory, name = os.path.split(path)
-    try:
-        dir_fd = os.open(directory, _DIR_FLAGS)
-    except OSError:
-        return
-    try:
-        os.unlink(name, dir_fd=dir_fd)
-    except OSError:
-        pass  # gone already, or replaced by something we may not remove
-    finally:
-        os.close(dir_fd)
+    _in_directory(path, lambda name, fd: os.unlink(name, dir_fd=fd))
 
 
 def _parse(path: str, text: str) -> LeaseRecord:
