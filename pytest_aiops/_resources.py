@@ -590,7 +590,11 @@ class AiopsWorker:
                 workspace_root=self.repo,
             )
             try:
-                self.runtime = session.build_runtime_injection(os.fspath(discovery_file))
+                # Not the environment of whichever test happened to ask first.
+                base = {k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"}
+                self.runtime = session.build_runtime_injection(
+                    os.fspath(discovery_file), base_env=base
+                )
             except BaseException:
                 session.release()
                 raise

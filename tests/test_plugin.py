@@ -461,6 +461,7 @@ def test_provisioned_session_with_a_custom_provider_and_worktree(
             assert env["AGENT_PORT_RANGE_START"] == str(port_range.start)
             discovery = aiops_worker.runtime.discovery_file_path
             assert aiops_worker.runtime.env["AGENT_DISCOVERY_FILE"] == discovery
+            assert "PYTEST_CURRENT_TEST" not in aiops_worker.runtime.env
             assert env["AGENT_DISCOVERY_FILE"] == discovery == provisioned_session.discovery_file
             data = json.load(open(discovery))
             assert [c["kind"] for c in data["hardConstraints"]] == [
