@@ -325,20 +325,3 @@ def reap_stale(lock_directory: str, *, dry_run: bool = False) -> list[LeaseRecor
         except (OSError, LockError):
             continue
     return removed
-    directory, names = _names(lock_directory)
-    dead = {os.path.basename(r.path) for r in stale}
-    for name in names:
-        match = _NAME.match(name)
-        if match is None:
-            continue  # not ours: never delete what we did not create
-        path = os.path.join(directory, name)
-        if name not in dead and not name.startswith("."):
-            continue
-        start, end, child = int(match.group(1)), int(match.group(2)), match.group(3) == "child"
-        try:
-            with hold_range(lock_directory, start, end, child=child) as won:
-                if won:
-                    remove_record(path)
-        except (OSError, LockError):
-            continue
-    return stale

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-from .._errors import AiopsWarning, OptionError, PortsExhaustedError
+from .._errors import AiopsWarning, LockError, OptionError, PortsExhaustedError
 from .._hashing import preferred_block
 from .._leases import clear_record, write_record
 from .._locking import (
@@ -34,6 +34,8 @@ from .._types import ResourceContextPatch, ResourceLease
 
 KIND = "port-range"
 MAX_PORT = 65535
+#: Lease ids are byte offsets in ports.lock past 2**48; keep them clear of off_t's limit.
+MAX_LEASE_ID = 2**47
 
 #: Default range 20000-26399: above the well-known (<1024) and common development ports
 #: (3000-9999: 3000, 5432, 6379, 8000, 8080, 9000, ...), below MongoDB's 27017, the
@@ -151,7 +153,11 @@ def _parse(options: Mapping[str, Any], config: PortRangeProviderConfig) -> _Pars
     if "parentStartPort" in options or "parentEndPort" in options:
         parent_start = read_integer(options, "parentStartPort", 0, minimum=1)
         parent_end = read_integer(options, "parentEndPort", 0, minimum=1)
-        if block_count != 1 or not parent_start <= base_port <= max_port <= parent_end:
+        if (
+            block_count != 1
+            or parent_end > MAX_PORT
+            or not parent_start <= base_port <= max_port <= parent_end
+        ):
             raise OptionError(
                 "parentStartPort",
                 f"a child slice {base_port}-{max_port} (blockCount={block_count}) must be one "
@@ -161,6 +167,12 @@ def _parse(options: Mapping[str, Any], config: PortRangeProviderConfig) -> _Pars
     parent_lease_id: int | None = None
     if options.get("parentLeaseId") is not None:
         parent_lease_id = read_integer(options, "parentLeaseId", 0, minimum=0)
+        if parent_lease_id >= MAX_LEASE_ID:
+            raise OptionError(
+                "parentLeaseId",
+                f'Option "parentLeaseId" must be a lease id below {MAX_LEASE_ID}, '
+                f"not {parent_lease_id}.",
+            )
     return _Parsed(
         base_port, block_size, block_count, offset, lock_directory, parent, parent_lease_id
     )
@@ -213,6 +225,7 @@ class PortRangeProvider:
             busy = []
         end = start + parsed.block_size - 1
         primary = start + parsed.primary_port_offset
+        record: str | None = None
         try:
             record = write_record(
                 lock_directory,
@@ -222,13 +235,28 @@ class PortRangeProvider:
                 role="child" if parsed.parent else "top-level",
                 lease_id=claim.lease_id,
             )
+        except LockError as error:
+            # Records only inform (status, failure reports); the kernel lock is the lease.
+            # A record name planted by someone else must not cost us the block.
+            warnings.warn(
+                f"port lease {start}-{end} holds, but its record could not be written "
+                f"({error}); 'pytest-aiops status' will not list it",
+                AiopsWarning,
+                stacklevel=3,
+            )
         except BaseException:
             claim.release()
             raise
+        released = threading.Lock()
 
         def release() -> None:
-            # Record first, lock second: we still hold the range, so nobody else writes it.
-            clear_record(record)
+            # Once only: a second call must not put aside the record of the range's next
+            # lease. Record first, lock second: we still hold the range, so nobody else
+            # writes that record meanwhile.
+            if not released.acquire(blocking=False):
+                return
+            if record is not None:
+                clear_record(record)
             claim.release()
 
         hard: dict[str, Any] = {
@@ -319,7 +347,12 @@ class PortRangeProvider:
                 f"[lock directory {lock_directory}]; use another childIndex"
             )
         # A child cannot move out of its slice: report busy ports instead of skipping.
-        return start, claim, busy_ports(start, end) if self.config.probe else []
+        try:
+            busy = busy_ports(start, end) if self.config.probe else []
+        except BaseException:
+            claim.release()
+            raise
+        return start, claim, busy
 
 
 def create_port_range_provider(
