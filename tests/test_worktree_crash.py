@@ -308,3 +308,18 @@ def test_an_orphaned_parent_is_kept_while_a_child_session_lives_inside_it(
     assert [r.path for r in removed] == [str(parent_path)]
     assert not parent_path.exists()
     assert registrations(repo) == []
+
+
+def test_releasing_a_parent_leaves_a_live_child_session_alone(repo: Path, tmp_path: Path) -> None:
+    root = tmp_path / "wt"
+    parent = lease(provider(root), repo, "parent")
+    parent_path = Path(parent.hard["worktreePath"])
+    child = lease(provider(parent_path / ".ai_ops" / "child-worktrees" / "p"), repo, "child")
+    child_path = Path(child.hard["worktreePath"])
+    parent.release()  # the child is still in use
+    assert (child_path / "top.txt").read_text() == "top\n"
+    assert parent_path.is_dir()
+    child.release()
+    reclaim_orphans(str(root))
+    assert not parent_path.exists()
+    assert registrations(repo) == []

@@ -376,6 +376,12 @@ class _Checkout:
         # (their registrations are in the user's repository), never just delete the files.
         for child_root in store.iter_child_roots(self.path):
             store.reclaim_orphans(child_root, include_pooled=True, include_kept=True)
+        if store.has_live_descendants(self.path):
+            # A live child session still works inside: neither restore nor delete under it.
+            # Our record stays "live" with its lock free, i.e. an orphan that every scan
+            # skips until the children are gone, and then reclaims like any other.
+            entry.close()
+            return
         if self.pool and self._restore_for_pool():
             entry.close()
             return
