@@ -571,12 +571,19 @@ def _sweep_since(path: str, commit: str, stamp: str, cache: str) -> tuple[bool, 
                     # find could not look inside: let git find what changed in there.
                     need_checkout |= _sweep_with_git(path, True)
             prefix = "" if rel == "." else rel + "/"
-            for name in children.get(rel, set()) - set(os.listdir(full)):
+            present = set(os.listdir(full))
+            tracked = children.get(rel, set())
+            for name in tracked - present:
                 # a tracked entry was deleted or renamed away
                 if prefix + name in files:
                     rewrite.append(prefix + name)
                 else:
                     need_checkout = True  # a whole tracked directory
+            for name in sorted(present - tracked - ({".git"} if rel == "." else set())):
+                # An entry renamed or copied in keeps its old times, so find did not list
+                # it; its directory's new mtime did. Not tracked here: it goes.
+                remove_inside(path, prefix + name)
+                removed.append(prefix + name)
             continue
         remove_inside(path, rel)
         removed.append(rel)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -311,3 +312,30 @@ def test_quick_modules_do_not_make_every_restore_rewrite_the_tree(
     path = Path(third.hard["worktreePath"])
     assert inodes(path) == before
     third.release()
+
+
+def test_a_directory_moved_in_with_old_times_does_not_survive_the_pool(
+    make_repo: MakeRepo, root: Path, tmp_path: Path
+) -> None:
+    repo = make_repo(FILES)
+    prov = provider(root)
+    old = tmp_path / "made-before"
+    (old / "x").mkdir(parents=True)
+    (old / "x" / "data.bin").write_bytes(b"old")
+    (tmp_path / "loose.txt").write_text("old")
+    # Cycles a second apart settle the checkout's index; from then on the pool restores by
+    # the timestamp sweep, which is what this test is about.
+    for _ in range(3):
+        lease(prov, repo, "warm-up").release()
+        time.sleep(1.1)
+    held = lease(prov, repo, "m")
+    path = Path(held.hard["worktreePath"])
+    os.rename(old, path / "moved")  # keeps its old times
+    os.rename(tmp_path / "loose.txt", path / "pkg" / "loose.txt")
+    held.release()
+    again = lease(prov, repo, "m2")
+    path = Path(again.hard["worktreePath"])
+    assert not (path / "moved").exists()
+    assert not (path / "pkg" / "loose.txt").exists()
+    assert run(path, "status", "--porcelain", "--ignored").stdout == ""
+    again.release()

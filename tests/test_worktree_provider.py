@@ -471,10 +471,13 @@ def test_child_worktrees_live_under_the_parent_and_leave_nothing(repo: Path, roo
         assert child_path.startswith(os.path.join(parent_path, ".ai_ops", "child-worktrees"))
         assert (Path(child_path) / "top.txt").is_file()
     children[0].release()  # pooled inside the parent
-    parent.release()  # takes the pooled child apart properly before restoring itself
+    # Takes the pooled child apart properly; child 1 is still live, so the parent's checkout
+    # stays (an orphan that scans skip) rather than being restored or deleted under it.
+    parent.release()
+    assert (Path(children[1].working_directory) / "top.txt").is_file()
     children[1].release()  # released after its parent: must not fail
+    reclaim_orphans(str(root), include_pooled=True)  # now the parent goes too
     assert git(repo, "worktree", "list").count("\n") == 0
-    reclaim_orphans(str(root), include_pooled=True)
     assert registrations(repo) == []
 
 
