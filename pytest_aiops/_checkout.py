@@ -618,7 +618,19 @@ def _sweep_with_git(path: str, check_file_modes: bool) -> bool:
     try:
         dirty, others = run_git_parallel(
             [
-                ["-C", path, "diff-files", "--name-only", "-z"],
+                # The user's config must not blunt the stat check (trustctime=false or
+                # checkStat=minimal would hide a chmod or a same-size rewrite).
+                [
+                    "-c",
+                    "core.trustctime=true",
+                    "-c",
+                    "core.checkStat=default",
+                    "-C",
+                    path,
+                    "diff-files",
+                    "--name-only",
+                    "-z",
+                ],
                 ["-C", path, "ls-files", "-o", "--directory", "-z"],
             ]
         )
