@@ -326,7 +326,7 @@ def reset_clone_metadata(
         _write(os.path.join(git_dir, "info", "sparse-checkout"), cone_patterns(target))
     if commit is not None:
         _write(os.path.join(git_dir, "HEAD"), commit + "\n")
-    _trim_reflog(git_dir)
+    _trim_reflog(git_dir, commit)
 
 
 def reset_worktree_metadata(git_dir: str, commit: str, target: str | None) -> None:
@@ -347,10 +347,15 @@ def reset_worktree_metadata(git_dir: str, commit: str, target: str | None) -> No
                 remove_tree(os.path.join(info_dir, name))
         _write(os.path.join(info_dir, "sparse-checkout"), cone_patterns(target))
     _write(os.path.join(git_dir, "ORIG_HEAD"), commit + "\n")
-    _trim_reflog(git_dir)
+    _trim_reflog(git_dir, commit)
 
 
-def _trim_reflog(git_dir: str) -> None:
+def _trim_reflog(git_dir: str, commit: str | None = None) -> None:
+    """Cut the HEAD reflog to its first line, as a fresh checkout has, naming ``commit``.
+
+    A pooled checkout may have been created at another commit: ``HEAD@{0}`` must be the
+    commit it now holds, as in a fresh one (``0000... <commit> <ident> <time>\t<msg>``).
+    """
     logs = os.path.join(git_dir, "logs")
     if not os.path.isdir(logs):
         return
@@ -361,6 +366,9 @@ def _trim_reflog(git_dir: str) -> None:
     with contextlib.suppress(FileNotFoundError):
         with open(head_log, "rb") as handle:
             first = handle.readline()
+        parts = first.split(b" ", 2)
+        if commit is not None and len(parts) == 3:
+            first = b" ".join([b"0" * len(commit), commit.encode(), parts[2]])
         with open(head_log, "wb") as handle:
             handle.write(first)
 

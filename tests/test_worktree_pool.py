@@ -339,3 +339,21 @@ def test_a_directory_moved_in_with_old_times_does_not_survive_the_pool(
     assert not (path / "pkg" / "loose.txt").exists()
     assert run(path, "status", "--porcelain", "--ignored").stdout == ""
     again.release()
+
+
+@pytest.mark.parametrize("isolation", ["worktree", "clone"])
+def test_a_pooled_checkout_moved_to_a_new_commit_has_a_fresh_reflog(
+    make_repo: MakeRepo, root: Path, isolation: str
+) -> None:
+    repo = make_repo(FILES)
+    prov = provider(root)
+    lease(prov, repo, "m1", isolation=isolation).release()
+    (repo / "top.txt").write_text("second\n")
+    git(repo, "commit", "-q", "-am", "second")
+    head = git(repo, "rev-parse", "HEAD")
+    again = lease(prov, repo, "m2", isolation=isolation)
+    path = again.hard["worktreePath"]
+    assert run(path, "rev-parse", "HEAD").stdout.strip() == head
+    assert run(path, "rev-parse", "HEAD@{0}").stdout.strip() == head
+    assert len(run(path, "reflog", "show", "--format=%H", "HEAD").stdout.split()) == 1
+    again.release()
