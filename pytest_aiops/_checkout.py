@@ -810,13 +810,26 @@ def remove_registrations(
     ``known``: the registration dir the owner recorded after a completed ``worktree add``;
     then only it is removed, without reading every registration of the repository.
     """
-    if known is not None and os.path.basename(known) == token:
-        remove_tree(known)
-        return
     targets = {os.path.realpath(os.path.join(p, ".git")) for p in paths}
+
+    def moved_away(gitdir: str | None) -> bool:
+        # The user moved the checkout (`git worktree move` of a kept worktree): the
+        # registration now serves a worktree outside what we created. Not ours to remove.
+        return (
+            bool(gitdir)
+            and os.path.realpath(str(gitdir)) not in targets
+            and (os.path.exists(str(gitdir)))
+        )
+
+    if known is not None and os.path.basename(known) == token:
+        if not moved_away(_read(os.path.join(known, "gitdir")).strip()):
+            remove_tree(known)
+        return
     for reg, gitdir in list_registrations(common_dir):
         name = os.path.basename(reg)
         ours = name == token or (name.startswith(token) and name[len(token) :].isdigit())
+        if moved_away(gitdir):
+            continue
         if ours or (gitdir and os.path.realpath(gitdir) in targets):
             remove_tree(reg)
 

@@ -323,3 +323,18 @@ def test_releasing_a_parent_leaves_a_live_child_session_alone(repo: Path, tmp_pa
     reclaim_orphans(str(root))
     assert not parent_path.exists()
     assert registrations(repo) == []
+
+
+def test_a_kept_worktree_the_user_moved_keeps_its_registration(repo: Path, tmp_path: Path) -> None:
+    from pytest_aiops._providers.git_worktree import keep_worktree
+
+    root = tmp_path / "wt"
+    held = lease(provider(root), repo, "kept")
+    assert keep_worktree(held.hard["worktreePath"])
+    mine = tmp_path / "my-work"
+    git(repo, "worktree", "move", held.hard["worktreePath"], str(mine))
+    lease(provider(root, pool=False), repo, "later").release()  # a later run reclaims
+    reclaim_orphans(str(root), include_kept=True)
+    assert git(mine, "status", "--porcelain") == ""  # still a working worktree
+    assert str(mine) in git(repo, "worktree", "list")
+    git(repo, "worktree", "remove", "--force", str(mine))
