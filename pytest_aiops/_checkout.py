@@ -422,7 +422,7 @@ def restore(
     flags = list(SPARSE_FLAGS) if target else []
     rewrite: list[str] = []
     if since is not None and tree_cache is not None and not force_checkout:
-        changed, rewrite = _sweep_since(path, commit, since, tree_cache)
+        changed, rewrite = _sweep_since(path, commit, since, tree_cache, target)
     else:
         changed = _sweep_with_git(path, check_file_modes)
     if isolation == CLONE:
@@ -499,7 +499,24 @@ def _read_bytes(path: str) -> bytes:
         return b""
 
 
-def _sweep_since(path: str, commit: str, stamp: str, cache: str) -> tuple[bool, list[str]]:
+def _in_cone(files: set[str], dirs: set[str], target: str) -> tuple[set[str], set[str]]:
+    """What a cone-mode sparse checkout of ``target`` holds of a commit's tree: the files
+    at the top and in each directory leading to ``target``, and everything under it."""
+    parts = target.split("/")
+    ancestors = {"/".join(parts[:i]) for i in range(1, len(parts) + 1)}
+    inside = target + "/"
+    kept_dirs = {d for d in dirs if d in ancestors or d.startswith(inside)}
+    kept_files = {
+        f
+        for f in files
+        if f.startswith(inside) or f.rpartition("/")[0] in ({""} | ancestors) - {target}
+    }
+    return kept_files, kept_dirs
+
+
+def _sweep_since(
+    path: str, commit: str, stamp: str, cache: str, target: str | None = None
+) -> tuple[bool, list[str]]:
     """Undo every change made after ``stamp``; whether tracked content must be checked out.
 
     find(1) (split across CPUs) lists files whose ctime and directories whose mtime is
@@ -557,6 +574,8 @@ def _sweep_since(path: str, commit: str, stamp: str, cache: str) -> tuple[bool, 
     if not changed:
         return False, []
     files, dirs = _tracked_tree(path, commit, cache)
+    if target:
+        files, dirs = _in_cone(files, dirs, target)
     children: dict[str, set[str]] = {}
     for name in files | dirs:
         parent, _, leaf = name.rpartition("/")
