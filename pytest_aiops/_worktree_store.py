@@ -571,17 +571,25 @@ def sweep_deleted_repositories(base: str) -> None:
     except OSError:
         return
     for root in roots:
+        gone = False
         for token in _tokens(root):
             data = _read_json(os.path.join(control_dir(root), f"{token}.json")) or {}
             common_dir = data.get("commonDir")
             if not common_dir or os.path.isdir(str(common_dir)):
                 continue
+            gone = True
             entry = take_entry(root, token)
             if entry is not None:
                 try:
                     entry.discard()
                 finally:
                     entry.close()
+        if gone:
+            # The repository is gone, so nobody provisions into this root any more: drop it
+            # if that left it empty (rmdir refuses anything else).
+            for directory in (control_dir(root), root):
+                with contextlib.suppress(OSError):
+                    os.rmdir(directory)
 
 
 def count_pooled(root: str, key: dict[str, Any]) -> int:

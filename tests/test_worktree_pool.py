@@ -261,6 +261,8 @@ def test_pool_of_a_deleted_repository_is_swept_from_the_default_base(
         held = lease(provider(None), kept)  # any provisioning into the default base sweeps
         assert list_worktrees(roots[0]) == []
         assert not os.path.exists(pooled.path)
+        assert not os.path.exists(roots[0])  # the emptied root of the gone repo too
+        assert os.path.isdir(roots[1])
         held.release()
     finally:
         for root in roots:
