@@ -465,3 +465,30 @@ def test_public_api_is_complete_and_lazy() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True
     ).stdout
     assert out.strip() == "[]"
+
+
+def test_a_child_session_cannot_be_split_again_and_says_so(
+    repo: Path, tmp_path: Path, lock_dir: Path
+) -> None:
+    orchestrator = create_default_orchestrator(
+        GitWorktreeProviderConfig(root_directory=str(tmp_path / "wt")),
+        PortRangeProviderConfig(lock_directory=str(lock_dir)),
+    )
+    with (
+        orchestrator.provision_session(
+            session_id="p", resources=[ResourceRequest("port-range")], workspace_root=repo
+        ) as parent,
+        orchestrator.provision_child_session(
+            parent_snapshot=parent.to_discovery_snapshot(),
+            child_session_id="c",
+            child_index=0,
+            child_count=2,
+        ) as child,
+        pytest.raises(ProvisioningError, match="nested children are not supported"),
+    ):
+        orchestrator.provision_child_session(
+            parent_snapshot=child.to_discovery_snapshot(),
+            child_session_id="g",
+            child_index=0,
+            child_count=2,
+        )

@@ -344,7 +344,8 @@ class PortRangeProvider:
             raise PortsExhaustedError(
                 f"child port slice {start}-{end} of parent range "
                 f"{parsed.parent[0]}-{parsed.parent[1]} is already held by another live child "
-                f"[lock directory {lock_directory}]; use another childIndex"
+                f"[lock directory {lock_directory}]; use another childIndex (a child session "
+                "cannot itself be split: nested children are not supported)"
             )
         # A child cannot move out of its slice: report busy ports instead of skipping.
         try:
