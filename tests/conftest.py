@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -117,3 +118,18 @@ def hold_lease(tmp_path: Path) -> Iterator[Callable[..., Holder]]:
         if process.poll() is None:
             process.kill()
         process.communicate()
+
+
+def wait_for(
+    condition: Callable[[], object], what: str, *, timeout: float = 60.0, interval: float = 0.02
+) -> None:
+    """Poll ``condition()`` until it is true; fail after about ``timeout`` seconds.
+
+    A guard against hanging forever, not a timing assertion: it counts polls rather than
+    reading a clock, and a slow machine only makes it wait longer.
+    """
+    for _ in range(max(1, int(timeout / interval))):
+        if condition():
+            return
+        time.sleep(interval)
+    pytest.fail(f"gave up waiting for {what}")

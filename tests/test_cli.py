@@ -14,8 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ import pytest
 
 from pytest_aiops import DiscoverySnapshot, default_worktree_root
 
-from .conftest import git
+from .conftest import git, wait_for
 
 DEADLINE = 60.0  # generous upper bound for a subprocess to get somewhere; never asserted
 
@@ -99,15 +98,6 @@ def cli(repo: Path, lock_dir: Path, tmp_path: Path) -> Iterator[Cli]:
         if process.poll() is None:
             process.kill()
         process.communicate()
-
-
-def wait_for(condition: Callable[[], bool], what: str) -> None:
-    """Poll until ``condition()``; fail (not time out silently) after :data:`DEADLINE`."""
-    deadline = time.monotonic() + DEADLINE
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"gave up waiting for {what}")
-        time.sleep(0.02)
 
 
 def waiting_command(ready: Path) -> list[str]:
