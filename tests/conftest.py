@@ -133,3 +133,18 @@ def wait_for(
             return
         time.sleep(interval)
     pytest.fail(f"gave up waiting for {what}")
+
+
+def record_git_calls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Put a fake ``git`` first on PATH that records its arguments and fails.
+
+    Returns the file it appends to: it never exists if no git command ran.
+    """
+    bin_dir = tmp_path / "fakebin"
+    bin_dir.mkdir()
+    calls = tmp_path / "git-calls"
+    fake = bin_dir / "git"
+    fake.write_text(f'#!/bin/sh\necho "$@" >> {calls}\nexit 1\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    return calls

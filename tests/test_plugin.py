@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +13,7 @@ import pytest
 
 from pytest_aiops.plugin import SETTINGS_KEY
 
-from .conftest import git
+from .conftest import git, record_git_calls
 from .test_plugin_objects import live_leases
 
 pytest_plugins = ["pytester"]
@@ -219,13 +218,7 @@ def test_a_run_that_never_uses_the_fixtures_runs_no_git_and_leases_nothing(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, lock_dir: Path, tmp_path: Path
 ) -> None:
     commit_all(pytester.path)
-    bin_dir = tmp_path / "fakebin"
-    bin_dir.mkdir()
-    calls = tmp_path / "git-calls"
-    fake = bin_dir / "git"
-    fake.write_text(f'#!/bin/sh\necho "$@" >> {calls}\nexit 1\n')
-    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    calls = record_git_calls(tmp_path, monkeypatch)
     pytester.makepyfile("def test_x(): pass\ndef test_y(): pass")
     # pytest-benchmark, when installed, runs git describe itself at start-up.
     result = pytester.runpytest("-p", "no:benchmark")

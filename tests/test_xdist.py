@@ -8,7 +8,6 @@ import json
 import os
 import re
 import signal
-import stat
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from .conftest import record_git_calls
 from .test_plugin_objects import live_leases
 
 pytest_plugins = ["pytester"]
@@ -253,13 +253,7 @@ def test_unused_fixtures_under_xdist_run_no_git_and_leave_no_lease(
     pytester: pytest.Pytester, tmp_path: Path, lock_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     subprocess.run(["git", "init", "-q", str(pytester.path)], check=True)
-    bin_dir = tmp_path / "fakebin"
-    bin_dir.mkdir()
-    calls = tmp_path / "git-calls"
-    fake = bin_dir / "git"
-    fake.write_text(f'#!/bin/sh\necho "$@" >> {calls}\nexit 1\n')
-    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    calls = record_git_calls(tmp_path, monkeypatch)
     pytester.makepyfile(
         "import pytest\n@pytest.mark.parametrize('i', range(6))\ndef test_x(i): pass"
     )
