@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from . import hookspecs
 from ._errors import AiopsError, OptionError, ProvisioningError
-from ._settings import Settings, add_options, find_git_repository
+from ._declarations import MARKER, declare_hooks, declare_marker, declare_options
+from ._settings import Settings, find_git_repository
 
 if TYPE_CHECKING:
     # Imported when first needed: a run that never uses the fixtures does not load them.
@@ -52,7 +52,6 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "SETTINGS_KEY",
-    "AiopsFixtures",
     "AiopsWorker",
     "GitWorktree",
     "PortRange",
@@ -61,11 +60,6 @@ __all__ = [
     "WorktreeFactory",
 ]
 
-MARKER = "aiops"
-MARKER_HELP = (
-    "aiops(base_ref=None, target_path=None, isolation=None): module-level options for this "
-    "module's git_worktree (baseRef/targetPath/isolation; camelCase keys accepted too)."
-)
 WORKERINPUT_KEY = "aiops"  # the key in xdist's workerinput (also pytest_aiops._xdist's)
 _MARKER_KEYS = {
     "base_ref": "base_ref",
@@ -107,11 +101,11 @@ _STATE_KEY = pytest.StashKey[_State]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    add_options(parser)
+    declare_options(parser)  # no-op when the aiops-declarations plugin already did
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
-    pluginmanager.add_hookspecs(hookspecs)
+    declare_hooks(pluginmanager)
 
 
 def xdist_worker_count(config: pytest.Config) -> int:
@@ -158,10 +152,9 @@ def project_session_id(root: str) -> str:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", MARKER_HELP)
+    declare_marker(config)
     settings = Settings.from_config(config)
     config.stash[SETTINGS_KEY] = settings
-    config.pluginmanager.register(AiopsFixtures(config), "aiops-fixtures")
     if settings.disable:
         return
     from ._registry import ProviderRegistry
@@ -516,107 +509,111 @@ def _provisioning_failure(fixture: str, error: AiopsError) -> str:
     return message if message.startswith(f"{fixture} ") else f"{fixture}: {message}"
 
 
-class AiopsFixtures:
-    """The fixtures, as methods of one object per config (registered as ``aiops-fixtures``).
+# Module-level functions, as pytest's own tmp_path_factory and xdist's worker_id: pytest 9.2
+# deprecates fixtures defined as instance methods. The session-scoped ones find the config
+# through ``pytestconfig`` (resolved once per session); ``aiops_port``, the one requested per
+# test, depends on ``port_range`` alone, so a test taking a port resolves no ``request`` chain
+# (pytest 9 builds a new fixture definition each time ``request`` is asked for: bench/plugin.py).
 
-    Methods rather than module functions so that no fixture needs ``request`` or
-    ``pytestconfig`` to find its config: pytest 9 builds a new fixture definition each time
-    ``request`` is asked for, which every test taking a port would pay (bench/plugin.py).
-    """
 
-    def __init__(self, config: pytest.Config) -> None:
-        self.config = config
+@pytest.fixture(scope="session")
+def aiops_worker(pytestconfig: pytest.Config) -> AiopsWorker:
+    """This process's pytest-aiops resources (one per xdist worker): the factory behind
+    the other fixtures. ``.port_range()``, ``.worktrees`` (a WorktreeFactory),
+    ``.session(path)``, ``.worker_id``, ``.child_index``/``.child_count`` (its slice of
+    the xdist parent range). Nothing is leased until one of them is used."""
+    return _worker(pytestconfig)
 
-    @pytest.fixture(scope="session")
-    def aiops_worker(self) -> AiopsWorker:
-        """This process's pytest-aiops resources (one per xdist worker): the factory behind
-        the other fixtures. ``.port_range()``, ``.worktrees`` (a WorktreeFactory),
-        ``.session(path)``, ``.worker_id``, ``.child_index``/``.child_count`` (its slice of
-        the xdist parent range). Nothing is leased until one of them is used."""
-        return _worker(self.config)
 
-    @pytest.fixture(scope="session")
-    def port_range(self) -> PortRange:
-        """This worker's block of TCP ports no other live process leases (session scope).
+@pytest.fixture(scope="session")
+def port_range(pytestconfig: pytest.Config) -> PortRange:
+    """This worker's block of TCP ports no other live process leases (session scope).
 
-        ``start``, ``end`` (inclusive), ``primary``, ``ports``; ``len()``, iteration, ``in``;
-        ``next_port()`` hands each port out once per worker (thread-safe) and says how to get
-        more when none is left (--aiops-ports-per-worker). Under xdist each worker gets its
-        own slice of the run's range; leased on first use, released at the end of the
-        session."""
-        worker = _worker(self.config)
-        _activate_reporter(self.config, worker)
-        failure: str | None = None
-        try:
-            port_range = worker.port_range()
-        except AiopsError as error:
-            failure = _provisioning_failure("port_range", error)
-        if failure is not None:
-            pytest.fail(failure, pytrace=False)
-        if port_range.current_user is None:
-            # The reporter was registered after this test's logstart (which it uses to
-            # attribute ports): attribute the ports this first test takes to it too.
-            current = os.environ.get("PYTEST_CURRENT_TEST", "")
-            port_range.current_user = current.rsplit(" ", 1)[0] or None
-        return port_range
-
-    @pytest.fixture
-    def aiops_port(self, port_range: PortRange) -> int:
-        """One TCP port for this test alone: ``port_range.next_port()``."""
-        return port_range.next_port()
-
-    @pytest.fixture(scope="session")
-    def aiops_worktree_factory(self) -> WorktreeFactory:
-        """Makes more isolated worktrees (as tmp_path_factory is to tmp_path), session scope.
-
-        ``with aiops_worktree_factory.worktree(base_ref="v1") as wt:`` gives a
-        function-scoped one; ``provision()``/``release()`` for other lifetimes. Worktrees
-        still out at the end of the session are released (or kept, per --aiops-keep)."""
-        return _worker(self.config).worktrees
-
-    @pytest.fixture(scope="module")
-    def git_worktree(self, request: pytest.FixtureRequest) -> Iterator[GitWorktree]:
-        """An isolated worktree of the repository under test, one per test module.
-
-        ``path`` (a pathlib.Path), ``base_ref``, ``repo_root``, ``working_directory``,
-        ``env()``; edit freely, the repository's own checkout is never touched. Checked out
-        at --aiops-base-ref (default HEAD) from the repository holding pytest's rootdir (or
-        --aiops-repo); a module may choose with ``pytestmark = pytest.mark.aiops(base_ref=...,
-        target_path=..., isolation=...)``. Provisioned on first use (a run that never asks
-        for it runs no git command), released at the end of the module unless --aiops-keep
-        says to keep it."""
-        worker = _worker(self.config)
-        reporter = _activate_reporter(self.config, worker)
-        factory = worker.worktrees
-        failure: str | None = None
-        try:
-            options = marker_options(request.node.get_closest_marker(MARKER))
-            worktree = factory.provision(**options, name=request.node.nodeid)
-        except AiopsError as error:
-            failure = _provisioning_failure("git_worktree", error)
-        if failure is not None:
-            pytest.fail(failure, pytrace=False)
-        yield worktree
-        factory.release(worktree, failed=request.node.nodeid in reporter.failed_modules)
-
-    @pytest.fixture(scope="session")
-    def provisioned_session(self, tmp_path_factory: pytest.TempPathFactory) -> WorkerSession:
-        """This worker's ProvisionedResources: its port range plus the kinds in
-        --aiops-resources and those added by pytest_aiops_session_resources hooks (session
-        scope).
-
-        Its discovery file is written (``.discovery_file``); ``injected_env()`` gives the
-        environment for subprocesses, ``AGENT_DISCOVERY_FILE`` included; ``.runtime`` is the
-        RuntimeInjection (working directory, env, file). Released at the end of the session."""
-        worker = _worker(self.config)
-        if "port-range" in worker.resource_kinds:
-            _activate_reporter(self.config, worker)
-        directory = tmp_path_factory.getbasetemp() / f"aiops-{worker.worker_id}"
-        try:
-            return worker.session(Path(directory) / "resources.json")
-        except AiopsError as error:
-            failure = _provisioning_failure("provisioned_session", error)
+    ``start``, ``end`` (inclusive), ``primary``, ``ports``; ``len()``, iteration, ``in``;
+    ``next_port()`` hands each port out once per worker (thread-safe) and says how to get
+    more when none is left (--aiops-ports-per-worker). Under xdist each worker gets its
+    own slice of the run's range; leased on first use, released at the end of the
+    session."""
+    worker = _worker(pytestconfig)
+    _activate_reporter(pytestconfig, worker)
+    failure: str | None = None
+    try:
+        leased = worker.port_range()
+    except AiopsError as error:
+        failure = _provisioning_failure("port_range", error)
+    if failure is not None:
         pytest.fail(failure, pytrace=False)
+    if leased.current_user is None:
+        # The reporter was registered after this test's logstart (which it uses to
+        # attribute ports): attribute the ports this first test takes to it too.
+        current = os.environ.get("PYTEST_CURRENT_TEST", "")
+        leased.current_user = current.rsplit(" ", 1)[0] or None
+    return leased
+
+
+@pytest.fixture
+def aiops_port(port_range: PortRange) -> int:
+    """One TCP port for this test alone: ``port_range.next_port()``."""
+    return port_range.next_port()
+
+
+@pytest.fixture(scope="session")
+def aiops_worktree_factory(pytestconfig: pytest.Config) -> WorktreeFactory:
+    """Makes more isolated worktrees (as tmp_path_factory is to tmp_path), session scope.
+
+    ``with aiops_worktree_factory.worktree(base_ref="v1") as wt:`` gives a
+    function-scoped one; ``provision()``/``release()`` for other lifetimes. Worktrees
+    still out at the end of the session are released (or kept, per --aiops-keep)."""
+    return _worker(pytestconfig).worktrees
+
+
+@pytest.fixture(scope="module")
+def git_worktree(request: pytest.FixtureRequest) -> Iterator[GitWorktree]:
+    """An isolated worktree of the repository under test, one per test module.
+
+    ``path`` (a pathlib.Path), ``base_ref``, ``repo_root``, ``working_directory``,
+    ``env()``; edit freely, the repository's own checkout is never touched. Checked out
+    at --aiops-base-ref (default HEAD) from the repository holding pytest's rootdir (or
+    --aiops-repo); a module may choose with ``pytestmark = pytest.mark.aiops(base_ref=...,
+    target_path=..., isolation=...)``. Provisioned on first use (a run that never asks
+    for it runs no git command), released at the end of the module unless --aiops-keep
+    says to keep it."""
+    config = request.config
+    worker = _worker(config)
+    reporter = _activate_reporter(config, worker)
+    factory = worker.worktrees
+    failure: str | None = None
+    try:
+        options = marker_options(request.node.get_closest_marker(MARKER))
+        worktree = factory.provision(**options, name=request.node.nodeid)
+    except AiopsError as error:
+        failure = _provisioning_failure("git_worktree", error)
+    if failure is not None:
+        pytest.fail(failure, pytrace=False)
+    yield worktree
+    factory.release(worktree, failed=request.node.nodeid in reporter.failed_modules)
+
+
+@pytest.fixture(scope="session")
+def provisioned_session(
+    pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory
+) -> WorkerSession:
+    """This worker's ProvisionedResources: its port range plus the kinds in
+    --aiops-resources and those added by pytest_aiops_session_resources hooks (session
+    scope).
+
+    Its discovery file is written (``.discovery_file``); ``injected_env()`` gives the
+    environment for subprocesses, ``AGENT_DISCOVERY_FILE`` included; ``.runtime`` is the
+    RuntimeInjection (working directory, env, file). Released at the end of the session."""
+    worker = _worker(pytestconfig)
+    if "port-range" in worker.resource_kinds:
+        _activate_reporter(pytestconfig, worker)
+    directory = tmp_path_factory.getbasetemp() / f"aiops-{worker.worker_id}"
+    try:
+        return worker.session(Path(directory) / "resources.json")
+    except AiopsError as error:
+        failure = _provisioning_failure("provisioned_session", error)
+    pytest.fail(failure, pytrace=False)
 
 
 def marker_options(marker: pytest.Mark | None) -> dict[str, str]:

@@ -191,7 +191,38 @@ def test_no_aiops_unloads_everything(pytester: pytest.Pytester) -> None:
     result.assert_outcomes(passed=1, errors=1)
     result.stdout.fnmatch_lines(["*fixture 'port_range' not found*"])
     result.stdout.no_fnmatch_line("aiops:*")
-    assert pytester.runpytest("-p", "no:aiops", "--aiops-keep=all").ret == 4
+    # The declarations stay (see the next test); blocking them too unloads every name.
+    pytester.runpytest("-p", "no:aiops", "--aiops-keep=all").assert_outcomes(passed=1, errors=1)
+    blocked = pytester.runpytest("-p", "no:aiops", "-p", "no:aiops-declarations", "--aiops-keep=all")
+    assert blocked.ret == pytest.ExitCode.USAGE_ERROR
+
+
+@pytest.mark.parametrize("switch", [("-p", "no:aiops"), ("--aiops-disable",)])
+def test_turned_off_in_a_project_that_names_its_options(
+    pytester: pytest.Pytester, switch: tuple[str, ...]
+) -> None:
+    """ini keys, addopts, a marker under --strict-markers and a hook implementation all stay
+    valid with the plugin off, under filterwarnings = error (no unknown-key warning)."""
+    pytester.makeini(
+        """
+        [pytest]
+        addopts = --strict-markers --aiops-keep=failed
+        filterwarnings = error
+        aiops_ports_per_worker = 8
+        aiops_base_ref = HEAD
+        """
+    )
+    pytester.makeconftest("def pytest_aiops_register_providers(register): pass\n")
+    pytester.makepyfile(
+        """
+        import pytest
+        pytestmark = pytest.mark.aiops(base_ref="HEAD")
+        def test_plain(): pass
+        """
+    )
+    result = pytester.runpytest(*switch)
+    result.assert_outcomes(passed=1)
+    result.stdout.no_fnmatch_line("aiops:*")
 
 
 def test_disable_switch_makes_the_fixtures_say_so(pytester: pytest.Pytester) -> None:

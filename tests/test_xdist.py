@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import record_git_calls
+from .conftest import check_inner_warnings, record_git_calls
 from .test_plugin_objects import live_leases
 
 pytest_plugins = ["pytester"]
@@ -240,6 +240,8 @@ def test_two_concurrent_runs_of_one_project(pytester: pytest.Pytester, environme
     ]
     outputs = [process.communicate(timeout=120)[0] for process in processes]
     assert [p.returncode for p in processes] == [0, 0], outputs[0] + outputs[1]
+    for output in outputs:
+        check_inner_warnings(output, "", ())
     parents = [re.search(r"aiops: ports (\d+)-(\d+) for 2 workers", out) for out in outputs]
     assert all(parents), outputs
     found = ranges_by_holder(records(environment))
@@ -341,6 +343,7 @@ def test_without_xdist_a_worker_leases_its_own_block(pytester: pytest.Pytester) 
     )
 
 
+@pytest.mark.inner_warnings("*AiopsWarning: port range * overlaps the OS ephemeral port range *")
 def test_ephemeral_range_warning_goes_to_the_warnings_summary(pytester: pytest.Pytester) -> None:
     from pytest_aiops._ports import ephemeral_range
 
