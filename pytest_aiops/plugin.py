@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from ._errors import AiopsError, OptionError, ProvisioningError
 from ._declarations import MARKER, declare_hooks, declare_marker, declare_options
+from ._errors import AiopsError, OptionError, ProvisioningError
 from ._settings import Settings, find_git_repository
 
 if TYPE_CHECKING:

@@ -193,7 +193,9 @@ def test_no_aiops_unloads_everything(pytester: pytest.Pytester) -> None:
     result.stdout.no_fnmatch_line("aiops:*")
     # The declarations stay (see the next test); blocking them too unloads every name.
     pytester.runpytest("-p", "no:aiops", "--aiops-keep=all").assert_outcomes(passed=1, errors=1)
-    blocked = pytester.runpytest("-p", "no:aiops", "-p", "no:aiops-declarations", "--aiops-keep=all")
+    blocked = pytester.runpytest(
+        "-p", "no:aiops", "-p", "no:aiops-declarations", "--aiops-keep=all"
+    )
     assert blocked.ret == pytest.ExitCode.USAGE_ERROR
 
 
@@ -499,6 +501,43 @@ def test_provisioned_session_with_a_custom_provider_and_worktree(
     )
     result.assert_outcomes(passed=1)
     assert git(pytester.path, "worktree", "list").count("\n") == 0
+
+
+ONE_TEST_PER_FIXTURE = """
+import socket
+
+def test_port_range(port_range):
+    assert len(port_range) >= 1
+
+def test_aiops_port(aiops_port):
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", aiops_port))
+
+def test_git_worktree(git_worktree):
+    (git_worktree.path / "scratch.txt").write_text("mine")
+
+def test_provisioned_session(provisioned_session):
+    assert provisioned_session.injected_env()["AGENT_DISCOVERY_FILE"]
+
+def test_aiops_worktree_factory(aiops_worktree_factory):
+    with aiops_worktree_factory.worktree() as worktree:
+        assert worktree.path.is_dir()
+"""
+
+
+@pytest.mark.parametrize("xdist", [(), ("-n", "2")], ids=["plain", "n2"])
+def test_a_user_project_runs_warning_free_under_w_error(
+    pytester: pytest.Pytester, xdist: tuple[str, ...]
+) -> None:
+    """What a new user does first: one test per fixture, ``-W error``, plain and under xdist.
+
+    A fresh interpreter (subprocess), so import-time and configure-time warnings count too.
+    """
+    pytester.makepyfile(test_user=ONE_TEST_PER_FIXTURE)
+    commit_all(pytester.path)
+    result = pytester.runpytest_subprocess("-p", "no:benchmark", "-W", "error", *xdist)
+    result.assert_outcomes(passed=5)
+    assert result.parseoutcomes().get("warnings", 0) == 0
 
 
 def test_fixtures_are_documented(pytester: pytest.Pytester) -> None:
