@@ -215,8 +215,17 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest.fixture
-def pytester(pytester: pytest.Pytester, request: pytest.FixtureRequest) -> pytest.Pytester:
-    """pytest's ``pytester``, whose runs fail the test on any warning it did not expect."""
+def pytester(
+    pytester: pytest.Pytester, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> pytest.Pytester:
+    """pytest's ``pytester``, whose runs fail the test on any warning it did not expect.
+
+    When this suite itself runs under xdist, its workers' ``PYTEST_XDIST_*`` variables are
+    removed: an inner run is a run of its own, not part of an xdist worker.
+    """
+    for key in list(os.environ):
+        if key.startswith("PYTEST_XDIST_"):
+            monkeypatch.delenv(key)
     allowed = allowed_inner_warnings(request)
     inprocess = pytester.runpytest_inprocess
     subprocess_run = pytester.runpytest_subprocess
