@@ -27,7 +27,8 @@ _EXPORTS: dict[str, str] = {
     "LockError": "._errors",
     "OptionError": "._errors",
     "ParentGoneError": "._locking",
-    "PortRange": "._resources",
+    "KernelPorts": "._port_pool",
+    "PortRange": "._port_pool",
     "PortRangeProvider": "._providers.port_range",
     "PortRangeProviderConfig": "._providers.port_range",
     "PortsExhaustedError": "._errors",
@@ -57,6 +58,8 @@ _EXPORTS: dict[str, str] = {
     "list_worktrees": "._providers.git_worktree",
     "reclaim_orphans": "._providers.git_worktree",
     "worktree_env": "._providers.git_worktree",
+    "give_back_port": "._port_pool",
+    "take_port": "._port_pool",
 }
 
 __all__ = [
@@ -70,6 +73,7 @@ __all__ = [
     "GitWorktreeProvider",
     "GitWorktreeProviderConfig",
     "HardConstraint",
+    "KernelPorts",
     "LockError",
     "OptionError",
     "ParentGoneError",
@@ -100,9 +104,11 @@ __all__ = [
     "create_port_range_provider",
     "default_lock_directory",
     "default_worktree_root",
+    "give_back_port",
     "hash_to_unsigned_int",
     "list_worktrees",
     "reclaim_orphans",
+    "take_port",
     "worktree_env",
 ]
 
@@ -154,6 +160,12 @@ if TYPE_CHECKING:
     from ._orchestrator import (
         ResourceProvisioningOrchestrator,
     )
+    from ._port_pool import (
+        KernelPorts,
+        PortRange,
+        give_back_port,
+        take_port,
+    )
     from ._providers.git_worktree import (
         GitWorktreeProvider,
         GitWorktreeProviderConfig,
@@ -176,7 +188,6 @@ if TYPE_CHECKING:
     from ._resources import (
         AiopsWorker,
         GitWorktree,
-        PortRange,
         WorkerSession,
         WorktreeFactory,
     )

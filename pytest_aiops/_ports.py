@@ -1,8 +1,9 @@
-"""Facts about the machine's TCP ports: which are in use, and the OS ephemeral range."""
+"""Facts about the machine's ports: which are in use (TCP/UDP, IPv4/IPv6), the ephemeral range."""
 
 from __future__ import annotations
 
 import errno
+import os
 import socket
 import sys
 from functools import lru_cache
@@ -16,16 +17,32 @@ FALLBACK_EPHEMERAL = (49152, 65535)  # IANA dynamic range: macOS, Windows, the B
 EPHEMERAL_FILE = "/proc/sys/net/ipv4/ip_local_port_range"
 
 
-def port_is_free(port: int, host: str = PROBE_HOST) -> bool:
-    """Whether a TCP socket can bind ``host:port`` right now.
+TCP = "tcp"
+UDP = "udp"
+PROTOCOLS = (TCP, UDP)
 
-    No ``SO_REUSEADDR``: a port that a server without it could not bind counts as busy.
-    UDP is not probed: TCP and UDP ports are separate namespaces, so a UDP user of a port
-    does not stop a TCP server from binding it (and test servers are overwhelmingly TCP).
-    IPv6-only sockets (``::1``, or ``[::]`` with ``IPV6_V6ONLY``) are not seen either; a
-    dual-stack ``[::]`` listener is.
-    """
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+
+@lru_cache(maxsize=1)
+def host_has_ipv6() -> bool:
+    """Whether this host can bind IPv6 sockets (``::1``); cached for the process."""
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sock:
+            sock.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+def _binds(family: socket.AddressFamily, kind: socket.SocketKind, port: int, reuse: bool) -> bool:
+    host = PROBE_HOST if family == socket.AF_INET else "::"
+    with socket.socket(family, kind) as sock:
+        if family == socket.AF_INET6:
+            # The IPv6 wildcard only: the IPv4 side is probed on its own.
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        if reuse:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError as error:
@@ -37,9 +54,87 @@ def port_is_free(port: int, host: str = PROBE_HOST) -> bool:
     return True
 
 
+def _families() -> tuple[socket.AddressFamily, ...]:
+    return (socket.AF_INET, socket.AF_INET6) if host_has_ipv6() else (socket.AF_INET,)
+
+
+def port_is_free(port: int, host: str = PROBE_HOST, *, protocol: str = TCP) -> bool:
+    """Whether a server could bind ``port`` right now, on every address family the host has.
+
+    ``protocol`` ``tcp`` (default) or ``udp``. IPv4 on the wildcard (``0.0.0.0``: a socket on
+    127.0.0.1 or any other address counts) and, where the host has IPv6, the IPv6 wildcard
+    (``[::]``, so a listener on ``[::1]`` counts). No ``SO_REUSEADDR``: a port in TIME_WAIT,
+    which a server without it (``socketserver.TCPServer``) could not bind, counts as busy.
+    A custom IPv4 ``host`` probes that address alone.
+    """
+    kind = socket.SOCK_DGRAM if protocol == UDP else socket.SOCK_STREAM
+    if host != PROBE_HOST:
+        with socket.socket(socket.AF_INET, kind) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError as error:
+                if error.errno in (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL):
+                    return False
+                raise
+        return True
+    return all(_binds(family, kind, port, reuse=False) for family in _families())
+
+
+_TIME_WAIT = "06"  # the TCP state code in /proc/net/tcp
+
+
+def _linux_tcp_states(ports: set[int]) -> dict[int, set[str]] | None:
+    """Port -> TCP states of the sockets on it, from ``/proc/net/tcp{,6}``; None if unread."""
+    states: dict[int, set[str]] = {}
+    try:
+        for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+            if not os.path.exists(name):
+                continue
+            with open(name, encoding="ascii") as table:
+                next(table, None)
+                for line in table:
+                    fields = line.split()
+                    if len(fields) > 3:
+                        port = int(fields[1].rsplit(":", 1)[1], 16)
+                        if port in ports:
+                            states.setdefault(port, set()).add(fields[3])
+    except (OSError, ValueError):
+        return None
+    return states
+
+
+def held_ports(ports: list[int]) -> list[int]:
+    """Of ``ports`` (each already found busy), those held by something other than TIME_WAIT.
+
+    A port whose only sockets are in TIME_WAIT frees itself within about a minute; a
+    listener or a bound socket stays. Linux: read from ``/proc/net/tcp`` (a busy port with
+    no entry there is a bound, unlisted socket: held). Elsewhere: a port that binds with
+    ``SO_REUSEADDR`` holds only TIME_WAIT (BSD lets that bind over TIME_WAIT).
+    """
+    if not ports:
+        return []
+    if sys.platform.startswith("linux"):
+        states = _linux_tcp_states(set(ports))
+        if states is not None:
+            return [port for port in ports if states.get(port, {"?"}) - {_TIME_WAIT}]
+    return [
+        port
+        for port in ports
+        if not all(_binds(family, socket.SOCK_STREAM, port, reuse=True) for family in _families())
+    ]
+
+
 def busy_ports(start: int, end: int, host: str = PROBE_HOST) -> list[int]:
-    """The ports in ``start..end`` that cannot be bound on ``host``."""
+    """The ports in ``start..end`` that a TCP server could not bind on ``host`` now."""
     return [port for port in range(start, end + 1) if not port_is_free(port, host)]
+
+
+def kernel_port(protocol: str = TCP) -> int:
+    """A port the kernel picks (bind to port 0), as suites without pytest-aiops get one."""
+    kind = socket.SOCK_DGRAM if protocol == UDP else socket.SOCK_STREAM
+    with socket.socket(socket.AF_INET, kind) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def read_ephemeral_range(path: str = EPHEMERAL_FILE) -> tuple[int, int] | None:

@@ -7,9 +7,7 @@ Everything is lazy: constructing these objects leases nothing and runs no git co
 
 from __future__ import annotations
 
-import errno
 import os
-import socket
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -18,164 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from ._discovery import DiscoverySnapshot
-from ._errors import PortsExhaustedError, ProvisioningError
+from ._errors import AiopsError, LockError, PortsExhaustedError, ProvisioningError
 from ._orchestrator import RequestLike, ResourceProvisioningOrchestrator
+from ._port_pool import KernelPorts, PortRange
 from ._registry import ProviderRegistry
 from ._session import ProvisionedResources
 from ._settings import find_git_repository
 from ._types import ResourceContextPatch, ResourceLease, ResourceRequest, RuntimeInjection
-
-PORTS_HINT = (
-    "raise --aiops-ports-per-worker (ini aiops_ports_per_worker, env PYTEST_AIOPS_PORTS_PER_WORKER)"
-)
-
-
-def port_is_bindable(port: int) -> bool:
-    """Whether a server could bind ``0.0.0.0:port`` now, as servers do, with SO_REUSEADDR.
-
-    Unlike the port-range provider's stricter probe, a socket in TIME_WAIT left by an earlier
-    test's server does not count: every common server (asyncio, socketserver, uvicorn, ...)
-    sets SO_REUSEADDR and binds over it. A listener or any other bound socket does count.
-    """
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("0.0.0.0", port))
-        except OSError as error:
-            if error.errno in (errno.EADDRINUSE, errno.EACCES):
-                return False
-            raise
-    return True
-
-
-class PortRange:
-    """A worker's leased ports: ``start``..``end`` inclusive, with a ``primary`` port.
-
-    Behaves as a sized, iterable container of ints (``len``, ``iter``, ``in``).
-    :meth:`next_port` hands out each port at most once per process (thread-safe), so several
-    tests in one worker never get the same port from it; ports some other process is already
-    listening on are skipped.
-    """
-
-    def __init__(
-        self,
-        start: int,
-        end: int,
-        primary: int | None = None,
-        *,
-        owner: str = "master",
-        session_id: str = "",
-        lock_directory: str | None = None,
-        probe: bool = True,
-    ) -> None:
-        if not 0 < start <= end <= 65535:
-            raise ValueError(f"not a port range: {start}-{end}")
-        primary = start if primary is None else primary
-        if not start <= primary <= end:
-            raise ValueError(f"primary port {primary} is outside {start}-{end}")
-        self.start = start
-        self.end = end
-        self.primary = primary
-        self.owner = owner
-        self.session_id = session_id
-        self.lock_directory = lock_directory
-        self.probe = probe
-        self._lock = threading.Lock()
-        # Hand out the primary port first, then upwards, wrapping round to start.
-        self._order: list[int] = [*range(primary, end + 1), *range(start, primary)]
-        self._cursor = 0
-        self._handed_out: dict[int, str | None] = {}
-        self.current_user: str | None = None  # set by the plugin to the running test's id
-
-    @property
-    def ports(self) -> range:
-        """All ports of the range, in order (a ``range``, so a ``Sequence[int]``)."""
-        return range(self.start, self.end + 1)
-
-    def __len__(self) -> int:
-        return self.end - self.start + 1
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.ports)
-
-    def __contains__(self, port: object) -> bool:
-        return isinstance(port, int) and self.start <= port <= self.end
-
-    def __repr__(self) -> str:
-        return f"<PortRange {self.start}-{self.end} primary={self.primary} owner={self.owner!r}>"
-
-    @property
-    def env(self) -> dict[str, str]:
-        """The ``AGENT_PORT_*`` variables describing this range, for subprocesses."""
-        return {
-            "AGENT_PORT_RANGE_START": str(self.start),
-            "AGENT_PORT_RANGE_END": str(self.end),
-            "AGENT_PORT_PRIMARY": str(self.primary),
-        }
-
-    @property
-    def handed_out(self) -> Mapping[int, str | None]:
-        """Port -> id of the test (if known) it was handed to by :meth:`next_port`."""
-        with self._lock:
-            return dict(self._handed_out)
-
-    @property
-    def remaining(self) -> int:
-        """How many ports :meth:`next_port` has not looked at yet."""
-        with self._lock:
-            return len(self._order) - self._cursor
-
-    def next_port(self) -> int:
-        """A port of this range not handed out before and (if probing) not in use.
-
-        Raises :class:`pytest_aiops.PortsExhaustedError` when none is left, saying how to get
-        more ports.
-        """
-        with self._lock:
-            while self._cursor < len(self._order):
-                port = self._order[self._cursor]
-                self._cursor += 1
-                if self.probe and not port_is_bindable(port):
-                    continue  # someone else listens there (a server a test left running, ...)
-                self._handed_out[port] = self.current_user
-                return port
-            raise PortsExhaustedError(
-                f"port_range {self.start}-{self.end} of worker {self.owner} has no unused port "
-                f"left: all {len(self)} were handed out by next_port() or are in use by other "
-                f"processes; {PORTS_HINT} (now {len(self)})"
-            )
-
-    def next_ports(self, count: int) -> list[int]:
-        """``count`` ports from :meth:`next_port` (all or none are consumed on error)."""
-        with self._lock:
-            saved_cursor, saved = self._cursor, dict(self._handed_out)
-        try:
-            return [self.next_port() for _ in range(count)]
-        except PortsExhaustedError:
-            with self._lock:
-                self._cursor, self._handed_out = saved_cursor, saved
-            raise
-
-    def ports_of(self, user: str) -> list[int]:
-        """Ports handed out while ``user`` (a test id) was running."""
-        with self._lock:
-            return [port for port, who in self._handed_out.items() if who == user]
-
-    @classmethod
-    def from_allocation(
-        cls, allocation: Mapping[str, Any], *, owner: str, session_id: str, probe: bool = True
-    ) -> PortRange:
-        """Build from a ``port-range`` lease's hard allocation."""
-        lock_path = allocation.get("lockPath")
-        return cls(
-            int(allocation["startPort"]),
-            int(allocation["endPort"]),
-            int(allocation["primaryPort"]),
-            owner=owner,
-            session_id=session_id,
-            lock_directory=os.path.dirname(lock_path) if isinstance(lock_path, str) else None,
-            probe=probe,
-        )
 
 
 @dataclass(frozen=True)
@@ -439,6 +286,8 @@ class AiopsWorker:
         worktree_root: str | None = None,
         isolation: str = "worktree",
         keep: str = "none",
+        max_ports: int | None = None,
+        port_fallback: str = "error",
     ) -> None:
         self.registry = registry
         self.worker_id = worker_id
@@ -459,6 +308,9 @@ class AiopsWorker:
         self._lock = threading.RLock()
         self._ports_session: ProvisionedResources | None = None
         self._port_range: PortRange | None = None
+        self.max_ports = max_ports
+        self.port_fallback = port_fallback
+        self._grown: list[ProvisionedResources] = []
         self._session: WorkerSession | None = None
         self._closed = False
         self.worktrees = WorktreeFactory(
@@ -537,10 +389,27 @@ class AiopsWorker:
         )
 
     def port_range(self) -> PortRange:
-        """This worker's :class:`PortRange` (leased on first call)."""
+        """This worker's port pool (leased on first call).
+
+        Where leasing is unavailable (the lock directory cannot be used, every block is
+        held) and ``port_fallback`` is ``"kernel"``, a :class:`KernelPorts` stand-in that
+        warns once, so a suite keeps running without the guarantees.
+        """
         with self._lock:
             if self._port_range is None:
-                session = self.ports_session()
+                try:
+                    session = self.ports_session()
+                except AiopsError as error:
+                    cause = error.__cause__ if isinstance(error, ProvisioningError) else error
+                    if self.port_fallback != "kernel" or not isinstance(
+                        cause, (LockError, PortsExhaustedError)
+                    ):
+                        raise
+                    self._port_range = KernelPorts(
+                        f"pytest-aiops could not lease ports ({' '.join(str(cause).split())})",
+                        owner=self.worker_id,
+                    )
+                    return self._port_range
                 allocation = session.allocation("port-range")
                 if allocation is None:
                     raise ProvisioningError(
@@ -549,9 +418,35 @@ class AiopsWorker:
                         kind="port-range",
                     )
                 self._port_range = PortRange.from_allocation(
-                    allocation, owner=self.worker_id, session_id=session.session_id
+                    allocation,
+                    owner=self.worker_id,
+                    session_id=session.session_id,
+                    grow=self._grow_pool,
+                    max_ports=self.max_ports,
+                    fallback=self.port_fallback,
                 )
             return self._port_range
+
+    def _grow_pool(self) -> tuple[int, int, Sequence[int]]:
+        """Lease one more block of ``ports_per_worker`` for the pool (a top-level lease,
+        seeded by the worker's session id and the block's number: the same run after run)."""
+        with self._lock:
+            self._check_open()
+            number = len(self._grown) + 1
+            try:
+                session = self._orchestrator().provision_session(
+                    session_id=f"{self.session_id}+{number}",
+                    resources=[self._port_request()],
+                    workspace_root=self.workspace_root,
+                )
+            except ProvisioningError as error:
+                if isinstance(error.__cause__, (PortsExhaustedError, LockError)):
+                    raise PortsExhaustedError(str(error.__cause__)) from error
+                raise
+            self._grown.append(session)
+            allocation = session.allocation("port-range") or {}
+            busy = [int(port) for port in allocation.get("busyPorts") or ()]
+            return int(allocation["startPort"]), int(allocation["endPort"]), busy
 
     def session(self, discovery_file: str | os.PathLike[str]) -> WorkerSession:
         """The worker's full provisioned session (once); its discovery file written.
@@ -615,6 +510,8 @@ class AiopsWorker:
             if self._session is not None:
                 errors.extend(_release(self._session))
             errors.extend(self.worktrees.close())
+            for grown in reversed(self._grown):
+                errors.extend(_release(grown))
             if self._ports_session is not None:
                 errors.extend(_release(self._ports_session))
             return errors
@@ -625,6 +522,8 @@ class AiopsWorker:
         return {
             "workerId": self.worker_id,
             "range": [port_range.start, port_range.end] if port_range else None,
+            "leased": port_range.leased if port_range else None,
+            "pool": port_range.summary() if port_range else None,
             "childIndex": self.child_index if self.parent is not None else None,
             "fallback": self.fallback_reason,
             "kept": [str(w.path) for w in self.worktrees.kept],

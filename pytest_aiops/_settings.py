@@ -25,6 +25,10 @@ T = TypeVar("T")
 #: Default port range, the port-range provider's: 200 blocks of 32 ports from 20000.
 DEFAULT_PORT_RANGE = (20000, 26399)
 DEFAULT_PORTS_PER_WORKER = 32
+#: How far a worker's pool may grow when every port it has is out or in TIME_WAIT (about a
+#: minute on Linux): 64 blocks of 32 serve 2,048 server tests a minute per worker.
+DEFAULT_MAX_PORTS_PER_WORKER = 2048
+PORT_FALLBACKS = ("kernel", "error")
 DEFAULT_BASE_REF = "HEAD"
 ISOLATION_LEVELS = ("worktree", "clone")
 KEEP_POLICIES = ("none", "failed", "all")
@@ -66,6 +70,25 @@ OPTIONS: tuple[_Option, ...] = (
         "ports_per_worker",
         f"TCP ports each worker's port_range gets (default {DEFAULT_PORTS_PER_WORKER}).",
         "N",
+    ),
+    _Option(
+        "max_ports_per_worker",
+        "how far a worker's port pool may grow (more blocks leased) when none of its ports "
+        f"is free yet (default {DEFAULT_MAX_PORTS_PER_WORKER}).",
+        "N",
+    ),
+    _Option(
+        "port_fallback",
+        "where leasing is unavailable (--aiops-disable, an unusable lock directory, a full "
+        "range, an unsupported platform) or the pool is at its bound: 'kernel' hands out "
+        "ports the kernel picks, with one warning; 'error' fails the test (default kernel).",
+        "MODE",
+    ),
+    _Option(
+        "asyncio_ports",
+        "serve pytest-asyncio's unused_tcp_port, unused_udp_port and their _factory "
+        "fixtures from this worker's port pool.",
+        flag=True,
     ),
     _Option(
         "port_range",
@@ -119,6 +142,9 @@ class Settings:
 
     disable: bool = False
     ports_per_worker: int = DEFAULT_PORTS_PER_WORKER
+    max_ports_per_worker: int = DEFAULT_MAX_PORTS_PER_WORKER
+    port_fallback: str = "kernel"
+    asyncio_ports: bool = False
     port_range: tuple[int, int] = DEFAULT_PORT_RANGE
     lock_dir: str | None = None
     repo: str | None = None
@@ -167,6 +193,11 @@ class Settings:
         return cls(
             disable=get("disable", _parse_bool, False),
             ports_per_worker=get("ports_per_worker", _parse_positive_int, DEFAULT_PORTS_PER_WORKER),
+            max_ports_per_worker=get(
+                "max_ports_per_worker", _parse_positive_int, DEFAULT_MAX_PORTS_PER_WORKER
+            ),
+            port_fallback=get("port_fallback", _parse_choice(PORT_FALLBACKS), "kernel"),
+            asyncio_ports=get("asyncio_ports", _parse_bool, False),
             port_range=get("port_range", _parse_port_range, DEFAULT_PORT_RANGE),
             lock_dir=get("lock_dir", _parse_lock_dir(config), None),
             repo=get("repo", _parse_path(config), None),

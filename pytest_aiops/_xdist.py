@@ -138,6 +138,21 @@ def summary_lines(summaries: Sequence[dict[str, Any]]) -> list[str]:
             parts.append(
                 f"ports {port_range[0]}-{port_range[1]}" + (f" ({where})" if where else "")
             )
+        pool = summary.get("pool") or {}
+        blocks = pool.get("blocks") or []
+        if len(blocks) > 1:
+            extra = ", ".join(f"{start}-{end}" for start, end in blocks[1:])
+            parts.append(
+                f"pool grew by {len(blocks) - 1} block(s) ({extra}; bound {pool.get('maxPorts')})"
+            )
+        if pool.get("busy"):
+            busy = ", ".join(str(port) for port in pool["busy"][:10])
+            more = f" and {len(pool['busy']) - 10} more" if len(pool["busy"]) > 10 else ""
+            parts.append(f"busy at lease, kept back until free: {busy}{more}")
+        if pool.get("kernelPorts"):
+            parts.append(
+                f"{pool['kernelPorts']} kernel-chosen port(s) handed out ({pool.get('growError')})"
+            )
         if summary.get("fallback"):
             moved = "took another slice" if summary.get("childIndex") is not None else "own block"
             parts.append(f"{moved} because {summary['fallback']}")

@@ -27,15 +27,16 @@ from ._settings import Settings, find_git_repository
 
 if TYPE_CHECKING:
     # Imported when first needed: a run that never uses the fixtures does not load them.
+    from ._port_pool import PortRange
     from ._registry import ProviderRegistry
-    from ._resources import AiopsWorker, GitWorktree, PortRange, WorkerSession, WorktreeFactory
+    from ._resources import AiopsWorker, GitWorktree, WorkerSession, WorktreeFactory
     from ._session import ProvisionedResources
     from ._xdist import XdistController
 
 _LAZY_EXPORTS = {
     "AiopsWorker": "_resources",
     "GitWorktree": "_resources",
-    "PortRange": "_resources",
+    "PortRange": "_port_pool",
     "WorktreeFactory": "_resources",
     "ProvisionedResources": "_session",
     "WorkerSession": "_resources",
@@ -98,6 +99,7 @@ class _State:
 
 SETTINGS_KEY = pytest.StashKey[Settings]()
 _STATE_KEY = pytest.StashKey[_State]()
+_KERNEL_PORTS_KEY = pytest.StashKey["PortRange"]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -226,9 +228,20 @@ def pytest_configure(config: pytest.Config) -> None:
             worktree_root=settings.worktree_root,
             isolation=settings.isolation,
             keep=settings.keep,
+            max_ports=settings.max_ports_per_worker,
+            port_fallback=settings.port_fallback,
         )
 
     state.worker_factory = build_worker
+    from ._port_pool import set_current_pool
+
+    set_current_pool(lambda: _pool(config))
+    if settings.asyncio_ports:
+        from . import _asyncio_ports
+
+        # Registered after every entry-point plugin, pytest-asyncio's included, so these
+        # definitions of its port fixtures are the ones tests get (conftest ones still win).
+        config.pluginmanager.register(_asyncio_ports, "aiops-asyncio-ports")
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -304,6 +317,9 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    from ._port_pool import set_current_pool
+
+    set_current_pool(None)
     state = config.stash.get(_STATE_KEY, None)
     if state is None:
         return
@@ -317,7 +333,19 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 # -- failure report for "address already in use" -------------------------------------------
 
 _ADDRESS_IN_USE = "address already in use"
-_PORT_FIXTURES = frozenset({"port_range", "aiops_port", "provisioned_session"})
+_PORT_FIXTURES = frozenset(
+    {
+        "port_range",
+        "aiops_port",
+        "aiops_udp_port",
+        "aiops_port_factory",
+        "provisioned_session",
+        "unused_tcp_port",
+        "unused_udp_port",
+        "unused_tcp_port_factory",
+        "unused_udp_port_factory",
+    }
+)
 
 
 class _Reporter:
@@ -331,12 +359,48 @@ class _Reporter:
     def __init__(self, worker: AiopsWorker) -> None:
         self.worker = worker
         self.failed_modules: set[str] = set()
+        # Who holds the ports taken now: the fixtures being set up, innermost last. Shared
+        # with the pool (PortRange.holders); see _activate_reporter for the first one.
+        self.holders: list[object] = []
+
+    def _pool(self) -> PortRange | None:
+        return self.worker.leased_port_range
 
     @pytest.hookimpl
     def pytest_runtest_logstart(self, nodeid: str) -> None:
-        port_range = self.worker.leased_port_range
-        if port_range is not None:
-            port_range.current_user = nodeid
+        pool = self._pool()
+        if pool is not None:
+            pool.current_user = nodeid
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_fixture_setup(self, fixturedef: Any) -> Generator[None, object, object]:
+        # Ports a fixture takes while it is set up are its own, back when it is finalized.
+        self.holders.append(fixturedef)
+        try:
+            return (yield)
+        finally:
+            self.holders.remove(fixturedef)
+
+    @pytest.hookimpl
+    def pytest_fixture_post_finalizer(self, fixturedef: Any) -> None:
+        pool = self._pool()
+        if pool is not None:
+            pool.give_back_all(fixturedef)
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_call(self) -> None:
+        if _SETUP_GUARD in self.holders:
+            self.holders.remove(_SETUP_GUARD)
+
+    @pytest.hookimpl
+    def pytest_runtest_logfinish(self, nodeid: str) -> None:
+        # The test and its function-scoped fixtures are done: its own ports come back.
+        if _SETUP_GUARD in self.holders:
+            self.holders.remove(_SETUP_GUARD)
+        pool = self._pool()
+        if pool is not None:
+            pool.give_back_all(nodeid)
+            pool.current_user = None
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(
@@ -459,12 +523,58 @@ def describe_port_holders(port_range: PortRange, nodeid: str, text: str) -> str:
     return "\n".join(lines)
 
 
+#: Holds the ports taken by a fixture whose setup began before the reporter was registered
+#: (so no pytest_fixture_setup wrapper saw it start): its scope is unknown, so they are kept
+#: for the session rather than given back after a test that may not own them.
+_SETUP_GUARD = "<session: taken during a setup the pool did not see begin>"
+
+
 def _activate_reporter(config: pytest.Config, worker: AiopsWorker) -> _Reporter:
     state = config.stash[_STATE_KEY]
     if state.reporter is None:
-        state.reporter = _Reporter(worker)
-        config.pluginmanager.register(state.reporter, "aiops-reporter")
+        state.reporter = reporter = _Reporter(worker)
+        if os.environ.get("PYTEST_CURRENT_TEST", "").endswith(" (setup)"):
+            reporter.holders.append(_SETUP_GUARD)
+        config.pluginmanager.register(reporter, "aiops-reporter")
     return state.reporter
+
+
+def _pool(config: pytest.Config) -> PortRange:
+    """The port pool of this process, for the port fixtures and ``take_port()``.
+
+    With the plugin disabled, a :class:`KernelPorts` stand-in (kernel-chosen ports, one
+    warning) unless --aiops-port-fallback=error; a provisioning failure is one line.
+    """
+    state = config.stash.get(_STATE_KEY, None)
+    if state is None or state.worker is None:
+        settings = config.stash.get(SETTINGS_KEY, None)
+        if settings is None or settings.port_fallback == "error":
+            _worker(config)  # fails, saying the plugin is disabled
+        stand_in = config.stash.get(_KERNEL_PORTS_KEY, None)
+        if stand_in is None:
+            from ._port_pool import KernelPorts
+
+            source = settings.source("disable") if settings else "default"
+            stand_in = KernelPorts(f"pytest-aiops is disabled ({source})")
+            config.stash[_KERNEL_PORTS_KEY] = stand_in
+        return stand_in
+    worker = state.worker
+    reporter = _activate_reporter(config, worker)
+    failure: str | None = None
+    try:
+        pool = worker.port_range()
+    except AiopsError as error:
+        failure = _provisioning_failure("port_range", error)
+    if failure is not None:
+        pytest.fail(failure, pytrace=False)
+    if pool.holders is not reporter.holders:
+        pool.holders = reporter.holders
+    if pool.current_user is None:
+        # The reporter was registered after this test's logstart (which it uses to
+        # attribute ports): attribute the ports this first test takes to it too.
+        current = os.environ.get("PYTEST_CURRENT_TEST", "")
+        pool.current_user = current.rsplit(" ", 1)[0] or None
+    return pool
 
 
 # -- fixtures ---------------------------------------------------------------------------------
@@ -534,27 +644,43 @@ def port_range(pytestconfig: pytest.Config) -> PortRange:
     more when none is left (--aiops-ports-per-worker). Under xdist each worker gets its
     own slice of the run's range; leased on first use, released at the end of the
     session."""
-    worker = _worker(pytestconfig)
-    _activate_reporter(pytestconfig, worker)
-    failure: str | None = None
-    try:
-        leased = worker.port_range()
-    except AiopsError as error:
-        failure = _provisioning_failure("port_range", error)
-    if failure is not None:
-        pytest.fail(failure, pytrace=False)
-    if leased.current_user is None:
-        # The reporter was registered after this test's logstart (which it uses to
-        # attribute ports): attribute the ports this first test takes to it too.
-        current = os.environ.get("PYTEST_CURRENT_TEST", "")
-        leased.current_user = current.rsplit(" ", 1)[0] or None
-    return leased
+    return _pool(pytestconfig)
 
 
 @pytest.fixture
-def aiops_port(port_range: PortRange) -> int:
-    """One TCP port for this test alone: ``port_range.next_port()``."""
-    return port_range.next_port()
+def aiops_port(port_range: PortRange) -> Iterator[int]:
+    """One TCP port for this test alone, back in the worker's pool when the test ends.
+
+    Free for TCP on IPv4 and (where the host has it) IPv6, TIME_WAIT included. For a
+    fixture of a wider scope use ``aiops_port_factory`` (or ``port_range.next_port()``);
+    from any code, ``pytest_aiops.take_port()``."""
+    token = object()
+    port = port_range.next_port(holder=token)
+    yield port
+    port_range.give_back(port, holder=token)
+
+
+@pytest.fixture
+def aiops_udp_port(port_range: PortRange) -> Iterator[int]:
+    """One UDP port for this test alone (free for UDP on IPv4 and IPv6), back after it."""
+    token = object()
+    port = port_range.next_port(protocol="udp", holder=token)
+    yield port
+    port_range.give_back(port, holder=token)
+
+
+@pytest.fixture(scope="session")
+def aiops_port_factory(port_range: PortRange) -> Callable[..., int]:
+    """``aiops_port_factory()`` (or ``(protocol="udp")``): a port for a fixture of any scope.
+
+    The port belongs to whichever fixture or test is running when it is called, and goes
+    back to the pool when that one ends: a module-scoped server fixture keeps its port for
+    the module, a test's for the test."""
+
+    def take(protocol: str = "tcp") -> int:
+        return port_range.next_port(protocol=protocol)
+
+    return take
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,7 @@ import fnmatch
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -241,3 +242,20 @@ def pytester(
     pytester.runpytest_inprocess = checked(inprocess)  # type: ignore[method-assign]
     pytester.runpytest_subprocess = checked(subprocess_run)  # type: ignore[method-assign]
     return pytester
+
+
+def make_time_wait(port: int, host: str = "127.0.0.1") -> None:
+    """Leave ``port`` in TIME_WAIT for real, as a test server that closes first does.
+
+    A listener on ``port`` accepts one connection and closes its side first (the active
+    close), then the client and the listener close: the server's socket stays in TIME_WAIT
+    (about a minute on Linux), so a server without SO_REUSEADDR cannot bind ``port``.
+    """
+    with socket.socket() as server:
+        server.bind((host, port))
+        server.listen()
+        client = socket.create_connection((host, port))
+        accepted, _ = server.accept()
+        accepted.close()
+        client.recv(1)  # the server's FIN arrived
+        client.close()

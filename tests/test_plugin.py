@@ -227,24 +227,35 @@ def test_turned_off_in_a_project_that_names_its_options(
     result.stdout.no_fnmatch_line("aiops:*")
 
 
+@pytest.mark.inner_warnings(
+    "*AiopsWarning: pytest-aiops is disabled (from ini aiops_disable): ports come from the "
+    "kernel (bind to port 0) instead*"
+)
 def test_disable_switch_makes_the_fixtures_say_so(pytester: pytest.Pytester) -> None:
     pytester.makeini("[pytest]\naiops_disable = true\n")
     pytester.makepyfile(
         """
+        import socket
         def test_plain(): pass
-        def test_wants_ports(port_range): pass
+        def test_wants_ports(aiops_port, port_range):
+            with socket.socket() as server:
+                server.bind(("127.0.0.1", aiops_port))
+            assert not port_range.leased
+        def test_wants_a_worktree(git_worktree): pass
         """
     )
-    result = pytester.runpytest()
-    result.assert_outcomes(passed=1, errors=1)
-    result.stdout.fnmatch_lines(
-        [
-            "pytest-aiops is disabled (from ini aiops_disable), so its fixtures (port_range, "
-            "git_worktree, provisioned_session, aiops_*) are unavailable; drop --aiops-disable "
-            "/ aiops_disable / PYTEST_AIOPS_DISABLE to use them"
-        ]
+    result = pytester.runpytest_subprocess("-p", "no:benchmark")  # own warning filters
+    result.assert_outcomes(passed=2, errors=1)
+    message = (
+        "pytest-aiops is disabled (from ini aiops_disable), so its fixtures (port_range, "
+        "git_worktree, provisioned_session, aiops_*) are unavailable; drop --aiops-disable "
+        "/ aiops_disable / PYTEST_AIOPS_DISABLE to use them"
     )
+    result.stdout.fnmatch_lines([message])
     result.stdout.no_fnmatch_line("aiops: *")
+    strict = pytester.runpytest_subprocess("-p", "no:benchmark", "--aiops-port-fallback=error")
+    strict.assert_outcomes(passed=1, errors=2)
+    strict.stdout.fnmatch_lines([message])
 
 
 def test_a_run_that_never_uses_the_fixtures_runs_no_git_and_leases_nothing(
@@ -264,7 +275,7 @@ def test_a_run_that_never_uses_the_fixtures_runs_no_git_and_leases_nothing(
 # -- fixtures -------------------------------------------------------------------------------------
 
 
-def test_port_range_fixture_hands_out_distinct_ports_then_a_clear_error(
+def test_port_range_fixture_gives_a_tests_ports_back_then_a_clear_error_at_its_bound(
     pytester: pytest.Pytester,
 ) -> None:
     pytester.makepyfile(
@@ -276,18 +287,29 @@ def test_port_range_fixture_hands_out_distinct_ports_then_a_clear_error(
         def test_take(port_range, i):
             assert len(port_range) == 2 and port_range.primary == port_range.start
             assert list(port_range) == list(port_range.ports)
-            seen.append(port_range.next_port())
-            assert len(set(seen)) == len(seen) and all(p in port_range for p in seen)
+            pair = port_range.next_ports(2)
+            assert len(set(pair)) == 2 and all(p in port_range for p in pair)
+            seen.append(sorted(pair))
+            assert seen.count(seen[0]) == len(seen)  # the same two, given back each time
+
+        def test_more_than_the_pool_may_hold(port_range):
+            port_range.next_ports(3)
         """
     )
-    result = pytester.runpytest("--aiops-ports-per-worker=2", "--aiops-port-range=24000-24099")
-    result.assert_outcomes(passed=2, failed=1)
+    result = pytester.runpytest(
+        "--aiops-ports-per-worker=2",
+        "--aiops-max-ports-per-worker=2",
+        "--aiops-port-fallback=error",
+        "--aiops-port-range=24000-24099",
+    )
+    result.assert_outcomes(passed=3, failed=1)
     result.stdout.fnmatch_lines(
         [
             "E * pytest_aiops._errors.PortsExhaustedError: port_range 240*-240* of worker master "
-            "has no unused port left: all 2 were handed out by next_port() or are in use by "
-            "other processes; raise --aiops-ports-per-worker (ini aiops_ports_per_worker, env "
-            "PYTEST_AIOPS_PORTS_PER_WORKER) (now 2)",
+            "has no tcp port to hand out: 2 of its 2 ports are out, 0 are in use by other "
+            "sockets (TIME_WAIT included), and the pool reached its bound of 2 ports; raise "
+            "--aiops-max-ports-per-worker (ini aiops_max_ports_per_worker, env "
+            "PYTEST_AIOPS_MAX_PORTS_PER_WORKER) (now 2)",
             "aiops master: ports 240*-240*",
         ]
     )

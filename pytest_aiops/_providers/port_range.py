@@ -29,7 +29,7 @@ from .._locking import (
     ensure_shared_directory,
 )
 from .._options import read_integer, read_string, resolve_path, warn_unknown
-from .._ports import busy_ports, ephemeral_range, overlaps_ephemeral
+from .._ports import busy_ports, ephemeral_range, held_ports, overlaps_ephemeral
 from .._types import ResourceContextPatch, ResourceLease
 
 KIND = "port-range"
@@ -178,6 +178,19 @@ def _parse(options: Mapping[str, Any], config: PortRangeProviderConfig) -> _Pars
     )
 
 
+def _block_is_usable(busy: list[int], size: int) -> bool:
+    """Whether a block with ``busy`` ports is still the one to lease (it stays put).
+
+    Ports only in TIME_WAIT (a previous run's servers; free within about a minute) never
+    count against it, nor do a few held ones: the pool keeps busy ports back until they are
+    free. A block more than a quarter held by listeners belongs to something else.
+    """
+    if not busy:
+        return True
+    held = len(held_ports(busy))
+    return held * 4 <= size and held < size
+
+
 def _warn_if_ephemeral(start: int, end: int, warned: set[tuple[int, int]]) -> None:
     if (start, end) in warned or not overlaps_ephemeral(start, end):
         return
@@ -219,10 +232,9 @@ class PortRangeProvider:
                     parsed.base_port + parsed.block_size * parsed.block_count - 1,
                     self._warned,
                 )
-            block_index, start, claim, skipped = self._claim_block(
+            block_index, start, claim, skipped, busy = self._claim_block(
                 session_id, lock_directory, parsed
             )
-            busy = []
         end = start + parsed.block_size - 1
         primary = start + parsed.primary_port_offset
         record: str | None = None
@@ -295,7 +307,7 @@ class PortRangeProvider:
 
     def _claim_block(
         self, session_id: str, lock_directory: str, parsed: _Parsed
-    ) -> tuple[int, int, RangeClaim, list[int]]:
+    ) -> tuple[int, int, RangeClaim, list[int], list[int]]:
         size, count = parsed.block_size, parsed.block_count
         first = preferred_block(session_id, count)
         skipped: list[int] = []
@@ -313,8 +325,8 @@ class PortRangeProvider:
                 # two leasers never probe the same ports and busy ports are not someone
                 # else's freshly bound servers.
                 busy = busy_ports(start, end) if self.config.probe else []
-                if not busy:
-                    return index, start, scanner.finish(start, end), skipped
+                if _block_is_usable(busy, size):
+                    return index, start, scanner.finish(start, end), skipped, busy
                 scanner.give_back(start, end)
                 skipped.extend(busy)
         except BaseException:
@@ -323,8 +335,9 @@ class PortRangeProvider:
         scanner.close()
         raise PortsExhaustedError(
             f"No free deterministic port block is available: all {count} blocks of {size} "
-            f"ports from {parsed.base_port} are leased ({held}) or have ports in use by other "
-            f"processes ({count - held}) [lock directory {lock_directory}]; raise blockCount, "
+            f"ports from {parsed.base_port} are leased ({held}) or have more than a quarter of "
+            f"their ports held by other processes ({count - held}) [lock directory "
+            f"{lock_directory}]; raise blockCount, "
             "pick another basePort, or end the runs holding them (pytest-aiops status)."
         )
 

@@ -1,0 +1,382 @@
+"""A worker's ports as a pool: handed out, given back, handed out again, grown when needed.
+
+:class:`PortRange` holds the port leases of one process (its first block, then any blocks it
+grew by) and hands their ports out least-recently-used first. A port goes out only when a
+server could bind it on every address family the host has, with or without
+``SO_REUSEADDR`` (so not while the last test's server left it in TIME_WAIT); it comes back
+when its holder (a test, a fixture, or an explicit :meth:`PortRange.give_back`) is done.
+When no port is clean, the pool grows by leasing one more block, up to ``max_ports``; past
+that, or where leasing is unavailable, it can fall back to a port the kernel picks (bind to
+port 0) with one :class:`~pytest_aiops.AiopsWarning`, so a suite that adopted the plugin is
+at least as robust as one that binds port 0 itself.
+
+:func:`take_port` / :func:`give_back_port` reach the current process's pool from any code
+(helper classes, ``unittest`` tests). Nothing here imports pytest.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import warnings
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+from ._errors import AiopsWarning, OptionError, PortsExhaustedError
+from ._ports import PROTOCOLS, TCP, ephemeral_range, kernel_port, port_is_free
+
+#: Whoever took a port when no test or fixture was running: given back at the pool's close.
+SESSION = "<session>"
+FALLBACKS = ("kernel", "error")
+PORTS_HINT = (
+    "raise --aiops-max-ports-per-worker (ini aiops_max_ports_per_worker, env "
+    "PYTEST_AIOPS_MAX_PORTS_PER_WORKER)"
+)
+#: Grows the pool by one block: ``(start, end, busy ports)``; raises PortsExhaustedError.
+Grow = Callable[[], tuple[int, int, Sequence[int]]]
+
+
+def _check_protocol(protocol: str) -> str:
+    if protocol not in PROTOCOLS:
+        raise OptionError(
+            "protocol", f"protocol must be one of {', '.join(PROTOCOLS)}, not {protocol!r}"
+        )
+    return protocol
+
+
+class PortRange:
+    """A worker's leased ports: a pool over its first block ``start``..``end`` and any more.
+
+    ``start``, ``end``, ``primary`` and :attr:`ports` describe the first lease (what
+    ``AGENT_PORT_RANGE_*`` say); ``len``, iteration and ``in`` cover every port the pool has
+    leased (:attr:`blocks`). :meth:`next_port` hands out a free port (thread-safe), which is
+    the caller's until :meth:`give_back` (the plugin gives a test's ports back when the test
+    or fixture that took them ends).
+    """
+
+    leased = True
+
+    def __init__(
+        self,
+        start: int,
+        end: int,
+        primary: int | None = None,
+        *,
+        owner: str = "master",
+        session_id: str = "",
+        lock_directory: str | None = None,
+        probe: bool = True,
+        busy: Sequence[int] = (),
+        grow: Grow | None = None,
+        max_ports: int | None = None,
+        fallback: str = "error",
+    ) -> None:
+        if not 0 < start <= end <= 65535:
+            raise ValueError(f"not a port range: {start}-{end}")
+        primary = start if primary is None else primary
+        if not start <= primary <= end:
+            raise ValueError(f"primary port {primary} is outside {start}-{end}")
+        if fallback not in FALLBACKS:
+            raise OptionError("fallback", f"fallback must be one of {FALLBACKS}, not {fallback!r}")
+        self.start = start
+        self.end = end
+        self.primary = primary
+        self.owner = owner
+        self.session_id = session_id
+        self.lock_directory = lock_directory
+        self.probe = probe
+        self.max_ports = max(max_ports or 0, end - start + 1)
+        self.fallback = fallback
+        self._grow = grow
+        self._lock = threading.RLock()
+        self._blocks: list[tuple[int, int]] = []
+        # Least recently used first; a port is here, or in _out, never both.
+        self._free: OrderedDict[int, None] = OrderedDict()
+        self._out: dict[int, object] = {}
+        self._given_to: dict[int, str | None] = {}
+        self.busy_at_lease: list[int] = []
+        self.grow_error: str | None = None
+        self.kernel_ports = 0  # handed out from the kernel after the pool could not serve
+        self._warned = False
+        self.holders: list[object] = []  # the plugin's stack of running fixtures
+        self.current_user: str | None = None  # set by the plugin to the running test's id
+        # Hand out the primary port first, then upwards, wrapping round to start.
+        self._add_block(start, end, busy, first=primary)
+
+    # -- the container ------------------------------------------------------------------
+
+    @property
+    def ports(self) -> range:
+        """The first lease's ports, in order (a ``range``, so a ``Sequence[int]``)."""
+        return range(self.start, self.end + 1)
+
+    @property
+    def blocks(self) -> list[tuple[int, int]]:
+        """Every block leased, first lease first: ``(start, end)`` inclusive."""
+        with self._lock:
+            return list(self._blocks)
+
+    def __len__(self) -> int:
+        return sum(end - start + 1 for start, end in self.blocks)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter([port for start, end in self.blocks for port in range(start, end + 1)])
+
+    def __contains__(self, port: object) -> bool:
+        return isinstance(port, int) and any(s <= port <= e for s, e in self.blocks)
+
+    def __repr__(self) -> str:
+        return f"<PortRange {self.start}-{self.end} primary={self.primary} owner={self.owner!r}>"
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The ``AGENT_PORT_*`` variables describing the first lease, for subprocesses."""
+        return {
+            "AGENT_PORT_RANGE_START": str(self.start),
+            "AGENT_PORT_RANGE_END": str(self.end),
+            "AGENT_PORT_PRIMARY": str(self.primary),
+        }
+
+    @property
+    def handed_out(self) -> Mapping[int, str | None]:
+        """Ports out now -> id of the test (if known) they were handed to."""
+        with self._lock:
+            return {port: self._given_to.get(port) for port in self._out}
+
+    @property
+    def remaining(self) -> int:
+        """How many leased ports are not out now (some may still be in TIME_WAIT)."""
+        with self._lock:
+            return len(self._free)
+
+    # -- handing out and taking back -----------------------------------------------------
+
+    def _add_block(self, start: int, end: int, busy: Sequence[int], first: int | None) -> None:
+        first = start if first is None else first
+        order = [*range(first, end + 1), *range(start, first)]
+        waiting = [port for port in order if port in set(busy)]
+        fresh = [port for port in order if port not in set(busy)]
+        # Fresh ports before the ones already handed out (LRU), busy ones last.
+        ahead = OrderedDict((port, None) for port in fresh)
+        ahead.update(self._free)
+        ahead.update((port, None) for port in waiting)
+        self._free = ahead
+        self._blocks.append((start, end))
+        self.busy_at_lease.extend(waiting)
+
+    def holder(self) -> object:
+        """Who a port taken now belongs to: the running fixture, else the test, else the
+        session."""
+        if self.holders:
+            return self.holders[-1]
+        return self.current_user or SESSION
+
+    def next_port(self, *, protocol: str = TCP, holder: object = None) -> int:
+        """A leased port that nobody holds and a server could bind now (``protocol`` ``tcp``
+        or ``udp``, every address family the host has).
+
+        Held by ``holder`` (default: :meth:`holder`) until given back. When no leased port
+        is clean the pool grows by a block, up to :attr:`max_ports`; past that it falls
+        back to a kernel-chosen port (``fallback="kernel"``, with one warning) or raises
+        :class:`pytest_aiops.PortsExhaustedError` saying how to get more.
+        """
+        _check_protocol(protocol)
+        with self._lock:
+            owner = self.holder() if holder is None else holder
+            while True:
+                port = self._take_clean(protocol)
+                if port is not None:
+                    self._out[port] = owner
+                    self._given_to[port] = self.current_user
+                    return port
+                if not self._grow_once():
+                    break
+            return self._exhausted(protocol)
+
+    def _take_clean(self, protocol: str) -> int | None:
+        for port in list(self._free):
+            if not self.probe or port_is_free(port, protocol=protocol):
+                del self._free[port]
+                return port
+            # Busy (TIME_WAIT, or someone listens there): to the back, looked at last.
+            self._free.move_to_end(port)
+        return None
+
+    def _grow_once(self) -> bool:
+        if self._grow is None or self.grow_error is not None:
+            return False
+        size = self.end - self.start + 1
+        if len(self) + size > self.max_ports:
+            self.grow_error = f"the pool reached its bound of {self.max_ports} ports"
+            return False
+        try:
+            start, end, busy = self._grow()
+        except PortsExhaustedError as error:
+            self.grow_error = f"no block could be leased to grow the pool ({error})"
+            return False
+        self._add_block(start, end, busy, first=None)
+        return True
+
+    def _exhausted(self, protocol: str) -> int:
+        out, free = len(self._out), len(self._free)
+        reason = self.grow_error or "the pool cannot grow"
+        message = (
+            f"port_range {self.start}-{self.end} of worker {self.owner} has no {protocol} port "
+            f"to hand out: {out} of "
+            f"its {len(self)} ports are out, {free} are in use by other sockets (TIME_WAIT "
+            f"included), and {reason}"
+        )
+        if self.fallback == "error":
+            raise PortsExhaustedError(f"{message}; {PORTS_HINT} (now {self.max_ports})")
+        self.kernel_ports += 1
+        if not self._warned:
+            self._warned = True
+            warnings.warn(
+                f"{message}: handing out ports the kernel picks instead (bind to port 0), "
+                "which no other pytest-aiops run is kept away from; "
+                f"{PORTS_HINT}, or set --aiops-port-fallback=error to fail instead",
+                AiopsWarning,
+                stacklevel=4,
+            )
+        return kernel_port(protocol)
+
+    def next_ports(self, count: int, *, protocol: str = TCP, holder: object = None) -> list[int]:
+        """``count`` ports from :meth:`next_port`, all or none (given back on error)."""
+        taken: list[int] = []
+        try:
+            for _ in range(count):
+                taken.append(self.next_port(protocol=protocol, holder=holder))
+        except BaseException:
+            for port in taken:
+                self.give_back(port)
+            raise
+        return taken
+
+    def give_back(self, port: int, *, holder: object = None) -> bool:
+        """Return ``port`` to the pool (if out, and held by ``holder`` when given)."""
+        with self._lock:
+            if port not in self._out or (holder is not None and self._out[port] is not holder):
+                return False
+            del self._out[port]
+            self._free[port] = None  # most recently used: handed out last
+            return True
+
+    def give_back_all(self, holder: object) -> list[int]:
+        """Return every port ``holder`` holds; the ports, in the order they went out."""
+        with self._lock:
+            ports = [port for port, who in self._out.items() if who is holder or who == holder]
+            for port in ports:
+                self.give_back(port)
+            return ports
+
+    def ports_of(self, user: str) -> list[int]:
+        """Ports handed out while ``user`` (a test id) was running (and not since)."""
+        with self._lock:
+            return [port for port, who in self._given_to.items() if who == user]
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-able facts for the end-of-run report."""
+        with self._lock:
+            return {
+                "blocks": [list(block) for block in self._blocks],
+                "busy": sorted(self.busy_at_lease),
+                "maxPorts": self.max_ports,
+                "kernelPorts": self.kernel_ports,
+                "growError": self.grow_error,
+            }
+
+    @classmethod
+    def from_allocation(
+        cls, allocation: Mapping[str, Any], *, owner: str, session_id: str, **pool: Any
+    ) -> PortRange:
+        """Build from a ``port-range`` lease's hard allocation (``busyPorts`` go last)."""
+        lock_path = allocation.get("lockPath")
+        return cls(
+            int(allocation["startPort"]),
+            int(allocation["endPort"]),
+            int(allocation["primaryPort"]),
+            owner=owner,
+            session_id=session_id,
+            lock_directory=os.path.dirname(lock_path) if isinstance(lock_path, str) else None,
+            busy=[int(port) for port in allocation.get("busyPorts") or ()],
+            **pool,
+        )
+
+
+class KernelPorts(PortRange):
+    """Stand-in pool where leasing is unavailable: every port is one the kernel picks.
+
+    ``start``/``end`` are the OS ephemeral range the kernel picks from; nothing is leased,
+    so ``in`` is always false and no other run is kept away from these ports.
+    """
+
+    leased = False
+
+    def __init__(self, reason: str, *, owner: str = "master") -> None:
+        low, high = ephemeral_range()
+        super().__init__(low, low, owner=owner, probe=False, fallback="kernel")
+        self.start, self.end, self.primary = low, high, low
+        self._blocks.clear()
+        self._free.clear()
+        self.busy_at_lease.clear()
+        self.grow_error = reason
+
+    def __contains__(self, port: object) -> bool:
+        return False
+
+    def next_port(self, *, protocol: str = TCP, holder: object = None) -> int:
+        """A port the kernel picks; the first one warns that nothing is leased."""
+        _check_protocol(protocol)
+        with self._lock:
+            self.kernel_ports += 1
+            if not self._warned:
+                self._warned = True
+                warnings.warn(
+                    f"{self.grow_error}: ports come from the kernel (bind to port 0) instead, "
+                    "so nothing keeps other runs off them and they differ run after run; "
+                    "set --aiops-port-fallback=error to fail instead",
+                    AiopsWarning,
+                    stacklevel=3,
+                )
+        return kernel_port(protocol)
+
+
+# -- from any code in a test process ----------------------------------------------------------
+
+_current: Callable[[], PortRange] | None = None
+_current_lock = threading.Lock()
+
+
+def set_current_pool(pool: Callable[[], PortRange] | None) -> None:
+    """Make ``pool()`` (called on first use) the pool :func:`take_port` takes from."""
+    global _current
+    with _current_lock:
+        _current = pool
+
+
+def current_pool() -> PortRange:
+    """This process's pool: the pytest-aiops worker's, else a :class:`KernelPorts`."""
+    global _current
+    with _current_lock:
+        factory = _current
+        if factory is None:
+            stand_in = KernelPorts("no pytest-aiops worker runs in this process", owner="none")
+            _current = lambda: stand_in  # noqa: E731 - one stand-in per process
+            factory = _current
+    return factory()
+
+
+def take_port(*, protocol: str = TCP) -> int:
+    """A port from the current test process's pool (the xdist worker's, under xdist).
+
+    Held by the running fixture or test and given back when it ends (or earlier with
+    :func:`give_back_port`). Usable from any code: helper classes, ``unittest`` tests,
+    fixtures of any scope. Outside a pytest-aiops run, a kernel-chosen port with one warning.
+    """
+    return current_pool().next_port(protocol=protocol)
+
+
+def give_back_port(port: int) -> bool:
+    """Give ``port`` back to the current process's pool early; False if it was not out."""
+    return current_pool().give_back(port)
