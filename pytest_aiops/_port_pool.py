@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -33,6 +34,8 @@ PORTS_HINT = (
     "raise --aiops-max-ports-per-worker (ini aiops_max_ports_per_worker, env "
     "PYTEST_AIOPS_MAX_PORTS_PER_WORKER)"
 )
+#: How long a port found busy is skipped before it is probed again (TIME_WAIT lasts ~60 s).
+RECHECK_SECONDS = 0.5
 #: Grows the pool by one block: ``(start, end, busy ports)``; raises PortsExhaustedError.
 Grow = Callable[[], tuple[int, int, Sequence[int]]]
 
@@ -95,6 +98,7 @@ class PortRange:
         self._free: OrderedDict[int, None] = OrderedDict()
         self._out: dict[int, object] = {}
         self._given_to: dict[int, str | None] = {}
+        self._retry_at: dict[tuple[int, str], float] = {}
         self.busy_at_lease: list[int] = []
         self.grow_error: str | None = None
         self.kernel_ports = 0  # handed out from the kernel after the pool could not serve
@@ -195,12 +199,18 @@ class PortRange:
             return self._exhausted(protocol)
 
     def _take_clean(self, protocol: str) -> int | None:
+        now = time.monotonic()
         for port in list(self._free):
+            if self._retry_at.get((port, protocol), 0.0) > now:
+                continue  # found busy a moment ago: not probed again yet
             if not self.probe or port_is_free(port, protocol=protocol):
                 del self._free[port]
+                self._retry_at.pop((port, protocol), None)
                 return port
-            # Busy (TIME_WAIT, or someone listens there): to the back, looked at last.
+            # Busy (TIME_WAIT, or someone listens there): to the back, looked at last, and
+            # not probed again for a moment, so a pool full of TIME_WAIT stays cheap to scan.
             self._free.move_to_end(port)
+            self._retry_at[(port, protocol)] = now + RECHECK_SECONDS
         return None
 
     def _grow_once(self) -> bool:

@@ -26,8 +26,8 @@ T = TypeVar("T")
 DEFAULT_PORT_RANGE = (20000, 26399)
 DEFAULT_PORTS_PER_WORKER = 32
 #: How far a worker's pool may grow when every port it has is out or in TIME_WAIT (about a
-#: minute on Linux): 64 blocks of 32 serve 2,048 server tests a minute per worker.
-DEFAULT_MAX_PORTS_PER_WORKER = 2048
+#: minute on Linux): 128 blocks of 32 serve 4,096 server tests a minute per worker.
+DEFAULT_MAX_PORTS_PER_WORKER = 4096
 PORT_FALLBACKS = ("kernel", "error")
 DEFAULT_BASE_REF = "HEAD"
 ISOLATION_LEVELS = ("worktree", "clone")

@@ -227,6 +227,9 @@ def pytester(
     for key in list(os.environ):
         if key.startswith("PYTEST_XDIST_"):
             monkeypatch.delenv(key)
+    # pytest-asyncio (a test dependency) warns in every run of a project that has not set
+    # its loop scope; inner runs leave it out unless a test asks for it (-p asyncio).
+    monkeypatch.setenv("PYTEST_ADDOPTS", "-p no:asyncio")
     allowed = allowed_inner_warnings(request)
     inprocess = pytester.runpytest_inprocess
     subprocess_run = pytester.runpytest_subprocess
