@@ -62,9 +62,13 @@ def _worker(lock_dir: str, log_path: str, seed: int, iterations: int) -> None:
         os.write(log, (" ".join(map(str, (*fields, pid))) + "\n").encode())  # one atomic append
 
     def check_bind(hard: Any) -> list[socket.socket]:
+        # Ports the lease reports busy (a foreign listener: the block stays put and the pool
+        # keeps them back) are not the lease's to bind; every other port must bind.
+        reported = set(hard.get("busyPorts") or ())
         sockets, failed = _bind_all(hard["startPort"], hard["endPort"])
         for port in failed:
-            note("E", port)
+            if port not in reported or port not in FOREIGN:
+                note("E", port)
         return sockets
 
     def close(sockets: list[socket.socket]) -> None:
@@ -220,10 +224,15 @@ def test_torture_mixed_configs_foreign_listener_and_sigkill(tmp_path: Path) -> N
     lines = log_path.read_text().splitlines()
     assert sum(line.startswith("A ") for line in lines) > workers * 5
     assert _replay(lines) == []
-    for port in FOREIGN:
-        assert not any(
-            int(f[2]) <= port <= int(f[3]) for f in (line.split() for line in lines) if f[0] == "A"
-        ), f"foreign port {port} was leased"
+    # A foreign listener's block may still be leased (blocks stay put), but then the lease
+    # reports the port busy (else check_bind logged an "E" for it, and _replay saw it).
+    leased_foreign = {
+        port
+        for port in FOREIGN
+        for f in (line.split() for line in lines)
+        if f[0] == "A" and int(f[2]) <= port <= int(f[3])
+    }
+    assert leased_foreign <= set(FOREIGN)
 
     # Every block is reclaimable at once: nothing is held, every block can be leased.
     assert not range_is_leased(str(lock_dir), LOW, HIGH)
@@ -248,8 +257,13 @@ def test_torture_mixed_configs_foreign_listener_and_sigkill(tmp_path: Path) -> N
             for port in FOREIGN
             if config["basePort"] <= port
         }
-        assert len(leases) == config["blockCount"] - len(blocked)
-        assert set(skipped) <= set(FOREIGN)
+        # One foreign listener in a block is "a few busy ports": the block is still leased
+        # (it stays put) and reports the port busy, so every block is leased.
+        assert len(leases) == config["blockCount"]
+        assert skipped == []
+        reported = {port for lease in leases for port in lease.hard.get("busyPorts", [])}
+        top = config["basePort"] + config["blockSize"] * config["blockCount"]
+        assert reported == {port for port in FOREIGN if config["basePort"] <= port < top}
         for lease in leases:
             lease.release()
     for sock in foreign:
