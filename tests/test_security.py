@@ -162,7 +162,8 @@ def test_gc_never_deletes_or_kills_for_a_planted_record(where: str) -> None:
             assert run["rc"] == 1
             [line] = run["err"].splitlines()
             assert line.startswith("pytest-aiops: error: --worktree-root must be a writable")
-            assert "/dev/shm/pytest-aiops-0" in line and "uid 65534" in line
+            assert "/dev/shm/pytest-aiops-0" in line
+            assert "uid 65534" in line
 
 
 # --------------------------------------------------------- 2: gc unregisters a user worktree
@@ -194,9 +195,7 @@ def test_gc_never_unregisters_the_users_own_worktree() -> None:
     assert result["staged"].split() == ["work.txt"]
 
 
-def test_a_record_in_our_own_root_naming_elsewhere_is_ignored(
-    repo: Path, tmp_path: Path
-) -> None:
+def test_a_record_in_our_own_root_naming_elsewhere_is_ignored(repo: Path, tmp_path: Path) -> None:
     """Defence in depth: even a record in a verified root is a claim, not an order."""
     mine = tmp_path / "mine"
     git(repo, "worktree", "add", "-q", str(mine))
@@ -303,7 +302,8 @@ def test_two_live_leases_never_share_ports(planted: str) -> None:
     assert len(set(ranges)) == len(ranges), f"two live leases share ports: {ranges}"
     assert len(result["errors"]) == 2, result
     for error in result["errors"]:
-        assert "uid 65534" in error and "--aiops-lock-dir" in error
+        assert "uid 65534" in error
+        assert "--aiops-lock-dir" in error
         assert "PYTEST_AIOPS_LOCK_DIR" in error
 
 
@@ -351,7 +351,8 @@ def test_a_locked_ports_file_is_named_and_spares_suites_without_ports() -> None:
     )
     assert result["error"] is not None
     assert "locked by processes that left no lease record" in result["error"]
-    assert "--aiops-lock-dir" in result["error"] and "PYTEST_AIOPS_LOCK_DIR" in result["error"]
+    assert "--aiops-lock-dir" in result["error"]
+    assert "PYTEST_AIOPS_LOCK_DIR" in result["error"]
     rc, out = result["plain"]
     assert rc == 0, out
     assert "could not lease" in out  # the warning says so, in the warnings summary
