@@ -432,3 +432,39 @@ def test_a_cli_warning_is_one_line(tmp_path: Path) -> None:
     assert run.returncode == 0, run.stderr
     [line] = run.stderr.splitlines()
     assert line.startswith("pytest-aiops: warning: port range 40000-40031 overlaps")
+
+
+# ------------------------------------------------------ 6: hostile or malformed discovery
+
+
+_GOOD = {
+    "sessionId": "s",
+    "workspaceRoot": "/w",
+    "workingDirectory": "/w",
+    "hardConstraints": [{"kind": "port-range", "allocation": {"startPort": 1}}],
+    "softConstraints": {"env": {"A": "1"}, "promptSections": ["x"], "metadata": {}},
+}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[1, 2]",
+        "null",
+        json.dumps({**_GOOD, "sessionId": 5}),
+        json.dumps({**_GOOD, "softConstraints": {"env": {"A": 1}}}),
+        json.dumps({**_GOOD, "hardConstraints": [{"kind": "k", "allocation": 3}]}),
+        json.dumps({**_GOOD, "hardConstraints": ["port-range"]}),
+    ],
+)
+def test_a_malformed_discovery_file_is_a_value_error_naming_the_file(
+    tmp_path: Path, text: str
+) -> None:
+    from pytest_aiops import DiscoverySnapshot
+
+    path = tmp_path / "resources.json"
+    path.write_text(text)
+    with pytest.raises(ValueError, match="not a discovery snapshot") as info:
+        DiscoverySnapshot.load(path)
+    assert str(info.value).startswith(f"{path}: ")
+    assert DiscoverySnapshot.from_json(json.dumps(_GOOD)).session_id == "s"
