@@ -815,41 +815,61 @@ def list_registrations(common_dir: str) -> Iterable[tuple[str, str]]:
 
 
 def remove_registrations(
-    common_dir: str, *, token: str, paths: Iterable[str] = (), known: str | None = None
+    common_dir: str,
+    *,
+    token: str,
+    paths: Iterable[str] = (),
+    known: str | None = None,
+    root: str | None = None,
 ) -> None:
     """Delete only *our* ``.git/worktrees/<reg>`` entries -- never a repository-wide prune.
 
     Ours: the registration git named after our token directory (git names it after the
-    basename of the path given to ``worktree add``, adding a number if taken) or one whose
-    ``gitdir`` points into a path we created. This also clears a registration a SIGKILLed
-    ``worktree add`` left locked as "initializing" -- which ``git worktree prune`` skips and
-    ``git worktree remove --force`` (single -f) refuses -- and one killed before it even
-    wrote ``gitdir``.
+    basename of the path given to ``worktree add``, adding a number if taken), and, with
+    ``root``, only if its ``gitdir`` (or the parked one of a pooled checkout) points back
+    under ``root`` or was never written. This clears a registration a SIGKILLed ``worktree
+    add`` left locked as "initializing" -- which ``git worktree prune`` skips and ``git
+    worktree remove --force`` (single -f) refuses -- and one killed before it even wrote
+    ``gitdir``; a registration of the user's own (another name, or pointing elsewhere) is
+    never touched, whatever a record says.
 
     ``known``: the registration dir the owner recorded after a completed ``worktree add``;
-    then only it is removed, without reading every registration of the repository.
+    then only it is removed (if it is ours by the rules above), without reading every
+    registration of the repository.
     """
     targets = {os.path.realpath(os.path.join(p, ".git")) for p in paths}
+    base = os.path.join(common_dir, "worktrees")
+    real_root = os.path.realpath(root) if root is not None else None
 
-    def moved_away(gitdir: str | None) -> bool:
-        # The user moved the checkout (`git worktree move` of a kept worktree): the
-        # registration now serves a worktree outside what we created. Not ours to remove.
-        return (
-            bool(gitdir)
-            and os.path.realpath(str(gitdir)) not in targets
-            and (os.path.exists(str(gitdir)))
+    def named_ours(reg: str) -> bool:
+        name = os.path.basename(reg)
+        in_base = os.path.normpath(os.path.dirname(reg)) == os.path.normpath(base)
+        return in_base and (
+            name == token or (name.startswith(token) and name[len(token) :].isdigit())
         )
 
+    def points_ours(reg: str) -> bool:
+        for leaf in ("gitdir", PARKED_GITDIR):
+            gitdir = _read(os.path.join(reg, leaf)).strip()
+            if not gitdir:
+                continue
+            real = os.path.realpath(gitdir)
+            if real in targets:
+                continue
+            if os.path.exists(gitdir):
+                # The user moved the checkout (`git worktree move` of a kept worktree): the
+                # registration now serves a worktree outside what we created. Not ours.
+                return False
+            if real_root is not None and not real.startswith(real_root + os.sep):
+                return False  # names a place this root never held
+        return True
+
     if known is not None and os.path.basename(known) == token:
-        if not moved_away(_read(os.path.join(known, "gitdir")).strip()):
+        if named_ours(known) and points_ours(known):
             remove_tree(known)
         return
-    for reg, gitdir in list_registrations(common_dir):
-        name = os.path.basename(reg)
-        ours = name == token or (name.startswith(token) and name[len(token) :].isdigit())
-        if moved_away(gitdir):
-            continue
-        if ours or (gitdir and os.path.realpath(gitdir) in targets):
+    for reg, _gitdir in list_registrations(common_dir):
+        if named_ours(reg) and points_ours(reg):
             remove_tree(reg)
 
 

@@ -26,6 +26,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import FrameType
@@ -47,6 +48,7 @@ from ._providers.git_worktree import (
 )
 from ._providers.port_range import PortRangeProviderConfig, default_lock_directory
 from ._session import ProvisionedResources
+from ._trust import UnsafeDirectoryError, escape
 from ._types import ResourceRequest
 
 PROG = "pytest-aiops"
@@ -605,11 +607,11 @@ def render_status(status: Mapping[str, Any]) -> str:
         rows = [
             (
                 f"{lease['startPort']}-{lease['endPort']}",
-                lease["sessionId"],
+                escape(lease["sessionId"]),
                 str(lease["pid"]),
-                lease["host"],
+                escape(lease["host"]),
                 format_age(lease["ageSeconds"]),
-                lease["role"],
+                escape(lease["role"]),
             )
             for lease in leases
         ]
@@ -634,11 +636,11 @@ def render_status(status: Mapping[str, Any]) -> str:
         rows = [
             (
                 w["state"],
-                w["sessionId"] or "-",
+                escape(w["sessionId"] or "-"),
                 str(w["pid"]) if w["pid"] else "-",
-                w["host"] or "-",
+                escape(w["host"] or "-"),
                 format_age(w["ageSeconds"]),
-                w["path"],
+                escape(w["path"]),
             )
             for w in worktrees
         ]
@@ -683,8 +685,9 @@ def cmd_gc(args: argparse.Namespace) -> int:
     for record in reap_stale(lock_dir, dry_run=args.dry_run):
         removed += 1
         print(
-            f"{verb} stale lease {record.start_port}-{record.end_port} "
-            f"(session {record.session_id}, pid {record.pid} on {record.host}): {record.path}"
+            f"{verb} stale lease {record.start_port}-{record.end_port} (session "
+            f"{escape(record.session_id)}, pid {record.pid} on {escape(record.host)}): "
+            f"{escape(record.path)}"
         )
     if root is not None:
         found = reclaim_orphans(
@@ -692,8 +695,11 @@ def cmd_gc(args: argparse.Namespace) -> int:
         )
         for worktree in found:
             removed += 1
-            owner = f"session {worktree.session_id}, pid {worktree.pid} on {worktree.host}"
-            print(f"{verb} {worktree.state} worktree {worktree.path} ({owner})")
+            owner = (
+                f"session {escape(worktree.session_id)}, pid {worktree.pid} on "
+                f"{escape(worktree.host)}"
+            )
+            print(f"{verb} {worktree.state} worktree {escape(worktree.path)} ({owner})")
     if not removed:
         where = lock_dir if root is None else f"{lock_dir} and {root}"
         print(f"nothing to reclaim in {where}")
@@ -709,13 +715,37 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 }
 
 
+def _one_line(error: BaseException) -> str:
+    """An error as one line; a worktree root refused for safety names ``--worktree-root``."""
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, UnsafeDirectoryError):
+            return cause.for_setting("--worktree-root")
+        cause = cause.__cause__
+    return " ".join(str(error).split("\n")[:1]) or type(error).__name__
+
+
 def _report(message: str) -> None:
-    sys.stderr.write(f"{PROG}: error: {message}\n")
+    sys.stderr.write(f"{PROG}: error: {escape(message)}\n")
+    sys.stderr.flush()
+
+
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: Any = None,
+    line: str | None = None,
+) -> None:
+    """A warning in the CLI is one ``pytest-aiops: warning: ...`` line, no source line."""
+    sys.stderr.write(f"{PROG}: warning: {escape(' '.join(str(message).split()))}\n")
     sys.stderr.flush()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``pytest-aiops`` script and ``python -m pytest_aiops``."""
+    warnings.showwarning = _show_warning
     try:
         args = build_parser().parse_args(argv)
         return _COMMANDS[args.command](args)
@@ -728,7 +758,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 128 + signal.SIGPIPE
     except (AiopsError, OSError, ValueError) as error:
-        _report(" ".join(str(error).split("\n")[:1]) or type(error).__name__)
+        _report(_one_line(error))
         return EXIT_ERROR
     except KeyboardInterrupt:
         return 128 + signal.SIGINT

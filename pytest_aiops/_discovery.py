@@ -84,25 +84,56 @@ class DiscoverySnapshot:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> DiscoverySnapshot:
-        """Parse the reference's layout; a missing or mistyped key is a ``ValueError``."""
-        try:
-            soft = data.get("softConstraints") or {}
-            hard = data["hardConstraints"]
-            if not isinstance(hard, list) or not isinstance(soft, Mapping):
-                raise TypeError("hardConstraints must be a list and softConstraints an object")
-            return cls(
-                session_id=str(data["sessionId"]),
-                workspace_root=str(data["workspaceRoot"]),
-                working_directory=str(data["workingDirectory"]),
-                hard_constraints=[
-                    HardConstraint(str(c["kind"]), dict(c["allocation"])) for c in hard
-                ],
-                env={str(k): str(v) for k, v in dict(soft.get("env") or {}).items()},
-                prompt_sections=[str(s) for s in soft.get("promptSections") or ()],
-                metadata=dict(soft.get("metadata") or {}),
+        """Parse the reference's layout; a missing or mistyped key is a ``ValueError``.
+
+        Types are checked, not coerced: a discovery file may come from anywhere, and
+        ``sessionId: 5`` or ``env: {"A": 1}`` is not what the layout says.
+        """
+        if not isinstance(data, Mapping):
+            raise ValueError(
+                f"not a discovery snapshot: a JSON object is needed, not {type(data).__name__}"
             )
-        except (KeyError, TypeError, ValueError) as e:
-            raise ValueError(f"not a discovery snapshot: {e!r}") from e
+
+        def text(mapping: Mapping[str, Any], key: str) -> str:
+            value = mapping.get(key)
+            if not isinstance(value, str):
+                raise ValueError(f"not a discovery snapshot: {key} must be a string, not {value!r}")
+            return value
+
+        soft = data.get("softConstraints") or {}
+        hard = data.get("hardConstraints")
+        if not isinstance(hard, list):
+            raise ValueError("not a discovery snapshot: hardConstraints must be a list")
+        if not isinstance(soft, Mapping):
+            raise ValueError("not a discovery snapshot: softConstraints must be an object")
+        constraints = []
+        for item in hard:
+            if not isinstance(item, Mapping) or not isinstance(item.get("allocation"), Mapping):
+                raise ValueError(
+                    "not a discovery snapshot: hardConstraints entries must be "
+                    f"{{kind, allocation}} objects, not {item!r}"
+                )
+            constraints.append(HardConstraint(text(item, "kind"), dict(item["allocation"])))
+        env = soft.get("env") or {}
+        sections = soft.get("promptSections") or []
+        metadata = soft.get("metadata") or {}
+        if not isinstance(env, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in env.items()
+        ):
+            raise ValueError("not a discovery snapshot: softConstraints.env must map strings")
+        if not isinstance(sections, list) or not all(isinstance(x, str) for x in sections):
+            raise ValueError("not a discovery snapshot: promptSections must be strings")
+        if not isinstance(metadata, Mapping):
+            raise ValueError("not a discovery snapshot: metadata must be an object")
+        return cls(
+            session_id=text(data, "sessionId"),
+            workspace_root=text(data, "workspaceRoot"),
+            working_directory=text(data, "workingDirectory"),
+            hard_constraints=constraints,
+            env=dict(env),
+            prompt_sections=list(sections),
+            metadata=dict(metadata),
+        )
 
     @classmethod
     def from_json(cls, text: str) -> DiscoverySnapshot:
@@ -110,8 +141,12 @@ class DiscoverySnapshot:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> DiscoverySnapshot:
-        """Read a discovery file written by this package or by the reference."""
-        return cls.from_json(Path(path).read_text(encoding="utf-8"))
+        """Read a discovery file written by this package or by the reference; an error
+        names the file."""
+        try:
+            return cls.from_json(Path(path).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            raise ValueError(f"{os.fspath(path)}: {error}") from error
 
 
 def compose_prompt(prompt: str, sections: Iterable[str], extra_sections: Iterable[str] = ()) -> str:

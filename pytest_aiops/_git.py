@@ -273,6 +273,13 @@ def session_members(session: int) -> list[int]:
     return members
 
 
+def _uid_of(pid: int) -> int | None:
+    try:
+        return os.stat(f"/proc/{pid}").st_uid
+    except OSError:
+        return None
+
+
 def boot_ticks() -> int:
     """Now, in the unit and origin of /proc/<pid>/stat's start time (clock ticks since boot).
 
@@ -288,18 +295,25 @@ def end_session(pid: int, start_time: int | None, *, wait: float = 10.0) -> None
     While any member lives, the kernel keeps the number ``pid`` reserved for the session, so
     it cannot name someone else's session; if ``pid`` itself runs but started at another
     time (``start_time`` from :func:`boot_ticks`, one second of slack), it is a new process
-    (the session ended and the number was reused): leave it alone.
+    (the session ended and the number was reused): leave it alone. Without a recorded
+    start time nothing is signalled, and never a process of another user.
     """
+    if start_time is None:
+        return  # nothing proves the session is the git we started: signal nobody
     leader_start = process_start_time(pid)
-    if (
-        leader_start is not None
-        and start_time is not None
-        and abs(leader_start - start_time) > os.sysconf("SC_CLK_TCK")
-    ):
+    if leader_start is not None and abs(leader_start - start_time) > os.sysconf("SC_CLK_TCK"):
         return
+    uid = os.geteuid()
     deadline = time.monotonic() + wait
     while True:
-        members = session_members(pid)
+        # Only processes of ours that started no earlier than that git: a process of
+        # another user, or one older than the recorded git, is not what it left running.
+        members = [
+            member
+            for member in session_members(pid)
+            if _uid_of(member) == uid
+            and (process_start_time(member) or 0) + os.sysconf("SC_CLK_TCK") >= start_time
+        ]
         if not members:
             return
         for member in members:

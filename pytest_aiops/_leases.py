@@ -18,6 +18,7 @@ directory never redirects a write.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -30,10 +31,11 @@ from typing import Any
 
 from ._errors import LockError
 from ._locking import hold_range, live_lease_ids
+from ._trust import shared_problem
 
 LEASES_DIR = "leases"
 _NAME = re.compile(
-    r"^(?:\.(?=.*\.released$))?(\d+)-(\d+)\.(top|child)\.(\d+)\.json(?:\.released)?$"
+    r"^(?:\.(?=.*\.released$))?(\d+)-(\d+)\.(top|child)\.(\d+)(?:\.\d+)?\.json(?:\.released)?$"
 )
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
 _HOST = socket.gethostname()
@@ -100,13 +102,20 @@ def _open_leases_dir(lock_directory: str, *, create: bool) -> int | None:
     path = os.path.join(lock_directory, LEASES_DIR)
     for _ in range(3):
         try:
-            return os.open(path, _DIR_FLAGS)
+            fd = os.open(path, _DIR_FLAGS)
         except FileNotFoundError:
             if not create:
                 return None
         except OSError as error:
             # ELOOP: a symlink; ENOTDIR: a file. Neither may steer where records go.
             raise _leases_error(path, error.strerror or str(error)) from error
+        else:
+            problem = shared_problem(os.fstat(fd))
+            if problem is None:
+                return fd
+            os.close(fd)
+            # Another user's directory: we never write into it, nor trust what it holds.
+            raise _leases_error(path, problem)
         try:
             os.mkdir(path, 0o777)
         except FileExistsError:
@@ -168,18 +177,14 @@ def write_record(
         # O_NOFOLLOW: never write through a symlink planted at that name; O_NONBLOCK: a
         # FIFO fails (ENXIO) instead of hanging; no O_TRUNC before the checks below.
         flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
-        fd = os.open(name, flags, 0o644, dir_fd=dir_fd)
         try:
-            info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
-                raise _leases_error(path, "not a regular file with one link")
-            if info.st_uid != os.geteuid():
-                raise _leases_error(path, f"owned by uid {info.st_uid}, not by us")
-            # Pad with spaces (valid JSON) over the old content instead of truncating:
-            # truncation frees blocks, which costs ~75 us on ext4; files never shrink.
-            os.pwrite(fd, data.ljust(info.st_size), 0)
-        finally:
-            os.close(fd)
+            _write_at(dir_fd, name, flags, data)
+        except OSError:
+            # Someone squats on the range's name (another user planted it, or it is junk):
+            # a name nobody can guess, with the lease id in it, so status still lists us.
+            name = unique_record_name(start, end, role, lease_id)
+            path = os.path.join(lock_directory, LEASES_DIR, name)
+            _write_at(dir_fd, name, flags | os.O_EXCL, data)
     except OSError as error:
         if isinstance(error, LockError):
             raise
@@ -187,6 +192,28 @@ def write_record(
     finally:
         os.close(dir_fd)
     return path
+
+
+def unique_record_name(start: int, end: int, role: str, lease_id: int) -> str:
+    """The record name used when :func:`record_name` is taken by a file not ours."""
+    kind = "child" if role == "child" else "top"
+    return f"{start}-{end}.{kind}.{os.geteuid()}.{lease_id}.json"
+
+
+def _write_at(dir_fd: int, name: str, flags: int, data: bytes) -> None:
+    """Write ``data`` over the record file ``name`` if it is ours: a regular file, one link."""
+    fd = os.open(name, flags, 0o644, dir_fd=dir_fd)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+            raise OSError(errno.EPERM, "not a regular file with one link", name)
+        if info.st_uid != os.geteuid():
+            raise OSError(errno.EPERM, f"owned by uid {info.st_uid}, not by us", name)
+        # Pad with spaces (valid JSON) over the old content instead of truncating:
+        # truncation frees blocks, which costs ~75 us on ext4; files never shrink.
+        os.pwrite(fd, data.ljust(info.st_size), 0)
+    finally:
+        os.close(fd)
 
 
 def _aside(name: str) -> str:
@@ -269,13 +296,16 @@ def read_records(lock_directory: str) -> Iterator[LeaseRecord]:
     directory, names = _names(lock_directory)
     records: list[LeaseRecord] = []
     for name in names:
-        if not name.endswith(".json") or name.startswith("."):
+        match = _NAME.match(name)
+        if match is None or name.startswith("."):
             continue
         path = os.path.join(directory, name)
         try:
             flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
             fd = os.open(path, flags)
             with os.fdopen(fd, "rb") as handle:
+                if os.fstat(handle.fileno()).st_uid != int(match.group(4)):
+                    continue  # a name squatted by another user: not that user's record
                 text = handle.read(65536).decode("utf-8")
             records.append(_parse(path, text))
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
@@ -308,8 +338,13 @@ def reap_stale(lock_directory: str, *, dry_run: bool = False) -> list[LeaseRecor
     removed: list[LeaseRecord] = []
     for name in names:
         match = _NAME.match(name)
-        if match is None:
+        if match is None or int(match.group(4)) != os.geteuid():
             continue  # not ours: never delete what we did not create
+        try:
+            if os.lstat(os.path.join(directory, name)).st_uid != os.geteuid():
+                continue
+        except OSError:
+            continue
         record = stale.get(name)
         if record is None and not name.startswith("."):
             continue

@@ -44,6 +44,7 @@ import sys
 from collections.abc import Iterable, Iterator
 
 from ._errors import LockError
+from ._trust import escape, owner_name, shared_problem
 
 PORTS_FILE = "ports.lock"
 MAX_PORT = 65535
@@ -129,10 +130,45 @@ class RangeLockFile:
             raise
 
     def _open(self, create: bool) -> int:
+        """Open ``ports.lock`` relative to a descriptor of its (trusted) directory, and make
+        sure the name still names what we opened: nobody else can have swapped it."""
+        directory = os.path.dirname(self.path)
+        try:
+            dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise
+        except OSError as error:
+            raise _lock_error(self.path, "cannot be opened", error) from error
+        try:
+            problem = shared_problem(os.fstat(dir_fd))
+            if problem is not None:
+                raise untrusted_error(directory, problem)
+            fd = self._open_in(dir_fd, create)
+            try:
+                info = os.fstat(fd)
+                if info.st_uid not in (0, os.geteuid()):
+                    # Its owner could rename it away and put a fresh one in its place while
+                    # we hold locks on it: two live leases would then share ports.
+                    raise untrusted_error(
+                        self.path, f"owned by {owner_name(info.st_uid)}, not by root or this user"
+                    )
+                named = os.stat(PORTS_FILE, dir_fd=dir_fd, follow_symlinks=False)
+                if (named.st_ino, named.st_dev) != (info.st_ino, info.st_dev):
+                    raise _lock_error(self.path, "was replaced while being opened")
+            except BaseException:
+                os.close(fd)
+                raise
+            return fd
+        finally:
+            os.close(dir_fd)
+
+    def _open_in(self, dir_fd: int, create: bool) -> int:
         for _ in range(3):
             if create:
                 try:
-                    fd = os.open(self.path, _OPEN_FLAGS | os.O_CREAT | os.O_EXCL, 0o666)
+                    fd = os.open(
+                        PORTS_FILE, _OPEN_FLAGS | os.O_CREAT | os.O_EXCL, 0o666, dir_fd=dir_fd
+                    )
                 except FileExistsError:
                     pass  # the usual case: somebody created it before
                 except OSError as error:
@@ -144,7 +180,7 @@ class RangeLockFile:
                         os.fchmod(fd, 0o666)
                     return fd
             try:
-                return os.open(self.path, _OPEN_FLAGS)
+                return os.open(PORTS_FILE, _OPEN_FLAGS, dir_fd=dir_fd)
             except FileNotFoundError:
                 if not create:
                     raise
@@ -347,6 +383,18 @@ LOCK_DIR_ENV = "PYTEST_AIOPS_LOCK_DIR"
 LOCK_DIR_HINT = f"set --aiops-lock-dir, ${LOCK_DIR_ENV} or the lockDirectory option"
 
 
+def untrusted_error(path: str, problem: str) -> LockError:
+    """A lock directory or ``ports.lock`` another user controls: refused (see README,
+    "Threat model"), never used and never replaced by a private fallback."""
+    return LockError(
+        f"lock directory path {path!r} is {escape(problem)}: another user could split or "
+        "redirect port leases there, so it is refused; set --aiops-lock-dir or "
+        f"${LOCK_DIR_ENV} (CLI: --lock-dir) to a directory of your own, or have root create "
+        "a shared one (install -d -m 1777)",
+        lock_path=path,
+    )
+
+
 def _directory_error(path: str, reason: str, error: OSError | None = None) -> LockError:
     message = (
         f"lockDirectory must be a writable directory, not {path!r} ({reason}); {LOCK_DIR_HINT}"
@@ -405,6 +453,10 @@ def ensure_shared_directory(path: str, root: str) -> str:
             raise _directory_error(current, "a symlink, refused in a shared directory")
         if not stat.S_ISDIR(info.st_mode):
             raise _directory_error(current, "not a directory")
+        problem = shared_problem(info)
+        if problem is not None:
+            # Its owner could rename or swap what is in it while we hold leases there.
+            raise untrusted_error(current, problem)
     if not os.access(path, os.W_OK | os.X_OK):
         raise _directory_error(path, "Permission denied")
     return path

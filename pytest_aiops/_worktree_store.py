@@ -50,14 +50,16 @@ import socket
 import stat
 import tempfile
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from . import _checkout
-from ._errors import OptionError
+from ._errors import AiopsWarning, OptionError
 from ._git import boot_ticks, end_session
 from ._locking import F_OFD_GETLK, F_OFD_SETLK, _Flock, _flock
+from ._trust import UnsafeDirectoryError, escape, private_problem, verify_private
 
 CONTROL = ".pytest-aiops"
 
@@ -142,37 +144,55 @@ def default_worktree_root(repo_root: str) -> str:
     if os.path.isdir("/dev/shm"):
         candidates.insert(0, _user_base("/dev/shm"))
     for base in candidates:
-        if os.path.isdir(os.path.join(base, leaf)):
+        # Only a root another user cannot have planted counts as "ours already": an
+        # attacker's /tmp/pytest-aiops-<uid> must never win over our real /dev/shm one.
+        if os.path.isdir(os.path.join(base, leaf)) and _trusted_base(base):
             return os.path.join(base, leaf)
     if len(candidates) == 2 and _shm_usable():
         return os.path.join(candidates[0], leaf)
     return os.path.join(candidates[-1], leaf)
 
 
-def ensure_root(root: str, *, private_base: str | None = None) -> str:
-    """Create ``root`` and its control dir; an :class:`OptionError` if it cannot be used.
+def _trusted_base(base: str) -> bool:
+    """Whether ``<parent>/pytest-aiops-<uid>/worktrees`` are both private to us."""
+    for path in (os.path.dirname(base), base):
+        try:
+            if private_problem(os.lstat(path)) is not None:
+                return False
+        except OSError:
+            return False
+    return True
 
-    ``private_base`` (the per-user dir of the default location, in a world-writable parent)
-    must be a real directory owned by us: a symlink or someone else's directory planted
-    there is refused rather than followed.
+
+def ensure_root(root: str, *, private_base: str | None = None) -> str:
+    """Create ``root`` and its control dir, verified private to us; return the path to use.
+
+    ``private_base`` (``<tmp>/pytest-aiops-<uid>/worktrees`` of the default location, in a
+    world-writable parent) and everything below it is created ``0700`` and verified with
+    ``lstat`` (a real directory, ours, not writable by group or others; see
+    :mod:`._trust`). An explicit root is created like that too, below its parent with
+    symlinks resolved (the user chose the path), and its ancestors must not be
+    re-pointable by another user. An :class:`UnsafeDirectoryError` (an :class:`OptionError`
+    for ``rootDirectory``) names the path and the owner found.
     """
     try:
         if private_base is not None:
-            os.makedirs(private_base, mode=0o700, exist_ok=True)
             top = os.path.dirname(private_base)  # .../pytest-aiops-<uid>
-            st = os.lstat(top)
-            if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
-                raise PermissionError(errno.EPERM, "not a directory owned by this user", top)
-            if stat.S_IMODE(st.st_mode) & 0o077:
-                os.chmod(top, 0o700)
-        os.makedirs(root, exist_ok=True)
-        control = os.path.join(root, CONTROL)
-        with contextlib.suppress(FileExistsError):
-            os.mkdir(control, 0o700)
-        if not os.path.isdir(control):
-            raise NotADirectoryError(errno.ENOTDIR, "not a directory", control)
-        if not os.access(control, os.W_OK | os.X_OK) or not os.access(root, os.W_OK | os.X_OK):
+            verify_private(top, create=True)
+            with contextlib.suppress(OSError):
+                if stat.S_IMODE(os.lstat(top).st_mode) & 0o077:
+                    os.chmod(top, 0o700)  # ours: readable by nobody else either
+            verify_private(private_base, create=True)
+        else:
+            parent = os.path.dirname(os.path.abspath(root))
+            os.makedirs(parent, exist_ok=True)
+            root = os.path.join(os.path.realpath(parent), os.path.basename(root))
+        verify_private(root, create=True)
+        verify_private(os.path.join(root, CONTROL), create=True)
+        if not os.access(root, os.W_OK | os.X_OK):
             raise PermissionError(errno.EACCES, "Permission denied", root)
+    except UnsafeDirectoryError:
+        raise
     except OSError as error:
         reason = error.strerror or str(error)
         raise OptionError(
@@ -181,6 +201,16 @@ def ensure_root(root: str, *, private_base: str | None = None) -> str:
             "set the rootDirectory option to another directory",
         ) from error
     return root
+
+
+def verified_root(root: str) -> bool:
+    """Whether ``root`` exists and may be read: records under it are ours. ``False`` if it
+    does not exist; :class:`UnsafeDirectoryError` if it (or its control dir) is not private
+    to us -- then nothing in it is trusted, read or acted on."""
+    if not verify_private(root, create=False):
+        return False
+    control = os.path.join(root, CONTROL)
+    return verify_private(control, create=False)
 
 
 # --- owner locks -----------------------------------------------------------------------
@@ -355,8 +385,13 @@ class Entry:
         _write_json(self.record_path, self.data)
 
     def directory_is_ours(self, path: str | None) -> bool:
-        """Whether ``path`` is the very directory (same inode) this record created."""
-        if not path or "ino" not in self.data:
+        """Whether ``path`` is the very directory (same inode) this record created, where
+        this root puts checkouts."""
+        if not path or not isinstance(path, str) or "ino" not in self.data:
+            return False
+        path = os.path.normpath(path)
+        root = os.path.normpath(self.root)
+        if os.path.dirname(path) != root and path != os.path.normpath(self.pooled_dir):
             return False
         try:
             st = os.lstat(path)
@@ -384,29 +419,59 @@ class Entry:
         self.save(state=KEPT, keptAt=time.time())
         self.close()
 
+    def _claimed_paths(self) -> list[str]:
+        """The record's ``path``/``claim`` that lie where this root puts checkouts.
+
+        A record is a claim, not an order: a path anywhere else (outside the root, or a
+        nested one) is never deleted, whatever the record says, and is reported.
+        """
+        root = os.path.normpath(self.root)
+        inside = {os.path.normpath(self.build_dir), os.path.normpath(self.pooled_dir)}
+        paths = []
+        for key in ("path", "claim"):
+            value = self.data.get(key)
+            if not value:
+                continue
+            path = os.path.normpath(str(value)) if isinstance(value, str) else ""
+            if path and (os.path.dirname(path) == root or path in inside):
+                paths.append(path)
+            else:
+                _ignored(self.record_path, f"its {key} {escape(value)!r} is not under {root!r}")
+        return paths
+
     def discard(self) -> None:
         """Delete everything this record proves we created, then the record and the lock."""
         data = self.data
         session = data.get("gitSession")
         finished = self.trusted or data.get("state") == POOLED  # pooled: restore completed
         if isinstance(session, list) and len(session) == 2 and not finished:
-            # Our predecessor died while its git was writing into the checkout: end that
-            # git (and any child it left) before deleting what it writes to.
-            end_session(int(session[0]), session[1])
+            pid, started = session
+            if isinstance(pid, int) and isinstance(started, int) and pid > 1:
+                # Our predecessor died while its git was writing into the checkout: end
+                # that git (and any child it left) before deleting what it writes to --
+                # only if the session is provably that git's (its recorded start time).
+                end_session(pid, started)
+            else:
+                _ignored(self.record_path, f"its gitSession {escape(session)!r} is not provable")
         common_dir = data.get("commonDir")
-        paths = [p for p in (data.get("path"), data.get("claim")) if p]
+        paths = self._claimed_paths()
         for path in paths:
             # Child sessions' checkouts live inside this one, with registrations in the
             # user's repository: take them apart properly first, never just delete files.
             for child_root in iter_child_roots(path):
                 reclaim_orphans(child_root, include_pooled=True, include_kept=True)
-        if common_dir and data.get("isolation", _checkout.WORKTREE) == _checkout.WORKTREE:
+        if (
+            isinstance(common_dir, str)
+            and common_dir
+            and data.get("isolation", _checkout.WORKTREE) == _checkout.WORKTREE
+        ):
             git_dir = data.get("gitDir")
             _checkout.remove_registrations(
                 common_dir,
                 token=self.token,
                 paths=[*paths, self.build_dir],
                 known=str(git_dir) if git_dir and finished else None,
+                root=self.root,
             )
         for path in paths:
             if self.directory_is_ours(path):
@@ -452,8 +517,25 @@ def take_entry(root: str, token: str) -> Entry | None:
     lock = OwnerLock.take(os.path.join(control_dir(root), f"{token}.lock"))
     if lock is None:
         return None
-    data = _read_json(os.path.join(control_dir(root), f"{token}.json")) or {}
+    record_path = os.path.join(control_dir(root), f"{token}.json")
+    data = _read_json(record_path)
+    if data is None:
+        if os.path.lexists(record_path):
+            # Discarding it would forget the checkout it describes while leaving it behind.
+            lock.close()
+            _ignored(record_path, "it cannot be read as a record")
+            return None
+        data = {}  # a crash before the first save: only the lock and build dir exist
     return Entry(root, token, lock, data)
+
+
+def _ignored(record_path: str, why: str) -> None:
+    """Warn that a record is not acted on (and why); nothing it names is touched."""
+    warnings.warn(
+        f"pytest-aiops: ignoring worktree record {record_path!r}: {why}",
+        AiopsWarning,
+        stacklevel=3,
+    )
 
 
 def _record_of(root: str, token: str, data: dict[str, Any], state: str) -> WorktreeRecord:
@@ -475,7 +557,11 @@ def _record_of(root: str, token: str, data: dict[str, Any], state: str) -> Workt
 
 
 def list_worktrees(root: str) -> list[WorktreeRecord]:
-    """Every checkout recorded under ``root`` with its state; takes no lock, changes nothing."""
+    """Every checkout recorded under ``root`` with its state; takes no lock, changes nothing.
+
+    Only a root private to us is read (:class:`UnsafeDirectoryError` otherwise)."""
+    if not verified_root(root):
+        return []
     records = []
     for token in _tokens(root):
         data = _read_json(os.path.join(control_dir(root), f"{token}.json")) or {}
@@ -497,7 +583,11 @@ def reclaim_orphans(
 
     An entry is only touched after taking its owner lock, so nothing a live process holds
     is ever removed. Returns the entries removed (or, with ``dry_run``, that would be).
+    Only a root private to us is read (:class:`UnsafeDirectoryError` otherwise): a record
+    anyone else could have written would be an order to delete, not a claim.
     """
+    if not verified_root(root):
+        return []
     removed = []
     for token in _tokens(root):
         entry = take_entry(root, token)
@@ -572,6 +662,12 @@ def sweep_deleted_repositories(base: str) -> None:
         return
     for root in roots:
         gone = False
+        try:
+            if not verified_root(root):
+                continue
+        except UnsafeDirectoryError as error:
+            warnings.warn(f"pytest-aiops: not sweeping {error}", AiopsWarning, stacklevel=2)
+            continue
         for token in _tokens(root):
             data = _read_json(os.path.join(control_dir(root), f"{token}.json")) or {}
             common_dir = data.get("commonDir")

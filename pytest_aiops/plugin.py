@@ -613,6 +613,13 @@ def _provisioning_failure(fixture: str, error: AiopsError) -> str:
     if isinstance(error, ProvisioningError) and isinstance(error.__cause__, AiopsError):
         cause = error.__cause__
     message = " ".join(str(cause).split())
+    from ._trust import UnsafeDirectoryError
+
+    if isinstance(cause, UnsafeDirectoryError):  # name the plugin's setting, not the core's
+        message = cause.for_setting(
+            "--aiops-worktree-root",
+            "--aiops-worktree-root (ini aiops_worktree_root, env PYTEST_AIOPS_WORKTREE_ROOT)",
+        )
     hint = _OPTION_HINTS.get(getattr(cause, "option", ""))
     if hint:
         message = f"{message.rstrip('.')}; {hint}"

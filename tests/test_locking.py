@@ -399,9 +399,15 @@ def test_a_planted_record_name_does_not_cost_the_block(lock_dir: Path) -> None:
     planted = lock_dir / LEASES_DIR / record_name(start, end, "top-level")
     planted.write_text("{}")
     os.chown(planted, 65534, 65534)  # another user's file (tests run as root here)
-    with pytest.warns(AiopsWarning, match="its record could not be written"):
-        held = lease(lock_dir, "victim", basePort=BASE, blockCount=1)
+    held = lease(lock_dir, "victim", basePort=BASE, blockCount=1)  # no warning: -W error
     assert held.hard["startPort"] == start
+    # The squatted name never hides the lease: its record has a name nobody can guess.
+    from pytest_aiops._leases import read_records, unique_record_name
+
+    listed = [r for r in read_records(str(lock_dir)) if r.alive]
+    assert [(r.session_id, os.path.basename(r.path)) for r in listed] == [
+        ("victim", unique_record_name(start, end, "top-level", held.hard["leaseId"]))
+    ]
     held.release()
     assert planted.read_text() == "{}"  # not ours: untouched
 

@@ -140,11 +140,13 @@ class GitWorktreeProvider:
             _checkout.check_target(info.repo_root, commit, target, base_ref)
         if root_option is None:
             worktree_root = default_worktree_root(info.repo_root)
-            store.ensure_root(worktree_root, private_base=os.path.dirname(worktree_root))
+            worktree_root = store.ensure_root(
+                worktree_root, private_base=os.path.dirname(worktree_root)
+            )
             store.sweep_deleted_repositories(os.path.dirname(worktree_root))
         else:
             worktree_root = resolve_path(info.repo_root, root_option)
-            store.ensure_root(worktree_root)
+            worktree_root = store.ensure_root(worktree_root)
 
         checkout = _Checkout.provide(
             root=worktree_root,

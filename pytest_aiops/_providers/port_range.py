@@ -333,6 +333,17 @@ class PortRangeProvider:
             scanner.close()
             raise
         scanner.close()
+        unexplained = _unrecorded_blocks(lock_directory, parsed) if held else 0
+        if unexplained:
+            # Locks that no lease record explains: a process that is no pytest-aiops lease
+            # (possibly another user, who can lock any byte of the shared ports.lock).
+            raise PortsExhaustedError(
+                f"No free deterministic port block is available: {unexplained} of {count} "
+                f"blocks of {size} ports from {parsed.base_port} are locked by processes that "
+                f"left no lease record (possibly another user locking {PORTS_FILE}) "
+                f"[lock directory {lock_directory}]; set --aiops-lock-dir or "
+                f"${LOCK_DIR_ENV} (CLI: --lock-dir) to a directory of your own."
+            )
         raise PortsExhaustedError(
             f"No free deterministic port block is available: all {count} blocks of {size} "
             f"ports from {parsed.base_port} are leased ({held}) or have more than a quarter of "
@@ -367,6 +378,30 @@ class PortRangeProvider:
             claim.release()
             raise
         return start, claim, busy
+
+
+def _unrecorded_blocks(lock_directory: str, parsed: _Parsed) -> int:
+    """How many blocks are locked although no live lease record covers any of their ports
+    (only computed once leasing has failed: it reads every record)."""
+    from .._leases import read_records
+    from .._locking import range_is_leased
+
+    try:
+        live = [r for r in read_records(lock_directory) if r.holder_alive()]
+    except (OSError, LockError):
+        live = []
+    count = 0
+    for index in range(parsed.block_count):
+        start = parsed.base_port + index * parsed.block_size
+        end = start + parsed.block_size - 1
+        if any(r.start_port <= end and start <= r.end_port for r in live):
+            continue
+        try:
+            if range_is_leased(lock_directory, start, end):
+                count += 1
+        except (OSError, LockError):
+            continue
+    return count
 
 
 def create_port_range_provider(
