@@ -80,7 +80,7 @@ def test_given_back_ports_are_handed_out_again_least_recently_used_first() -> No
 
 
 def test_a_port_in_time_wait_is_not_handed_out_until_it_clears() -> None:
-    base = 29400
+    base = 19400
     ports = PortRange(base, base + 1)
     make_time_wait(base)  # what a test server that closed first leaves behind
     assert ports.next_port() == base + 1
@@ -145,7 +145,7 @@ def test_a_port_taken_in_any_family_is_never_handed_out_for_it(
 ) -> None:
     if family == socket.AF_INET6 and not host_has_ipv6():
         pytest.skip("this host has no IPv6")
-    base = 29410
+    base = 19410
     with socket.socket(family, kind) as other:
         other.bind((host, base))
         if kind == socket.SOCK_STREAM:
@@ -159,7 +159,7 @@ def test_a_port_taken_in_any_family_is_never_handed_out_for_it(
 
 
 def test_a_udp_user_does_not_keep_a_port_from_tcp() -> None:
-    base = 29420
+    base = 19420
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
         udp.bind(("127.0.0.1", base))
         ports = PortRange(base, base)
