@@ -255,6 +255,9 @@ def make_time_wait(port: int, host: str = "127.0.0.1") -> None:
     (about a minute on Linux), so a server without SO_REUSEADDR cannot bind ``port``.
     """
     with socket.socket() as server:
+        # SO_REUSEADDR on this side only so that a TIME_WAIT left by an earlier call (a test
+        # run a moment ago) does not stop it; a server without the option still cannot bind.
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         server.bind((host, port))
         server.listen()
         client = socket.create_connection((host, port))
