@@ -186,7 +186,7 @@ def git_dir_of(path: str) -> str:
     dot_git = os.path.join(path, ".git")
     if os.path.isdir(dot_git) and not os.path.islink(dot_git):
         return dot_git
-    with open(dot_git, encoding="utf-8") as handle:
+    with open(dot_git, encoding="utf-8", errors="surrogateescape") as handle:
         content = handle.read(4096).strip()
     if not content.startswith("gitdir:"):
         raise GitError(
@@ -242,7 +242,8 @@ def _push_spellings(info: RepoInfo) -> list[str]:
 
 def _write(path: str, text: str) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w", encoding="utf-8") as handle:
+    # surrogateescape: a non-UTF-8 path (os.fsdecode'd) is written as the bytes it names.
+    with open(path, "w", encoding="utf-8", errors="surrogateescape") as handle:
         handle.write(text)
 
 
@@ -687,7 +688,7 @@ def _sweep_with_git(path: str, check_file_modes: bool) -> bool:
 
 def _read(path: str) -> str:
     try:
-        with open(path, encoding="utf-8") as handle:
+        with open(path, encoding="utf-8", errors="surrogateescape") as handle:
             return handle.read(4096)
     except FileNotFoundError:
         return ""

@@ -114,7 +114,9 @@ def _start(
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        text=True,
+        # Paths git prints are bytes; a non-UTF-8 one round-trips as os.fsdecode gives it.
+        encoding="utf-8",
+        errors="surrogateescape",
         start_new_session=True,
     )
     if on_start is not None:

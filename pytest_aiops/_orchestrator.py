@@ -10,6 +10,7 @@ from typing import Any
 from ._children import build_child_resource_requests
 from ._discovery import DiscoverySnapshot, HardConstraint
 from ._errors import ProvisioningError, RegistrationError
+from ._options import refuse_nul
 from ._session import ProvisionedResources, Releaser, release_in_reverse
 from ._types import ResourceLease, ResourceProvider, ResourceRequest, provider_kind
 
@@ -58,6 +59,7 @@ class ResourceProvisioningOrchestrator:
         """Provision ``resources`` in order for ``session_id``; all or nothing."""
         if not isinstance(session_id, str):
             raise TypeError(f"session_id must be a str, not {session_id!r}")
+        refuse_nul("workspace_root", os.fspath(workspace_root), "Argument")
         root = os.path.abspath(os.fspath(workspace_root))
         hard: list[HardConstraint] = []
         releases: list[Releaser] = []

@@ -200,7 +200,12 @@ def pytest_configure(config: pytest.Config) -> None:
     if data and data.get("parent"):
         from ._discovery import DiscoverySnapshot
 
-        parent = DiscoverySnapshot.from_dict(data["parent"])
+        raw = data["parent"]
+        parent = (
+            DiscoverySnapshot.from_json(raw)
+            if isinstance(raw, str)
+            else DiscoverySnapshot.from_dict(raw)
+        )
 
     def extra_requests() -> list[Any]:
         results = config.hook.pytest_aiops_session_resources(config=config, worker_id=worker_id)
