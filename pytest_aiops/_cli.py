@@ -34,7 +34,7 @@ from typing import Any, NoReturn
 
 from ._defaults import create_default_orchestrator
 from ._discovery import DEFAULT_DISCOVERY_FILE
-from ._errors import AiopsError
+from ._errors import AiopsError, NoSpaceError
 from ._git import git_output
 from ._leases import LeaseRecord, read_records, reap_stale
 from ._orchestrator import ResourceProvisioningOrchestrator
@@ -720,6 +720,8 @@ def _one_line(error: BaseException) -> str:
     cause: BaseException | None = error
     while cause is not None:
         if isinstance(cause, UnsafeDirectoryError):
+            return cause.for_setting("--worktree-root")
+        if isinstance(cause, NoSpaceError):
             return cause.for_setting("--worktree-root")
         cause = cause.__cause__
     return " ".join(str(error).split("\n")[:1]) or type(error).__name__

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from ._declarations import MARKER, declare_hooks, declare_marker, declare_options
-from ._errors import AiopsError, OptionError, ProvisioningError
+from ._errors import AiopsError, NoSpaceError, OptionError, ProvisioningError
 from ._settings import Settings, find_git_repository
 
 if TYPE_CHECKING:
@@ -620,11 +620,11 @@ def _provisioning_failure(fixture: str, error: AiopsError) -> str:
     message = " ".join(str(cause).split())
     from ._trust import UnsafeDirectoryError
 
+    setting = "--aiops-worktree-root (ini aiops_worktree_root, env PYTEST_AIOPS_WORKTREE_ROOT)"
     if isinstance(cause, UnsafeDirectoryError):  # name the plugin's setting, not the core's
-        message = cause.for_setting(
-            "--aiops-worktree-root",
-            "--aiops-worktree-root (ini aiops_worktree_root, env PYTEST_AIOPS_WORKTREE_ROOT)",
-        )
+        message = cause.for_setting("--aiops-worktree-root", setting)
+    elif isinstance(cause, NoSpaceError):
+        message = cause.for_setting(setting)
     hint = _OPTION_HINTS.get(getattr(cause, "option", ""))
     if hint:
         message = f"{message.rstrip('.')}; {hint}"

@@ -257,13 +257,23 @@ class _Checkout:
             entry, info=info, commit=commit, target=target, name=name, owner=owner
         ):
             return cls(entry, info, target=target, pool=pool, pool_size=pool_size, key=key)
-        entry = store.new_entry(root, {**key, **owner})
+        try:
+            entry = store.new_entry(root, {**key, **owner})
+        except OSError as error:
+            full = _checkout.no_space(error, root, info, commit, target)
+            if full is None:
+                raise
+            raise full from error
         try:
             cls._create(
                 entry, info=info, commit=commit, target=target, isolation=isolation, name=name
             )
-        except BaseException:
+        except BaseException as error:
+            # Measured before discarding: what git left shows how full the filesystem is.
+            full = _checkout.no_space(error, root, info, commit, target)
             entry.discard()
+            if full is not None:
+                raise full from error
             raise
         return cls(entry, info, target=target, pool=pool, pool_size=pool_size, key=key)
 
