@@ -297,7 +297,9 @@ def test_a_non_utf8_repository_and_root_work(
             injection = session.build_runtime_injection()
             loaded = DiscoverySnapshot.load(injection.discovery_file_path)
             assert loaded.allocation("git-worktree") == worktree
-            assert os.path.isdir(os.path.dirname(loaded.allocation("port-range")["lockPath"]))
+            ports = loaded.allocation("port-range")
+            assert ports is not None
+            assert os.path.isdir(os.path.dirname(ports["lockPath"]))
         finally:
             session.release()
     assert git(bytes_repo, "status", "--porcelain") == ""
