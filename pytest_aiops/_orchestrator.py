@@ -7,7 +7,7 @@ import threading
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from ._children import build_child_resource_requests
+from ._children import build_child_resource_requests, check_parent_lock_path
 from ._discovery import DiscoverySnapshot, HardConstraint
 from ._errors import ProvisioningError, RegistrationError
 from ._options import refuse_nul
@@ -133,7 +133,10 @@ class ResourceProvisioningOrchestrator:
             else DiscoverySnapshot.from_dict(parent_snapshot)
         )
         try:
-            requests = build_child_resource_requests(snapshot, child_index, child_count)
+            requests = build_child_resource_requests(
+                snapshot, child_index, child_count, child_session_id=child_session_id
+            )
+            check_parent_lock_path(snapshot)
         except Exception as error:
             raise ProvisioningError(
                 f"{PROVISIONING_FAILED}{error}", session_id=child_session_id, kind=None
