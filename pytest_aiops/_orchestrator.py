@@ -101,7 +101,7 @@ class ResourceProvisioningOrchestrator:
             if kind is not None:
                 _add_note(raised, f"while provisioning {kind!r} for session {session_id!r}")
             for failed_kind, failure in failures:
-                _add_note(raised, f"rollback of {failed_kind} also failed: {failure!r}")
+                _add_note(raised, f"{ROLLBACK_FAILED}{failed_kind} also failed: {failure!r}")
             raise raised from error
         return ProvisionedResources(
             session_id=session_id,
@@ -164,6 +164,17 @@ def _coerce_lease(value: object, kind: str) -> ResourceLease:
             "(needs `hard` mapping and callable `release`)"
         )
     return ResourceLease(str(get("kind") or kind), hard, release, get("soft"))
+
+
+ROLLBACK_FAILED = "rollback of "
+
+
+def rollback_notes(error: BaseException) -> list[str]:
+    """The notes :meth:`ResourceProvisioningOrchestrator.provision_session` added on
+    releases that failed during rollback, each as one line: a one-line error must keep them,
+    they say what may have been left behind."""
+    notes = getattr(error, "__notes__", None) or []
+    return [" ".join(str(n).split()) for n in notes if str(n).startswith(ROLLBACK_FAILED)]
 
 
 def _add_note(error: BaseException, note: str) -> None:

@@ -628,6 +628,9 @@ def _provisioning_failure(fixture: str, error: AiopsError) -> str:
     hint = _OPTION_HINTS.get(getattr(cause, "option", ""))
     if hint:
         message = f"{message.rstrip('.')}; {hint}"
+    from ._orchestrator import rollback_notes
+
+    message += "".join(f"; {note}" for note in rollback_notes(error))  # what may be left
     return message if message.startswith(f"{fixture} ") else f"{fixture}: {message}"
 
 

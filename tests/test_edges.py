@@ -490,3 +490,109 @@ def test_build_child_resource_requests_takes_the_references_child_session_id(
     finally:
         parent.release()
     assert git(repo, "status", "--porcelain", "--ignored") == ""
+
+
+# ------------------------------------------- pool fallbacks, rollback notes (item 8)
+
+
+def _worktree_session(repo: Path, root: Path, **options: Any) -> Any:
+    return create_default_orchestrator().provision_session(
+        session_id="s",
+        resources=[ResourceRequest("git-worktree", {"rootDirectory": str(root), **options})],
+        workspace_root=repo,
+    )
+
+
+def test_a_checkout_that_cannot_be_restored_is_removed_with_a_warning(
+    repo: Path, tmp_path: Path
+) -> None:
+    from pytest_aiops import AiopsWarning, list_worktrees
+
+    root = tmp_path / "root"
+    session = _worktree_session(repo, root)
+    worktree = session.allocation("git-worktree")
+    assert worktree is not None
+    os.unlink(os.path.join(worktree["worktreePath"], ".git"))  # a test broke its checkout
+    with pytest.warns(AiopsWarning, match="could not restore pooled checkout .*; removing it"):
+        session.release()
+    assert list_worktrees(str(root)) == []
+    assert not os.path.exists(worktree["worktreePath"])
+    assert not os.listdir(repo / ".git" / "worktrees")
+
+
+def test_a_pooled_checkout_that_cannot_be_reused_is_replaced_with_a_warning(
+    repo: Path, tmp_path: Path
+) -> None:
+    from pytest_aiops import AiopsWarning, list_worktrees
+
+    root = tmp_path / "root"
+    _worktree_session(repo, root).release()
+    [pooled] = list_worktrees(str(root))
+    assert pooled.state == "pooled"
+    os.unlink(os.path.join(pooled.path, ".git"))
+    (repo / "new.txt").write_text("new\n")
+    git(repo, "add", "new.txt")
+    git(repo, "commit", "-qm", "second")  # another commit: reuse has to run git
+    with pytest.warns(AiopsWarning, match="could not reuse pooled checkout .*; creating a fresh"):
+        session = _worktree_session(repo, root)
+    try:
+        worktree = session.allocation("git-worktree")
+        assert worktree is not None
+        assert (Path(worktree["worktreePath"]) / "new.txt").read_text() == "new\n"
+        assert git(worktree["worktreePath"], "status", "--porcelain") == ""
+    finally:
+        session.release()
+    assert [record.state for record in list_worktrees(str(root))] == ["pooled"]
+
+
+_PROVIDERS = """
+from pytest_aiops import OptionError, ResourceLease
+
+class LeakyRelease:
+    kind = "leaky"
+    def provision(self, *, session_id, workspace_root, options):
+        def release():
+            raise OSError(16, "Device or resource busy", "/srv/leaky")
+        return ResourceLease("leaky", {"id": 1}, release)
+
+class Broken:
+    kind = "broken"
+    def provision(self, *, session_id, workspace_root, options):
+        raise OptionError("size", 'Option "size" must be small, not "huge".')
+"""
+
+
+def test_the_fixture_and_cli_errors_keep_the_rollback_notes(
+    pytester: pytest.Pytester, repo: Path
+) -> None:
+    pytester.makeconftest(
+        _PROVIDERS
+        + "\ndef pytest_aiops_register_providers(register):\n"
+        + "    register(LeakyRelease())\n    register(Broken())\n"
+        + "\ndef pytest_aiops_session_resources(config, worker_id):\n"
+        + "    return [{'kind': 'leaky'}, {'kind': 'broken'}]\n"
+    )
+    pytester.makepyfile("def test_x(provisioned_session):\n    pass\n")
+    result = pytester.runpytest_inprocess("-n", "0", f"--aiops-repo={repo}")
+    result.assert_outcomes(errors=1)
+    [line] = [ln for ln in result.outlines if ln.startswith("provisioned_session: ")]
+    assert 'Option "size" must be small' in line
+    assert "; rollback of leaky also failed: OSError(16, 'Device or resource busy')" in line
+
+    from pytest_aiops import ResourceProvisioningOrchestrator
+    from pytest_aiops._cli import _one_line
+
+    namespace: dict[str, Any] = {}
+    exec(_PROVIDERS, namespace)  # the same providers, in the core
+    orchestrator = ResourceProvisioningOrchestrator(
+        [namespace["LeakyRelease"](), namespace["Broken"]()]
+    )
+    with pytest.raises(ProvisioningError) as info:
+        orchestrator.provision_session(
+            session_id="s", resources=[{"kind": "leaky"}, {"kind": "broken"}], workspace_root=repo
+        )
+    [cli_line] = _one_line(info.value).splitlines()
+    assert cli_line.startswith('Resource provisioning failed: Option "size" must be small')
+    assert cli_line.endswith(
+        "; rollback of leaky also failed: OSError(16, 'Device or resource busy')"
+    )
