@@ -25,6 +25,7 @@ A clone keeps the two settings in its own config.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import stat
@@ -35,8 +36,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from ._errors import GitError, OptionError
-from ._git import is_transient, run_git, run_git_parallel
+from ._errors import GitError, NoSpaceError, OptionError
+from ._git import is_transient, run_git, run_git_parallel, summarize
 
 WORKTREE = "worktree"
 CLONE = "clone"
@@ -186,7 +187,7 @@ def git_dir_of(path: str) -> str:
     dot_git = os.path.join(path, ".git")
     if os.path.isdir(dot_git) and not os.path.islink(dot_git):
         return dot_git
-    with open(dot_git, encoding="utf-8") as handle:
+    with open(dot_git, encoding="utf-8", errors="surrogateescape") as handle:
         content = handle.read(4096).strip()
     if not content.startswith("gitdir:"):
         raise GitError(
@@ -242,7 +243,8 @@ def _push_spellings(info: RepoInfo) -> list[str]:
 
 def _write(path: str, text: str) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w", encoding="utf-8") as handle:
+    # surrogateescape: a non-UTF-8 path (os.fsdecode'd) is written as the bytes it names.
+    with open(path, "w", encoding="utf-8", errors="surrogateescape") as handle:
         handle.write(text)
 
 
@@ -265,7 +267,7 @@ def create_worktree(
         if attempt == 5 or not is_transient(result.stderr):
             shown = " ".join(["git", *args])
             raise GitError(
-                f"git command failed ({result.returncode}): {shown}: {result.stderr.strip()}",
+                f"git command failed ({result.returncode}): {shown}: {summarize(result.stderr)}",
                 command=list(result.args),
                 returncode=result.returncode,
                 stderr=result.stderr,
@@ -278,6 +280,56 @@ def create_worktree(
         # Same command `worktree add` runs itself without --no-checkout, now sparse.
         run_git(["-C", path, *SPARSE_FLAGS, "reset", "--hard", "-q"], on_start=on_start)
     return git_dir
+
+
+# What git says when it could not write a file of a checkout (it names no errno for a
+# failed write(2): "unable to write file X", then "Could not reset index file").
+_WRITE_FAILED = (
+    "No space left on device",
+    "unable to write file",
+    "unable to create file",
+    "unable to write new index file",
+    "Could not reset index file",
+)
+
+
+def no_space(
+    error: BaseException, root: str, info: RepoInfo, commit: str, target: str | None
+) -> NoSpaceError | None:
+    """A :class:`NoSpaceError` if ``error`` (making a checkout of ``commit`` under ``root``)
+    came from a full filesystem, else ``None``.
+
+    Our own writes say so by errno. git says it only when open(2) fails; for a failed
+    write(2) it prints "unable to write file" per file, so then the tree's size (rounded up
+    to whole blocks) and file count are compared with what ``statvfs`` says is free: only a
+    filesystem too small for the checkout is reported as full.
+    """
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+        return NoSpaceError(str(error.filename or root))
+    if not isinstance(error, GitError) or not any(m in error.stderr for m in _WRITE_FAILED):
+        return None
+    try:
+        fs = os.statvfs(root)
+    except OSError:
+        return None
+    free, block = fs.f_bavail * fs.f_frsize, fs.f_frsize or 4096
+    listing = run_git(["-C", info.repo_root, "ls-tree", "-r", "-l", "-z", commit], check=False)
+    sizes: dict[str, int] = {}
+    for item in _split(listing.stdout):
+        meta, _, name = item.partition("\t")
+        size = meta.split()[-1]
+        if size.isdigit():
+            sizes[name] = int(size)
+    if target:
+        names, _dirs = _in_cone(set(sizes), set(), target)
+        sizes = {name: sizes[name] for name in names}
+    needed = sum(-(-size // block) * block for size in sizes.values())
+    if fs.f_files and fs.f_favail < len(sizes):
+        return NoSpaceError(root, f"{len(sizes)} files to check out, {fs.f_favail} inodes free")
+    if "No space left on device" in error.stderr or needed > free:
+        detail = f"the {len(sizes)} files of {commit[:12]} need about {needed / 2**20:.1f} MiB"
+        return NoSpaceError(root, f"{detail}, {free / 2**20:.1f} MiB are free there")
+    return None
 
 
 def create_clone(
@@ -687,7 +739,7 @@ def _sweep_with_git(path: str, check_file_modes: bool) -> bool:
 
 def _read(path: str) -> str:
     try:
-        with open(path, encoding="utf-8") as handle:
+        with open(path, encoding="utf-8", errors="surrogateescape") as handle:
             return handle.read(4096)
     except FileNotFoundError:
         return ""

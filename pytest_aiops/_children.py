@@ -68,21 +68,83 @@ def _check_index(child_index: int, child_count: int) -> None:
         )
 
 
+def _same_path(a: str, b: str) -> bool:
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def _check_parent_worktree(snapshot: DiscoverySnapshot, git: Mapping[str, Any]) -> str:
+    """The parent's ``worktreePath``, if child roots under it stay out of the user's checkout.
+
+    Children get ``<worktreePath>/.ai_ops/child-worktrees/...``: a relative path (resolved
+    against the user's repository) or the user's repository itself would put ``.ai_ops/``
+    into the user's checkout. Refused, before anything is created.
+    """
+    path = _str_field(git, "worktreePath")
+    if not os.path.isabs(path):
+        raise ChildSplitError(
+            f'Allocation field "worktreePath" of the parent snapshot must be an absolute '
+            f"path, not {path!r}: child worktrees would be created relative to the user's "
+            "repository; pass the snapshot the parent session wrote"
+        )
+    user_checkouts = [git.get("repoRoot"), snapshot.workspace_root]
+    for checkout in user_checkouts:
+        if isinstance(checkout, str) and checkout and _same_path(path, checkout):
+            raise ChildSplitError(
+                f'Allocation field "worktreePath" of the parent snapshot is the user\'s '
+                f"checkout {path!r}, not a worktree of the parent session: child worktrees "
+                f"would be created inside it ({CHILD_WORKTREES_DIR}); pass the snapshot of "
+                "a session that holds a git-worktree lease"
+            )
+    return path
+
+
+def check_parent_lock_path(snapshot: DiscoverySnapshot) -> None:
+    """Refuse a parent ``lockPath`` whose directory does not exist (or that is relative).
+
+    The parent holds its lease there; a fresh directory would lease the child's slice with
+    nobody to share it with (a stale snapshot, or one from another machine). Checked by
+    :meth:`~._orchestrator.ResourceProvisioningOrchestrator.provision_child_session`
+    before anything is provisioned; :func:`build_child_resource_requests` itself stays the
+    reference's pure arithmetic.
+    """
+    ports = snapshot.allocation("port-range")
+    if ports is None:
+        return
+    lock_path = _str_field(ports, "lockPath")
+    directory = os.path.dirname(lock_path)
+    if not os.path.isabs(lock_path) or not os.path.isdir(directory):
+        why = "is not absolute" if not os.path.isabs(lock_path) else "is in no directory"
+        raise ChildSplitError(
+            f'Allocation field "lockPath" of the parent snapshot {why}: {lock_path!r} '
+            f"({directory or '.'} does not exist), so the parent's lease cannot be held "
+            "there; pass the snapshot of a live parent session on this machine"
+        )
+
+
 def build_child_resource_requests(
-    parent_snapshot: DiscoverySnapshot, child_index: int, child_count: int
+    parent_snapshot: DiscoverySnapshot,
+    child_index: int,
+    child_count: int,
+    *,
+    child_session_id: str | None = None,
 ) -> list[ResourceRequest]:
     """The requests that give child ``child_index`` its share of the parent's resources.
 
     The port-range request carries the reference's options plus ``parentStartPort`` /
     ``parentEndPort`` and, when the parent lease has one, ``parentLeaseId`` (all ignored by
     the reference) so the provider leases the slice as a child of that live parent lease
-    rather than as a top-level block.
+    rather than as a top-level block. ``child_session_id`` is accepted as the reference's
+    input carries it (``childSessionId``); like the reference, the requests do not depend
+    on it. A parent ``worktreePath`` that is relative or the user's checkout is refused
+    (:class:`ChildSplitError`); see also :func:`check_parent_lock_path`.
     """
     _check_index(child_index, child_count)
+    if child_session_id is not None and not isinstance(child_session_id, str):
+        raise ChildSplitError(f"childSessionId must be a string, not {child_session_id!r}.")
     requests: list[ResourceRequest] = []
     git = parent_snapshot.allocation("git-worktree")
     if git is not None:
-        parent_worktree = _str_field(git, "worktreePath")
+        parent_worktree = _check_parent_worktree(parent_snapshot, git)
         base_ref = git.get("baseRef")
         if not isinstance(base_ref, str) or not base_ref.strip():
             base_ref = "HEAD"
@@ -106,7 +168,7 @@ def build_child_resource_requests(
         parent_start = _int_field(ports, "startPort")
         parent_end = _int_field(ports, "endPort")
         parent_primary = _int_field(ports, "primaryPort")
-        lock_path = _str_field(ports, "lockPath")
+        lock_directory = os.path.dirname(_str_field(ports, "lockPath"))
         start, end, primary = child_port_slice(
             parent_start, parent_end, parent_primary, child_index, child_count
         )
@@ -115,7 +177,7 @@ def build_child_resource_requests(
             "blockSize": end - start + 1,
             "blockCount": 1,
             "primaryPortOffset": primary - start,
-            "lockDirectory": os.path.dirname(lock_path),
+            "lockDirectory": lock_directory,
             "parentStartPort": parent_start,
             "parentEndPort": parent_end,
         }

@@ -34,10 +34,10 @@ from typing import Any, NoReturn
 
 from ._defaults import create_default_orchestrator
 from ._discovery import DEFAULT_DISCOVERY_FILE
-from ._errors import AiopsError
+from ._errors import AiopsError, NoSpaceError
 from ._git import git_output
 from ._leases import LeaseRecord, read_records, reap_stale
-from ._orchestrator import ResourceProvisioningOrchestrator
+from ._orchestrator import ResourceProvisioningOrchestrator, rollback_notes
 from ._providers import git_worktree
 from ._providers.git_worktree import (
     GitWorktreeProviderConfig,
@@ -716,13 +716,18 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 
 
 def _one_line(error: BaseException) -> str:
-    """An error as one line; a worktree root refused for safety names ``--worktree-root``."""
+    """An error as one line; a worktree root refused for safety names ``--worktree-root``.
+
+    The orchestrator's notes on rollbacks that failed too are kept (what was left behind).
+    """
+    line = " ".join(str(error).split("\n")[:1]) or type(error).__name__
     cause: BaseException | None = error
     while cause is not None:
-        if isinstance(cause, UnsafeDirectoryError):
-            return cause.for_setting("--worktree-root")
+        if isinstance(cause, (UnsafeDirectoryError, NoSpaceError)):
+            line = cause.for_setting("--worktree-root")
+            break
         cause = cause.__cause__
-    return " ".join(str(error).split("\n")[:1]) or type(error).__name__
+    return line + "".join(f"; {note}" for note in rollback_notes(error))
 
 
 def _report(message: str) -> None:

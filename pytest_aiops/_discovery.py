@@ -79,8 +79,18 @@ class DiscoverySnapshot:
         }
 
     def to_json(self) -> str:
-        """Pretty JSON with a trailing newline, byte-for-byte what the reference writes."""
-        return json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n"
+        """Pretty JSON with a trailing newline, byte-for-byte what the reference writes.
+
+        A non-UTF-8 path (``os.fsdecode`` gives lone surrogates) cannot be written as UTF-8:
+        then every non-ASCII character is escaped (``\\udcff``), which is valid JSON that
+        reads back to the same ``str`` (and ``os.fsencode`` of it to the same bytes).
+        """
+        text = json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n"
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            text = json.dumps(self.to_dict(), indent=2, ensure_ascii=True) + "\n"
+        return text
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> DiscoverySnapshot:

@@ -9,6 +9,7 @@
     ├── GitError(AiopsError, RuntimeError)          .command, .returncode, .stderr
     ├── LockError(AiopsError, OSError)              .lock_path -- a lock directory/file is unusable
     │   └── ParentGoneError (in _locking)          -- a child's parent lease has ended
+    ├── NoSpaceError(AiopsError, OSError)          .path, .setting -- the filesystem is full
     ├── PortsExhaustedError(AiopsError, RuntimeError) -- no free block / no port left in a lease
     ├── ChildSplitError(AiopsError, ValueError)     -- a parent range cannot be split as asked
     └── RegistrationError(AiopsError, ValueError, TypeError) -- not a provider, duplicate kind
@@ -18,6 +19,7 @@
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Sequence
 
 
@@ -76,6 +78,33 @@ class LockError(AiopsError, OSError):
 
     def __str__(self) -> str:  # OSError.__str__ would render "[Errno ...]" from args
         return str(self.args[0])
+
+
+class NoSpaceError(AiopsError, OSError):
+    """A checkout or record could not be written: no space (or no inodes) left there.
+
+    ``errno`` is ``ENOSPC``; the message says ``No space left on device`` and names the
+    path, so neither git's per-file complaints nor a traceback is what the user reads.
+    ``setting`` is the option that moves the work elsewhere (``rootDirectory``);
+    :meth:`for_setting` names it as the entry point in use spells it.
+    """
+
+    def __init__(self, path: str, detail: str = "", *, setting: str = "rootDirectory") -> None:
+        super().__init__(errno.ENOSPC, "No space left on device", path)
+        self.path = path
+        self.detail = detail
+        self.setting = setting
+
+    def for_setting(self, setting: str) -> str:
+        """The one line, naming ``setting`` as what to change."""
+        detail = f" ({self.detail})" if self.detail else ""
+        return (
+            f"No space left on device: {self.path!r}{detail}; free space there, or set "
+            f"{setting} to a directory on a filesystem with room"
+        )
+
+    def __str__(self) -> str:
+        return self.for_setting(f"the {self.setting} option")
 
 
 class PortsExhaustedError(AiopsError, RuntimeError):

@@ -85,6 +85,16 @@ _TRANSIENT = (
 )
 
 
+def summarize(output: str, *, keep: int = 3) -> str:
+    """git's stderr for a one-line message: a checkout that fails on every file prints one
+    line per file (thousands); keep the first ``keep`` lines and the last, count the rest."""
+    lines = [line for line in output.strip().splitlines() if line.strip()]
+    if len(lines) <= keep + 1:
+        return "\n".join(lines)
+    skipped = len(lines) - keep - 1
+    return "\n".join([*lines[:keep], f"... ({skipped} more lines)", lines[-1]])
+
+
 def is_transient(stderr: str) -> bool:
     """Whether git failed only because a concurrent git process held a lock we needed.
 
@@ -114,7 +124,9 @@ def _start(
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        text=True,
+        # Paths git prints are bytes; a non-UTF-8 one round-trips as os.fsdecode gives it.
+        encoding="utf-8",
+        errors="surrogateescape",
         start_new_session=True,
     )
     if on_start is not None:
@@ -142,7 +154,7 @@ class _Running:
         result = subprocess.CompletedProcess(self.command, self.process.returncode, stdout, stderr)
         if check and self.process.returncode != 0:
             shown = " ".join(["git", *self.args])
-            detail = stderr.strip() or stdout.strip()
+            detail = summarize(stderr) or summarize(stdout)
             raise GitError(
                 f"git command failed ({self.process.returncode}): {shown}: {detail}",
                 command=self.command,
@@ -178,7 +190,7 @@ def run_git(
         time.sleep(min(1.0, 0.02 * 2**attempt) * (0.5 + random.random()))
     if check and result.returncode != 0:
         shown = " ".join(["git", *args])
-        detail = result.stderr.strip() or result.stdout.strip()
+        detail = summarize(result.stderr) or summarize(result.stdout)
         raise GitError(
             f"git command failed ({result.returncode}): {shown}: {detail}",
             command=list(result.args),

@@ -11,6 +11,17 @@ from typing import Any
 from ._errors import AiopsWarning, OptionError
 
 
+def refuse_nul(key: str, value: str, what: str = "Option") -> None:
+    """Refuse a NUL character by name: no ref, path or argument can hold one, and the OS
+    would only say "embedded null byte" without naming the option."""
+    if "\0" in value:
+        raise OptionError(
+            key,
+            f'{what} "{key}" contains a NUL character (\\0) at index {value.index(chr(0))}: '
+            f"{value!r}; a ref or path cannot contain one, remove it.",
+        )
+
+
 def read_string(options: Mapping[str, Any], key: str, fallback: str) -> str:
     """A non-empty string option (trimmed), or ``fallback`` when absent."""
     value = options.get(key)
@@ -18,6 +29,7 @@ def read_string(options: Mapping[str, Any], key: str, fallback: str) -> str:
         return fallback
     if not isinstance(value, str) or not value.strip():
         raise OptionError(key, f'Option "{key}" must be a non-empty string, not {value!r}.')
+    refuse_nul(key, value)
     return value.strip()
 
 
@@ -28,6 +40,7 @@ def read_optional_string(options: Mapping[str, Any], key: str) -> str | None:
         return None
     if not isinstance(value, str):
         raise OptionError(key, f'Option "{key}" must be a string when provided, not {value!r}.')
+    refuse_nul(key, value)
     return value.strip() or None
 
 

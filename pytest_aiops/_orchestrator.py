@@ -7,9 +7,10 @@ import threading
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from ._children import build_child_resource_requests
+from ._children import build_child_resource_requests, check_parent_lock_path
 from ._discovery import DiscoverySnapshot, HardConstraint
 from ._errors import ProvisioningError, RegistrationError
+from ._options import refuse_nul
 from ._session import ProvisionedResources, Releaser, release_in_reverse
 from ._types import ResourceLease, ResourceProvider, ResourceRequest, provider_kind
 
@@ -58,6 +59,7 @@ class ResourceProvisioningOrchestrator:
         """Provision ``resources`` in order for ``session_id``; all or nothing."""
         if not isinstance(session_id, str):
             raise TypeError(f"session_id must be a str, not {session_id!r}")
+        refuse_nul("workspace_root", os.fspath(workspace_root), "Argument")
         root = os.path.abspath(os.fspath(workspace_root))
         hard: list[HardConstraint] = []
         releases: list[Releaser] = []
@@ -99,7 +101,7 @@ class ResourceProvisioningOrchestrator:
             if kind is not None:
                 _add_note(raised, f"while provisioning {kind!r} for session {session_id!r}")
             for failed_kind, failure in failures:
-                _add_note(raised, f"rollback of {failed_kind} also failed: {failure!r}")
+                _add_note(raised, f"{ROLLBACK_FAILED}{failed_kind} also failed: {failure!r}")
             raise raised from error
         return ProvisionedResources(
             session_id=session_id,
@@ -131,7 +133,10 @@ class ResourceProvisioningOrchestrator:
             else DiscoverySnapshot.from_dict(parent_snapshot)
         )
         try:
-            requests = build_child_resource_requests(snapshot, child_index, child_count)
+            requests = build_child_resource_requests(
+                snapshot, child_index, child_count, child_session_id=child_session_id
+            )
+            check_parent_lock_path(snapshot)
         except Exception as error:
             raise ProvisioningError(
                 f"{PROVISIONING_FAILED}{error}", session_id=child_session_id, kind=None
@@ -159,6 +164,17 @@ def _coerce_lease(value: object, kind: str) -> ResourceLease:
             "(needs `hard` mapping and callable `release`)"
         )
     return ResourceLease(str(get("kind") or kind), hard, release, get("soft"))
+
+
+ROLLBACK_FAILED = "rollback of "
+
+
+def rollback_notes(error: BaseException) -> list[str]:
+    """The notes :meth:`ResourceProvisioningOrchestrator.provision_session` added on
+    releases that failed during rollback, each as one line: a one-line error must keep them,
+    they say what may have been left behind."""
+    notes = getattr(error, "__notes__", None) or []
+    return [" ".join(str(n).split()) for n in notes if str(n).startswith(ROLLBACK_FAILED)]
 
 
 def _add_note(error: BaseException, note: str) -> None:

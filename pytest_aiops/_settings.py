@@ -181,6 +181,7 @@ class Settings:
             if dest not in raw:
                 return default
             value, source = raw[dest]
+            _check_encodable(config, _BY_DEST[dest], value, source)
             try:
                 return parse(value, source)
             except _Invalid as e:
@@ -247,6 +248,30 @@ class Settings:
         """The options that reproduce this run's port layout, pastable on a command line."""
         low, high = self.port_range
         return f"--aiops-port-range={low}-{high} --aiops-ports-per-worker={self.ports_per_worker}"
+
+
+def _check_encodable(config: pytest.Config, option: _Option, value: str, source: str) -> None:
+    """Refuse, in one line, a value no path can hold or xdist cannot carry to its workers.
+
+    A NUL would reach the OS as "embedded null byte". A non-UTF-8 path (``os.fsdecode``
+    gives lone surrogates) works in this process and from the environment, but xdist sends
+    the command line to its workers as UTF-8 only and would die with an internal error.
+    """
+    if "\0" in value:
+        raise pytest.UsageError(
+            f"{option.cli} contains a NUL character (\\0) at index {value.index(chr(0))}: "
+            f"{value!r} (from {source}); a path or ref cannot contain one, remove it"
+        )
+    xdist = bool(getattr(config.option, "numprocesses", None) or getattr(config.option, "tx", None))
+    if source == option.cli and xdist:
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise pytest.UsageError(
+                f"{option.cli} must be valid UTF-8 with pytest-xdist, not {value!r} (from "
+                f"{source}): xdist passes the command line to its workers as UTF-8 only; "
+                f"set env {option.env} to it instead"
+            ) from None
 
 
 class _Invalid(Exception):

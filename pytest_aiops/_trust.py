@@ -21,11 +21,12 @@ A failed check gives one line naming the path, the owner found and the setting t
 
 from __future__ import annotations
 
+import errno
 import os
 import pwd
 import stat
 
-from ._errors import OptionError
+from ._errors import NoSpaceError, OptionError
 
 
 def owner_name(uid: int) -> str:
@@ -130,6 +131,8 @@ def verify_private(path: str, *, create: bool) -> bool:
         except FileExistsError:
             pass
         except OSError as error:
+            if error.errno == errno.ENOSPC:
+                raise NoSpaceError(path) from error
             raise UnsafeDirectoryError(path, error.strerror or str(error)) from error
     try:
         info = os.lstat(path)

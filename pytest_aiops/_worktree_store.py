@@ -56,7 +56,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import _checkout
-from ._errors import AiopsWarning, OptionError
+from ._errors import AiopsWarning, NoSpaceError, OptionError
 from ._git import boot_ticks, end_session
 from ._locking import F_OFD_GETLK, F_OFD_SETLK, _Flock, _flock
 from ._trust import UnsafeDirectoryError, escape, private_problem, verify_private
@@ -191,7 +191,7 @@ def ensure_root(root: str, *, private_base: str | None = None) -> str:
         verify_private(os.path.join(root, CONTROL), create=True)
         if not os.access(root, os.W_OK | os.X_OK):
             raise PermissionError(errno.EACCES, "Permission denied", root)
-    except UnsafeDirectoryError:
+    except (UnsafeDirectoryError, NoSpaceError):
         raise
     except OSError as error:
         reason = error.strerror or str(error)
@@ -316,9 +316,14 @@ def _write_json(path: str, data: dict[str, Any]) -> None:
     # Atomic replace without fsync: records guard against *process* crashes, and the page
     # cache survives those; an OS crash on tmpfs loses the checkouts too.
     tmp = f"{path}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, sort_keys=True)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, sort_keys=True)
+        os.replace(tmp, path)
+    except BaseException:  # a full disk: leave no half-written file behind
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
 
 
 def _read_json(path: str) -> dict[str, Any] | None:

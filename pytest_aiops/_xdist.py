@@ -116,7 +116,9 @@ class XdistController:
             # Other unassigned slices, tried if ours is still held (a crashed predecessor's
             # orphan): the kernel lock, not this list, is what keeps two holders apart.
             data["spares"] = sorted(self._free)
-            data["parent"] = self.parent.to_discovery_snapshot().to_dict()
+            # As JSON text: execnet carries only UTF-8 strings, and to_json escapes a
+            # non-UTF-8 path (a lock directory under such a name) that a dict would carry raw.
+            data["parent"] = self.parent.to_discovery_snapshot().to_json()
         node.workerinput[WORKERINPUT_KEY] = data
 
     @pytest.hookimpl

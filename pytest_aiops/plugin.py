@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from ._declarations import MARKER, declare_hooks, declare_marker, declare_options
-from ._errors import AiopsError, OptionError, ProvisioningError
+from ._errors import AiopsError, NoSpaceError, OptionError, ProvisioningError
 from ._settings import Settings, find_git_repository
 
 if TYPE_CHECKING:
@@ -200,7 +200,12 @@ def pytest_configure(config: pytest.Config) -> None:
     if data and data.get("parent"):
         from ._discovery import DiscoverySnapshot
 
-        parent = DiscoverySnapshot.from_dict(data["parent"])
+        raw = data["parent"]
+        parent = (
+            DiscoverySnapshot.from_json(raw)
+            if isinstance(raw, str)
+            else DiscoverySnapshot.from_dict(raw)
+        )
 
     def extra_requests() -> list[Any]:
         results = config.hook.pytest_aiops_session_resources(config=config, worker_id=worker_id)
@@ -615,14 +620,17 @@ def _provisioning_failure(fixture: str, error: AiopsError) -> str:
     message = " ".join(str(cause).split())
     from ._trust import UnsafeDirectoryError
 
+    setting = "--aiops-worktree-root (ini aiops_worktree_root, env PYTEST_AIOPS_WORKTREE_ROOT)"
     if isinstance(cause, UnsafeDirectoryError):  # name the plugin's setting, not the core's
-        message = cause.for_setting(
-            "--aiops-worktree-root",
-            "--aiops-worktree-root (ini aiops_worktree_root, env PYTEST_AIOPS_WORKTREE_ROOT)",
-        )
+        message = cause.for_setting("--aiops-worktree-root", setting)
+    elif isinstance(cause, NoSpaceError):
+        message = cause.for_setting(setting)
     hint = _OPTION_HINTS.get(getattr(cause, "option", ""))
     if hint:
         message = f"{message.rstrip('.')}; {hint}"
+    from ._orchestrator import rollback_notes
+
+    message += "".join(f"; {note}" for note in rollback_notes(error))  # what may be left
     return message if message.startswith(f"{fixture} ") else f"{fixture}: {message}"
 
 

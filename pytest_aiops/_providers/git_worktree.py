@@ -20,9 +20,11 @@ See "How worktrees work" in README.md for the design; ownership, the pool and cr
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -30,7 +32,7 @@ from typing import Any
 from .. import _checkout
 from .. import _worktree_store as store
 from .._checkout import CLONE, ISOLATIONS, WORKTREE, RepoInfo
-from .._errors import OptionError
+from .._errors import AiopsWarning, GitError, OptionError
 from .._hashing import build_scoped_name
 from .._options import (
     normalize_target_path,
@@ -39,6 +41,7 @@ from .._options import (
     resolve_path,
     warn_unknown,
 )
+from .._trust import escape
 from .._types import ResourceContextPatch, ResourceLease
 from .._worktree_store import (
     WorktreeRecord,
@@ -257,13 +260,23 @@ class _Checkout:
             entry, info=info, commit=commit, target=target, name=name, owner=owner
         ):
             return cls(entry, info, target=target, pool=pool, pool_size=pool_size, key=key)
-        entry = store.new_entry(root, {**key, **owner})
+        try:
+            entry = store.new_entry(root, {**key, **owner})
+        except OSError as error:
+            full = _checkout.no_space(error, root, info, commit, target)
+            if full is None:
+                raise
+            raise full from error
         try:
             cls._create(
                 entry, info=info, commit=commit, target=target, isolation=isolation, name=name
             )
-        except BaseException:
+        except BaseException as error:
+            # Measured before discarding: what git left shows how full the filesystem is.
+            full = _checkout.no_space(error, root, info, commit, target)
             entry.discard()
+            if full is not None:
+                raise full from error
             raise
         return cls(entry, info, target=target, pool=pool, pool_size=pool_size, key=key)
 
@@ -349,7 +362,10 @@ class _Checkout:
                     settled=False,
                     indexId=_checkout.index_identity(str(entry.data["gitDir"])),
                 )
-        except Exception:
+        except _EXPECTED as error:
+            # git failed or the filesystem did (full, or a test left something we cannot
+            # remove): a fresh checkout serves the session instead; anything else is a bug.
+            _fallback_warning("reuse", entry, error, "creating a fresh checkout instead")
             entry.discard()
             return False
         return True
@@ -442,9 +458,27 @@ class _Checkout:
                 stamped=False,
                 releasedAt=time.time(),
             )
-        except Exception:
+        except _EXPECTED as error:
+            _fallback_warning("restore", entry, error, "removing it instead of pooling it")
             return False
         return True
+
+
+#: What restoring or reusing a pooled checkout is expected to fail with: git failing or
+#: hanging, and the filesystem (full, read-only, a test's unremovable file). Then the pool
+#: is bypassed with a warning; any other exception is a bug and propagates.
+_EXPECTED = (GitError, OSError, subprocess.SubprocessError)
+
+
+def _fallback_warning(what: str, entry: store.Entry, error: BaseException, then: str) -> None:
+    """Say that the pool was bypassed, and why: a silent fallback hides a slow or broken pool."""
+    reason = " ".join(str(error).split()) or type(error).__name__
+    warnings.warn(
+        f"pytest-aiops: could not {what} pooled checkout {escape(entry.data.get('path'))!r} "
+        f"({escape(reason)}); {then}",
+        AiopsWarning,
+        stacklevel=3,
+    )
 
 
 def _owner() -> dict[str, Any]:
