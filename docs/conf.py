@@ -11,11 +11,11 @@ from pathlib import Path
 # Document the tree these docs sit in, not whatever copy of the package is installed.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import pytest_aiops  # noqa: E402
+import pytest_aiops
 
 project = "pytest-aiops"
 author = "the pytest-aiops authors"
-copyright = "the pytest-aiops authors, MIT licence"  # noqa: A001
+copyright = "the pytest-aiops authors, MIT licence"
 version = release = pytest_aiops.__version__
 
 extensions = [
