@@ -1,4 +1,4 @@
-"""The README's core example runs as written (in a fresh repository)."""
+"""The Core API example (README and docs/api.md) runs as written, in a fresh repository."""
 
 from __future__ import annotations
 
@@ -7,15 +7,20 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from .conftest import git
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
 
 
-def test_core_api_example_runs(repo: Path, lock_dir: Path) -> None:
-    text = README.read_text(encoding="utf-8")
-    section = text[text.index("## Core API") :]
-    match = re.search(r"```python\n(.*?)```", section, re.DOTALL)
+@pytest.mark.parametrize("page", [README, ROOT / "docs" / "api.md"], ids=lambda p: p.name)
+def test_core_api_example_runs(repo: Path, lock_dir: Path, page: Path) -> None:
+    text = page.read_text(encoding="utf-8")
+    heading = re.search(r"^#+ Core API$", text, re.MULTILINE)
+    assert heading is not None
+    match = re.search(r"```python\n(.*?)```", text[heading.end() :], re.DOTALL)
     assert match is not None
     env = {
         "PATH": "/usr/bin:/bin:" + str(Path(sys.executable).parent),

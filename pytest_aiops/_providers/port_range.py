@@ -207,7 +207,7 @@ def _warn_if_ephemeral(start: int, end: int, warned: set[tuple[int, int]]) -> No
 
 
 class PortRangeProvider:
-    """Leases port blocks; see the module docstring for the guarantees."""
+    """Leases port blocks; the guarantees are in the docs, "How port leasing works"."""
 
     kind = KIND
 

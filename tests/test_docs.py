@@ -1,0 +1,150 @@
+"""The README and the documentation pages say what the code does.
+
+The README's commands are the ones CI runs, its code blocks compile (the ten-line example
+runs as a real test; the Core API example runs in ``test_readme.py``), every option and file
+they name exists, every setting is documented in the options page and every public name in
+the API reference.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import pytest_aiops
+from pytest_aiops._settings import OPTIONS
+
+from .conftest import git
+
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+DOCS = ROOT / "docs"
+PAGES = sorted(DOCS.glob("*.md"))
+DEMO_COMMAND = "python -m pip install -e '.[test]' && python -m pytest -n 4 examples"
+TEST_COMMAND = "python -m pip install -e '.[test]' && python -m pytest"
+
+pytest_plugins = ["pytester"]
+
+
+def blocks(path: Path, *languages: str) -> list[str]:
+    """The fenced code blocks of ``path`` in one of ``languages``."""
+    fence = re.compile(r"^```(\w*)\n(.*?)^```", re.DOTALL | re.MULTILINE)
+    return [m.group(2) for m in fence.finditer(path.read_text()) if m.group(1) in languages]
+
+
+def shell_lines(path: Path) -> list[str]:
+    """The commands of the ``sh`` / ``console`` blocks of ``path``, comments dropped."""
+    lines = []
+    for block in blocks(path, "sh", "console"):
+        for line in block.splitlines():
+            command = line.removeprefix("$ ")
+            if command.startswith(("python", "pytest", "AIOPS_")):  # not output, not comments
+                lines.append(command.split("  #", 1)[0].strip())
+    return lines
+
+
+def test_readme_is_short_and_links_only_to_pages_that_exist() -> None:
+    text = README.read_text()
+    assert len(text.splitlines()) <= 150
+    links = re.findall(r"\]\((docs/[^)#]+)(?:#[^)]*)?\)", text)
+    assert links
+    for link in links:
+        assert (ROOT / link).is_file(), link
+
+
+def test_readme_commands_are_the_ones_ci_runs() -> None:
+    text = README.read_text()
+    assert f"```sh\n{DEMO_COMMAND}\n```" in text
+    assert f"```sh\n{TEST_COMMAND}\n```" in text
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert TEST_COMMAND in ci
+    assert "python -m pytest -n 4 examples" in ci
+
+
+@pytest.mark.parametrize("path", [README, *PAGES], ids=lambda p: p.name)
+def test_python_blocks_compile(path: Path) -> None:
+    for block in blocks(path, "python"):
+        ast.parse(block, filename=str(path))
+
+
+@pytest.mark.parametrize("path", [README, *PAGES], ids=lambda p: p.name)
+def test_shell_commands_name_real_files_extras_and_options(path: Path) -> None:
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    section = pyproject.split("[project.optional-dependencies]\n", 1)[1].split("\n[", 1)[0]
+    extras = set(re.findall(r"^(\w+) = \[", section, re.M))
+    assert {"test", "docs"} <= extras
+    for line in shell_lines(path):
+        for extra in re.findall(r"'\.\[(\w+)\]'", line):
+            assert extra in extras, line
+        for word in line.split():
+            if re.fullmatch(r"(examples|docs|tests|bench)(/[\w./]*)?", word):
+                assert (ROOT / word).exists(), line
+            if word.startswith("--aiops-"):
+                assert word.split("=")[0] in {o.cli for o in OPTIONS}, line
+
+
+@pytest.mark.parametrize("path", [README, *PAGES], ids=lambda p: p.name)
+def test_every_aiops_option_named_exists(path: Path) -> None:
+    known = {o.cli for o in OPTIONS}
+    named = set(re.findall(r"--aiops-[a-z-]*[a-z]", path.read_text()))
+    assert named <= known, named - known
+
+
+def test_every_setting_is_documented_on_the_options_page() -> None:
+    page = (DOCS / "fixtures.md").read_text()
+    rows = [line for line in page.splitlines() if line.startswith("| `--aiops-")]
+    for option in OPTIONS:
+        row = next((r for r in rows if r.startswith(f"| `{option.cli}")), None)
+        assert row is not None, f"{option.cli} is not in the options table of docs/fixtures.md"
+        assert f"`{option.ini}`" in row
+        assert f"`{option.env}`" in row
+    assert len(rows) == len(OPTIONS)
+
+
+def test_every_public_name_is_in_the_api_reference() -> None:
+    page = (DOCS / "api.md").read_text()
+    documented = re.findall(r"^\.\. auto(?:class|function|exception):: (\w+)", page, re.M)
+    assert len(documented) == len(set(documented))
+    assert set(documented) == set(pytest_aiops.__all__) - {"__version__"}
+
+
+def test_cli_options_in_the_docs_exist() -> None:
+    page = (DOCS / "cli.md").read_text()
+    helps = ""
+    for command in ("run", "status", "gc"):
+        assert re.search(rf"^## `pytest-aiops {command}\b", page, re.M), command
+        helps += subprocess.run(
+            [sys.executable, "-m", "pytest_aiops", command, "--help"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        ).stdout
+    for option in set(re.findall(r"(?<![\w-])--[a-z][a-z-]+", page)):
+        if not option.startswith("--aiops-"):  # those are pytest's, checked above
+            assert option in helps, f"pytest-aiops has no {option}"
+
+
+def test_the_readme_example_runs(
+    pytester: pytest.Pytester, lock_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    example = next(b for b in blocks(README, "python") if "def test_" in b)
+    assert len(example.strip().splitlines()) <= 10
+    pytester.makepyfile(test_example=example)
+    git(pytester.path, "init", "-q", "-b", "main")
+    git(pytester.path, "add", "-A")
+    git(pytester.path, "commit", "-q", "-m", "snapshot")
+    for key in list(os.environ):
+        if key.startswith("PYTEST_AIOPS_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("PYTEST_AIOPS_LOCK_DIR", str(lock_dir))
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    assert git(pytester.path, "status", "--porcelain") == ""
