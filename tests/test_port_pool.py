@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -199,7 +200,9 @@ def test_pytest_asyncio_port_fixtures_with_and_without_the_setting(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, setting: bool
 ) -> None:
     monkeypatch.delenv("PYTEST_ADDOPTS")  # pytest-asyncio loaded, as in its users' projects
-    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
+    version = tuple(int(part) for part in metadata.version("pytest-asyncio").split(".")[:2])
+    if version >= (0, 24):  # the option (and the warning when it is unset) came in 0.24
+        pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
     pytester.makepyfile(test_asyncio_ports=ASYNCIO_SUITE)
     args = ["-p", "no:benchmark", "-s", "-W", "error"]
     if setting:
