@@ -22,10 +22,13 @@ A failed check gives one line naming the path, the owner found and the setting t
 from __future__ import annotations
 
 import os
-import pwd
 import stat
+import sys
 
 from ._errors import OptionError
+
+if sys.platform != "win32":  # importing must work on Windows (nothing here runs there)
+    import pwd
 
 
 def owner_name(uid: int) -> str:
