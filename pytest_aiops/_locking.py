@@ -371,13 +371,15 @@ class _PosixLock(ByteRangeLock):
         return kept
 
     def _settle(self, start: int, end: int) -> None:
-        """Make the kernel lock over ``start..end`` what the remaining holders want."""
+        """Unlock in the kernel the parts of ``start..end`` no remaining holder wants.
+
+        Where another holder remains, the kernel already holds what it wants: a holder that
+        had a byte exclusively was its only holder, so a remaining one holds it shared
+        alongside a shared lock, which the kernel's lock there already is.
+        """
         for a, b, level in _segments(start, end, self.file.held):
             if level == 0:
                 self._set(fcntl.F_UNLCK, a, b)
-            elif level == 1:
-                self._set(fcntl.F_RDLCK, a, b)  # a downgrade or a no-op: never fails
-            # level 2: another holder's exclusive lock, which the kernel already has
 
     def unlock(self, start: int, end: int) -> None:
         if not self._usable():
