@@ -363,3 +363,32 @@ def test_live_lease_ids_and_range_probes_see_this_process_s_own_posix_leases(
     assert live_lease_ids(str(lock_dir), [held.hard["leaseId"], 12345]) == {held.hard["leaseId"]}
     held.release()
     assert not range_is_leased(str(lock_dir), start, end)
+
+
+# --- worktree owner locks (flock, the same on every POSIX system) ----------------------------
+
+
+def test_owner_locks_conflict_within_a_process_and_survive_unrelated_closes(
+    tmp_path: Path,
+) -> None:
+    from pytest_aiops._worktree_store import OwnerLock
+
+    path = str(tmp_path / "aiops-x.lock")
+    held = OwnerLock.create(path)
+    assert OwnerLock.take(path) is None  # a second entry in the same process is refused
+    assert OwnerLock.held_elsewhere(path)
+    os.close(os.open(path, os.O_RDONLY))  # an unrelated descriptor: drops nothing
+    script = (
+        "import sys; from pytest_aiops._worktree_store import OwnerLock as O\n"
+        "print(O.held_elsewhere(sys.argv[1]), O.take(sys.argv[1]) is None)"
+    )
+    check = [sys.executable, "-c", script, path]
+    out = subprocess.run(check, capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["True", "True"]
+    held.close()
+    assert not OwnerLock.held_elsewhere(path)
+    out = subprocess.run(check, capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "False"]
+    again = OwnerLock.take(path)
+    assert again is not None
+    again.unlink_and_close()
