@@ -141,11 +141,7 @@ def backend_name() -> str:
     """
     forced = os.environ.get(BACKEND_ENV, "").strip().lower()
     if sys.platform == "win32":
-        raise LockError(
-            "pytest-aiops port leasing is not supported on Windows yet (it needs POSIX "
-            "fcntl byte-range locks)",
-            lock_path="",
-        )
+        raise unsupported_platform("port leasing", "POSIX fcntl byte-range locks")
     if forced and forced not in BACKENDS:
         raise LockError(
             f"${BACKEND_ENV} must be {' or '.join(BACKENDS)}, not {escape(forced)!r}",
@@ -159,6 +155,15 @@ def backend_name() -> str:
             lock_path="",
         )
     return forced or (OFD if F_OFD_SETLK != -1 else POSIX)
+
+
+def unsupported_platform(what: str, needs: str) -> LockError:
+    """The one line a lease gets on Windows (a :class:`LockError`, so port fixtures fall
+    back to kernel-chosen ports)."""
+    return LockError(
+        f"pytest-aiops {what} is not supported on {sys.platform} yet (it needs {needs})",
+        lock_path="",
+    )
 
 
 def supported() -> bool:
