@@ -18,8 +18,8 @@ import pytest
 from pytest_aiops import AiopsWarning, LockError, PortRangeProviderConfig, PortsExhaustedError
 from pytest_aiops._leases import LEASES_DIR, holders_of, read_records, reap_stale
 from pytest_aiops._locking import (
-    POSIX,
     PORTS_FILE,
+    POSIX,
     ParentGoneError,
     backend_name,
     ensure_shared_directory,

@@ -199,7 +199,8 @@ def test_torture_mixed_configs_foreign_listener_and_sigkill(tmp_path: Path) -> N
 
 def test_torture_with_ofd_and_posix_workers_at_once(tmp_path: Path) -> None:
     """Workers alternate between the two lock backends, leasing from one lock directory."""
-    _torture(tmp_path, backends=["ofd", "posix"], offset=-10000)  # 11000-12023: no other test binds there
+    # 11000-12023: no other test binds there.
+    _torture(tmp_path, backends=["ofd", "posix"], offset=-10000)
 
 
 def _torture(tmp_path: Path, backends: list[str | None], offset: int) -> None:
