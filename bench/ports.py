@@ -7,6 +7,9 @@ Run: ``python bench/ports.py [--rounds N]``. Prints, in microseconds:
 - ``lease``: ``PortRangeProvider.provision`` + ``release`` in an empty lock directory;
 - ``lease@90%``: the same with 90% of the blocks held by another process.
 
+Each lease case runs once per lock backend (``ofd``, ``posix``; issue 13), in this one
+process: ``PYTEST_AIOPS_LOCK_BACKEND`` is switched around each round.
+
 Targets (issue 4): median(lease) <= 2 x median(baseline); p99(lease@90%) <= 20 ms.
 Rounds alternate between the three so that machine noise hits them alike.
 """
@@ -26,7 +29,7 @@ import tempfile
 import time
 from collections.abc import Callable
 
-from pytest_aiops._locking import F_OFD_SETLK, PORTS_FILE, _flock
+from pytest_aiops._locking import BACKEND_ENV, F_OFD_SETLK, OFD, PORTS_FILE, POSIX, _flock
 from pytest_aiops._ports import busy_ports, host_has_ipv6
 from pytest_aiops._providers.port_range import PortRangeProvider, PortRangeProviderConfig
 
@@ -55,6 +58,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2000)
     args = parser.parse_args()
     empty = tempfile.mkdtemp(prefix="aiops-bench-")
+    empty_posix = tempfile.mkdtemp(prefix="aiops-bench-")
     busy = tempfile.mkdtemp(prefix="aiops-bench-")
     occupier = subprocess.Popen(
         [sys.executable, "-c", _OCCUPIER, busy, str(COUNT * 9 // 10)]
@@ -72,11 +76,17 @@ def main() -> None:
         busy_ports(start, start + SIZE - 1)
         fcntl.fcntl(fd, F_OFD_SETLK, _flock(fcntl.F_WRLCK, start, start + SIZE - 1))
 
-    def make_lease(directory: str) -> Callable[[], None]:
+    def make_lease(directory: str, backend: str) -> Callable[[], None]:
         provider = PortRangeProvider(PortRangeProviderConfig(lock_directory=directory))
 
         def run() -> None:
-            provider.provision(session_id="bench", workspace_root=directory, options={}).release()
+            os.environ[BACKEND_ENV] = backend
+            try:
+                provider.provision(
+                    session_id="bench", workspace_root=directory, options={}
+                ).release()
+            finally:
+                del os.environ[BACKEND_ENV]
 
         return run
 
@@ -91,8 +101,10 @@ def main() -> None:
 
     cases = {
         "baseline": baseline,
-        "lease": make_lease(empty),
-        "lease@90%": make_lease(busy),
+        "lease": make_lease(empty, OFD),
+        "lease@90%": make_lease(busy, OFD),
+        "lease-posix": make_lease(empty_posix, POSIX),
+        "lease-posix@90%": make_lease(busy, POSIX),
         "probe-ipv4": probe_ipv4_only,
         "probe-all-families": probe_every_family,
     }
@@ -114,10 +126,12 @@ def main() -> None:
         }
         for name, values in samples.items()
     }
-    ratio = report["lease"]["median_us"] / report["baseline"]["median_us"]
     print(json.dumps(report, indent=2))
-    print(f"median lease / median baseline = {ratio:.2f} (target <= 2.00)")
-    print(f"p99 lease at 90% occupancy = {report['lease@90%']['p99_us'] / 1000:.2f} ms (<= 20)")
+    for backend, suffix in ((OFD, ""), (POSIX, "-posix")):
+        ratio = report[f"lease{suffix}"]["median_us"] / report["baseline"]["median_us"]
+        p99 = report[f"lease{suffix}@90%"]["p99_us"] / 1000
+        print(f"{backend}: median lease / median baseline = {ratio:.2f} (target <= 2.00)")
+        print(f"{backend}: p99 lease at 90% occupancy = {p99:.2f} ms (<= 20)")
     families = report["probe-all-families"]["median_us"] / report["probe-ipv4"]["median_us"]
     print(
         f"probing {SIZE} ports on every family (IPv6: {host_has_ipv6()}) / IPv4 only = "

@@ -366,8 +366,9 @@ def _child_setup_for(libc: ctypes.CDLL | None) -> Callable[[], None]:
 
 
 def _load_libc() -> ctypes.CDLL | None:
+    """libc for ``prctl`` on Linux; ``None`` elsewhere (then a watchdog supervises)."""
     if not sys.platform.startswith("linux"):
-        return None  # pragma: no cover - PR_SET_PDEATHSIG is Linux-only
+        return None  # PR_SET_PDEATHSIG is Linux-only
     try:
         return ctypes.CDLL(None, use_errno=True)
     except OSError:  # pragma: no cover - a libc without dlopen(NULL)
@@ -379,25 +380,100 @@ def _exit_status(returncode: int) -> int:
     return 128 - returncode if returncode < 0 else returncode
 
 
+def _siginfo() -> bool:
+    """Whether the sender of a signal can be told (Linux ``sigwaitinfo`` and ``si_code``);
+    macOS has no ``sigwaitinfo``, and the BSDs' ``si_code`` values differ."""
+    return sys.platform.startswith("linux") and hasattr(signal, "sigwaitinfo")
+
+
+def _terminal_sent(signum: int) -> bool:
+    """Without siginfo: whether a SIGINT/SIGHUP most likely came from our terminal (the CLI
+    is its foreground process group, so COMMAND got it too). SIGTERM never does."""
+    if signum == signal.SIGTERM:
+        return False
+    try:
+        fd = os.open("/dev/tty", os.O_RDONLY | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError:
+        return False  # no controlling terminal: some process sent it
+    try:
+        return os.tcgetpgrp(fd) == os.getpgrp()
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
 def _supervise(child: subprocess.Popen[bytes]) -> int:
     """Wait for COMMAND, forwarding signals to it; return its exit status.
 
     Runs with the forwarded signals and SIGCHLD blocked, taking them one by one with
-    ``sigwaitinfo``: no handler can interrupt the wait or the release that follows, and the
-    sender is known. A signal some process sent to the CLI (``kill``) is forwarded; one the
-    terminal generated (``^C``) already reached COMMAND too, since it shares our process
-    group, so forwarding it would deliver it twice.
+    ``sigwaitinfo`` (``sigwait`` off Linux): no handler can interrupt the wait or the
+    release that follows. A signal some process sent to the CLI (``kill``) is forwarded;
+    one the terminal generated (``^C``) already reached COMMAND too, since it shares our
+    process group, so forwarding it would deliver it twice. Linux tells the two apart by
+    ``si_code``; elsewhere a SIGINT/SIGHUP counts as the terminal's while the CLI is the
+    terminal's foreground group.
     """
     waited = {*FORWARDED_SIGNALS, signal.SIGCHLD}
+    siginfo = _siginfo()
     while True:
         returncode = child.poll()
         if returncode is not None:
             return _exit_status(returncode)
-        info = signal.sigwaitinfo(waited)
-        if info.si_signo == signal.SIGCHLD or info.si_code == _SI_KERNEL:
+        if siginfo:
+            info = signal.sigwaitinfo(waited)
+            signum, from_terminal = info.si_signo, info.si_code == _SI_KERNEL
+        else:
+            signum = signal.sigwait(waited)
+            from_terminal = _terminal_sent(signum)
+        if signum == signal.SIGCHLD or from_terminal:
             continue
         with contextlib.suppress(ProcessLookupError):  # exited meanwhile: poll() reaps it
-            child.send_signal(info.si_signo)
+            child.send_signal(signum)
+
+
+#: Off Linux (no PR_SET_PDEATHSIG): a watchdog process reads a pipe whose only writer is the
+#: CLI. A byte means "COMMAND has ended, the CLI releases"; end of file without it means the
+#: CLI died (SIGKILL), so COMMAND gets SIGTERM -- if its pid is still in the CLI's process
+#: group (a reused pid would almost surely be in another).
+_WATCHDOG = """
+import os, signal, sys
+pid, group = int(sys.argv[1]), int(sys.argv[2])
+if not os.read(0, 1):
+    try:
+        if os.getpgid(pid) == group:
+            os.kill(pid, signal.SIGTERM)
+    except OSError:
+        pass
+"""
+
+
+def _start_watchdog(command_pid: int) -> tuple[int, subprocess.Popen[bytes]] | None:
+    """Start the watchdog of ``command_pid``; the pipe's write end (ours alone) and it."""
+    read, write = os.pipe()  # not inheritable: COMMAND never holds the write end
+    try:
+        watchdog = subprocess.Popen(
+            [sys.executable, "-c", _WATCHDOG, str(command_pid), str(os.getpgrp())],
+            stdin=read,
+            stdout=subprocess.DEVNULL,
+            start_new_session=True,  # a terminal's ^C or hangup does not end it
+        )
+    except OSError:
+        os.close(write)
+        return None
+    finally:
+        os.close(read)
+    return write, watchdog
+
+
+def _stop_watchdog(started: tuple[int, subprocess.Popen[bytes]] | None) -> None:
+    if started is None:
+        return
+    write, watchdog = started
+    with contextlib.suppress(OSError):
+        os.write(write, b"x")
+    os.close(write)
+    watchdog.wait()
 
 
 def _claim_discovery_path(working_directory: str, requested: str | None) -> tuple[str, list[str]]:
@@ -457,11 +533,12 @@ def _spawn_and_wait(argv: Sequence[str], cwd: str, env: Mapping[str, str]) -> in
     """Start COMMAND (signals already blocked) and supervise it; shell-like 126/127."""
     try:
         # preexec_fn is safe here: the CLI never starts a thread.
+        libc = _load_libc()
         child = subprocess.Popen(
             list(argv),
             cwd=cwd,
             env=dict(env),
-            preexec_fn=_child_setup_for(_load_libc()),  # noqa: PLW1509
+            preexec_fn=_child_setup_for(libc),  # noqa: PLW1509
         )
     except FileNotFoundError as error:
         _report(f"command not found: {argv[0]} ({error.strerror})")
@@ -469,7 +546,12 @@ def _spawn_and_wait(argv: Sequence[str], cwd: str, env: Mapping[str, str]) -> in
     except PermissionError as error:
         _report(f"cannot execute {argv[0]}: {error.strerror}")
         return EXIT_CANNOT_EXECUTE
-    return _supervise(child)
+    # Linux: PR_SET_PDEATHSIG (set in the child) ends COMMAND if we die; elsewhere a watchdog.
+    watchdog = None if libc is not None else _start_watchdog(child.pid)
+    try:
+        return _supervise(child)
+    finally:
+        _stop_watchdog(watchdog)
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -14,6 +14,7 @@ import random
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 
@@ -248,6 +249,68 @@ def _kill_group(process: subprocess.Popen[str]) -> None:
 # checkout ends the session first, so it never deletes files git is still writing.
 
 
+def _proc() -> bool:
+    """Whether process facts come from Linux ``/proc``; elsewhere from ``ps`` (POSIX)."""
+    return sys.platform.startswith("linux")
+
+
+#: Off Linux start times are wall-clock hundredths of a second (``ps`` has whole seconds).
+_PS_TICKS = 100
+
+
+def _ticks() -> int:
+    """Clock ticks per second of :func:`boot_ticks` and :func:`process_start_time`."""
+    return os.sysconf("SC_CLK_TCK") if _proc() else _PS_TICKS
+
+
+def _slack() -> int:
+    """How far a recorded start may be from the process's: one tick-second on Linux, two
+    seconds from ``ps`` (it truncates to the second)."""
+    return _ticks() if _proc() else 2 * _PS_TICKS
+
+
+def _ps(args: Sequence[str]) -> str | None:
+    try:
+        result = subprocess.run(
+            ["ps", *args],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+            env={**os.environ, "LC_ALL": "C"},
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return result.stdout if result.returncode == 0 else None
+
+
+def _ps_start_time(pid: int) -> int | None:
+    """Start of ``pid`` from ``ps -o lstart=`` (macOS, the BSDs), in ``_PS_TICKS``."""
+    out = _ps(["-o", "lstart=", "-p", str(pid)])
+    if not out or not out.strip():
+        return None
+    try:
+        started = time.mktime(time.strptime(" ".join(out.split()), "%a %b %d %H:%M:%S %Y"))
+    except ValueError:
+        return None
+    return int(started * _PS_TICKS)
+
+
+def _ps_group_members(group: int) -> list[int]:
+    """Pids of live (not zombie) processes of this user in process group ``group``."""
+    out = _ps(["-A", "-o", "pid=,pgid=,uid=,stat="]) or ""
+    members = []
+    for line in out.splitlines():
+        fields = line.split()
+        if (
+            len(fields) == 4
+            and fields[1:3] == [str(group), str(os.geteuid())]
+            and not fields[3].startswith("Z")
+        ):
+            members.append(int(fields[0]))
+    return members
+
+
 def _stat_fields(pid: int) -> list[bytes] | None:
     """Fields 3.. of /proc/<pid>/stat (``None`` if no such process)."""
     try:
@@ -260,7 +323,12 @@ def _stat_fields(pid: int) -> list[bytes] | None:
 
 
 def process_start_time(pid: int) -> int | None:
-    """Field 22 of /proc/<pid>/stat (clock ticks since boot); ``None`` if no such process."""
+    """When ``pid`` started, in :func:`boot_ticks`'s unit; ``None`` if no such process.
+
+    Linux: field 22 of /proc/<pid>/stat (clock ticks since boot); elsewhere ``ps``.
+    """
+    if not _proc():
+        return _ps_start_time(pid)
     fields = _stat_fields(pid)
     return None if fields is None else int(fields[19])
 
@@ -293,11 +361,14 @@ def _uid_of(pid: int) -> int | None:
 
 
 def boot_ticks() -> int:
-    """Now, in the unit and origin of /proc/<pid>/stat's start time (clock ticks since boot).
+    """Now, in the unit and origin of :func:`process_start_time` (Linux: clock ticks since
+    boot; elsewhere hundredths of a second since the epoch).
 
     Taken right after starting git it matches git's start time to within a tick or two,
     without reading /proc while git is still exec'ing (which can block for milliseconds).
     """
+    if not _proc():
+        return int(time.time() * _PS_TICKS)
     return int(time.clock_gettime(time.CLOCK_BOOTTIME) * os.sysconf("SC_CLK_TCK"))
 
 
@@ -313,10 +384,21 @@ def end_session(pid: int, start_time: int | None, *, wait: float = 10.0) -> None
     if start_time is None:
         return  # nothing proves the session is the git we started: signal nobody
     leader_start = process_start_time(pid)
-    if leader_start is not None and abs(leader_start - start_time) > os.sysconf("SC_CLK_TCK"):
+    if leader_start is not None and abs(leader_start - start_time) > _slack():
         return
     uid = os.geteuid()
     deadline = time.monotonic() + wait
+    while not _proc():
+        # No /proc: git is the leader of its own process group (start_new_session) and a
+        # process can only join a group of its own session, so the group's live members
+        # are what that git left; ps lists them (zombies excluded), killpg ends them.
+        if not _ps_group_members(pid):
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+        if time.monotonic() > deadline:
+            return
+        time.sleep(0.01)
     while True:
         # Only processes of ours that started no earlier than that git: a process of
         # another user, or one older than the recorded git, is not what it left running.

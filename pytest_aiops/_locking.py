@@ -22,13 +22,30 @@ ports stay reserved even if the parent ends first) and then checks that its pare
 alive (its lease id, or a live lease of exactly the parent's range): a dead parent's ports
 may already belong to someone else.
 
-OFD locks are owned by the open file, not the process: two leases in one process conflict
-like two processes do, closing an unrelated descriptor does not drop them (the classic POSIX
-``fcntl`` trap), and the kernel drops them when the last descriptor closes -- at exit,
-SIGKILL included. One descriptor per lease, whatever its size. The lock file is never
-unlinked (unlinking races with a process that has just opened it). A ``fork()`` child shares
-the description, so a lease lives while either process does; ``O_CLOEXEC`` keeps it out of
-``exec``'d programs.
+Two backends implement the one primitive (:class:`ByteRangeLock`: try-lock a range shared or
+exclusive, convert in place, test whether a range is held elsewhere, unlock, close), chosen
+by platform or forced with ``$PYTEST_AIOPS_LOCK_BACKEND=ofd|posix``:
+
+- ``ofd`` (Linux): open file description locks are owned by the open file, not the process:
+  two leases in one process conflict like two processes do, closing an unrelated
+  descriptor does not drop them (the classic POSIX ``fcntl`` trap), and the kernel drops
+  them when the last descriptor closes -- at exit, SIGKILL included. One descriptor per
+  lease, whatever its size. A ``fork()`` child shares the description, so a lease lives
+  while either process does; ``O_CLOEXEC`` keeps it out of ``exec``'d programs.
+- ``posix`` (macOS, the BSDs; forced on Linux for tests): ``F_SETLK``/``F_GETLK`` record
+  locks belong to the *process*, and closing *any* descriptor of the file drops all of the
+  process's locks on it. So, as SQLite's unix VFS does (``unixInodeInfo``), each process
+  opens each lock file once (keyed by device and inode) and never closes it, and an
+  in-process lock table decides conflicts between the leases of one process exactly as the
+  kernel decides them between processes; the kernel holds, per byte, the strongest lock
+  any of the process's leases wants. A ``fork()`` child inherits no POSIX lock: its copy
+  of the parent's leases is inert (releasing it changes nothing), and it starts a table of
+  its own. A descriptor of ``ports.lock`` that code outside pytest-aiops opens and closes in
+  a leasing process drops that process's leases (kernel semantics; nothing can prevent it).
+
+On Linux OFD and POSIX locks on one file conflict with each other, so processes using
+either backend share one lock directory safely. The lock file is never unlinked
+(unlinking races with a process that has just opened it).
 """
 
 from __future__ import annotations
@@ -36,15 +53,19 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
-import fcntl
+import itertools
 import os
 import secrets
 import stat
 import sys
+import threading
 from collections.abc import Iterable, Iterator
 
 from ._errors import LockError
 from ._trust import escape, owner_name, shared_problem
+
+if sys.platform != "win32":  # Windows has no fcntl: importing must work, leasing fails
+    import fcntl
 
 PORTS_FILE = "ports.lock"
 MAX_PORT = 65535
@@ -60,18 +81,23 @@ if sys.platform.startswith("linux"):
 else:  # pragma: no cover - exercised only off Linux
     F_OFD_GETLK = F_OFD_SETLK = -1
 
+BACKEND_ENV = "PYTEST_AIOPS_LOCK_BACKEND"
+OFD = "ofd"
+POSIX = "posix"
+BACKENDS = (OFD, POSIX)
+
 _OPEN_FLAGS = (
     os.O_RDWR
-    | os.O_CLOEXEC
+    | getattr(os, "O_CLOEXEC", 0)
     # O_NOFOLLOW: a symlink planted at the lock file's name is refused (ELOOP), never
     # followed. O_NONBLOCK: a FIFO planted there cannot hang open(); harmless on a file.
     | getattr(os, "O_NOFOLLOW", 0)
-    | os.O_NONBLOCK
+    | getattr(os, "O_NONBLOCK", 0)
 )
 
 
 class _Flock(ctypes.Structure):
-    # struct flock from <fcntl.h>; ctypes applies the C ABI's padding for this platform.
+    # struct flock from <fcntl.h>, Linux layout; ctypes applies the C ABI's padding.
     _fields_ = (
         ("l_type", ctypes.c_short),
         ("l_whence", ctypes.c_short),
@@ -81,13 +107,72 @@ class _Flock(ctypes.Structure):
     )
 
 
+class _BsdFlock(ctypes.Structure):
+    # struct flock on macOS and the BSDs: offsets first (off_t is 64-bit there).
+    _fields_ = (
+        ("l_start", ctypes.c_int64),
+        ("l_len", ctypes.c_int64),
+        ("l_pid", ctypes.c_int),
+        ("l_type", ctypes.c_short),
+        ("l_whence", ctypes.c_short),
+    ) + ((("l_sysid", ctypes.c_int),) if sys.platform.startswith("freebsd") else ())
+
+
+_FLOCK: type[_Flock] | type[_BsdFlock] = _Flock if sys.platform.startswith("linux") else _BsdFlock
+
+
 def _flock(kind: int, start: int, end: int) -> bytes:
-    return bytes(_Flock(kind, os.SEEK_SET, start, end - start + 1, 0))
+    """A ``struct flock`` for bytes ``start..end`` (inclusive), in this platform's layout."""
+    value = _FLOCK()
+    value.l_type, value.l_whence = kind, os.SEEK_SET
+    value.l_start, value.l_len = start, end - start + 1
+    return bytes(value)
+
+
+def _flock_type(raw: bytes) -> int:
+    return int(_FLOCK.from_buffer_copy(raw).l_type)
+
+
+def backend_name() -> str:
+    """The lock backend of this process: ``$PYTEST_AIOPS_LOCK_BACKEND``, else ``ofd`` on
+    Linux and ``posix`` on other POSIX systems; :class:`LockError` where there is none.
+
+    Read at every open: set it before the process leases anything, not halfway.
+    """
+    forced = os.environ.get(BACKEND_ENV, "").strip().lower()
+    if sys.platform == "win32":
+        raise unsupported_platform("port leasing", "POSIX fcntl byte-range locks")
+    if forced and forced not in BACKENDS:
+        raise LockError(
+            f"${BACKEND_ENV} must be {' or '.join(BACKENDS)}, not {escape(forced)!r}",
+            lock_path="",
+        )
+    if forced == OFD and F_OFD_SETLK == -1:
+        raise LockError(
+            f"${BACKEND_ENV}=ofd needs Linux open file description locks (F_OFD_SETLK, "
+            f"Linux 3.15+), which {sys.platform} does not have; unset it to use the POSIX "
+            "backend",
+            lock_path="",
+        )
+    return forced or (OFD if F_OFD_SETLK != -1 else POSIX)
+
+
+def unsupported_platform(what: str, needs: str) -> LockError:
+    """The one line a lease gets on Windows (a :class:`LockError`, so port fixtures fall
+    back to kernel-chosen ports)."""
+    return LockError(
+        f"pytest-aiops {what} is not supported on {sys.platform} yet (it needs {needs})",
+        lock_path="",
+    )
 
 
 def supported() -> bool:
-    """Whether this platform has OFD locks (Linux 3.15+)."""
-    return F_OFD_SETLK != -1
+    """Whether this platform can lease ports (any POSIX system with ``fcntl``)."""
+    try:
+        backend_name()
+    except LockError:
+        return False
+    return True
 
 
 def range_byte(start: int, end: int) -> int:
@@ -104,118 +189,387 @@ def _lock_error(path: str, what: str, error: OSError | None = None) -> LockError
     )
 
 
-class RangeLockFile:
-    """One open file description of ``ports.lock``; its locks live as long as it is open."""
+def _conflict(error: OSError) -> bool:
+    # EAGAIN is what Linux returns for a conflicting lock; POSIX also allows EACCES.
+    return error.errno in (errno.EAGAIN, errno.EACCES)
 
-    def __init__(self, directory: str, *, create: bool = True) -> None:
-        self.path = os.path.join(directory, PORTS_FILE)
-        self.fd = -1
-        if not supported():  # pragma: no cover
-            raise LockError(
-                "pytest-aiops port leasing needs Linux open file description locks "
-                f"(F_OFD_SETLK, Linux 3.15+), which {sys.platform} does not have",
-                lock_path=self.path,
-            )
-        self.fd = self._open(create)
-        try:
-            info = os.fstat(self.fd)
-            if not stat.S_ISREG(info.st_mode):
-                raise _lock_error(self.path, "is not a regular file")
-            if info.st_nlink != 1:
-                # A hard link planted in a shared directory could point at any file; we
-                # never write to the lock file, but refuse to touch a file that is not ours.
-                raise _lock_error(self.path, f"has {info.st_nlink} hard links, not 1")
-        except BaseException:
-            self.close()
-            raise
 
-    def _open(self, create: bool) -> int:
-        """Open ``ports.lock`` relative to a descriptor of its (trusted) directory, and make
-        sure the name still names what we opened: nobody else can have swapped it."""
-        directory = os.path.dirname(self.path)
-        try:
-            dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            raise
-        except OSError as error:
-            raise _lock_error(self.path, "cannot be opened", error) from error
-        try:
-            problem = shared_problem(os.fstat(dir_fd))
-            if problem is not None:
-                raise untrusted_error(directory, problem)
-            fd = self._open_in(dir_fd, create)
-            try:
-                info = os.fstat(fd)
-                if info.st_uid not in (0, os.geteuid()):
-                    # Its owner could rename it away and put a fresh one in its place while
-                    # we hold locks on it: two live leases would then share ports.
-                    raise untrusted_error(
-                        self.path, f"owned by {owner_name(info.st_uid)}, not by root or this user"
-                    )
-                named = os.stat(PORTS_FILE, dir_fd=dir_fd, follow_symlinks=False)
-                if (named.st_ino, named.st_dev) != (info.st_ino, info.st_dev):
-                    raise _lock_error(self.path, "was replaced while being opened")
-            except BaseException:
-                os.close(fd)
-                raise
-            return fd
-        finally:
-            os.close(dir_fd)
+def _setlk_error(path: str, start: int, end: int, error: OSError) -> LockError:
+    return LockError(f"cannot lock {path!r} bytes {start}-{end} ({error.strerror})", lock_path=path)
 
-    def _open_in(self, dir_fd: int, create: bool) -> int:
-        for _ in range(3):
-            if create:
-                try:
-                    fd = os.open(
-                        PORTS_FILE, _OPEN_FLAGS | os.O_CREAT | os.O_EXCL, 0o666, dir_fd=dir_fd
-                    )
-                except FileExistsError:
-                    pass  # the usual case: somebody created it before
-                except OSError as error:
-                    raise _lock_error(self.path, "cannot be created", error) from error
-                else:
-                    with contextlib.suppress(OSError):
-                        # Only a file we just created: every user of the machine shares it
-                        # (a write lock needs a descriptor open for writing).
-                        os.fchmod(fd, 0o666)
-                    return fd
-            try:
-                return os.open(PORTS_FILE, _OPEN_FLAGS, dir_fd=dir_fd)
-            except FileNotFoundError:
-                if not create:
-                    raise
-                continue  # removed between our O_EXCL attempt and this open: try again
-            except OSError as error:
-                # ELOOP: a symlink; EISDIR: a directory; EACCES: someone else's private file.
-                raise _lock_error(self.path, "cannot be opened", error) from error
-        raise _lock_error(self.path, "keeps disappearing")
+
+class ByteRangeLock:
+    """The lock primitive: one holder's locks on byte ranges of one lock file.
+
+    Two holders conflict as the kernel's record locks do, whether they live in two processes
+    or in one: exclusive excludes everything, shared excludes exclusive. Locking a range the
+    holder already holds converts it in place, atomically (exclusive -> shared).
+    """
+
+    path: str
 
     def try_lock(self, start: int, end: int, *, shared: bool) -> bool:
-        """Lock bytes ``start..end`` (inclusive) without waiting; ``False`` if held elsewhere.
+        """Lock bytes ``start..end`` (inclusive) without waiting; ``False`` if held elsewhere."""
+        raise NotImplementedError
 
-        Locking a range this description already holds converts the lock type atomically
-        (used to turn exclusive into shared).
-        """
+    def unlock(self, start: int, end: int) -> None:
+        """Drop this holder's locks on ``start..end``."""
+        raise NotImplementedError
+
+    def is_locked(self, start: int, end: int) -> bool:
+        """Whether another holder (this process's or another's) locks any byte of the range."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Drop every lock of this holder (idempotent)."""
+        raise NotImplementedError
+
+
+class _OfdLock(ByteRangeLock):
+    """Linux: the holder is one open file description (one descriptor per lease)."""
+
+    def __init__(self, path: str, create: bool) -> None:
+        self.path = path
+        self.fd = _open_lock_file(path, create)
+
+    def try_lock(self, start: int, end: int, *, shared: bool) -> bool:
         kind = fcntl.F_RDLCK if shared else fcntl.F_WRLCK
         try:
             fcntl.fcntl(self.fd, F_OFD_SETLK, _flock(kind, start, end))
         except OSError as error:
-            # EAGAIN is what Linux returns for a conflicting lock; POSIX also allows EACCES.
-            if error.errno in (errno.EAGAIN, errno.EACCES):
+            if _conflict(error):
                 return False
-            raise LockError(
-                f"cannot lock {self.path!r} bytes {start}-{end} ({error.strerror})",
-                lock_path=self.path,
-            ) from error
+            raise _setlk_error(self.path, start, end, error) from error
         return True
 
     def unlock(self, start: int, end: int) -> None:
         fcntl.fcntl(self.fd, F_OFD_SETLK, _flock(fcntl.F_UNLCK, start, end))
 
     def is_locked(self, start: int, end: int) -> bool:
-        """Whether another open file description holds any lock overlapping the range."""
         result = fcntl.fcntl(self.fd, F_OFD_GETLK, _flock(fcntl.F_WRLCK, start, end))
-        return bool(_Flock.from_buffer_copy(result).l_type != fcntl.F_UNLCK)
+        return _flock_type(result) != fcntl.F_UNLCK
+
+    def close(self) -> None:
+        # Close, never F_UNLCK: a fork()ed child sharing the description must not be able
+        # to drop its parent's locks, and closing drops exactly this lease's locks.
+        if self.fd >= 0:
+            fd, self.fd = self.fd, -1
+            os.close(fd)
+
+
+class _Held:
+    """One entry of the in-process table: ``owner`` locks ``start..end``."""
+
+    __slots__ = ("end", "owner", "shared", "start")
+
+    def __init__(self, owner: int, start: int, end: int, shared: bool) -> None:
+        self.owner, self.start, self.end, self.shared = owner, start, end, shared
+
+
+class _PosixFile:
+    """The one descriptor of one lock file (device, inode) in this process, never closed
+    while the process lives, and the table of which of its holders locks what."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.pid = os.getpid()
+        self.held: list[_Held] = []
+        self.spare: list[int] = []  # more descriptors of the same inode: never closed either
+
+
+_POSIX_MUTEX = threading.Lock()
+_POSIX_FILES: dict[tuple[int, int], _PosixFile] = {}
+_POSIX_OWNERS = itertools.count(1)
+
+
+def _posix_after_fork_in_child() -> None:
+    # A child holds no POSIX lock of its parent: forget the parent's table (the inherited
+    # _PosixFile objects stay inert: their pid is the parent's) and take a fresh mutex.
+    global _POSIX_MUTEX
+    _POSIX_MUTEX = threading.Lock()
+    _POSIX_FILES.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(
+        # Lambdas: the child rebinds _POSIX_MUTEX, so look it up at each fork.
+        before=lambda: _POSIX_MUTEX.acquire(),  # noqa: PLW0108
+        after_in_parent=lambda: _POSIX_MUTEX.release(),  # noqa: PLW0108
+        after_in_child=_posix_after_fork_in_child,
+    )
+
+
+def _segments(start: int, end: int, held: Iterable[_Held]) -> list[tuple[int, int, int]]:
+    """``start..end`` cut into ``(a, b, level)`` pieces: the strongest lock any entry of
+    ``held`` wants there (0 none, 1 shared, 2 exclusive)."""
+    points = {start, end + 1}
+    relevant = [h for h in held if h.start <= end and h.end >= start]
+    for entry in relevant:
+        points.update(p for p in (entry.start, entry.end + 1) if start < p <= end)
+    edges = sorted(points)
+    pieces: list[tuple[int, int, int]] = []
+    for a, b in itertools.pairwise(edges):
+        level = max(
+            (1 if h.shared else 2 for h in relevant if h.start <= a and h.end >= b - 1),
+            default=0,
+        )
+        if pieces and pieces[-1][2] == level and pieces[-1][1] == a - 1:
+            pieces[-1] = (pieces[-1][0], b - 1, level)
+        else:
+            pieces.append((a, b - 1, level))
+    return pieces
+
+
+class _PosixLock(ByteRangeLock):
+    """macOS/BSD (or forced): one holder in the process-wide table of a shared descriptor."""
+
+    def __init__(self, path: str, create: bool) -> None:
+        self.path = path
+        self.owner = next(_POSIX_OWNERS)
+        self.closed = False
+        self.file = _posix_file(path, create)
+
+    def _usable(self) -> bool:
+        # A holder inherited across fork() holds nothing in this process: inert.
+        return not self.closed and self.file.pid == os.getpid()
+
+    def _set(self, kind: int, start: int, end: int) -> None:
+        fcntl.fcntl(self.file.fd, fcntl.F_SETLK, _flock(kind, start, end))
+
+    def try_lock(self, start: int, end: int, *, shared: bool) -> bool:
+        if not self._usable():
+            raise LockError(f"lock holder of {self.path!r} is closed", lock_path=self.path)
+        with _POSIX_MUTEX:
+            held = self.file.held
+            for entry in held:
+                if (
+                    entry.owner != self.owner
+                    and entry.start <= end
+                    and entry.end >= start
+                    and not (shared and entry.shared)
+                ):
+                    return False  # another holder of this process: as if another process
+            # No other holder of ours locks this range exclusively (and, for an exclusive
+            # request, at all), so the process's kernel lock over it becomes exactly the
+            # requested type: a downgrade of our own exclusive lock is atomic, and a failed
+            # F_SETLK (another process) changes nothing.
+            try:
+                self._set(fcntl.F_RDLCK if shared else fcntl.F_WRLCK, start, end)
+            except OSError as error:
+                if _conflict(error):
+                    return False
+                raise _setlk_error(self.path, start, end, error) from error
+            self.file.held = [*self._cut(start, end), _Held(self.owner, start, end, shared)]
+        return True
+
+    def _cut(self, start: int, end: int) -> list[_Held]:
+        """The table without this holder's locks on ``start..end`` (its others kept)."""
+        kept: list[_Held] = []
+        for entry in self.file.held:
+            if entry.owner != self.owner or entry.end < start or entry.start > end:
+                kept.append(entry)
+                continue
+            if entry.start < start:
+                kept.append(_Held(self.owner, entry.start, start - 1, entry.shared))
+            if entry.end > end:
+                kept.append(_Held(self.owner, end + 1, entry.end, entry.shared))
+        return kept
+
+    def _settle(self, start: int, end: int) -> None:
+        """Unlock in the kernel the parts of ``start..end`` no remaining holder wants.
+
+        Where another holder remains, the kernel already holds what it wants: a holder that
+        had a byte exclusively was its only holder, so a remaining one holds it shared
+        alongside a shared lock, which the kernel's lock there already is.
+        """
+        for a, b, level in _segments(start, end, self.file.held):
+            if level == 0:
+                self._set(fcntl.F_UNLCK, a, b)
+
+    def unlock(self, start: int, end: int) -> None:
+        if not self._usable():
+            return
+        with _POSIX_MUTEX:
+            self.file.held = self._cut(start, end)
+            self._settle(start, end)
+
+    def is_locked(self, start: int, end: int) -> bool:
+        with _POSIX_MUTEX:
+            if any(
+                e.owner != self.owner and e.start <= end and e.end >= start for e in self.file.held
+            ):
+                return True
+        # F_GETLK reports other processes' locks only (never this process's own).
+        result = fcntl.fcntl(self.file.fd, fcntl.F_GETLK, _flock(fcntl.F_WRLCK, start, end))
+        return _flock_type(result) != fcntl.F_UNLCK
+
+    def close(self) -> None:
+        if not self._usable():
+            self.closed = True
+            return
+        with _POSIX_MUTEX:
+            mine = [e for e in self.file.held if e.owner == self.owner]
+            self.file.held = [e for e in self.file.held if e.owner != self.owner]
+            for entry in mine:
+                self._settle(entry.start, entry.end)
+            self.closed = True
+
+
+def _posix_file(path: str, create: bool) -> _PosixFile:
+    """This process's one descriptor of the lock file at ``path``, opened at first use.
+
+    An existing descriptor is found by the (device, inode) the name names, so nothing is
+    opened (and nothing closed: closing any descriptor would drop all our locks on it).
+    """
+    directory, name = os.path.split(path)
+    try:
+        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise
+    except OSError as error:
+        raise _lock_error(path, "cannot be opened", error) from error
+    try:
+        problem = shared_problem(os.fstat(dir_fd))
+        if problem is not None:
+            raise untrusted_error(directory, problem)
+        try:
+            named = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            named = None
+            if not create:
+                raise
+    finally:
+        os.close(dir_fd)
+    with _POSIX_MUTEX:
+        known = None if named is None else _POSIX_FILES.get((named.st_dev, named.st_ino))
+        if known is not None and named is not None and stat.S_ISREG(named.st_mode):
+            if named.st_nlink != 1:
+                raise _lock_error(path, f"has {named.st_nlink} hard links, not 1")
+            return known
+    fd = _open_lock_file(path, create)
+    info = os.fstat(fd)
+    with _POSIX_MUTEX:
+        known = _POSIX_FILES.get((info.st_dev, info.st_ino))
+        if known is None:
+            known = _POSIX_FILES[(info.st_dev, info.st_ino)] = _PosixFile(fd)
+        else:
+            known.spare.append(fd)  # opened concurrently by another thread: keep it open
+        return known
+
+
+def _open_lock_file(path: str, create: bool) -> int:
+    """A verified descriptor of the lock file: a regular file with one link, owned by root
+    or us, opened relative to a trusted directory (see :func:`_open_in`)."""
+    fd = _open_trusted(path, create)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise _lock_error(path, "is not a regular file")
+        if info.st_nlink != 1:
+            # A hard link planted in a shared directory could point at any file; we
+            # never write to the lock file, but refuse to touch a file that is not ours.
+            raise _lock_error(path, f"has {info.st_nlink} hard links, not 1")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _open_trusted(path: str, create: bool) -> int:
+    """Open ``ports.lock`` relative to a descriptor of its (trusted) directory, and make
+    sure the name still names what we opened: nobody else can have swapped it."""
+    directory = os.path.dirname(path)
+    try:
+        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise
+    except OSError as error:
+        raise _lock_error(path, "cannot be opened", error) from error
+    try:
+        problem = shared_problem(os.fstat(dir_fd))
+        if problem is not None:
+            raise untrusted_error(directory, problem)
+        fd = _open_in(path, dir_fd, create)
+        try:
+            info = os.fstat(fd)
+            if info.st_uid not in (0, os.geteuid()):
+                # Its owner could rename it away and put a fresh one in its place while
+                # we hold locks on it: two live leases would then share ports.
+                raise untrusted_error(
+                    path, f"owned by {owner_name(info.st_uid)}, not by root or this user"
+                )
+            named = os.stat(PORTS_FILE, dir_fd=dir_fd, follow_symlinks=False)
+            if (named.st_ino, named.st_dev) != (info.st_ino, info.st_dev):
+                raise _lock_error(path, "was replaced while being opened")
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+    finally:
+        os.close(dir_fd)
+
+
+def _open_in(path: str, dir_fd: int, create: bool) -> int:
+    for _ in range(3):
+        if create:
+            try:
+                fd = os.open(PORTS_FILE, _OPEN_FLAGS | os.O_CREAT | os.O_EXCL, 0o666, dir_fd=dir_fd)
+            except FileExistsError:
+                pass  # the usual case: somebody created it before
+            except OSError as error:
+                raise _lock_error(path, "cannot be created", error) from error
+            else:
+                with contextlib.suppress(OSError):
+                    # Only a file we just created: every user of the machine shares it
+                    # (a write lock needs a descriptor open for writing).
+                    os.fchmod(fd, 0o666)
+                return fd
+        try:
+            return os.open(PORTS_FILE, _OPEN_FLAGS, dir_fd=dir_fd)
+        except FileNotFoundError:
+            if not create:
+                raise
+            continue  # removed between our O_EXCL attempt and this open: try again
+        except OSError as error:
+            # ELOOP: a symlink; EISDIR: a directory; EACCES: someone else's private file.
+            raise _lock_error(path, "cannot be opened", error) from error
+    raise _lock_error(path, "keeps disappearing")
+
+
+def open_lock(path: str, *, create: bool = True, backend: str | None = None) -> ByteRangeLock:
+    """A new holder on the lock file ``path`` with ``backend`` (default: :func:`backend_name`)."""
+    chosen = backend or backend_name()
+    return _PosixLock(path, create) if chosen == POSIX else _OfdLock(path, create)
+
+
+class RangeLockFile:
+    """One lease's holder on ``ports.lock``; its locks live until it is closed."""
+
+    def __init__(self, directory: str, *, create: bool = True) -> None:
+        self.path = os.path.join(directory, PORTS_FILE)
+        self._lock: ByteRangeLock | None = None
+        self._lock = open_lock(self.path, create=create)
+
+    @property
+    def lock(self) -> ByteRangeLock:
+        assert self._lock is not None
+        return self._lock
+
+    def try_lock(self, start: int, end: int, *, shared: bool) -> bool:
+        """Lock bytes ``start..end`` (inclusive) without waiting; ``False`` if held elsewhere.
+
+        Locking a range this holder already holds converts the lock type atomically
+        (used to turn exclusive into shared).
+        """
+        return self.lock.try_lock(start, end, shared=shared)
+
+    def unlock(self, start: int, end: int) -> None:
+        self.lock.unlock(start, end)
+
+    def is_locked(self, start: int, end: int) -> bool:
+        """Whether another holder (another lease, here or in another process) locks any
+        byte of the range."""
+        return self.lock.is_locked(start, end)
 
     def take_lease_id(self) -> int:
         """Lock a fresh random lease id (exclusive) and return it."""
@@ -226,10 +580,9 @@ class RangeLockFile:
                 return lease_id
 
     def close(self) -> None:
-        """Close the description, which drops every lock it holds."""
-        if self.fd >= 0:
-            fd, self.fd = self.fd, -1
-            os.close(fd)
+        """Drop every lock this holder has (OFD: close its description)."""
+        if self._lock is not None:
+            self._lock.close()
 
     def __del__(self) -> None:
         # A lease that is garbage-collected unreleased still frees its ports.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import subprocess
 import sys
 from functools import lru_cache
 
@@ -147,14 +148,37 @@ def read_ephemeral_range(path: str = EPHEMERAL_FILE) -> tuple[int, int] | None:
     return low, high
 
 
+SYSCTL_NAMES = ("net.inet.ip.portrange.first", "net.inet.ip.portrange.last")
+
+
+def read_sysctl_range(sysctl: str = "sysctl") -> tuple[int, int] | None:
+    """``(first, last)`` from ``sysctl -n net.inet.ip.portrange.first/last`` (macOS, the
+    BSDs); ``None`` if the command or the names are missing."""
+    try:
+        result = subprocess.run(
+            [sysctl, "-n", *SYSCTL_NAMES],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+            env={**os.environ, "LC_ALL": "C"},
+        )
+        low, high = (int(part) for part in result.stdout.split())
+    except (OSError, ValueError, subprocess.SubprocessError):
+        return None
+    return (low, high) if result.returncode == 0 and 0 < low <= high <= 65535 else None
+
+
 @lru_cache(maxsize=1)
 def ephemeral_range() -> tuple[int, int]:
-    """The range the kernel picks client ports from (Linux: ``ip_local_port_range``)."""
+    """The range the kernel picks client ports from: Linux ``ip_local_port_range``, macOS
+    and the BSDs ``sysctl net.inet.ip.portrange.first/last``, else 49152-65535."""
+    found = None
     if sys.platform.startswith("linux"):
         found = read_ephemeral_range()
-        if found is not None:
-            return found
-    return FALLBACK_EPHEMERAL
+    elif sys.platform == "darwin" or "bsd" in sys.platform or "dragonfly" in sys.platform:
+        found = read_sysctl_range()
+    return found or FALLBACK_EPHEMERAL
 
 
 def overlaps_ephemeral(start: int, end: int) -> bool:

@@ -23,10 +23,13 @@ from __future__ import annotations
 
 import errno
 import os
-import pwd
 import stat
+import sys
 
 from ._errors import NoSpaceError, OptionError
+
+if sys.platform != "win32":  # importing must work on Windows (nothing here runs there)
+    import pwd
 
 
 def owner_name(uid: int) -> str:

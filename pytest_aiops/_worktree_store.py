@@ -3,8 +3,9 @@
 Layout of a root ``R`` (the ``rootDirectory``)::
 
     R/<name>/                      a checkout, name = build_scoped_name(session id)[-<n>]
-    R/.pytest-aiops/<token>.lock   owner lock: an OFD write lock on byte 0, held by the
-                                   process using the checkout for the lease's whole life
+    R/.pytest-aiops/<token>.lock   owner lock: an exclusive ``flock`` (per open file on
+                                   Linux, macOS and the BSDs), held by the process using
+                                   the checkout for the lease's whole life
     R/.pytest-aiops/<token>.json   record: what/where/whose, and the state
     R/.pytest-aiops/aiops-<token>/ where a checkout is built before it is renamed to R/<name>
     R/.pytest-aiops/.aiops-<token>.pooled/
@@ -41,13 +42,13 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import hashlib
 import json
 import os
 import secrets
 import socket
 import stat
+import sys
 import tempfile
 import time
 import warnings
@@ -58,8 +59,10 @@ from typing import Any
 from . import _checkout
 from ._errors import AiopsWarning, NoSpaceError, OptionError
 from ._git import boot_ticks, end_session
-from ._locking import F_OFD_GETLK, F_OFD_SETLK, _Flock, _flock
 from ._trust import UnsafeDirectoryError, escape, private_problem, verify_private
+
+if sys.platform != "win32":  # importing must work on Windows; provisioning says it cannot
+    import fcntl
 
 CONTROL = ".pytest-aiops"
 
@@ -217,7 +220,14 @@ def verified_root(root: str) -> bool:
 
 
 class OwnerLock:
-    """An OFD write lock on byte 0 of ``<token>.lock``; the kernel drops it if we die."""
+    """An exclusive ``flock`` on ``<token>.lock``; the kernel drops it if we die.
+
+    ``flock`` belongs to the open file on every POSIX system (not the process, unlike
+    ``fcntl`` record locks), so two entries in one process conflict like two processes and
+    closing another descriptor drops nothing. filelock is not used: it cannot lock a file
+    created under a hidden name before it appears, check the inode after locking, or test
+    whether a lock is held without taking it, and it follows symlinks.
+    """
 
     def __init__(self, path: str, fd: int) -> None:
         self.path = path
@@ -269,22 +279,27 @@ class OwnerLock:
 
     @staticmethod
     def held_elsewhere(path: str) -> bool:
-        """Whether another open file description holds the lock (F_OFD_GETLK; takes nothing)."""
+        """Whether another open file holds the lock: a *shared* ``flock`` would not be
+        granted. It is held for an instant and dropped; two such probes never conflict."""
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
         except OSError:
             return False
         try:
-            result = fcntl.fcntl(fd, F_OFD_GETLK, _flock(fcntl.F_WRLCK, 0, 0))
-            return bool(_Flock.from_buffer_copy(result).l_type != fcntl.F_UNLCK)
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError as error:
+            if error.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                return True
+            raise
         finally:
-            os.close(fd)
+            os.close(fd)  # drops our probe's lock with it
+        return False
 
     def _try(self) -> bool:
         try:
-            fcntl.fcntl(self.fd, F_OFD_SETLK, _flock(fcntl.F_WRLCK, 0, 0))
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as error:
-            if error.errno in (errno.EAGAIN, errno.EACCES):
+            if error.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
                 return False
             raise
         return True

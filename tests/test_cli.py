@@ -501,3 +501,58 @@ def test_a_discovery_file_under_a_regular_file_is_one_clear_line(cli: Cli, tmp_p
     assert_one_error_line(result.stderr, f"{blocker} is not a directory", "--discovery-file")
     assert blocker.read_text() == "x"
     assert_nothing_left(cli)
+
+
+_AS_MACOS = (
+    "import sys\n"
+    "from pytest_aiops._cli import main\n"
+    "sys.platform = 'darwin'  # after import: the locks stay Linux's, the CLI takes macOS's path\n"
+    "sys.exit(main(sys.argv[1:]))\n"
+)
+
+
+def start_as_macos(cli: Cli, *args: str) -> subprocess.Popen[str]:
+    """``run ARGS`` on the code path of a system without prctl and sigwaitinfo."""
+    argv = cli.argv("run", *args)
+    process = subprocess.Popen(
+        [sys.executable, "-c", _AS_MACOS, *argv[3:]],
+        cwd=cli.repo,
+        env=cli.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    cli.started.append(process)
+    return process
+
+
+def test_without_prctl_a_watchdog_ends_command_when_the_cli_is_sigkilled(
+    cli: Cli, tmp_path: Path
+) -> None:
+    ready = tmp_path / "ready"
+    process = start_as_macos(cli, "--session-id", "mac-kill", "--", *waiting_command(ready))
+    wait_for(ready.exists, "COMMAND to start")
+    process.kill()
+    process.communicate(timeout=DEADLINE)
+    wait_for(Path(f"{ready}.got").exists, "COMMAND to get SIGTERM from the watchdog")
+    assert Path(f"{ready}.got").read_text() == "SIGTERM"
+    gc = cli("gc")
+    assert gc.returncode == 0, gc.stderr
+    assert_nothing_left(cli)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_without_sigwaitinfo_signals_are_forwarded_and_the_watchdog_stays_quiet(
+    cli: Cli, tmp_path: Path, signum: signal.Signals
+) -> None:
+    ready = tmp_path / "ready"
+    process = start_as_macos(cli, "--session-id", "mac-sig", "--", *waiting_command(ready))
+    wait_for(ready.exists, "COMMAND to start")
+    process.send_signal(signum)  # no terminal here: some process sent it, so forwarded
+    _, stderr = process.communicate(timeout=DEADLINE)
+    assert process.returncode == 3, stderr
+    assert Path(f"{ready}.got").read_text() == signum.name
+    assert_nothing_left(cli)
+    done = start_as_macos(cli, "--", sys.executable, "-c", "print('done')")
+    out, err = done.communicate(timeout=DEADLINE)
+    assert (done.returncode, out.strip()) == (0, "done"), err

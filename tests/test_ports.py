@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -274,3 +275,31 @@ def test_vectors_blocks_through_the_real_provider(lock_dir: Path) -> None:
         if lease.hard.get("skippedBusyPorts"):
             continue  # this machine uses a port of the preferred block: moving is correct
         assert got == {k: entry[k] for k in ("blockIndex", "startPort", "endPort")}, entry
+
+
+def test_macos_and_bsd_ephemeral_range_comes_from_sysctl(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pytest_aiops import _ports
+
+    # No macOS here: a stand-in sysctl prints what macOS's prints for the two names, and
+    # sys.platform says darwin. The real Linux sysctl has no such names: None.
+    assert _ports.read_sysctl_range() is None
+    fake = tmp_path / "bin" / "sysctl"
+    fake.parent.mkdir()
+    fake.write_text(
+        '#!/bin/sh\n[ "$*" = "-n net.inet.ip.portrange.first net.inet.ip.portrange.last" ]'
+        " && printf '50000\\n60000\\n'\n"
+    )
+    fake.chmod(0o755)
+    assert _ports.read_sysctl_range(str(fake)) == (50000, 60000)
+    monkeypatch.setenv("PATH", f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setattr(sys, "platform", "darwin")
+    _ports.ephemeral_range.cache_clear()
+    try:
+        assert _ports.ephemeral_range() == (50000, 60000)
+        fake.write_text("#!/bin/sh\nexit 1\n")
+        _ports.ephemeral_range.cache_clear()
+        assert _ports.ephemeral_range() == (49152, 65535)  # the BSD/macOS default
+    finally:
+        _ports.ephemeral_range.cache_clear()

@@ -49,11 +49,19 @@ def _bind_all(start: int, end: int) -> tuple[list[socket.socket], list[int]]:
     return sockets, failed
 
 
-def _worker(lock_dir: str, log_path: str, seed: int, iterations: int) -> None:
+def _shifted(offset: int) -> tuple[list[dict[str, Any]], dict[int, str]]:
+    """CONFIGS and FOREIGN moved up by ``offset`` ports (two torture runs at once under
+    xdist bind real sockets: they must not share ports)."""
+    configs = [{**c, "basePort": c["basePort"] + offset} for c in CONFIGS]
+    return configs, {port + offset: host for port, host in FOREIGN.items()}
+
+
+def _worker(lock_dir: str, log_path: str, seed: int, iterations: int, offset: int = 0) -> None:
     from pytest_aiops import PortsExhaustedError, child_port_slice
     from pytest_aiops._providers.port_range import PortRangeProvider, PortRangeProviderConfig
 
     rng = random.Random(seed)
+    configs, foreign = _shifted(offset)
     provider = PortRangeProvider(PortRangeProviderConfig(lock_directory=lock_dir))
     log = os.open(log_path, os.O_WRONLY | os.O_APPEND)
     pid = os.getpid()
@@ -67,7 +75,7 @@ def _worker(lock_dir: str, log_path: str, seed: int, iterations: int) -> None:
         reported = set(hard.get("busyPorts") or ())
         sockets, failed = _bind_all(hard["startPort"], hard["endPort"])
         for port in failed:
-            if port not in reported or port not in FOREIGN:
+            if port not in reported or port not in foreign:
                 note("E", port)
         return sockets
 
@@ -76,7 +84,7 @@ def _worker(lock_dir: str, log_path: str, seed: int, iterations: int) -> None:
             sock.close()
 
     for i in range(iterations):
-        config = dict(rng.choice(CONFIGS))
+        config = dict(rng.choice(configs))
         children = config.pop("children", 0)
         try:
             lease = provider.provision(
@@ -167,22 +175,61 @@ def test_replay_catches_overlaps_and_bind_failures() -> None:
     ]
 
 
+def _backend_env(backend: str | None) -> dict[str, str]:
+    env = dict(os.environ)
+    if backend is not None:
+        env["PYTEST_AIOPS_LOCK_BACKEND"] = backend
+    return env
+
+
 def _listen(host: str, port: int) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # SO_REUSEADDR: a TIME_WAIT left by an earlier run must not stop the listener; it
+    # still blocks every bind without it, like any foreign server.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     sock.listen(1)
     return sock
 
 
 def test_torture_mixed_configs_foreign_listener_and_sigkill(tmp_path: Path) -> None:
+    """Every worker on this process's lock backend (``$PYTEST_AIOPS_LOCK_BACKEND``)."""
+    _torture(tmp_path, backends=[None], offset=0)
+
+
+def test_torture_with_ofd_and_posix_workers_at_once(tmp_path: Path) -> None:
+    """Workers alternate between the two lock backends, leasing from one lock directory."""
+    # 11000-12023: no other test binds there.
+    _torture(tmp_path, backends=["ofd", "posix"], offset=-10000)
+
+
+def _torture(tmp_path: Path, backends: list[str | None], offset: int) -> None:
+    configs, foreign_ports = _shifted(offset)
+    lock_dir, log_path = tmp_path / "locks", tmp_path / "log"
+    log_path.write_text("")
+    foreign: list[socket.socket] = []
+    try:
+        for port, host in foreign_ports.items():
+            foreign.append(_listen(host, port))
+        _run_torture(lock_dir, log_path, configs, foreign_ports, backends, offset)
+    finally:
+        for sock in foreign:
+            sock.close()
+
+
+def _run_torture(
+    lock_dir: Path,
+    log_path: Path,
+    configs: list[dict[str, Any]],
+    foreign_ports: dict[int, str],
+    backends: list[str | None],
+    offset: int,
+) -> None:
     from pytest_aiops import PortsExhaustedError
     from pytest_aiops._leases import read_records, reap_stale
     from pytest_aiops._locking import range_is_leased
     from pytest_aiops._providers.port_range import PortRangeProvider, PortRangeProviderConfig
 
-    lock_dir, log_path = tmp_path / "locks", tmp_path / "log"
-    log_path.write_text("")
-    foreign = [_listen(host, port) for port, host in FOREIGN.items()]
     workers, iterations, rounds = (16, 150, 4) if SOAK else (10, 40, 1)
     rng = random.Random(1234)
     alive: list[subprocess.Popen[bytes]] = []
@@ -199,7 +246,9 @@ def test_torture_mixed_configs_foreign_listener_and_sigkill(tmp_path: Path) -> N
                         str(log_path),
                         str(seed),
                         str(iterations),
-                    ]
+                        str(offset),
+                    ],
+                    env=_backend_env(backends[seed % len(backends)]),
                 )
                 for seed in range(round_ * workers, (round_ + 1) * workers)
             ]
@@ -228,19 +277,19 @@ def test_torture_mixed_configs_foreign_listener_and_sigkill(tmp_path: Path) -> N
     # reports the port busy (else check_bind logged an "E" for it, and _replay saw it).
     leased_foreign = {
         port
-        for port in FOREIGN
+        for port in foreign_ports
         for f in (line.split() for line in lines)
         if f[0] == "A" and int(f[2]) <= port <= int(f[3])
     }
-    assert leased_foreign <= set(FOREIGN)
+    assert leased_foreign <= set(foreign_ports)
 
     # Every block is reclaimable at once: nothing is held, every block can be leased.
-    assert not range_is_leased(str(lock_dir), LOW, HIGH)
+    assert not range_is_leased(str(lock_dir), LOW + offset, HIGH + offset)
     stale = reap_stale(str(lock_dir))
     assert {r.pid for r in stale} <= {p.pid for p in finished if p.returncode != 0}
     assert list(read_records(str(lock_dir))) == []
     provider = PortRangeProvider(PortRangeProviderConfig(lock_directory=str(lock_dir)))
-    for config in CONFIGS[:3]:
+    for config in configs[:3]:
         leases = []
         skipped: list[int] = []
         for n in range(config["blockCount"]):
@@ -258,12 +307,10 @@ def test_torture_mixed_configs_foreign_listener_and_sigkill(tmp_path: Path) -> N
         assert skipped == []
         reported = {port for lease in leases for port in lease.hard.get("busyPorts", [])}
         top = config["basePort"] + config["blockSize"] * config["blockCount"]
-        assert reported == {port for port in FOREIGN if config["basePort"] <= port < top}
+        assert reported == {port for port in foreign_ports if config["basePort"] <= port < top}
         for lease in leases:
             lease.release()
-    for sock in foreign:
-        sock.close()
 
 
 if __name__ == "__main__":
-    _worker(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+    _worker(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))

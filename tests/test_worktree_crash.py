@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import os
@@ -282,6 +283,32 @@ def test_a_killed_git_takes_its_children_along(tmp_path: Path) -> None:
         )
     wait_for(lambda: not session_members(started[0]), "the git session to end", timeout=5)
     assert session_members(started[0]) == []
+
+
+@pytest.mark.parametrize("right_start", [True, False])
+def test_a_left_git_session_is_ended_without_proc(
+    monkeypatch: pytest.MonkeyPatch, right_start: bool
+) -> None:
+    """The macOS/BSD path (``ps`` + ``killpg``), run here with ``sys.platform`` faked:
+    the session of a git that outlived its owner ends, children included, only if the
+    recorded start time is that git's."""
+    from pytest_aiops import _git
+
+    leader = subprocess.Popen(["sh", "-c", "sleep 60 & exec sleep 60"], start_new_session=True)
+    try:
+        monkeypatch.setattr(sys, "platform", "darwin")
+        started = _git.boot_ticks()
+        wait_for(lambda: len(_git._ps_group_members(leader.pid)) == 2, "sh to start its child")
+        assert _git.process_start_time(leader.pid) is not None
+        _git.end_session(leader.pid, started if right_start else started - 60 * 100, wait=5)
+        members = _git._ps_group_members(leader.pid)
+        monkeypatch.undo()
+        assert (members == []) is right_start
+        assert (session_members(leader.pid) == []) is right_start  # asked of /proc
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(leader.pid, signal.SIGKILL)
+        leader.wait()
 
 
 def test_an_orphaned_parent_is_kept_while_a_child_session_lives_inside_it(

@@ -34,6 +34,7 @@ from .. import _worktree_store as store
 from .._checkout import CLONE, ISOLATIONS, WORKTREE, RepoInfo
 from .._errors import AiopsWarning, GitError, OptionError
 from .._hashing import build_scoped_name
+from .._locking import unsupported_platform
 from .._options import (
     normalize_target_path,
     read_optional_string,
@@ -120,6 +121,8 @@ class GitWorktreeProvider:
     def provision(
         self, *, session_id: str, workspace_root: str, options: Mapping[str, Any]
     ) -> ResourceLease:
+        if sys.platform == "win32":
+            raise unsupported_platform("git-worktree leasing", "POSIX flock owner locks")
         # Validate everything before creating anything: a refused request leaves nothing.
         warn_unknown(options, KNOWN_OPTIONS, KIND)
         root_option = read_optional_string(options, "rootDirectory")
