@@ -15,25 +15,19 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from ._port_pool import PortRange
+from ._port_pool import PortRange, hold_port
 
 
 @pytest.fixture
 def unused_tcp_port(port_range: PortRange) -> Iterator[int]:
     """A TCP port from this worker's pytest-aiops pool (pytest-asyncio's name)."""
-    token = object()
-    port = port_range.next_port(holder=token)
-    yield port
-    port_range.give_back(port, holder=token)
+    yield from hold_port(port_range)
 
 
 @pytest.fixture
 def unused_udp_port(port_range: PortRange) -> Iterator[int]:
     """A UDP port from this worker's pytest-aiops pool (pytest-asyncio's name)."""
-    token = object()
-    port = port_range.next_port(protocol="udp", holder=token)
-    yield port
-    port_range.give_back(port, holder=token)
+    yield from hold_port(port_range, "udp")
 
 
 @pytest.fixture(scope="session")

@@ -352,6 +352,14 @@ class KernelPorts(PortRange):
         return kernel_port(protocol)
 
 
+def hold_port(pool: PortRange, protocol: str = TCP) -> Iterator[int]:
+    """A port held while the generator is suspended, then given back: a fixture's body."""
+    token = object()
+    port = pool.next_port(protocol=protocol, holder=token)
+    yield port
+    pool.give_back(port, holder=token)
+
+
 # -- from any code in a test process ----------------------------------------------------------
 
 _current: Callable[[], PortRange] | None = None

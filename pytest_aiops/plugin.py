@@ -669,19 +669,17 @@ def aiops_port(port_range: PortRange) -> Iterator[int]:
     Free for TCP on IPv4 and (where the host has it) IPv6, TIME_WAIT included. For a
     fixture of a wider scope use ``aiops_port_factory`` (or ``port_range.next_port()``);
     from any code, ``pytest_aiops.take_port()``."""
-    token = object()
-    port = port_range.next_port(holder=token)
-    yield port
-    port_range.give_back(port, holder=token)
+    from ._port_pool import hold_port
+
+    yield from hold_port(port_range)
 
 
 @pytest.fixture
 def aiops_udp_port(port_range: PortRange) -> Iterator[int]:
     """One UDP port for this test alone (free for UDP on IPv4 and IPv6), back after it."""
-    token = object()
-    port = port_range.next_port(protocol="udp", holder=token)
-    yield port
-    port_range.give_back(port, holder=token)
+    from ._port_pool import hold_port
+
+    yield from hold_port(port_range, "udp")
 
 
 @pytest.fixture(scope="session")
