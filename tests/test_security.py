@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -96,13 +97,46 @@ def plant_record(root, data, token="aiops-0123456789abcdef"):
 """
 
 
+def _hidden_paths() -> list[str]:
+    """The tree under test and the interpreter's prefix, where the fresh tmpfs on /tmp or
+    /dev/shm would hide them (a checkout or a virtual environment living under /tmp)."""
+    found: list[str] = []
+    for path in sorted({PACKAGE_ROOT, os.path.realpath(sys.prefix)}):
+        if path.startswith(("/tmp/", "/dev/shm/")) and not any(
+            path.startswith(kept + "/") for kept in found
+        ):
+            found.append(path)
+    return found
+
+
+def _keep_visible_before() -> str:
+    """Shell that binds each hidden path to /mnt/keep<i> (on a namespace-private tmpfs)."""
+    paths = _hidden_paths()
+    if not paths:
+        return ""
+    binds = "".join(
+        f"mkdir /mnt/keep{i} && mount --bind {shlex.quote(path)} /mnt/keep{i} && "
+        for i, path in enumerate(paths)
+    )
+    return "mount -t tmpfs tmpfs /mnt && " + binds
+
+
+def _keep_visible_after() -> str:
+    """Shell that binds each hidden path back at its own place inside the fresh tmpfs."""
+    return "".join(
+        f"&& mkdir -p {shlex.quote(path)} && mount --bind /mnt/keep{i} {shlex.quote(path)} "
+        for i, path in enumerate(_hidden_paths())
+    )
+
+
 def run_attack(script: str) -> dict[str, Any]:
     """Run ``script`` as root in a fresh mount namespace; return the JSON it printed last."""
     prelude = PRELUDE % {"attacker": ATTACKER, "attacker_py": _attacker_python()}
     code = prelude + textwrap.dedent(script)
     shell = (
+        f"{_keep_visible_before()}"
         "mount -t tmpfs -o mode=1777 tmpfs /tmp && mount -t tmpfs -o mode=1777 tmpfs /dev/shm "
-        '&& exec "$0" -c "$1"'
+        f'{_keep_visible_after()}&& exec "$0" -c "$1"'
     )
     env = {**os.environ, "PYTHONPATH": PACKAGE_ROOT, "TMPDIR": "/tmp"}
     env.pop("PYTEST_AIOPS_LOCK_DIR", None)
