@@ -61,7 +61,7 @@ def _worker(lock_dir: str, log_path: str, seed: int, iterations: int, offset: in
     from pytest_aiops._providers.port_range import PortRangeProvider, PortRangeProviderConfig
 
     rng = random.Random(seed)
-    configs, foreign = _shifted(offset)
+    configs, _foreign = _shifted(offset)
     provider = PortRangeProvider(PortRangeProviderConfig(lock_directory=lock_dir))
     log = os.open(log_path, os.O_WRONLY | os.O_APPEND)
     pid = os.getpid()
@@ -70,12 +70,13 @@ def _worker(lock_dir: str, log_path: str, seed: int, iterations: int, offset: in
         os.write(log, (" ".join(map(str, (*fields, pid))) + "\n").encode())  # one atomic append
 
     def check_bind(hard: Any) -> list[socket.socket]:
-        # Ports the lease reports busy (a foreign listener: the block stays put and the pool
-        # keeps them back) are not the lease's to bind; every other port must bind.
+        # Ports the lease reports busy (a foreign listener, or a SIGKILLed worker's listener
+        # the kernel has not closed yet: the block stays put and the pool keeps them back)
+        # are not the lease's to bind; every other port must bind.
         reported = set(hard.get("busyPorts") or ())
         sockets, failed = _bind_all(hard["startPort"], hard["endPort"])
         for port in failed:
-            if port not in reported or port not in foreign:
+            if port not in reported:
                 note("E", port)
         return sockets
 
