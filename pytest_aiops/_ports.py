@@ -36,8 +36,15 @@ def host_has_ipv6() -> bool:
     return True
 
 
-def _binds(family: socket.AddressFamily, kind: socket.SocketKind, port: int, reuse: bool) -> bool:
-    host = PROBE_HOST if family == socket.AF_INET else "::"
+def _binds(
+    family: socket.AddressFamily,
+    kind: socket.SocketKind,
+    port: int,
+    reuse: bool,
+    host: str | None = None,
+) -> bool:
+    if host is None:
+        host = PROBE_HOST if family == socket.AF_INET else "::"
     with socket.socket(family, kind) as sock:
         if family == socket.AF_INET6:
             # The IPv6 wildcard only: the IPv4 side is probed on its own.
@@ -70,14 +77,7 @@ def port_is_free(port: int, host: str = PROBE_HOST, *, protocol: str = TCP) -> b
     """
     kind = socket.SOCK_DGRAM if protocol == UDP else socket.SOCK_STREAM
     if host != PROBE_HOST:
-        with socket.socket(socket.AF_INET, kind) as sock:
-            try:
-                sock.bind((host, port))
-            except OSError as error:
-                if error.errno in (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL):
-                    return False
-                raise
-        return True
+        return _binds(socket.AF_INET, kind, port, reuse=False, host=host)
     return all(_binds(family, kind, port, reuse=False) for family in _families())
 
 
