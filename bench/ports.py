@@ -29,15 +29,15 @@ import tempfile
 import time
 from collections.abc import Callable
 
-from pytest_aiops._locking import BACKEND_ENV, F_OFD_SETLK, OFD, PORTS_FILE, POSIX, _flock
-from pytest_aiops._ports import busy_ports, host_has_ipv6
-from pytest_aiops._providers.port_range import PortRangeProvider, PortRangeProviderConfig
+from pytest_aiops._ports.locks import BACKEND_ENV, F_OFD_SETLK, OFD, PORTS_FILE, POSIX, _flock
+from pytest_aiops._ports.probe import busy_ports, host_has_ipv6
+from pytest_aiops._ports.provider import PortRangeProvider, PortRangeProviderConfig
 
 BASE, SIZE, COUNT = 20000, 32, 200
 
 _OCCUPIER = """
 import sys
-from pytest_aiops._providers.port_range import PortRangeProvider, PortRangeProviderConfig
+from pytest_aiops._ports.provider import PortRangeProvider, PortRangeProviderConfig
 provider = PortRangeProvider(PortRangeProviderConfig(lock_directory=sys.argv[1], probe=False))
 options = {"basePort": int(sys.argv[3]), "blockSize": int(sys.argv[4]),
            "blockCount": int(sys.argv[5])}

@@ -31,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pytest_aiops._providers.git_worktree import (
+from pytest_aiops._worktrees.provider import (
     GitWorktreeProviderConfig,
     create_git_worktree_provider,
     default_worktree_root,

@@ -16,51 +16,51 @@ __version__ = "0.1.0"
 _EXPORTS: dict[str, str] = {
     "AiopsError": "._errors",
     "AiopsWarning": "._errors",
-    "AiopsWorker": "._resources",
+    "AiopsWorker": "._plugin.worker",
     "ChildSplitError": "._errors",
-    "DiscoverySnapshot": "._discovery",
+    "DiscoverySnapshot": "._core.discovery",
     "GitError": "._errors",
-    "GitWorktree": "._resources",
-    "GitWorktreeProvider": "._providers.git_worktree",
-    "GitWorktreeProviderConfig": "._providers.git_worktree",
-    "HardConstraint": "._discovery",
+    "GitWorktree": "._plugin.worker",
+    "GitWorktreeProvider": "._worktrees.provider",
+    "GitWorktreeProviderConfig": "._worktrees.provider",
+    "HardConstraint": "._core.discovery",
     "LockError": "._errors",
     "NoSpaceError": "._errors",
     "OptionError": "._errors",
-    "ParentGoneError": "._locking",
-    "KernelPorts": "._port_pool",
-    "PortRange": "._port_pool",
-    "PortRangeProvider": "._providers.port_range",
-    "PortRangeProviderConfig": "._providers.port_range",
+    "ParentGoneError": "._ports.locks",
+    "KernelPorts": "._ports.pool",
+    "PortRange": "._ports.pool",
+    "PortRangeProvider": "._ports.provider",
+    "PortRangeProviderConfig": "._ports.provider",
     "PortsExhaustedError": "._errors",
-    "ProviderRegistry": "._registry",
-    "ProvisionedResources": "._session",
+    "ProviderRegistry": "._core.registry",
+    "ProvisionedResources": "._core.session",
     "ProvisioningError": "._errors",
     "RegistrationError": "._errors",
     "ReleaseError": "._errors",
-    "ResourceContextPatch": "._types",
-    "ResourceLease": "._types",
-    "ResourceProvider": "._types",
-    "ResourceProvisioningOrchestrator": "._orchestrator",
-    "ResourceRequest": "._types",
-    "RuntimeInjection": "._types",
-    "WorktreeFactory": "._resources",
-    "WorkerSession": "._resources",
-    "WorktreeRecord": "._providers.git_worktree",
-    "build_child_resource_requests": "._children",
-    "build_scoped_name": "._hashing",
-    "child_port_slice": "._children",
-    "create_default_orchestrator": "._defaults",
-    "create_git_worktree_provider": "._providers.git_worktree",
-    "create_port_range_provider": "._providers.port_range",
-    "default_lock_directory": "._providers.port_range",
-    "default_worktree_root": "._providers.git_worktree",
-    "hash_to_unsigned_int": "._hashing",
-    "list_worktrees": "._providers.git_worktree",
-    "reclaim_orphans": "._providers.git_worktree",
-    "worktree_env": "._providers.git_worktree",
-    "give_back_port": "._port_pool",
-    "take_port": "._port_pool",
+    "ResourceContextPatch": "._core.types",
+    "ResourceLease": "._core.types",
+    "ResourceProvider": "._core.types",
+    "ResourceProvisioningOrchestrator": "._core.orchestrator",
+    "ResourceRequest": "._core.types",
+    "RuntimeInjection": "._core.types",
+    "WorktreeFactory": "._plugin.worker",
+    "WorkerSession": "._plugin.worker",
+    "WorktreeRecord": "._worktrees.provider",
+    "build_child_resource_requests": "._core.children",
+    "build_scoped_name": "._core.hashing",
+    "child_port_slice": "._core.children",
+    "create_default_orchestrator": "._builtins",
+    "create_git_worktree_provider": "._worktrees.provider",
+    "create_port_range_provider": "._ports.provider",
+    "default_lock_directory": "._ports.provider",
+    "default_worktree_root": "._worktrees.provider",
+    "hash_to_unsigned_int": "._core.hashing",
+    "list_worktrees": "._worktrees.provider",
+    "reclaim_orphans": "._worktrees.provider",
+    "worktree_env": "._worktrees.provider",
+    "give_back_port": "._ports.pool",
+    "take_port": "._ports.pool",
 }
 
 __all__ = [
@@ -129,16 +129,36 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from ._children import (
+    from ._builtins import (
+        create_default_orchestrator,
+    )
+    from ._core.children import (
         build_child_resource_requests,
         child_port_slice,
     )
-    from ._defaults import (
-        create_default_orchestrator,
-    )
-    from ._discovery import (
+    from ._core.discovery import (
         DiscoverySnapshot,
         HardConstraint,
+    )
+    from ._core.hashing import (
+        build_scoped_name,
+        hash_to_unsigned_int,
+    )
+    from ._core.orchestrator import (
+        ResourceProvisioningOrchestrator,
+    )
+    from ._core.registry import (
+        ProviderRegistry,
+    )
+    from ._core.session import (
+        ProvisionedResources,
+    )
+    from ._core.types import (
+        ResourceContextPatch,
+        ResourceLease,
+        ResourceProvider,
+        ResourceRequest,
+        RuntimeInjection,
     )
     from ._errors import (
         AiopsError,
@@ -153,23 +173,28 @@ if TYPE_CHECKING:
         RegistrationError,
         ReleaseError,
     )
-    from ._hashing import (
-        build_scoped_name,
-        hash_to_unsigned_int,
+    from ._plugin.worker import (
+        AiopsWorker,
+        GitWorktree,
+        WorkerSession,
+        WorktreeFactory,
     )
-    from ._locking import (
+    from ._ports.locks import (
         ParentGoneError,
     )
-    from ._orchestrator import (
-        ResourceProvisioningOrchestrator,
-    )
-    from ._port_pool import (
+    from ._ports.pool import (
         KernelPorts,
         PortRange,
         give_back_port,
         take_port,
     )
-    from ._providers.git_worktree import (
+    from ._ports.provider import (
+        PortRangeProvider,
+        PortRangeProviderConfig,
+        create_port_range_provider,
+        default_lock_directory,
+    )
+    from ._worktrees.provider import (
         GitWorktreeProvider,
         GitWorktreeProviderConfig,
         WorktreeRecord,
@@ -178,29 +203,4 @@ if TYPE_CHECKING:
         list_worktrees,
         reclaim_orphans,
         worktree_env,
-    )
-    from ._providers.port_range import (
-        PortRangeProvider,
-        PortRangeProviderConfig,
-        create_port_range_provider,
-        default_lock_directory,
-    )
-    from ._registry import (
-        ProviderRegistry,
-    )
-    from ._resources import (
-        AiopsWorker,
-        GitWorktree,
-        WorkerSession,
-        WorktreeFactory,
-    )
-    from ._session import (
-        ProvisionedResources,
-    )
-    from ._types import (
-        ResourceContextPatch,
-        ResourceLease,
-        ResourceProvider,
-        ResourceRequest,
-        RuntimeInjection,
     )

@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from ._registry import ProviderRegistry
-    from ._types import ResourceRequest
+    from ._core.registry import ProviderRegistry
+    from ._core.types import ResourceRequest
 
 
 def pytest_aiops_register_providers(register: ProviderRegistry, config: pytest.Config) -> None:

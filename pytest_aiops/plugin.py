@@ -1,7 +1,7 @@
 """pytest glue: options, settings, the xdist hand-off, fixtures, report header and failure notes.
 
 Entry point ``pytest11: aiops``; turn it off with ``-p no:aiops`` or ``--aiops-disable``. The
-fixtures are thin: each hands out what one :class:`~pytest_aiops._resources.AiopsWorker` per
+fixtures are thin: each hands out what one :class:`~pytest_aiops._plugin.worker.AiopsWorker` per
 process makes lazily, so a run that never requests them runs no git command and leases
 nothing (only an xdist controller leases its parent port range up front; that is a few
 syscalls, never git).
@@ -21,25 +21,25 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from ._declarations import MARKER, declare_hooks, declare_marker, declare_options
 from ._errors import AiopsError, NoSpaceError, OptionError, ProvisioningError
-from ._settings import Settings, find_git_repository
+from ._plugin.declarations import MARKER, declare_hooks, declare_marker, declare_options
+from ._plugin.settings import Settings, find_git_repository
 
 if TYPE_CHECKING:
     # Imported when first needed: a run that never uses the fixtures does not load them.
-    from ._port_pool import PortRange
-    from ._registry import ProviderRegistry
-    from ._resources import AiopsWorker, GitWorktree, WorkerSession, WorktreeFactory
-    from ._session import ProvisionedResources
-    from ._xdist import XdistController
+    from ._core.registry import ProviderRegistry
+    from ._core.session import ProvisionedResources
+    from ._plugin.worker import AiopsWorker, GitWorktree, WorkerSession, WorktreeFactory
+    from ._plugin.xdist import XdistController
+    from ._ports.pool import PortRange
 
 _LAZY_EXPORTS = {
-    "AiopsWorker": "_resources",
-    "GitWorktree": "_resources",
-    "PortRange": "_port_pool",
-    "WorktreeFactory": "_resources",
-    "ProvisionedResources": "_session",
-    "WorkerSession": "_resources",
+    "AiopsWorker": "_plugin.worker",
+    "GitWorktree": "_plugin.worker",
+    "PortRange": "_ports.pool",
+    "WorktreeFactory": "_plugin.worker",
+    "ProvisionedResources": "_core.session",
+    "WorkerSession": "_plugin.worker",
 }
 
 
@@ -61,7 +61,7 @@ __all__ = [
     "WorktreeFactory",
 ]
 
-WORKERINPUT_KEY = "aiops"  # the key in xdist's workerinput (also pytest_aiops._xdist's)
+WORKERINPUT_KEY = "aiops"  # the key in xdist's workerinput (also pytest_aiops._plugin.xdist's)
 _MARKER_KEYS = {
     "base_ref": "base_ref",
     "baseRef": "base_ref",
@@ -137,14 +137,11 @@ class BuiltinProviders:
 
     @pytest.hookimpl
     def pytest_aiops_register_providers(self, register: ProviderRegistry) -> None:
-        from ._registry import LazyProvider
+        from ._builtins import lazy_builtin_providers
 
         # Imported on first provision: a run that never uses them does not load them.
-        package = "pytest_aiops._providers"
-        register(
-            LazyProvider("git-worktree", f"{package}.git_worktree:create_git_worktree_provider")
-        )
-        register(LazyProvider("port-range", f"{package}.port_range:create_port_range_provider"))
+        for provider in lazy_builtin_providers():
+            register(provider)
 
 
 def project_session_id(root: str) -> str:
@@ -159,7 +156,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[SETTINGS_KEY] = settings
     if settings.disable:
         return
-    from ._registry import ProviderRegistry
+    from ._core.registry import ProviderRegistry
 
     config.pluginmanager.register(BuiltinProviders(), "aiops-builtin-providers")
     registry = ProviderRegistry()
@@ -172,7 +169,7 @@ def pytest_configure(config: pytest.Config) -> None:
     workers = 0 if data is not None else xdist_worker_count(config)
     settings.check_ports_fit(workers)
     if workers:
-        from ._xdist import XdistController
+        from ._plugin.xdist import XdistController
 
         controller = XdistController(
             settings=settings,
@@ -198,7 +195,7 @@ def pytest_configure(config: pytest.Config) -> None:
     worker_id = str(workerinput.get("workerid", "master"))
     parent = None
     if data and data.get("parent"):
-        from ._discovery import DiscoverySnapshot
+        from ._core.discovery import DiscoverySnapshot
 
         raw = data["parent"]
         parent = (
@@ -212,7 +209,7 @@ def pytest_configure(config: pytest.Config) -> None:
         return [request for result in results for request in (result or ())]
 
     def build_worker() -> AiopsWorker:
-        from ._resources import AiopsWorker
+        from ._plugin.worker import AiopsWorker
 
         return AiopsWorker(
             registry=registry,
@@ -238,11 +235,11 @@ def pytest_configure(config: pytest.Config) -> None:
         )
 
     state.worker_factory = build_worker
-    from ._port_pool import set_current_pool
+    from ._ports.pool import set_current_pool
 
     set_current_pool(lambda: _pool(config))
     if settings.asyncio_ports:
-        from . import _asyncio_ports
+        from ._plugin import asyncio_ports as _asyncio_ports
 
         # Registered after every entry-point plugin, pytest-asyncio's included, so these
         # definitions of its port fixtures are the ones tests get (conftest ones still win).
@@ -253,7 +250,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     state = config.stash.get(_STATE_KEY, None)
     if state is None:
         return []
-    from ._providers.port_range import default_lock_directory
+    from ._ports.provider import default_lock_directory
 
     settings = state.settings
     lock_dir = settings.lock_dir or default_lock_directory()
@@ -304,7 +301,7 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         summaries = [{**worker.summary(), "errors": state.release_errors}]
     else:
         return
-    from ._xdist import summary_lines
+    from ._plugin.xdist import summary_lines
 
     lines = summary_lines(summaries)
     if any(s.get("kept") for s in summaries):
@@ -322,7 +319,7 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    from ._port_pool import set_current_pool
+    from ._ports.pool import set_current_pool
 
     set_current_pool(None)
     state = config.stash.get(_STATE_KEY, None)
@@ -469,8 +466,8 @@ def describe_port_holders(port_range: PortRange, nodeid: str, text: str) -> str:
     The ports considered are those ``next_port()`` gave the test and those the failure text
     plausibly names; with none, the live leases overlapping the worker's range instead.
     """
-    from ._leases import holders_of, read_records
-    from ._providers.port_range import default_lock_directory
+    from ._ports.provider import default_lock_directory
+    from ._ports.records import holders_of, read_records
 
     def ours(session_id: str) -> bool:
         # This worker's lease, or (under xdist) the controller's parent lease around it.
@@ -557,7 +554,7 @@ def _pool(config: pytest.Config) -> PortRange:
             _worker(config)  # fails, saying the plugin is disabled
         stand_in = config.stash.get(_KERNEL_PORTS_KEY, None)
         if stand_in is None:
-            from ._port_pool import KernelPorts
+            from ._ports.pool import KernelPorts
 
             source = settings.source("disable") if settings else "default"
             stand_in = KernelPorts(f"pytest-aiops is disabled ({source})")
@@ -618,7 +615,7 @@ def _provisioning_failure(fixture: str, error: AiopsError) -> str:
     if isinstance(error, ProvisioningError) and isinstance(error.__cause__, AiopsError):
         cause = error.__cause__
     message = " ".join(str(cause).split())
-    from ._trust import UnsafeDirectoryError
+    from ._core.trust import UnsafeDirectoryError
 
     setting = "--aiops-worktree-root (ini aiops_worktree_root, env PYTEST_AIOPS_WORKTREE_ROOT)"
     if isinstance(cause, UnsafeDirectoryError):  # name the plugin's setting, not the core's
@@ -628,7 +625,7 @@ def _provisioning_failure(fixture: str, error: AiopsError) -> str:
     hint = _OPTION_HINTS.get(getattr(cause, "option", ""))
     if hint:
         message = f"{message.rstrip('.')}; {hint}"
-    from ._orchestrator import rollback_notes
+    from ._core.orchestrator import rollback_notes
 
     message += "".join(f"; {note}" for note in rollback_notes(error))  # what may be left
     return message if message.startswith(f"{fixture} ") else f"{fixture}: {message}"
@@ -669,7 +666,7 @@ def aiops_port(port_range: PortRange) -> Iterator[int]:
     Free for TCP on IPv4 and (where the host has it) IPv6, TIME_WAIT included. For a
     fixture of a wider scope use ``aiops_port_factory`` (or ``port_range.next_port()``);
     from any code, ``pytest_aiops.take_port()``."""
-    from ._port_pool import hold_port
+    from ._ports.pool import hold_port
 
     yield from hold_port(port_range)
 
@@ -677,7 +674,7 @@ def aiops_port(port_range: PortRange) -> Iterator[int]:
 @pytest.fixture
 def aiops_udp_port(port_range: PortRange) -> Iterator[int]:
     """One UDP port for this test alone (free for UDP on IPv4 and IPv6), back after it."""
-    from ._port_pool import hold_port
+    from ._ports.pool import hold_port
 
     yield from hold_port(port_range, "udp")
 

@@ -77,7 +77,7 @@ def lock_dir(tmp_path: Path) -> Path:
 
 _HOLDER = """
 import json, sys
-from pytest_aiops._providers.port_range import PortRangeProvider, PortRangeProviderConfig
+from pytest_aiops._ports.provider import PortRangeProvider, PortRangeProviderConfig
 options, session_id, root = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]
 try:
     lease = PortRangeProvider(PortRangeProviderConfig(probe=False)).provision(

@@ -505,7 +505,7 @@ def test_a_discovery_file_under_a_regular_file_is_one_clear_line(cli: Cli, tmp_p
 
 _AS_MACOS = (
     "import sys\n"
-    "from pytest_aiops._cli import main\n"
+    "from pytest_aiops._cli.main import main\n"
     "sys.platform = 'darwin'  # after import: the locks stay Linux's, the CLI takes macOS's path\n"
     "sys.exit(main(sys.argv[1:]))\n"
 )

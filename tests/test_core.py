@@ -459,7 +459,8 @@ def test_public_api_is_complete_and_lazy() -> None:
     # Loading the pytest plugin must not import the providers, git or locking code.
     probe = (
         "import sys, pytest_aiops.plugin; "
-        "print(sorted(m for m in sys.modules if m.startswith('pytest_aiops._providers')))"
+        "print(sorted(m for m in sys.modules "
+        "if m.startswith(('pytest_aiops._ports', 'pytest_aiops._worktrees'))))"
     )
     out = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True

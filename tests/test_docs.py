@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 import pytest_aiops
-from pytest_aiops._settings import OPTIONS
+from pytest_aiops._plugin.settings import OPTIONS
 
 from .conftest import git
 

@@ -235,7 +235,7 @@ def test_a_full_disk_in_the_fixture_and_the_cli_is_one_line_with_their_setting(
 
 
 def test_a_git_failure_message_is_cut_to_a_few_lines() -> None:
-    from pytest_aiops._git import summarize
+    from pytest_aiops._worktrees.git import summarize
 
     text = "\n".join(f"error: unable to write file f{i}" for i in range(2000)) + "\nfatal: x"
     summary = summarize(text)
@@ -580,7 +580,7 @@ def test_the_fixture_and_cli_errors_keep_the_rollback_notes(
     assert "; rollback of leaky also failed: OSError(16, 'Device or resource busy')" in line
 
     from pytest_aiops import ResourceProvisioningOrchestrator
-    from pytest_aiops._cli import _one_line
+    from pytest_aiops._cli.main import _one_line
 
     namespace: dict[str, Any] = {}
     exec(_PROVIDERS, namespace)  # the same providers, in the core

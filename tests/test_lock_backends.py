@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from pytest_aiops import LockError
-from pytest_aiops._locking import (
+from pytest_aiops._ports.locks import (
     BACKEND_ENV,
     BACKENDS,
     OFD,
@@ -31,13 +31,13 @@ from pytest_aiops._locking import (
     open_lock,
     range_is_leased,
 )
-from pytest_aiops._providers.port_range import PortRangeProvider, PortRangeProviderConfig
+from pytest_aiops._ports.provider import PortRangeProvider, PortRangeProviderConfig
 
 BASE = 23000  # away from the other lock tests' ports
 
 _PROBE = """
 import json, os, sys
-from pytest_aiops._locking import open_lock
+from pytest_aiops._ports.locks import open_lock
 lock = open_lock(sys.argv[1], backend=sys.argv[2])
 ranges = json.loads(sys.argv[3])
 print(json.dumps([lock.is_locked(a, b) for a, b in ranges]))
@@ -128,7 +128,7 @@ def test_a_downgrade_leaves_a_shared_lock_another_process_can_join(lock_dir: Pat
     lock = holder(lock_dir, POSIX)
     assert lock.try_lock(300, 310, shared=False)
     script = (
-        "import sys; from pytest_aiops._locking import open_lock\n"
+        "import sys; from pytest_aiops._ports.locks import open_lock\n"
         "l = open_lock(sys.argv[1], backend='posix')\n"
         "print(l.try_lock(300, 310, shared=True), l.try_lock(300, 310, shared=False))"
     )
@@ -150,8 +150,8 @@ def test_many_threads_on_the_posix_backend_never_share_a_port(lock_dir: Path) ->
     # is also checked from *another* process while held.
     script = """
 import json, sys, threading
-from pytest_aiops._locking import backend_name
-from pytest_aiops._providers.port_range import PortRangeProvider, PortRangeProviderConfig
+from pytest_aiops._ports.locks import backend_name
+from pytest_aiops._ports.provider import PortRangeProvider, PortRangeProviderConfig
 assert backend_name() == "posix"
 provider = PortRangeProvider(PortRangeProviderConfig(lock_directory=sys.argv[1], probe=False))
 live, guard, errors, leases = set(), threading.Lock(), [], []
@@ -189,9 +189,9 @@ def test_our_own_opens_and_closes_do_not_drop_a_posix_lease(lock_dir: Path) -> N
     # probes, status, records) goes through the process's one descriptor: none drops it.
     script = """
 import json, sys
-from pytest_aiops._leases import read_records, reap_stale
-from pytest_aiops._locking import RangeLockFile, live_lease_ids, range_is_leased
-from pytest_aiops._providers.port_range import PortRangeProvider, PortRangeProviderConfig
+from pytest_aiops._ports.records import read_records, reap_stale
+from pytest_aiops._ports.locks import RangeLockFile, live_lease_ids, range_is_leased
+from pytest_aiops._ports.provider import PortRangeProvider, PortRangeProviderConfig
 d = sys.argv[1]
 provider = PortRangeProvider(PortRangeProviderConfig(lock_directory=d, probe=False))
 kept = provider.provision(session_id="k", workspace_root=d,
@@ -214,7 +214,7 @@ sys.stdin.read()
 
 _FOREIGN_CLOSE = """
 import json, os, sys
-from pytest_aiops._providers.port_range import PortRangeProvider, PortRangeProviderConfig
+from pytest_aiops._ports.provider import PortRangeProvider, PortRangeProviderConfig
 d = sys.argv[1]
 provider = PortRangeProvider(PortRangeProviderConfig(lock_directory=d, probe=False))
 kept = provider.provision(session_id="k", workspace_root=d,
@@ -243,7 +243,7 @@ def test_what_fork_means_for_each_backend(lock_dir: Path, backend: str) -> None:
     child drops nothing of the parent's, and the child leases on its own table."""
     script = """
 import json, os, sys
-from pytest_aiops._locking import RangeLockFile
+from pytest_aiops._ports.locks import RangeLockFile
 d = sys.argv[1]
 lease = RangeLockFile(d)
 assert lease.try_lock(500, 509, shared=False)
@@ -287,8 +287,8 @@ def test_processes_on_both_backends_lease_one_directory_at_once(lock_dir: Path) 
     overlap."""
     script = """
 import json, sys, time
-from pytest_aiops._locking import backend_name
-from pytest_aiops._providers.port_range import PortRangeProvider, PortRangeProviderConfig
+from pytest_aiops._ports.locks import backend_name
+from pytest_aiops._ports.provider import PortRangeProvider, PortRangeProviderConfig
 d = sys.argv[1]
 provider = PortRangeProvider(PortRangeProviderConfig(lock_directory=d, probe=False))
 out = open(sys.argv[2], "a")
@@ -340,7 +340,7 @@ def test_backend_is_chosen_by_platform_and_forced_by_the_environment(
         backend_name()
     monkeypatch.delenv(BACKEND_ENV)
     monkeypatch.setattr(sys, "platform", "darwin")  # no such machine here
-    monkeypatch.setattr("pytest_aiops._locking.F_OFD_SETLK", -1)
+    monkeypatch.setattr("pytest_aiops._ports.locks.F_OFD_SETLK", -1)
     assert backend_name() == POSIX
     monkeypatch.setenv(BACKEND_ENV, "ofd")
     with pytest.raises(LockError, match="needs Linux open file description locks"):
@@ -371,7 +371,7 @@ def test_live_lease_ids_and_range_probes_see_this_process_s_own_posix_leases(
 def test_owner_locks_conflict_within_a_process_and_survive_unrelated_closes(
     tmp_path: Path,
 ) -> None:
-    from pytest_aiops._worktree_store import OwnerLock
+    from pytest_aiops._worktrees.store import OwnerLock
 
     path = str(tmp_path / "aiops-x.lock")
     held = OwnerLock.create(path)
@@ -379,7 +379,7 @@ def test_owner_locks_conflict_within_a_process_and_survive_unrelated_closes(
     assert OwnerLock.held_elsewhere(path)
     os.close(os.open(path, os.O_RDONLY))  # an unrelated descriptor: drops nothing
     script = (
-        "import sys; from pytest_aiops._worktree_store import OwnerLock as O\n"
+        "import sys; from pytest_aiops._worktrees.store import OwnerLock as O\n"
         "print(O.held_elsewhere(sys.argv[1]), O.take(sys.argv[1]) is None)"
     )
     check = [sys.executable, "-c", script, path]

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from pytest_aiops import AiopsWarning, LockError, PortRangeProviderConfig, PortsExhaustedError
-from pytest_aiops._leases import LEASES_DIR, holders_of, read_records, reap_stale
-from pytest_aiops._locking import (
+from pytest_aiops._core.types import ResourceLease
+from pytest_aiops._ports.locks import (
     PORTS_FILE,
     POSIX,
     ParentGoneError,
@@ -25,8 +25,8 @@ from pytest_aiops._locking import (
     ensure_shared_directory,
     range_is_leased,
 )
-from pytest_aiops._providers.port_range import PortRangeProvider
-from pytest_aiops._types import ResourceLease
+from pytest_aiops._ports.provider import PortRangeProvider
+from pytest_aiops._ports.records import LEASES_DIR, holders_of, read_records, reap_stale
 
 from .conftest import Holder
 
@@ -226,7 +226,7 @@ def test_reap_stale_keeps_and_does_not_report_a_dead_parent_with_a_live_child(
 _FD_LIMIT = """
 import json, os, resource, sys
 from pytest_aiops import child_port_slice
-from pytest_aiops._providers.port_range import PortRangeProvider, PortRangeProviderConfig
+from pytest_aiops._ports.provider import PortRangeProvider, PortRangeProviderConfig
 hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
 resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))
 provider = PortRangeProvider(PortRangeProviderConfig(lock_directory=sys.argv[1], probe=False))
@@ -393,7 +393,7 @@ def test_a_second_release_leaves_the_next_lease_record_alone(lock_dir: Path) -> 
 
 
 def test_a_planted_record_name_does_not_cost_the_block(lock_dir: Path) -> None:
-    from pytest_aiops._leases import record_name
+    from pytest_aiops._ports.records import record_name
 
     first = lease(lock_dir, "probe", basePort=BASE, blockCount=1)
     start, end = first.hard["startPort"], first.hard["endPort"]
@@ -406,7 +406,7 @@ def test_a_planted_record_name_does_not_cost_the_block(lock_dir: Path) -> None:
     held = lease(lock_dir, "victim", basePort=BASE, blockCount=1)  # no warning: -W error
     assert held.hard["startPort"] == start
     # The squatted name never hides the lease: its record has a name nobody can guess.
-    from pytest_aiops._leases import read_records, unique_record_name
+    from pytest_aiops._ports.records import read_records, unique_record_name
 
     listed = [r for r in read_records(str(lock_dir)) if r.alive]
     assert [(r.session_id, os.path.basename(r.path)) for r in listed] == [

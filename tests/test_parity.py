@@ -23,7 +23,7 @@ from pytest_aiops import (
     create_git_worktree_provider,
     create_port_range_provider,
 )
-from pytest_aiops._hashing import preferred_block
+from pytest_aiops._core.hashing import preferred_block
 
 from .conftest import git
 
@@ -101,7 +101,7 @@ def test_port_range_option_acceptance_matches_reference(
 
 
 def _overlaps_ephemeral(options: dict[str, Any]) -> bool:
-    from pytest_aiops._ports import overlaps_ephemeral
+    from pytest_aiops._ports.probe import overlaps_ephemeral
 
     config = PortRangeProviderConfig()
     base = options.get("basePort", config.base_port)

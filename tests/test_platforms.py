@@ -19,10 +19,10 @@ for name in ("geteuid", "getuid", "fork", "register_at_fork"):
     if hasattr(os, name):
         delattr(os, name)
 sys.platform = "win32"
-import pytest_aiops, pytest_aiops.plugin, pytest_aiops._cli  # noqa: F401 - must import
+import pytest_aiops, pytest_aiops.plugin, pytest_aiops._cli.main  # noqa: F401 - must import
 from pytest_aiops import LockError
-from pytest_aiops._providers.git_worktree import GitWorktreeProvider
-from pytest_aiops._providers.port_range import PortRangeProvider, PortRangeProviderConfig
+from pytest_aiops._worktrees.provider import GitWorktreeProvider
+from pytest_aiops._ports.provider import PortRangeProvider, PortRangeProviderConfig
 d = tempfile.mkdtemp()
 out = {}
 for kind, provider in (

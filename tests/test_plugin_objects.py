@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 
 from pytest_aiops import AiopsWarning, PortsExhaustedError, ProvisioningError
-from pytest_aiops._leases import read_records
-from pytest_aiops._port_pool import KernelPorts, PortRange
-from pytest_aiops._ports import host_has_ipv6
-from pytest_aiops._providers.git_worktree import create_git_worktree_provider
-from pytest_aiops._providers.port_range import create_port_range_provider
-from pytest_aiops._registry import ProviderRegistry
-from pytest_aiops._resources import AiopsWorker, WorktreeFactory
+from pytest_aiops._core.registry import ProviderRegistry
+from pytest_aiops._plugin.worker import AiopsWorker, WorktreeFactory
+from pytest_aiops._ports.pool import KernelPorts, PortRange
+from pytest_aiops._ports.probe import host_has_ipv6
+from pytest_aiops._ports.provider import create_port_range_provider
+from pytest_aiops._ports.records import read_records
+from pytest_aiops._worktrees.provider import create_git_worktree_provider
 
 from .conftest import MakeRepo, make_time_wait
 

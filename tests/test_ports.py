@@ -20,11 +20,11 @@ from pytest_aiops import (
     create_port_range_provider,
     default_lock_directory,
 )
-from pytest_aiops._hashing import preferred_block
-from pytest_aiops._leases import holders_of, read_records, reap_stale
-from pytest_aiops._ports import busy_ports, port_is_free, read_ephemeral_range
-from pytest_aiops._providers.port_range import PortRangeProvider
-from pytest_aiops._types import ResourceLease
+from pytest_aiops._core.hashing import preferred_block
+from pytest_aiops._core.types import ResourceLease
+from pytest_aiops._ports.probe import busy_ports, port_is_free, read_ephemeral_range
+from pytest_aiops._ports.provider import PortRangeProvider
+from pytest_aiops._ports.records import holders_of, read_records, reap_stale
 
 from .conftest import Holder, make_time_wait
 
@@ -280,7 +280,7 @@ def test_vectors_blocks_through_the_real_provider(lock_dir: Path) -> None:
 def test_macos_and_bsd_ephemeral_range_comes_from_sysctl(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from pytest_aiops import _ports
+    from pytest_aiops._ports import probe as _ports
 
     # No macOS here: a stand-in sysctl prints what macOS's prints for the two names, and
     # sys.platform says darwin. The real Linux sysctl has no such names: None.

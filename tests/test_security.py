@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from pytest_aiops import AiopsWarning
-from pytest_aiops import _worktree_store as store
+from pytest_aiops._worktrees import store
 
 from .conftest import git
 

@@ -58,7 +58,7 @@ def _shifted(offset: int) -> tuple[list[dict[str, Any]], dict[int, str]]:
 
 def _worker(lock_dir: str, log_path: str, seed: int, iterations: int, offset: int = 0) -> None:
     from pytest_aiops import PortsExhaustedError, child_port_slice
-    from pytest_aiops._providers.port_range import PortRangeProvider, PortRangeProviderConfig
+    from pytest_aiops._ports.provider import PortRangeProvider, PortRangeProviderConfig
 
     rng = random.Random(seed)
     configs, _foreign = _shifted(offset)
@@ -227,9 +227,9 @@ def _run_torture(
     offset: int,
 ) -> None:
     from pytest_aiops import PortsExhaustedError
-    from pytest_aiops._leases import read_records, reap_stale
-    from pytest_aiops._locking import range_is_leased
-    from pytest_aiops._providers.port_range import PortRangeProvider, PortRangeProviderConfig
+    from pytest_aiops._ports.locks import range_is_leased
+    from pytest_aiops._ports.provider import PortRangeProvider, PortRangeProviderConfig
+    from pytest_aiops._ports.records import read_records, reap_stale
 
     workers, iterations, rounds = (16, 150, 4) if SOAK else (10, 40, 1)
     rng = random.Random(1234)

@@ -16,15 +16,15 @@ from typing import Any
 
 import pytest
 
-from pytest_aiops import _checkout
-from pytest_aiops._git import run_git, session_members
-from pytest_aiops._providers.git_worktree import list_worktrees, reclaim_orphans
+from pytest_aiops._worktrees import checkout as _checkout
+from pytest_aiops._worktrees.git import run_git, session_members
+from pytest_aiops._worktrees.provider import list_worktrees, reclaim_orphans
 from tests.conftest import MakeRepo, git, wait_for
 from tests.test_worktree_provider import checkouts, lease, provider, registrations
 
 _HOLDER = r"""
 import json, sys, os
-from pytest_aiops._providers.git_worktree import (
+from pytest_aiops._worktrees.provider import (
     GitWorktreeProviderConfig, create_git_worktree_provider)
 root, repo, specs = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 if os.environ.get("HOLDER_WAIT_FOR"):
@@ -36,7 +36,7 @@ leases = [prov.provision(session_id=s["session"], workspace_root=repo,
 print(json.dumps([dict(l.hard) for l in leases]), flush=True)
 if os.environ.get("HOLDER_DIE_IN_RESTORE"):
     import signal
-    from pytest_aiops import _checkout
+    from pytest_aiops._worktrees import checkout as _checkout
     def die(*args):
         os.kill(os.getpid(), signal.SIGKILL)
     _checkout.remove_inside = die
@@ -292,7 +292,7 @@ def test_a_left_git_session_is_ended_without_proc(
     """The macOS/BSD path (``ps`` + ``killpg``), run here with ``sys.platform`` faked:
     the session of a git that outlived its owner ends, children included, only if the
     recorded start time is that git's."""
-    from pytest_aiops import _git
+    from pytest_aiops._worktrees import git as _git
 
     leader = subprocess.Popen(["sh", "-c", "sleep 60 & exec sleep 60"], start_new_session=True)
     try:
@@ -352,7 +352,7 @@ def test_releasing_a_parent_leaves_a_live_child_session_alone(repo: Path, tmp_pa
 
 
 def test_a_kept_worktree_the_user_moved_keeps_its_registration(repo: Path, tmp_path: Path) -> None:
-    from pytest_aiops._providers.git_worktree import keep_worktree
+    from pytest_aiops._worktrees.provider import keep_worktree
 
     root = tmp_path / "wt"
     held = lease(provider(root), repo, "kept")

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from pytest_aiops._providers.git_worktree import (
+from pytest_aiops._worktrees.provider import (
     default_worktree_root,
     list_worktrees,
     reclaim_orphans,
@@ -248,7 +248,7 @@ def test_sweep_since_the_lease_began_catches_each_change(
 def test_pool_of_a_deleted_repository_is_swept_from_the_default_base(
     make_repo: MakeRepo, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from pytest_aiops import _worktree_store
+    from pytest_aiops._worktrees import store as _worktree_store
 
     gone = make_repo(name="gone")
     kept = make_repo(name="kept")
@@ -273,7 +273,7 @@ def test_pool_of_a_deleted_repository_is_swept_from_the_default_base(
 def test_pooled_checkouts_idle_too_long_are_dropped(
     repo: Path, root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from pytest_aiops import _worktree_store
+    from pytest_aiops._worktrees import store as _worktree_store
 
     prov = provider(root)
     lease(prov, repo, "a").release()

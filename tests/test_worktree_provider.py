@@ -22,7 +22,7 @@ from pytest_aiops import (
     ResourceProvisioningOrchestrator,
     ResourceRequest,
 )
-from pytest_aiops._providers.git_worktree import (
+from pytest_aiops._worktrees.provider import (
     GitWorktreeProvider,
     GitWorktreeProviderConfig,
     create_git_worktree_provider,

@@ -345,7 +345,7 @@ def test_without_xdist_a_worker_leases_its_own_block(pytester: pytest.Pytester) 
 
 @pytest.mark.inner_warnings("*AiopsWarning: port range * overlaps the OS ephemeral port range *")
 def test_ephemeral_range_warning_goes_to_the_warnings_summary(pytester: pytest.Pytester) -> None:
-    from pytest_aiops._ports import ephemeral_range
+    from pytest_aiops._ports.probe import ephemeral_range
 
     low, high = ephemeral_range()
     start = max(low, high - 63) if high - low >= 15 else low

@@ -1,18 +1,39 @@
-"""The orchestrator with both built-in providers, as the reference's default factory."""
+"""The built-in providers, wired in one place: their lazy registrations and the default
+orchestrator (the reference's default factory).
+
+This module is imported in every pytest run (the plugin registers the built-ins); the
+providers' own modules (git, locks, worktree store) are imported only on first use.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import re
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from ._core.registry import LazyProvider
 from ._errors import OptionError
-from ._orchestrator import ResourceProvisioningOrchestrator
-from ._providers.git_worktree import GitWorktreeProviderConfig, create_git_worktree_provider
-from ._providers.port_range import PortRangeProviderConfig, create_port_range_provider
 
-_Config = TypeVar("_Config", GitWorktreeProviderConfig, PortRangeProviderConfig)
+if TYPE_CHECKING:
+    from ._core.orchestrator import ResourceProvisioningOrchestrator
+    from ._ports.provider import PortRangeProviderConfig
+    from ._worktrees.provider import GitWorktreeProviderConfig
+
+#: Each built-in kind's factory, ``module:function`` called without arguments.
+BUILTIN_FACTORIES = {
+    "git-worktree": "pytest_aiops._worktrees.provider:create_git_worktree_provider",
+    "port-range": "pytest_aiops._ports.provider:create_port_range_provider",
+}
+
+_Config = TypeVar("_Config", "GitWorktreeProviderConfig", "PortRangeProviderConfig")
+
+
+def lazy_builtin_providers() -> list[LazyProvider]:
+    """The built-ins as providers that import their module on first ``provision``."""
+    return [LazyProvider(kind, factory) for kind, factory in BUILTIN_FACTORIES.items()]
+
+
 _CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
 
 
@@ -46,6 +67,10 @@ def create_default_orchestrator(
     (``{"baseRef": "main"}`` or ``{"base_ref": "main"}``); request options still override
     these per request.
     """
+    from ._core.orchestrator import ResourceProvisioningOrchestrator
+    from ._ports.provider import PortRangeProviderConfig, create_port_range_provider
+    from ._worktrees.provider import GitWorktreeProviderConfig, create_git_worktree_provider
+
     git_config = _override(GitWorktreeProviderConfig(), git_worktree)
     port_config = _override(PortRangeProviderConfig(), port_range)
     return ResourceProvisioningOrchestrator(

@@ -61,8 +61,8 @@ import sys
 import threading
 from collections.abc import Iterable, Iterator
 
-from ._errors import LockError
-from ._trust import escape, owner_name, shared_problem
+from .._core.trust import escape, owner_name, shared_problem
+from .._errors import LockError
 
 if sys.platform != "win32":  # Windows has no fcntl: importing must work, leasing fails
     import fcntl

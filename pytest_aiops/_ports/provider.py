@@ -2,7 +2,7 @@
 
 Blocks are chosen as the reference does (preferred block = hash of the session id modulo
 ``blockCount``, then the next blocks in turn) but leased with kernel byte-range locks in a
-machine-wide lock directory (see :mod:`pytest_aiops._locking`) and probed before use.
+machine-wide lock directory (see :mod:`pytest_aiops._ports.locks`) and probed before use.
 """
 
 from __future__ import annotations
@@ -16,10 +16,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+from .._core.hashing import preferred_block
+from .._core.options import read_integer, read_string, resolve_path, warn_unknown
+from .._core.types import ResourceContextPatch, ResourceLease
 from .._errors import AiopsWarning, LockError, OptionError, PortsExhaustedError
-from .._hashing import preferred_block
-from .._leases import clear_record, write_record
-from .._locking import (
+from .locks import (
     LOCK_DIR_ENV,
     PORTS_FILE,
     RangeClaim,
@@ -28,9 +29,8 @@ from .._locking import (
     ensure_directory,
     ensure_shared_directory,
 )
-from .._options import read_integer, read_string, resolve_path, warn_unknown
-from .._ports import busy_ports, ephemeral_range, held_ports, overlaps_ephemeral
-from .._types import ResourceContextPatch, ResourceLease
+from .probe import busy_ports, ephemeral_range, held_ports, overlaps_ephemeral
+from .records import clear_record, write_record
 
 KIND = "port-range"
 MAX_PORT = 65535
@@ -383,8 +383,8 @@ class PortRangeProvider:
 def _unrecorded_blocks(lock_directory: str, parsed: _Parsed) -> int:
     """How many blocks are locked although no live lease record covers any of their ports
     (only computed once leasing has failed: it reads every record)."""
-    from .._leases import read_records
-    from .._locking import range_is_leased
+    from .locks import range_is_leased
+    from .records import read_records
 
     try:
         live = [r for r in read_records(lock_directory) if r.holder_alive()]

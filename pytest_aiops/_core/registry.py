@@ -6,12 +6,12 @@ import importlib
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from ._errors import RegistrationError
-from ._types import provider_kind
+from .._errors import RegistrationError
+from .types import provider_kind
 
 if TYPE_CHECKING:
-    from ._orchestrator import ResourceProvisioningOrchestrator
-    from ._types import ResourceLease, ResourceProvider
+    from .orchestrator import ResourceProvisioningOrchestrator
+    from .types import ResourceLease, ResourceProvider
 
 
 class LazyProvider:
@@ -78,7 +78,7 @@ class ProviderRegistry:
         self, overrides: dict[str, ResourceProvider] | None = None
     ) -> ResourceProvisioningOrchestrator:
         """A fresh orchestrator over these providers (``overrides`` replace kinds)."""
-        from ._orchestrator import ResourceProvisioningOrchestrator
+        from .orchestrator import ResourceProvisioningOrchestrator
 
         providers = dict(self._providers)
         providers.update(overrides or {})

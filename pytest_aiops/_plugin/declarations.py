@@ -16,8 +16,8 @@ import weakref
 
 import pytest
 
-from . import hookspecs
-from ._settings import add_options
+from .. import hookspecs
+from .settings import add_options
 
 MARKER = "aiops"
 MARKER_HELP = (

@@ -18,7 +18,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 
-from ._errors import GitError
+from .._errors import GitError
 
 # Variables git reads to pick a repository, index or object store; inherited from a hook
 # they would point our commands at the user's repository instead of the one we name.

@@ -56,10 +56,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from . import _checkout
-from ._errors import AiopsWarning, NoSpaceError, OptionError
-from ._git import boot_ticks, end_session
-from ._trust import UnsafeDirectoryError, escape, private_problem, verify_private
+from .._core.trust import UnsafeDirectoryError, escape, private_problem, verify_private
+from .._errors import AiopsWarning, NoSpaceError, OptionError
+from . import checkout as _checkout
+from .git import boot_ticks, end_session
 
 if sys.platform != "win32":  # importing must work on Windows; provisioning says it cannot
     import fcntl

@@ -32,24 +32,24 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any, NoReturn
 
-from ._defaults import create_default_orchestrator
-from ._discovery import DEFAULT_DISCOVERY_FILE
-from ._errors import AiopsError, NoSpaceError
-from ._git import git_output
-from ._leases import LeaseRecord, read_records, reap_stale
-from ._orchestrator import ResourceProvisioningOrchestrator, rollback_notes
-from ._providers import git_worktree
-from ._providers.git_worktree import (
+from .._builtins import create_default_orchestrator
+from .._core.discovery import DEFAULT_DISCOVERY_FILE
+from .._core.orchestrator import ResourceProvisioningOrchestrator, rollback_notes
+from .._core.session import ProvisionedResources
+from .._core.trust import UnsafeDirectoryError, escape
+from .._core.types import ResourceRequest
+from .._errors import AiopsError, NoSpaceError
+from .._ports.provider import PortRangeProviderConfig, default_lock_directory
+from .._ports.records import LeaseRecord, read_records, reap_stale
+from .._worktrees import provider as git_worktree
+from .._worktrees.git import git_output
+from .._worktrees.provider import (
     GitWorktreeProviderConfig,
     WorktreeRecord,
     default_worktree_root,
     list_worktrees,
     reclaim_orphans,
 )
-from ._providers.port_range import PortRangeProviderConfig, default_lock_directory
-from ._session import ProvisionedResources
-from ._trust import UnsafeDirectoryError, escape
-from ._types import ResourceRequest
 
 PROG = "pytest-aiops"
 

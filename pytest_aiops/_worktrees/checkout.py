@@ -1,7 +1,7 @@
 """Git operations on one checkout: create (worktree or private clone), restore, remove.
 
 Nothing here decides *which* checkout to use or who owns it (that is
-:mod:`pytest_aiops._worktree_store`); this module only knows how to make a directory hold
+:mod:`pytest_aiops._worktrees.store`); this module only knows how to make a directory hold
 exactly ``commit``'s tree and how to take it apart again without touching anything else.
 
 Two isolation levels:
@@ -36,8 +36,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from ._errors import GitError, NoSpaceError, OptionError
-from ._git import is_transient, run_git, run_git_parallel, summarize
+from .._errors import GitError, NoSpaceError, OptionError
+from .git import is_transient, run_git, run_git_parallel, summarize
 
 WORKTREE = "worktree"
 CLONE = "clone"

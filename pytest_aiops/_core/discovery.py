@@ -19,7 +19,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from ._types import JsonDict
+from .types import JsonDict
 
 PROMPT_HEADER = "Runtime resource constraints are already enforced by the orchestrator:"
 DEFAULT_DISCOVERY_FILE = ".agent-context/resources.json"

@@ -8,15 +8,15 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
-from ._discovery import (
+from .._errors import ReleaseError
+from .discovery import (
     DEFAULT_DISCOVERY_FILE,
     DiscoverySnapshot,
     HardConstraint,
     compose_prompt,
     write_atomic,
 )
-from ._errors import ReleaseError
-from ._types import RuntimeInjection
+from .types import RuntimeInjection
 
 Releaser = tuple[str, Callable[[], object]]
 

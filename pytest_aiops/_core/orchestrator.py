@@ -7,12 +7,12 @@ import threading
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from ._children import build_child_resource_requests, check_parent_lock_path
-from ._discovery import DiscoverySnapshot, HardConstraint
-from ._errors import ProvisioningError, RegistrationError
-from ._options import refuse_nul
-from ._session import ProvisionedResources, Releaser, release_in_reverse
-from ._types import ResourceLease, ResourceProvider, ResourceRequest, provider_kind
+from .._errors import ProvisioningError, RegistrationError
+from .children import build_child_resource_requests, check_parent_lock_path
+from .discovery import DiscoverySnapshot, HardConstraint
+from .options import refuse_nul
+from .session import ProvisionedResources, Releaser, release_in_reverse
+from .types import ResourceLease, ResourceProvider, ResourceRequest, provider_kind
 
 PROVISIONING_FAILED = "Resource provisioning failed: "
 

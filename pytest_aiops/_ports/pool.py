@@ -24,8 +24,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-from ._errors import AiopsWarning, OptionError, PortsExhaustedError
-from ._ports import PROTOCOLS, TCP, ephemeral_range, kernel_port, port_is_free
+from .._errors import AiopsWarning, OptionError, PortsExhaustedError
+from .probe import PROTOCOLS, TCP, ephemeral_range, kernel_port, port_is_free
 
 #: Whoever took a port when no test or fixture was running: given back at the pool's close.
 SESSION = "<session>"

@@ -12,10 +12,10 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from ._discovery import DiscoverySnapshot
-from ._errors import ChildSplitError
-from ._hashing import build_scoped_name
-from ._types import ResourceRequest
+from .._errors import ChildSplitError
+from .discovery import DiscoverySnapshot
+from .hashing import build_scoped_name
+from .types import ResourceRequest
 
 CHILD_WORKTREES_DIR = os.path.join(".ai_ops", "child-worktrees")
 

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from ._port_pool import PortRange, hold_port
+from .._ports.pool import PortRange, hold_port
 
 
 @pytest.fixture

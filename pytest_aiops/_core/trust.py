@@ -26,7 +26,7 @@ import os
 import stat
 import sys
 
-from ._errors import NoSpaceError, OptionError
+from .._errors import NoSpaceError, OptionError
 
 if sys.platform != "win32":  # importing must work on Windows (nothing here runs there)
     import pwd

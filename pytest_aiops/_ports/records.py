@@ -29,9 +29,9 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from ._errors import LockError
-from ._locking import hold_range, live_lease_ids
-from ._trust import shared_problem
+from .._core.trust import shared_problem
+from .._errors import LockError
+from .locks import hold_range, live_lease_ids
 
 LEASES_DIR = "leases"
 _NAME = re.compile(

@@ -14,7 +14,7 @@ Options (camelCase, as the reference; each defaults to the provider config):
   them out again, restored to exactly ``baseRef``'s tree.
 
 See "How worktrees work" in README.md for the design; ownership, the pool and crash recovery live in
-:mod:`pytest_aiops._worktree_store`, the git operations in :mod:`pytest_aiops._checkout`.
+:mod:`pytest_aiops._worktrees.store`, the git operations in :mod:`pytest_aiops._worktrees.checkout`.
 """
 
 from __future__ import annotations
@@ -29,22 +29,22 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .. import _checkout
-from .. import _worktree_store as store
-from .._checkout import CLONE, ISOLATIONS, WORKTREE, RepoInfo
-from .._errors import AiopsWarning, GitError, OptionError
-from .._hashing import build_scoped_name
-from .._locking import unsupported_platform
-from .._options import (
+from .._core.hashing import build_scoped_name
+from .._core.options import (
     normalize_target_path,
     read_optional_string,
     read_string,
     resolve_path,
     warn_unknown,
 )
-from .._trust import escape
-from .._types import ResourceContextPatch, ResourceLease
-from .._worktree_store import (
+from .._core.trust import escape
+from .._core.types import ResourceContextPatch, ResourceLease
+from .._errors import AiopsWarning, GitError, OptionError
+from .._ports.locks import unsupported_platform
+from . import checkout as _checkout
+from . import store
+from .checkout import CLONE, ISOLATIONS, WORKTREE, RepoInfo
+from .store import (
     WorktreeRecord,
     default_worktree_root,
     list_worktrees,

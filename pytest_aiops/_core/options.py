@@ -8,7 +8,7 @@ import warnings
 from collections.abc import Mapping
 from typing import Any
 
-from ._errors import AiopsWarning, OptionError
+from .._errors import AiopsWarning, OptionError
 
 
 def refuse_nul(key: str, value: str, what: str = "Option") -> None:

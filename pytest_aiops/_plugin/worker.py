@@ -15,14 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._discovery import DiscoverySnapshot
-from ._errors import AiopsError, LockError, PortsExhaustedError, ProvisioningError
-from ._orchestrator import RequestLike, ResourceProvisioningOrchestrator
-from ._port_pool import KernelPorts, PortRange
-from ._registry import ProviderRegistry
-from ._session import ProvisionedResources
-from ._settings import find_git_repository
-from ._types import ResourceContextPatch, ResourceLease, ResourceRequest, RuntimeInjection
+from .._core.discovery import DiscoverySnapshot
+from .._core.orchestrator import RequestLike, ResourceProvisioningOrchestrator
+from .._core.registry import ProviderRegistry
+from .._core.session import ProvisionedResources
+from .._core.types import ResourceContextPatch, ResourceLease, ResourceRequest, RuntimeInjection
+from .._errors import AiopsError, LockError, PortsExhaustedError, ProvisioningError
+from .._ports.pool import KernelPorts, PortRange
+from .settings import find_git_repository
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ class GitWorktree:
         project resolves to the worktree, not the main checkout) and git's redirecting
         variables removed.
         """
-        from ._providers.git_worktree import worktree_env
+        from .._worktrees.provider import worktree_env
 
         base = os.environ if base_env is None else base_env
         merged = {k: v for k, v in base.items() if v is not None}
@@ -157,7 +157,7 @@ class WorktreeFactory:
             if keep:
                 self.kept.append(worktree)
         if keep:
-            from ._providers.git_worktree import keep_worktree
+            from .._worktrees.provider import keep_worktree
 
             # Recorded as kept, so no later run or `pytest-aiops gc` takes it for an orphan
             # once this process (its owner) has exited.

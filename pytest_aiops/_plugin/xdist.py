@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 
-from ._errors import AiopsError, AiopsWarning
-from ._registry import ProviderRegistry
-from ._session import ProvisionedResources
-from ._settings import Settings
-from ._types import ResourceRequest
+from .._core.registry import ProviderRegistry
+from .._core.session import ProvisionedResources
+from .._core.types import ResourceRequest
+from .._errors import AiopsError, AiopsWarning
+from .settings import Settings
 
 WORKERINPUT_KEY = "aiops"
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Protocol, runtime_checkable
 
-from ._errors import RegistrationError
+from .._errors import RegistrationError
 
 #: JSON-compatible option / allocation mapping (the reference's ``Record<string, any>``).
 JsonDict = dict[str, Any]

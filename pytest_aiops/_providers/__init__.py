@@ -1,1 +1,0 @@
-"""Built-in resource providers: ``git-worktree`` and ``port-range``."""
