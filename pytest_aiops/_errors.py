@@ -3,18 +3,28 @@
 ::
 
     AiopsError
-    ├── OptionError(AiopsError, ValueError)          .option  -- a bad provider/plugin option
+    ├── OptionError(AiopsError, ValueError)          .option -- a bad provider/plugin/CLI option
+    │   ├── UnsafeDirectoryError                   .path, .problem -- a directory not ours alone
+    │   └── CommandLineError                       -- the pytest-aiops command line (exit 2)
+    ├── InvalidArgumentError(AiopsError, ValueError, TypeError) -- an API called with a value
+    │                                                 of the wrong type or shape (caller's bug)
+    ├── DiscoveryError(AiopsError, ValueError)      -- not a discovery snapshot (JSON, dict, file)
     ├── ProvisioningError(AiopsError, RuntimeError) .session_id, .kind -- failed, rolled back
     ├── ReleaseError(AiopsError, RuntimeError)      .failures -- one or more releases failed
+    ├── ClosedError(AiopsError, RuntimeError)       -- used after its resources were released
     ├── GitError(AiopsError, RuntimeError)          .command, .returncode, .stderr
     ├── LockError(AiopsError, OSError)              .lock_path -- a lock directory/file is unusable
-    │   └── ParentGoneError (in _locking)          -- a child's parent lease has ended
+    │   ├── ParentGoneError                        -- a child's parent lease has ended
+    │   └── UnsupportedPlatformError               -- no lock backend on this platform (Windows)
     ├── NoSpaceError(AiopsError, OSError)          .path, .setting -- the filesystem is full
     ├── PortsExhaustedError(AiopsError, RuntimeError) -- no free block / no port left in a lease
     ├── ChildSplitError(AiopsError, ValueError)     -- a parent range cannot be split as asked
     └── RegistrationError(AiopsError, ValueError, TypeError) -- not a provider, duplicate kind
 
     AiopsWarning(UserWarning)                      -- works, but risky (e.g. ephemeral ports)
+
+Every error pytest-aiops raises on purpose is one of these; a builtin error escaping a private
+module is a bug.
 """
 
 from __future__ import annotations
@@ -33,6 +43,44 @@ class OptionError(AiopsError, ValueError):
     def __init__(self, option: str, message: str) -> None:
         super().__init__(message)
         self.option = option
+
+
+class UnsafeDirectoryError(OptionError):
+    """A directory we would keep private state in is not safe (someone else's, a symlink,
+    writable by others). The message names the setting of the entry point in use:
+    :meth:`for_setting` rewrites it for the plugin's or the CLI's spelling."""
+
+    def __init__(self, path: str, problem: str, *, option: str = "rootDirectory") -> None:
+        self.path = path
+        self.problem = problem
+        super().__init__(option, self.for_setting(option, f"the {option} option"))
+
+    def for_setting(self, name: str, setting: str | None = None) -> str:
+        """The one line, naming the setting as the entry point in use spells it: ``name``
+        (``--worktree-root``) opens it, ``setting`` (default ``name``) is what to change."""
+        from ._core.trust import escape  # _core.trust imports this module
+
+        return (
+            f"{name} must be a writable directory, not {self.path!r} ({escape(self.problem)}); "
+            "it must be this user's alone, since another user could steer or read what is "
+            f"written there: remove it, or set {setting or name} to a directory of your own"
+        )
+
+
+class CommandLineError(OptionError):
+    """The ``pytest-aiops`` command line itself is wrong (exit status 2)."""
+
+    def __init__(self, message: str, option: str = "") -> None:
+        super().__init__(option, message)
+
+
+class InvalidArgumentError(AiopsError, ValueError, TypeError):
+    """An API was called with a value of the wrong type or shape: the caller's bug, not a
+    setting (a non-string session id, a provider returning something that is no lease)."""
+
+
+class DiscoveryError(AiopsError, ValueError):
+    """A JSON text, mapping or file is not a discovery snapshot; the message says why."""
 
 
 class ProvisioningError(AiopsError, RuntimeError):
@@ -57,6 +105,10 @@ class ReleaseError(AiopsError, RuntimeError):
         super().__init__(f"Failed to release provisioned resources: {detail}")
 
 
+class ClosedError(AiopsError, RuntimeError):
+    """An object was used after its resources were released (a worker after the session)."""
+
+
 class GitError(AiopsError, RuntimeError):
     """A git command failed; carries git's own stderr so the user sees git's reason."""
 
@@ -78,6 +130,23 @@ class LockError(AiopsError, OSError):
 
     def __str__(self) -> str:  # OSError.__str__ would render "[Errno ...]" from args
         return str(self.args[0])
+
+
+class ParentGoneError(LockError):
+    """A child slice was requested but its parent lease no longer exists."""
+
+
+class UnsupportedPlatformError(LockError):
+    """This platform has no lock backend (Windows): one line saying what is missing, a
+    :class:`LockError` so the port fixtures fall back to kernel-chosen ports."""
+
+    def __init__(self, what: str, needs: str) -> None:
+        import sys
+
+        super().__init__(
+            f"pytest-aiops {what} is not supported on {sys.platform} yet (it needs {needs})",
+            lock_path="",
+        )
 
 
 class NoSpaceError(AiopsError, OSError):

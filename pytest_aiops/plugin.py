@@ -615,7 +615,7 @@ def _provisioning_failure(fixture: str, error: AiopsError) -> str:
     if isinstance(error, ProvisioningError) and isinstance(error.__cause__, AiopsError):
         cause = error.__cause__
     message = " ".join(str(cause).split())
-    from ._core.trust import UnsafeDirectoryError
+    from ._errors import UnsafeDirectoryError
 
     setting = "--aiops-worktree-root (ini aiops_worktree_root, env PYTEST_AIOPS_WORKTREE_ROOT)"
     if isinstance(cause, UnsafeDirectoryError):  # name the plugin's setting, not the core's

@@ -15,12 +15,17 @@ from typing import Any
 
 import pytest
 
-from pytest_aiops import AiopsWarning, LockError, PortRangeProviderConfig, PortsExhaustedError
+from pytest_aiops import (
+    AiopsWarning,
+    LockError,
+    ParentGoneError,
+    PortRangeProviderConfig,
+    PortsExhaustedError,
+)
 from pytest_aiops._core.types import ResourceLease
 from pytest_aiops._ports.locks import (
     PORTS_FILE,
     POSIX,
-    ParentGoneError,
     backend_name,
     ensure_shared_directory,
     range_is_leased,

@@ -36,9 +36,9 @@ from .._builtins import create_default_orchestrator
 from .._core.discovery import DEFAULT_DISCOVERY_FILE
 from .._core.orchestrator import ResourceProvisioningOrchestrator, rollback_notes
 from .._core.session import ProvisionedResources
-from .._core.trust import UnsafeDirectoryError, escape
+from .._core.trust import escape
 from .._core.types import ResourceRequest
-from .._errors import AiopsError, NoSpaceError
+from .._errors import AiopsError, NoSpaceError, UnsafeDirectoryError
 from .._ports.provider import PortRangeProviderConfig, default_lock_directory
 from .._ports.records import LeaseRecord, read_records, reap_stale
 from .._worktrees import provider as git_worktree

@@ -19,6 +19,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from .._errors import DiscoveryError
 from .types import JsonDict
 
 PROMPT_HEADER = "Runtime resource constraints are already enforced by the orchestrator:"
@@ -100,26 +101,28 @@ class DiscoverySnapshot:
         ``sessionId: 5`` or ``env: {"A": 1}`` is not what the layout says.
         """
         if not isinstance(data, Mapping):
-            raise ValueError(
+            raise DiscoveryError(
                 f"not a discovery snapshot: a JSON object is needed, not {type(data).__name__}"
             )
 
         def text(mapping: Mapping[str, Any], key: str) -> str:
             value = mapping.get(key)
             if not isinstance(value, str):
-                raise ValueError(f"not a discovery snapshot: {key} must be a string, not {value!r}")
+                raise DiscoveryError(
+                    f"not a discovery snapshot: {key} must be a string, not {value!r}"
+                )
             return value
 
         soft = data.get("softConstraints") or {}
         hard = data.get("hardConstraints")
         if not isinstance(hard, list):
-            raise ValueError("not a discovery snapshot: hardConstraints must be a list")
+            raise DiscoveryError("not a discovery snapshot: hardConstraints must be a list")
         if not isinstance(soft, Mapping):
-            raise ValueError("not a discovery snapshot: softConstraints must be an object")
+            raise DiscoveryError("not a discovery snapshot: softConstraints must be an object")
         constraints = []
         for item in hard:
             if not isinstance(item, Mapping) or not isinstance(item.get("allocation"), Mapping):
-                raise ValueError(
+                raise DiscoveryError(
                     "not a discovery snapshot: hardConstraints entries must be "
                     f"{{kind, allocation}} objects, not {item!r}"
                 )
@@ -130,11 +133,11 @@ class DiscoverySnapshot:
         if not isinstance(env, Mapping) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in env.items()
         ):
-            raise ValueError("not a discovery snapshot: softConstraints.env must map strings")
+            raise DiscoveryError("not a discovery snapshot: softConstraints.env must map strings")
         if not isinstance(sections, list) or not all(isinstance(x, str) for x in sections):
-            raise ValueError("not a discovery snapshot: promptSections must be strings")
+            raise DiscoveryError("not a discovery snapshot: promptSections must be strings")
         if not isinstance(metadata, Mapping):
-            raise ValueError("not a discovery snapshot: metadata must be an object")
+            raise DiscoveryError("not a discovery snapshot: metadata must be an object")
         return cls(
             session_id=text(data, "sessionId"),
             workspace_root=text(data, "workspaceRoot"),
@@ -156,7 +159,7 @@ class DiscoverySnapshot:
         try:
             return cls.from_json(Path(path).read_text(encoding="utf-8"))
         except (OSError, ValueError) as error:
-            raise ValueError(f"{os.fspath(path)}: {error}") from error
+            raise DiscoveryError(f"{os.fspath(path)}: {error}") from error
 
 
 def compose_prompt(prompt: str, sections: Iterable[str], extra_sections: Iterable[str] = ()) -> str:

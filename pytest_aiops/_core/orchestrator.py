@@ -7,7 +7,7 @@ import threading
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from .._errors import ProvisioningError, RegistrationError
+from .._errors import InvalidArgumentError, ProvisioningError, RegistrationError
 from .children import build_child_resource_requests, check_parent_lock_path
 from .discovery import DiscoverySnapshot, HardConstraint
 from .options import refuse_nul
@@ -58,7 +58,7 @@ class ResourceProvisioningOrchestrator:
     ) -> ProvisionedResources:
         """Provision ``resources`` in order for ``session_id``; all or nothing."""
         if not isinstance(session_id, str):
-            raise TypeError(f"session_id must be a str, not {session_id!r}")
+            raise InvalidArgumentError(f"session_id must be a str, not {session_id!r}")
         refuse_nul("workspace_root", os.fspath(workspace_root), "Argument")
         root = os.path.abspath(os.fspath(workspace_root))
         hard: list[HardConstraint] = []
@@ -159,7 +159,7 @@ def _coerce_lease(value: object, kind: str) -> ResourceLease:
     release = get("release")
     hard = get("hard")
     if not callable(release) or not isinstance(hard, Mapping):
-        raise TypeError(
+        raise InvalidArgumentError(
             f"provider for {kind!r} returned {value!r}, not a ResourceLease "
             "(needs `hard` mapping and callable `release`)"
         )

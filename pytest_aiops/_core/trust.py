@@ -26,7 +26,7 @@ import os
 import stat
 import sys
 
-from .._errors import NoSpaceError, OptionError
+from .._errors import NoSpaceError, UnsafeDirectoryError
 
 if sys.platform != "win32":  # importing must work on Windows (nothing here runs there)
     import pwd
@@ -100,26 +100,6 @@ def shared_problem(info: os.stat_result) -> str | None:
     if stat.S_IMODE(info.st_mode) & 0o002 and not info.st_mode & stat.S_ISVTX:
         return f"writable by others without the sticky bit (mode {stat.S_IMODE(info.st_mode):04o})"
     return None
-
-
-class UnsafeDirectoryError(OptionError):
-    """A directory we would keep private state in is not safe (someone else's, a symlink,
-    writable by others). The message names the setting of the entry point in use:
-    :meth:`for_setting` rewrites it for the plugin's or the CLI's spelling."""
-
-    def __init__(self, path: str, problem: str, *, option: str = "rootDirectory") -> None:
-        self.path = path
-        self.problem = problem
-        super().__init__(option, self.for_setting(option, f"the {option} option"))
-
-    def for_setting(self, name: str, setting: str | None = None) -> str:
-        """The one line, naming the setting as the entry point in use spells it: ``name``
-        (``--worktree-root``) opens it, ``setting`` (default ``name``) is what to change."""
-        return (
-            f"{name} must be a writable directory, not {self.path!r} ({escape(self.problem)}); "
-            "it must be this user's alone, since another user could steer or read what is "
-            f"written there: remove it, or set {setting or name} to a directory of your own"
-        )
 
 
 def verify_private(path: str, *, create: bool) -> bool:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Protocol, runtime_checkable
 
-from .._errors import RegistrationError
+from .._errors import InvalidArgumentError, RegistrationError
 
 #: JSON-compatible option / allocation mapping (the reference's ``Record<string, any>``).
 JsonDict = dict[str, Any]
@@ -32,7 +32,9 @@ class ResourceRequest:
 
     def __post_init__(self) -> None:
         if not isinstance(self.kind, str) or not self.kind.strip():
-            raise ValueError(f"ResourceRequest.kind must be a non-empty string, not {self.kind!r}")
+            raise InvalidArgumentError(
+                f"ResourceRequest.kind must be a non-empty string, not {self.kind!r}"
+            )
         object.__setattr__(self, "options", _frozen_copy(self.options))
 
     def to_dict(self) -> JsonDict:
@@ -44,7 +46,9 @@ class ResourceRequest:
         """Build a request from the reference's JSON shape."""
         options = data.get("options")
         if options is not None and not isinstance(options, Mapping):
-            raise ValueError(f"resource request options must be an object, not {options!r}")
+            raise InvalidArgumentError(
+                f"resource request options must be an object, not {options!r}"
+            )
         return cls(str(data["kind"]), options)
 
 
@@ -76,7 +80,7 @@ class ResourceContextPatch:
                 metadata=dict(value.get("metadata") or {}),
                 preferred_working_directory=value.get("preferredWorkingDirectory"),
             )
-        raise TypeError(
+        raise InvalidArgumentError(
             f"lease soft patch must be a ResourceContextPatch or mapping, not {value!r}"
         )
 

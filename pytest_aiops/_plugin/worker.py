@@ -20,7 +20,13 @@ from .._core.orchestrator import RequestLike, ResourceProvisioningOrchestrator
 from .._core.registry import ProviderRegistry
 from .._core.session import ProvisionedResources
 from .._core.types import ResourceContextPatch, ResourceLease, ResourceRequest, RuntimeInjection
-from .._errors import AiopsError, LockError, PortsExhaustedError, ProvisioningError
+from .._errors import (
+    AiopsError,
+    ClosedError,
+    LockError,
+    PortsExhaustedError,
+    ProvisioningError,
+)
 from .._ports.pool import KernelPorts, PortRange
 from .settings import find_git_repository
 
@@ -498,7 +504,7 @@ class AiopsWorker:
 
     def _check_open(self) -> None:
         if self._closed:
-            raise RuntimeError(f"pytest-aiops resources of {self.worker_id} are already released")
+            raise ClosedError(f"pytest-aiops resources of {self.worker_id} are already released")
 
     def close(self) -> list[BaseException]:
         """Release everything (session, worktrees, then ports); return the errors."""

@@ -62,7 +62,7 @@ import threading
 from collections.abc import Iterable, Iterator
 
 from .._core.trust import escape, owner_name, shared_problem
-from .._errors import LockError
+from .._errors import LockError, ParentGoneError, UnsupportedPlatformError
 
 if sys.platform != "win32":  # Windows has no fcntl: importing must work, leasing fails
     import fcntl
@@ -141,7 +141,7 @@ def backend_name() -> str:
     """
     forced = os.environ.get(BACKEND_ENV, "").strip().lower()
     if sys.platform == "win32":
-        raise unsupported_platform("port leasing", "POSIX fcntl byte-range locks")
+        raise UnsupportedPlatformError("port leasing", "POSIX fcntl byte-range locks")
     if forced and forced not in BACKENDS:
         raise LockError(
             f"${BACKEND_ENV} must be {' or '.join(BACKENDS)}, not {escape(forced)!r}",
@@ -155,15 +155,6 @@ def backend_name() -> str:
             lock_path="",
         )
     return forced or (OFD if F_OFD_SETLK != -1 else POSIX)
-
-
-def unsupported_platform(what: str, needs: str) -> LockError:
-    """The one line a lease gets on Windows (a :class:`LockError`, so port fixtures fall
-    back to kernel-chosen ports)."""
-    return LockError(
-        f"pytest-aiops {what} is not supported on {sys.platform} yet (it needs {needs})",
-        lock_path="",
-    )
 
 
 def supported() -> bool:
@@ -643,10 +634,6 @@ class TopLevelScanner:
 
     def close(self) -> None:
         self.handle.close()
-
-
-class ParentGoneError(LockError):
-    """A child slice was requested but its parent lease no longer exists."""
 
 
 def claim_child(

@@ -24,7 +24,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-from .._errors import AiopsWarning, OptionError, PortsExhaustedError
+from .._errors import AiopsWarning, InvalidArgumentError, OptionError, PortsExhaustedError
 from .probe import PROTOCOLS, TCP, ephemeral_range, kernel_port, port_is_free
 
 #: Whoever took a port when no test or fixture was running: given back at the pool's close.
@@ -76,10 +76,10 @@ class PortRange:
         fallback: str = "error",
     ) -> None:
         if not 0 < start <= end <= 65535:
-            raise ValueError(f"not a port range: {start}-{end}")
+            raise InvalidArgumentError(f"not a port range: {start}-{end}")
         primary = start if primary is None else primary
         if not start <= primary <= end:
-            raise ValueError(f"primary port {primary} is outside {start}-{end}")
+            raise InvalidArgumentError(f"primary port {primary} is outside {start}-{end}")
         if fallback not in FALLBACKS:
             raise OptionError("fallback", f"fallback must be one of {FALLBACKS}, not {fallback!r}")
         self.start = start

@@ -39,8 +39,7 @@ from .._core.options import (
 )
 from .._core.trust import escape
 from .._core.types import ResourceContextPatch, ResourceLease
-from .._errors import AiopsWarning, GitError, OptionError
-from .._ports.locks import unsupported_platform
+from .._errors import AiopsWarning, GitError, OptionError, UnsupportedPlatformError
 from . import checkout as _checkout
 from . import store
 from .checkout import CLONE, ISOLATIONS, WORKTREE, RepoInfo
@@ -122,7 +121,7 @@ class GitWorktreeProvider:
         self, *, session_id: str, workspace_root: str, options: Mapping[str, Any]
     ) -> ResourceLease:
         if sys.platform == "win32":
-            raise unsupported_platform("git-worktree leasing", "POSIX flock owner locks")
+            raise UnsupportedPlatformError("git-worktree leasing", "POSIX flock owner locks")
         # Validate everything before creating anything: a refused request leaves nothing.
         warn_unknown(options, KNOWN_OPTIONS, KIND)
         root_option = read_optional_string(options, "rootDirectory")

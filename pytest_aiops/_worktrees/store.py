@@ -56,8 +56,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from .._core.trust import UnsafeDirectoryError, escape, private_problem, verify_private
-from .._errors import AiopsWarning, NoSpaceError, OptionError
+from .._core.trust import escape, private_problem, verify_private
+from .._errors import AiopsWarning, NoSpaceError, OptionError, UnsafeDirectoryError
 from . import checkout as _checkout
 from .git import boot_ticks, end_session
 
