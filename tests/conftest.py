@@ -1,43 +1,43 @@
-"""Shared fixtures for pytest-aiops's own tests: real git repositories and lock dirs."""
+"""Shared fixtures for pytest-aiops's own tests: real git repositories, lock dirs, children.
+
+Plain helper functions live in ``tests/helpers.py``; this module holds only fixtures and hooks.
+"""
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import os
-import re
-import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-GIT_IDENTITY = {
-    "GIT_AUTHOR_NAME": "Test Author",
-    "GIT_AUTHOR_EMAIL": "author@example.invalid",
-    "GIT_COMMITTER_NAME": "Test Author",
-    "GIT_COMMITTER_EMAIL": "author@example.invalid",
-}
+from .helpers import (
+    Holder,
+    MakeRepo,
+    allowed_inner_warnings,
+    check_inner_warnings,
+    checkout_pythonpath,
+    git,
+)
 
 
-def git(repo: Path | str, *args: str) -> str:
-    """Run git in ``repo`` as a user would (with an identity); return stripped stdout."""
-    env = {**os.environ, **GIT_IDENTITY}
-    for key in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE"):
-        env.pop(key, None)
-    result = subprocess.run(
-        ["git", "-C", str(repo), *args], env=env, capture_output=True, text=True, check=False
-    )
-    if result.returncode != 0:
-        raise AssertionError(f"git {' '.join(args)} failed: {result.stderr}")
-    return result.stdout.strip()
+@pytest.fixture(scope="session", autouse=True)
+def children_import_this_checkout() -> Iterator[None]:
+    """Every child process of this suite imports ``pytest_aiops`` from this checkout.
 
-
-MakeRepo = Callable[..., Path]
+    Puts the checkout first on ``PYTHONPATH`` for the whole session, so each child that
+    inherits the environment -- ``subprocess`` runs of ``python -c`` / ``-m pytest`` /
+    ``-m pytest_aiops``, pytester's ``runpytest_subprocess``, and their own children --
+    tests this tree rather than a copy installed in site-packages. Children given an
+    environment of their own build it with :func:`tests.helpers.child_env`.
+    """
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PYTHONPATH", checkout_pythonpath(os.environ.get("PYTHONPATH")))
+        yield
 
 
 @pytest.fixture
@@ -68,11 +68,27 @@ def repo(make_repo: MakeRepo) -> Path:
 
 
 @pytest.fixture
+def root(tmp_path: Path) -> Path:
+    """Where a test's git-worktree provider puts its checkouts (not created yet)."""
+    return tmp_path / "wt"
+
+
+@pytest.fixture
 def lock_dir(tmp_path: Path) -> Path:
     """A private lock directory, so tests never contend with the machine-wide one."""
     path = tmp_path / "locks"
     path.mkdir()
     return path
+
+
+@pytest.fixture
+def private_lock_dir(lock_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every inner run leases from a private lock directory; no PYTEST_AIOPS_* leaks in."""
+    for key in list(os.environ):
+        if key.startswith("PYTEST_AIOPS_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("PYTEST_AIOPS_LOCK_DIR", str(lock_dir))
+    return lock_dir
 
 
 _HOLDER = """
@@ -90,9 +106,6 @@ print(json.dumps(dict(lease.hard)), flush=True)
 sys.stdin.read()
 lease.release()
 """
-
-
-Holder = tuple["subprocess.Popen[str]", dict[str, Any]]
 
 
 @pytest.fixture
@@ -123,90 +136,6 @@ def hold_lease(tmp_path: Path) -> Iterator[Callable[..., Holder]]:
         process.communicate()
 
 
-def wait_for(
-    condition: Callable[[], object], what: str, *, timeout: float = 60.0, interval: float = 0.02
-) -> None:
-    """Poll ``condition()`` until it is true; fail after about ``timeout`` seconds.
-
-    A guard against hanging forever, not a timing assertion: it counts polls rather than
-    reading a clock, and a slow machine only makes it wait longer.
-    """
-    for _ in range(max(1, int(timeout / interval))):
-        if condition():
-            return
-        time.sleep(interval)
-    pytest.fail(f"gave up waiting for {what}")
-
-
-def record_git_calls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Put a fake ``git`` first on PATH that records its arguments and fails.
-
-    Returns the file it appends to: it never exists if no git command ran.
-    """
-    bin_dir = tmp_path / "fakebin"
-    bin_dir.mkdir()
-    calls = tmp_path / "git-calls"
-    fake = bin_dir / "git"
-    fake.write_text(f'#!/bin/sh\necho "$@" >> {calls}\nexit 1\n')
-    fake.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    return calls
-
-
-# -- every inner pytest run must be warning-free ---------------------------------------------
-
-#: A warning entry in pytest's "warnings summary", or a raw one on stderr: "XxxWarning: text".
-_WARNING_LINE = re.compile(r"\b\w*Warning: ")
-
-
-def inner_warnings(stdout: str, stderr: str = "") -> list[str]:
-    """The warnings an inner pytest run reported: its summary's entries and raw stderr ones."""
-    found: list[str] = []
-    in_summary = False
-    for line in stdout.splitlines():
-        if re.match(r"^=+ warnings summary", line):
-            in_summary = True
-            continue
-        if in_summary and re.match(r"^(=+ |-- Docs: )", line):
-            in_summary = False
-        if in_summary and _WARNING_LINE.search(line):
-            found.append(line.strip())
-    found += [line.strip() for line in stderr.splitlines() if _WARNING_LINE.search(line)]
-    summary = [line for line in stdout.splitlines() if re.match(r"^=+ .* in [\d.]+s", line)]
-    if summary and re.search(r"\b\d+ warnings?\b", summary[-1]) and not found:
-        found.append(summary[-1].strip("= "))  # counted, yet not shown (e.g. -p no:warnings)
-    return found
-
-
-def check_inner_warnings(stdout: str, stderr: str, allowed: Sequence[str]) -> None:
-    """Fail if an inner run emitted a warning no pattern in ``allowed`` (fnmatch) expects.
-
-    A plugin runs inside other people's suites, many with ``filterwarnings = error``: a
-    warning from it is a failure there, so it is one here.
-    """
-    unexpected = [
-        text
-        for text in inner_warnings(stdout, stderr)
-        if not any(fnmatch.fnmatch(text, pattern) for pattern in allowed)
-    ]
-    if unexpected:
-        pytest.fail(
-            "the inner pytest run emitted unexpected warnings (mark the test with "
-            "@pytest.mark.inner_warnings(pattern, ...) if they are expected):\n  "
-            + "\n  ".join(unexpected)
-            + f"\n--- stdout ---\n{stdout[-4000:]}\n--- stderr ---\n{stderr[-2000:]}"
-        )
-
-
-def allowed_inner_warnings(request: pytest.FixtureRequest) -> list[str]:
-    """The fnmatch patterns of the test's ``inner_warnings`` markers."""
-    return [
-        str(pattern)
-        for marker in request.node.iter_markers("inner_warnings")
-        for pattern in marker.args
-    ]
-
-
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
@@ -222,7 +151,8 @@ def pytester(
     """pytest's ``pytester``, whose runs fail the test on any warning it did not expect.
 
     When this suite itself runs under xdist, its workers' ``PYTEST_XDIST_*`` variables are
-    removed: an inner run is a run of its own, not part of an xdist worker.
+    removed: an inner run is a run of its own, not part of an xdist worker. A subprocess run
+    imports this checkout (``children_import_this_checkout`` set ``PYTHONPATH``).
     """
     for key in list(os.environ):
         if key.startswith("PYTEST_XDIST_"):
@@ -245,23 +175,3 @@ def pytester(
     pytester.runpytest_inprocess = checked(inprocess)  # type: ignore[method-assign]
     pytester.runpytest_subprocess = checked(subprocess_run)  # type: ignore[method-assign]
     return pytester
-
-
-def make_time_wait(port: int, host: str = "127.0.0.1") -> None:
-    """Leave ``port`` in TIME_WAIT for real, as a test server that closes first does.
-
-    A listener on ``port`` accepts one connection and closes its side first (the active
-    close), then the client and the listener close: the server's socket stays in TIME_WAIT
-    (about a minute on Linux), so a server without SO_REUSEADDR cannot bind ``port``.
-    """
-    with socket.socket() as server:
-        # SO_REUSEADDR on this side only so that a TIME_WAIT left by an earlier call (a test
-        # run a moment ago) does not stop it; a server without the option still cannot bind.
-        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        server.bind((host, port))
-        server.listen()
-        client = socket.create_connection((host, port))
-        accepted, _ = server.accept()
-        accepted.close()
-        client.recv(1)  # the server's FIN arrived
-        client.close()

@@ -22,7 +22,7 @@ import pytest
 
 from pytest_aiops import DiscoverySnapshot, default_worktree_root
 
-from .conftest import git, wait_for
+from .helpers import git, wait_for
 
 DEADLINE = 60.0  # generous upper bound for a subprocess to get somewhere; never asserted
 

@@ -28,7 +28,7 @@ from pytest_aiops import (
     create_default_orchestrator,
 )
 
-from .conftest import git
+from .helpers import git
 
 
 class Recorder:

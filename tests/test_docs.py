@@ -20,7 +20,7 @@ import pytest
 import pytest_aiops
 from pytest_aiops._plugin.settings import OPTIONS
 
-from .conftest import git
+from .helpers import git
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"

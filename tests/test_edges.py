@@ -27,7 +27,7 @@ from pytest_aiops import (
     create_default_orchestrator,
 )
 
-from .conftest import check_inner_warnings, git
+from .helpers import check_inner_warnings, git
 
 PACKAGE_ROOT = str(Path(pytest_aiops.__file__).resolve().parent.parent)
 

@@ -33,7 +33,7 @@ from pytest_aiops._ports.locks import (
 from pytest_aiops._ports.provider import PortRangeProvider
 from pytest_aiops._ports.records import LEASES_DIR, holders_of, read_records, reap_stale
 
-from .conftest import Holder
+from .helpers import Holder
 
 HoldLease = Callable[..., Holder]
 BASE = 22000  # below the ephemeral range, away from the torture test's ports

@@ -13,20 +13,12 @@ import pytest
 
 from pytest_aiops.plugin import SETTINGS_KEY
 
-from .conftest import git, record_git_calls
-from .test_plugin_objects import live_leases
+from .helpers import git, live_leases, record_git_calls
 
 pytest_plugins = ["pytester"]
 
 
-@pytest.fixture(autouse=True)
-def private_lock_dir(lock_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Every inner run leases from a private lock directory; no PYTEST_AIOPS_* leaks in."""
-    for key in list(os.environ):
-        if key.startswith("PYTEST_AIOPS_"):
-            monkeypatch.delenv(key)
-    monkeypatch.setenv("PYTEST_AIOPS_LOCK_DIR", str(lock_dir))
-    return lock_dir
+pytestmark = pytest.mark.usefixtures("private_lock_dir")
 
 
 def commit_all(path: Path) -> None:

@@ -15,19 +15,9 @@ from pytest_aiops._plugin.worker import AiopsWorker, WorktreeFactory
 from pytest_aiops._ports.pool import KernelPorts, PortRange
 from pytest_aiops._ports.probe import host_has_ipv6
 from pytest_aiops._ports.provider import create_port_range_provider
-from pytest_aiops._ports.records import read_records
 from pytest_aiops._worktrees.provider import create_git_worktree_provider
 
-from .conftest import MakeRepo, make_time_wait
-
-
-def live_leases(lock_dir: Path) -> list[tuple[int, int, str]]:
-    """(start, end, session id) of each live lease record in ``lock_dir``."""
-    return [
-        (r.start_port, r.end_port, r.session_id)
-        for r in read_records(str(lock_dir))
-        if r.holder_alive()
-    ]
+from .helpers import MakeRepo, live_leases, make_time_wait
 
 
 def _registry() -> ProviderRegistry:
@@ -250,15 +240,17 @@ def test_worktree_factory_isolates_and_keeps_by_policy(make_repo: MakeRepo) -> N
         assert worktree.repo_root == repo
         assert worktree.base_ref == "HEAD"
         (worktree.path / "a.txt").write_text("edited\n")
-        released_path = worktree.path
+        released_inode = worktree.path.stat().st_ino
     assert (repo / "a.txt").read_text() == "original\n"
     assert factory.kept == []
     kept = factory.provision()
     assert not factory.release(kept, failed=True)
     assert factory.kept == [kept]
     assert kept.path.is_dir()
-    if released_path == kept.path:  # the pool handed the same checkout out again: restored
-        assert (kept.path / "a.txt").read_text() == "original\n"
+    # The pool hands the same checkout out again, renamed for its new session (so compare
+    # inodes, not paths), restored:
+    assert kept.path.stat().st_ino == released_inode
+    assert (kept.path / "a.txt").read_text() == "original\n"
     assert kept.resources is not None
     kept.resources.release()
 

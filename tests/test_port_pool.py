@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import os
 import re
 from importlib import metadata
 from pathlib import Path
@@ -43,13 +42,7 @@ def test_server(aiops_port, i):
 """
 
 
-@pytest.fixture(autouse=True)
-def private_lock_dir(lock_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    for key in list(os.environ):
-        if key.startswith("PYTEST_AIOPS_"):
-            monkeypatch.delenv(key)
-    monkeypatch.setenv("PYTEST_AIOPS_LOCK_DIR", str(lock_dir))
-    return lock_dir
+pytestmark = pytest.mark.usefixtures("private_lock_dir")
 
 
 def first_leases(output: str) -> list[str]:

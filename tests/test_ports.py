@@ -26,7 +26,7 @@ from pytest_aiops._ports.probe import busy_ports, port_is_free, read_ephemeral_r
 from pytest_aiops._ports.provider import PortRangeProvider
 from pytest_aiops._ports.records import holders_of, read_records, reap_stale
 
-from .conftest import Holder, make_time_wait
+from .helpers import Holder, make_time_wait
 
 BASE = 24000
 VECTORS = json.loads((Path(__file__).parent / "data" / "vectors.json").read_text("utf-8"))

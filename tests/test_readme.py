@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import git
+from .helpers import git
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"

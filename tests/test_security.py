@@ -23,7 +23,7 @@ import pytest
 from pytest_aiops import AiopsWarning
 from pytest_aiops._worktrees import store
 
-from .conftest import git
+from .helpers import git
 
 ATTACKER = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)

@@ -19,8 +19,10 @@ import pytest
 from pytest_aiops._worktrees import checkout as _checkout
 from pytest_aiops._worktrees.git import run_git, session_members
 from pytest_aiops._worktrees.provider import list_worktrees, reclaim_orphans
-from tests.conftest import MakeRepo, git, wait_for
-from tests.test_worktree_provider import checkouts, lease, provider, registrations
+
+from .helpers import MakeRepo, checkouts, git, registrations, wait_for
+from .helpers import worktree_lease as lease
+from .helpers import worktree_provider as provider
 
 _HOLDER = r"""
 import json, sys, os

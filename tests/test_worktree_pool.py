@@ -15,15 +15,20 @@ from pytest_aiops._worktrees.provider import (
     list_worktrees,
     reclaim_orphans,
 )
-from tests.conftest import MakeRepo, git
-from tests.test_worktree_provider import checkouts, lease, provider, registrations
-from tests.test_worktree_support import checkout_state, clone_state, repo_state, run
 
-
-@pytest.fixture
-def root(tmp_path: Path) -> Path:
-    return tmp_path / "wt"
-
+from .helpers import (
+    MakeRepo,
+    checkout_state,
+    checkouts,
+    clone_state,
+    git,
+    make_a_mess,
+    registrations,
+    repo_state,
+    run,
+)
+from .helpers import worktree_lease as lease
+from .helpers import worktree_provider as provider
 
 FILES = {
     "top.txt": "top\n",
@@ -41,43 +46,6 @@ def observe(path: str, isolation: str) -> dict[str, Any]:
     if isolation == "clone":
         state.update(clone_state(path))
     return state
-
-
-def make_a_mess(path: Path, isolation: str, outside: Path) -> None:
-    """Everything a test module might do to its checkout."""
-    git_dir = Path(run(path, "rev-parse", "--absolute-git-dir").stdout.strip())
-    if isolation == "clone":  # in a linked worktree these would change the user's repo
-        run(path, "checkout", "-q", "-b", "topic")
-        run(path, "tag", "t1")
-        (path / "top.txt").write_text("stashed\n")
-        run(path, "stash")
-        run(path, "config", "test.key", "value")
-        run(path, "sparse-checkout", "set", "pkg", "o")
-        (git_dir / "hooks").mkdir(exist_ok=True)
-        (git_dir / "hooks" / "post-checkout").write_text("#!/bin/sh\nexit 1\n")
-    (path / "top.txt").write_text("modified\n")
-    (path / "pkg" / "g.txt").unlink()
-    (path / "untracked.txt").write_text("u\n")
-    (path / "empty-dir").mkdir()
-    (path / "x.pyc").write_text("ignored\n")
-    (path / "pkg" / "__pycache__").mkdir(exist_ok=True)
-    (path / "pkg" / "__pycache__" / "m.pyc").write_text("ignored\n")
-    (path / "pkg" / "a.txt").chmod(0o444)  # same content, only the mode changed
-    (path / "run.sh").chmod(0o755)
-    if (path / "o").exists():
-        (path / "o" / "x.txt").unlink()
-        (path / "o").rmdir()
-        (path / "o").symlink_to(outside)  # a tracked dir replaced by a symlink outward
-    (path / "staged.txt").write_text("s\n")
-    run(path, "add", "staged.txt")
-    run(path, "commit", "-q", "-m", "commit made inside")
-    (path / "staged-too.txt").write_text("s\n")
-    run(path, "add", "staged-too.txt")
-    (git_dir / "MERGE_MSG").write_text("half a merge\n")
-    (git_dir / "rebase-merge").mkdir()
-    (git_dir / "info").mkdir(exist_ok=True)
-    (git_dir / "info" / "exclude").write_text("secret\n")
-    (path / "pkg" / "sub").chmod(0o555)
 
 
 @pytest.mark.parametrize("isolation", ["worktree", "clone"])

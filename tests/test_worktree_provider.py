@@ -18,47 +18,29 @@ from pytest_aiops import (
     GitError,
     OptionError,
     ProvisioningError,
-    ResourceLease,
     ResourceProvisioningOrchestrator,
     ResourceRequest,
 )
 from pytest_aiops._worktrees.provider import (
-    GitWorktreeProvider,
-    GitWorktreeProviderConfig,
-    create_git_worktree_provider,
     default_worktree_root,
     list_worktrees,
     reclaim_orphans,
     worktree_env,
 )
-from tests.conftest import MakeRepo, git
-from tests.test_worktree_support import clone_state, repo_state, run, tree_state
 
-
-def provider(root: Path | None, **config: Any) -> GitWorktreeProvider:
-    return create_git_worktree_provider(
-        GitWorktreeProviderConfig(root_directory=str(root) if root else None, **config)
-    )
-
-
-def lease(
-    prov: GitWorktreeProvider, repo: Path, session_id: str = "s", **options: Any
-) -> ResourceLease:
-    return prov.provision(session_id=session_id, workspace_root=str(repo), options=options)
-
-
-@pytest.fixture
-def root(tmp_path: Path) -> Path:
-    return tmp_path / "wt"
-
-
-def registrations(repo: Path) -> list[str]:
-    base = repo / ".git" / "worktrees"
-    return sorted(os.listdir(base)) if base.is_dir() else []
-
-
-def checkouts(root: Path) -> list[str]:
-    return sorted(p for p in os.listdir(root) if not p.startswith(".")) if root.is_dir() else []
+from .helpers import (
+    MakeRepo,
+    checkouts,
+    clone_state,
+    git,
+    make_a_mess,
+    registrations,
+    repo_state,
+    run,
+    tree_state,
+)
+from .helpers import worktree_lease as lease
+from .helpers import worktree_provider as provider
 
 
 @pytest.fixture
@@ -305,26 +287,6 @@ def test_target_path_is_a_sparse_cone_without_touching_user_config(
 # --- release ---------------------------------------------------------------------------
 
 
-def make_a_mess(path: Path, outside: Path) -> None:
-    """What tests leave behind: dirty, untracked, ignored, read-only, symlinks outward."""
-    (path / "top.txt").write_text("dirty\n")
-    (path / "untracked.txt").write_text("u\n")
-    (path / "cache.pyc").write_text("ignored\n")
-    (path / "pkg" / "sub" / "f.txt").chmod(0o444)
-    ro = path / "ro-dir"
-    ro.mkdir()
-    (ro / "inner.txt").write_text("x")
-    (ro / "inner.txt").chmod(0o400)
-    ro.chmod(0o500)
-    closed = path / "closed"
-    closed.mkdir()
-    (closed / "secret").write_text("s")
-    closed.chmod(0o000)
-    (path / "link-out").symlink_to(outside)
-    (path / "link-file").symlink_to(outside / "keep.txt")
-    (path / "pkg" / "sub").chmod(0o555)
-
-
 @pytest.mark.parametrize("isolation", ["worktree", "clone"])
 def test_release_removes_a_messy_checkout_and_nothing_outside(
     make_repo: MakeRepo, root: Path, tmp_path: Path, isolation: str
@@ -335,7 +297,7 @@ def test_release_removes_a_messy_checkout_and_nothing_outside(
     (outside / "keep.txt").write_text("keep\n")
     outside_before = tree_state(outside)
     held = lease(provider(root, pool=False), repo, isolation=isolation)
-    make_a_mess(Path(held.hard["worktreePath"]), outside)
+    make_a_mess(Path(held.hard["worktreePath"]), isolation, outside)
     held.release()
     assert checkouts(root) == []
     assert os.listdir(root / ".pytest-aiops") == []

@@ -15,8 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import check_inner_warnings, record_git_calls
-from .test_plugin_objects import live_leases
+from .helpers import check_inner_warnings, live_leases, record_git_calls
 
 pytest_plugins = ["pytester"]
 
@@ -56,12 +55,11 @@ def test_take(record, port_range, i):
 
 
 @pytest.fixture(autouse=True)
-def environment(lock_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def environment(private_lock_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A private lock directory and a directory the inner tests record their ranges in."""
     for key in list(os.environ):
-        if key.startswith("PYTEST_AIOPS_") or key.startswith("PYTEST_XDIST_"):
+        if key.startswith("PYTEST_XDIST_"):
             monkeypatch.delenv(key)
-    monkeypatch.setenv("PYTEST_AIOPS_LOCK_DIR", str(lock_dir))
     records = tmp_path / "records"
     records.mkdir()
     monkeypatch.setenv("RECORD_DIR", str(records))
