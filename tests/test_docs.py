@@ -20,7 +20,7 @@ import pytest
 import pytest_aiops
 from pytest_aiops._plugin.settings import OPTIONS
 
-from .helpers import git
+from .helpers import child_env, git
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -127,7 +127,7 @@ def test_cli_options_in_the_docs_exist() -> None:
             text=True,
             check=True,
             cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            env=child_env(),
         ).stdout
     for option in set(re.findall(r"(?<![\w-])--[a-z][a-z-]+", page)):
         if not option.startswith("--aiops-"):  # those are pytest's, checked above

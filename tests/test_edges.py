@@ -18,7 +18,6 @@ from typing import Any
 
 import pytest
 
-import pytest_aiops
 from pytest_aiops import (
     DiscoverySnapshot,
     OptionError,
@@ -27,9 +26,7 @@ from pytest_aiops import (
     create_default_orchestrator,
 )
 
-from .helpers import check_inner_warnings, git
-
-PACKAGE_ROOT = str(Path(pytest_aiops.__file__).resolve().parent.parent)
+from .helpers import check_inner_warnings, child_env, git
 
 
 def _namespace_problem() -> str | None:
@@ -82,7 +79,7 @@ def run_on_full_disk(tmp_path: Path, repo: Path, script: str, size: str = "2m") 
     full.mkdir()
     code = PRELUDE + textwrap.dedent(script)
     shell = f'mount -t tmpfs -o size={size} tmpfs "$2" && exec "$0" -c "$1" "$2" "$3"'
-    env = {**os.environ, "PYTHONPATH": PACKAGE_ROOT}
+    env = child_env()
     for key in ("PYTEST_ADDOPTS", "PYTEST_AIOPS_WORKTREE_ROOT", "PYTEST_AIOPS_LOCK_DIR"):
         env.pop(key, None)
     namespace = ["unshare", "-m", "--propagation", "private", "sh", "-c", shell]
@@ -312,7 +309,7 @@ def test_a_non_utf8_lock_dir_works_under_xdist_and_is_refused_on_its_command_lin
         "def test_port(port_range):\n    assert port_range.start\n"
     )
     locks = os.fsdecode(os.fsencode(lock_dir) + b"/l\xff")
-    env = {**os.environ, "PYTHONPATH": PACKAGE_ROOT, "PYTEST_ADDOPTS": "-p no:asyncio"}
+    env = child_env(PYTEST_ADDOPTS="-p no:asyncio")
     env = {k: v for k, v in env.items() if not k.startswith("PYTEST_XDIST_")}
 
     def run(*args: str, **extra: str) -> subprocess.CompletedProcess[str]:
@@ -394,7 +391,7 @@ def test_a_nul_in_a_plugin_setting_and_a_cli_resource_is_named(
         capture_output=True,
         text=True,
         cwd=repo,
-        env={**os.environ, "PYTHONPATH": PACKAGE_ROOT},
+        env=child_env(),
         check=False,
     )
     assert run.returncode == 1

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import git
+from .helpers import child_env, git
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -22,11 +22,13 @@ def test_core_api_example_runs(repo: Path, lock_dir: Path, page: Path) -> None:
     assert heading is not None
     match = re.search(r"```python\n(.*?)```", text[heading.end() :], re.DOTALL)
     assert match is not None
-    env = {
-        "PATH": "/usr/bin:/bin:" + str(Path(sys.executable).parent),
-        "PYTEST_AIOPS_LOCK_DIR": str(lock_dir),
-        "HOME": str(repo.parent),
-    }
+    env = child_env(
+        {
+            "PATH": "/usr/bin:/bin:" + str(Path(sys.executable).parent),
+            "PYTEST_AIOPS_LOCK_DIR": str(lock_dir),
+            "HOME": str(repo.parent),
+        }
+    )
     result = subprocess.run(
         [sys.executable, "-c", match.group(1)],
         cwd=repo,

@@ -23,10 +23,10 @@ import pytest
 from pytest_aiops import AiopsWarning
 from pytest_aiops._worktrees import store
 
-from .helpers import git
+from .helpers import REPO_ROOT, child_env, git
 
 ATTACKER = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
-PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
+PACKAGE_ROOT = str(REPO_ROOT)
 
 
 def _namespace_problem() -> str | None:
@@ -138,7 +138,7 @@ def run_attack(script: str) -> dict[str, Any]:
         "mount -t tmpfs -o mode=1777 tmpfs /tmp && mount -t tmpfs -o mode=1777 tmpfs /dev/shm "
         f'{_keep_visible_after()}&& exec "$0" -c "$1"'
     )
-    env = {**os.environ, "PYTHONPATH": PACKAGE_ROOT, "TMPDIR": "/tmp"}
+    env = child_env(TMPDIR="/tmp")
     env.pop("PYTEST_AIOPS_LOCK_DIR", None)
     env.pop("PYTEST_ADDOPTS", None)
     run = subprocess.run(
@@ -470,7 +470,7 @@ def test_a_cli_warning_is_one_line(tmp_path: Path) -> None:
         ],
         capture_output=True,
         text=True,
-        env={**os.environ, "PYTHONPATH": PACKAGE_ROOT},
+        env=child_env(),
         cwd=tmp_path,
         check=False,
     )
