@@ -17,6 +17,8 @@ from typing import Any
 import pytest
 
 from pytest_aiops import ResourceLease
+from pytest_aiops._core.registry import ProviderRegistry
+from pytest_aiops._ports.provider import create_port_range_provider
 from pytest_aiops._ports.records import read_records
 from pytest_aiops._worktrees.provider import (
     GitWorktreeProvider,
@@ -185,6 +187,17 @@ def clone_state(path: Path | str) -> dict[str, Any]:
         "config": _file(path / ".git" / "config"),
         "objects": git_dir_listing(path / ".git" / "objects"),
     }
+
+
+# -- providers and leases -------------------------------------------------------------------
+
+
+def builtin_registry() -> ProviderRegistry:
+    """A registry holding the two built-in providers, with their default configuration."""
+    registry = ProviderRegistry()
+    registry(create_git_worktree_provider())
+    registry(create_port_range_provider())
+    return registry
 
 
 # -- git-worktree leases --------------------------------------------------------------------

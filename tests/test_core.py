@@ -27,8 +27,9 @@ from pytest_aiops import (
     ResourceRequest,
     create_default_orchestrator,
 )
+from pytest_aiops._ports.provider import create_port_range_provider
 
-from .helpers import git
+from .helpers import builtin_registry, git
 
 
 class Recorder:
@@ -89,6 +90,18 @@ def test_duplicate_kind_refused() -> None:
 def test_not_a_provider_refused() -> None:
     with pytest.raises(RegistrationError, match="is not a resource provider"):
         ResourceProvisioningOrchestrator([object()])  # type: ignore[list-item]
+
+
+def test_registry_refuses_duplicates_unless_replacing() -> None:
+    registry = builtin_registry()
+    assert registry.kinds == ("git-worktree", "port-range")
+    with pytest.raises(ValueError, match='"port-range" is already registered'):
+        registry(create_port_range_provider())
+    replacement = create_port_range_provider()
+    registry(replacement, replace=True)
+    assert registry.get("port-range") is replacement
+    with pytest.raises(TypeError, match="is not a resource provider"):
+        registry(object())  # type: ignore[arg-type]
 
 
 def test_provisioning_goes_in_request_order(tmp_path: Path) -> None:
