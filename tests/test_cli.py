@@ -22,7 +22,7 @@ import pytest
 
 from pytest_aiops import DiscoverySnapshot, default_worktree_root
 
-from .helpers import git, wait_for
+from .helpers import child_env, git, wait_for
 
 DEADLINE = 60.0  # generous upper bound for a subprocess to get somewhere; never asserted
 
@@ -556,3 +556,28 @@ def test_without_sigwaitinfo_signals_are_forwarded_and_the_watchdog_stays_quiet(
     done = start_as_macos(cli, "--", sys.executable, "-c", "print('done')")
     out, err = done.communicate(timeout=DEADLINE)
     assert (done.returncode, out.strip()) == (0, "done"), err
+
+
+def test_a_cli_warning_is_one_line(tmp_path: Path) -> None:
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest_aiops",
+            "run",
+            "--lock-dir",
+            str(tmp_path / "locks"),
+            "--resource",
+            'port-range:{"basePort": 40000, "blockCount": 1}',
+            "--",
+            "true",
+        ],
+        capture_output=True,
+        text=True,
+        env=child_env(),
+        cwd=tmp_path,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    [line] = run.stderr.splitlines()
+    assert line.startswith("pytest-aiops: warning: port range 40000-40031 overlaps")

@@ -454,31 +454,6 @@ time.sleep(600)
     assert not any(line.lstrip().startswith("FORGED") for line in result["text"].splitlines())
 
 
-def test_a_cli_warning_is_one_line(tmp_path: Path) -> None:
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest_aiops",
-            "run",
-            "--lock-dir",
-            str(tmp_path / "locks"),
-            "--resource",
-            'port-range:{"basePort": 40000, "blockCount": 1}',
-            "--",
-            "true",
-        ],
-        capture_output=True,
-        text=True,
-        env=child_env(),
-        cwd=tmp_path,
-        check=False,
-    )
-    assert run.returncode == 0, run.stderr
-    [line] = run.stderr.splitlines()
-    assert line.startswith("pytest-aiops: warning: port range 40000-40031 overlaps")
-
-
 # ------------------------------------------------------ 6: hostile or malformed discovery
 
 
