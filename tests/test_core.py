@@ -1,4 +1,4 @@
-"""The orchestrator core without pytest: ordering, rollback, release, env, prompt, snapshot."""
+"""The orchestrator core without pytest: registry, order, rollback, release, snapshot, children."""
 
 from __future__ import annotations
 
@@ -506,3 +506,93 @@ def test_a_child_session_cannot_be_split_again_and_says_so(
             child_index=0,
             child_count=2,
         )
+
+
+# --- child sessions: a parent snapshot is checked before use (issue 12, item 6) -------------
+
+
+def _parent(repo: Path, lock_dir: Path, tmp_path: Path) -> Any:
+    return create_default_orchestrator().provision_session(
+        session_id="parent",
+        resources=[
+            ResourceRequest("git-worktree", {"rootDirectory": str(tmp_path / "root")}),
+            ResourceRequest("port-range", {"lockDirectory": str(lock_dir), "blockCount": 4}),
+        ],
+        workspace_root=repo,
+    )
+
+
+def _with_allocation(snapshot: DiscoverySnapshot, kind: str, **changes: Any) -> DiscoverySnapshot:
+    data = snapshot.to_dict()
+    for constraint in data["hardConstraints"]:
+        if constraint["kind"] == kind:
+            constraint["allocation"].update(changes)
+    return DiscoverySnapshot.from_dict(data)
+
+
+@pytest.mark.parametrize("where", ["user-repo", "relative"])
+def test_a_child_worktree_root_is_never_inside_the_users_checkout(
+    repo: Path, lock_dir: Path, tmp_path: Path, where: str
+) -> None:
+    parent = _parent(repo, lock_dir, tmp_path)
+    try:
+        path = str(repo) if where == "user-repo" else "some/relative/dir"
+        snapshot = _with_allocation(
+            parent.to_discovery_snapshot(), "git-worktree", worktreePath=path
+        )
+        with pytest.raises(ProvisioningError) as info:
+            create_default_orchestrator().provision_child_session(
+                parent_snapshot=snapshot, child_session_id="c", child_index=0, child_count=2
+            )
+    finally:
+        parent.release()
+    [line] = str(info.value).splitlines()
+    assert 'Allocation field "worktreePath" of the parent snapshot' in line
+    assert repr(path) in line
+    assert type(info.value.__cause__).__name__ == "ChildSplitError"
+    assert git(repo, "status", "--porcelain", "--ignored") == ""  # no `?? .ai_ops/`
+
+
+def test_a_lock_path_in_a_missing_directory_is_refused_before_anything_is_created(
+    repo: Path, lock_dir: Path, tmp_path: Path
+) -> None:
+    parent = _parent(repo, lock_dir, tmp_path)
+    try:
+        worktree = parent.allocation("git-worktree")
+        assert worktree is not None
+        missing = tmp_path / "gone" / "locks"
+        snapshot = _with_allocation(
+            parent.to_discovery_snapshot(), "port-range", lockPath=str(missing / "ports.lock")
+        )
+        with pytest.raises(ProvisioningError) as info:
+            create_default_orchestrator().provision_child_session(
+                parent_snapshot=snapshot, child_session_id="c", child_index=0, child_count=2
+            )
+        [line] = str(info.value).splitlines()
+        assert 'Allocation field "lockPath" of the parent snapshot' in line
+        assert str(missing) in line
+        assert not (tmp_path / "gone").exists()
+        assert not os.path.exists(os.path.join(worktree["worktreePath"], ".ai_ops"))
+        assert git(worktree["worktreePath"], "status", "--porcelain", "--ignored") == ""
+    finally:
+        parent.release()
+
+
+def test_build_child_resource_requests_takes_the_references_child_session_id(
+    repo: Path, lock_dir: Path, tmp_path: Path
+) -> None:
+    from pytest_aiops import build_child_resource_requests
+
+    parent = _parent(repo, lock_dir, tmp_path)
+    try:
+        snapshot = parent.to_discovery_snapshot()
+        with_id = build_child_resource_requests(snapshot, 1, 2, child_session_id="child-1")
+        assert with_id == build_child_resource_requests(snapshot, 1, 2)
+        assert [request.kind for request in with_id] == ["git-worktree", "port-range"]
+        child = create_default_orchestrator().provision_child_session(
+            parent_snapshot=snapshot, child_session_id="child-1", child_index=1, child_count=2
+        )
+        child.release()
+    finally:
+        parent.release()
+    assert git(repo, "status", "--porcelain", "--ignored") == ""

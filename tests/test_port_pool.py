@@ -1,5 +1,4 @@
-"""Ports as a pool: the PortRange object with real sockets, and end to end (a real server
-project's suite, any scope, any code, asyncio)."""
+"""Ports as a pool: the PortRange object on real sockets, then real server suites end to end."""
 
 from __future__ import annotations
 

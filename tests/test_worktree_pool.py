@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from pytest_aiops import ResourceRequest, create_default_orchestrator
 from pytest_aiops._worktrees.provider import (
     default_worktree_root,
     list_worktrees,
@@ -327,3 +328,56 @@ def test_a_pooled_checkout_moved_to_a_new_commit_has_a_fresh_reflog(
     assert run(path, "rev-parse", "HEAD@{0}").stdout.strip() == head
     assert len(run(path, "reflog", "show", "--format=%H", "HEAD").stdout.split()) == 1
     again.release()
+
+
+# --- fallbacks: a checkout the pool cannot restore or reuse (issue 12, item 8) --------------
+
+
+def _worktree_session(repo: Path, root: Path, **options: Any) -> Any:
+    return create_default_orchestrator().provision_session(
+        session_id="s",
+        resources=[ResourceRequest("git-worktree", {"rootDirectory": str(root), **options})],
+        workspace_root=repo,
+    )
+
+
+def test_a_checkout_that_cannot_be_restored_is_removed_with_a_warning(
+    repo: Path, tmp_path: Path
+) -> None:
+    from pytest_aiops import AiopsWarning, list_worktrees
+
+    root = tmp_path / "root"
+    session = _worktree_session(repo, root)
+    worktree = session.allocation("git-worktree")
+    assert worktree is not None
+    os.unlink(os.path.join(worktree["worktreePath"], ".git"))  # a test broke its checkout
+    with pytest.warns(AiopsWarning, match="could not restore pooled checkout .*; removing it"):
+        session.release()
+    assert list_worktrees(str(root)) == []
+    assert not os.path.exists(worktree["worktreePath"])
+    assert not os.listdir(repo / ".git" / "worktrees")
+
+
+def test_a_pooled_checkout_that_cannot_be_reused_is_replaced_with_a_warning(
+    repo: Path, tmp_path: Path
+) -> None:
+    from pytest_aiops import AiopsWarning, list_worktrees
+
+    root = tmp_path / "root"
+    _worktree_session(repo, root).release()
+    [pooled] = list_worktrees(str(root))
+    assert pooled.state == "pooled"
+    os.unlink(os.path.join(pooled.path, ".git"))
+    (repo / "new.txt").write_text("new\n")
+    git(repo, "add", "new.txt")
+    git(repo, "commit", "-qm", "second")  # another commit: reuse has to run git
+    with pytest.warns(AiopsWarning, match="could not reuse pooled checkout .*; creating a fresh"):
+        session = _worktree_session(repo, root)
+    try:
+        worktree = session.allocation("git-worktree")
+        assert worktree is not None
+        assert (Path(worktree["worktreePath"]) / "new.txt").read_text() == "new\n"
+        assert git(worktree["worktreePath"], "status", "--porcelain") == ""
+    finally:
+        session.release()
+    assert [record.state for record in list_worktrees(str(root))] == ["pooled"]
