@@ -228,17 +228,7 @@ class WorkerSession(ProvisionedResources):
     """
 
     def __init__(self, session: ProvisionedResources, runtime: RuntimeInjection) -> None:
-        snapshot = session.to_discovery_snapshot()
-        super().__init__(
-            session_id=snapshot.session_id,
-            workspace_root=snapshot.workspace_root,
-            working_directory=snapshot.working_directory,
-            hard_constraints=snapshot.hard_constraints,
-            env=snapshot.env,
-            prompt_sections=snapshot.prompt_sections,
-            metadata=snapshot.metadata,
-            releases=[("session", session.release)],
-        )
+        self._adopt(session.to_discovery_snapshot(), [("session", session.release)])
         self.runtime = runtime
 
     @property
