@@ -343,7 +343,7 @@ class AiopsWorker:
                 except ProvisioningError as error:
                     if not isinstance(error.__cause__, PortsExhaustedError):
                         raise
-                    reasons.append(str(error.__cause__).split(" [lock directory")[0])
+                    reasons.append(error.__cause__.reason)
                     continue
                 self.child_index = index
                 self.fallback_reason = "; ".join(reasons) or None
