@@ -177,7 +177,15 @@ class NoSpaceError(AiopsError, OSError):
 
 
 class PortsExhaustedError(AiopsError, RuntimeError):
-    """No free port block could be leased, or a lease has no unused port left."""
+    """No free port block could be leased, or a lease has no unused port left.
+
+    ``reason`` is what was held, without the advice (the whole message when none was given):
+    what a caller that goes on anyway reports, such as a worker taking another slice.
+    """
+
+    def __init__(self, message: str, *, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason or message
 
 
 class ChildSplitError(AiopsError, ValueError):

@@ -438,7 +438,7 @@ def test_the_fixture_and_cli_errors_keep_the_rollback_notes(
     assert "; rollback of leaky also failed: OSError(16, 'Device or resource busy')" in line
 
     from pytest_aiops import ResourceProvisioningOrchestrator
-    from pytest_aiops._cli.main import _one_line
+    from pytest_aiops._cli.output import one_line
 
     namespace: dict[str, Any] = {}
     exec(_PROVIDERS, namespace)  # the same providers, in the core
@@ -449,7 +449,7 @@ def test_the_fixture_and_cli_errors_keep_the_rollback_notes(
         orchestrator.provision_session(
             session_id="s", resources=[{"kind": "leaky"}, {"kind": "broken"}], workspace_root=repo
         )
-    [cli_line] = _one_line(info.value).splitlines()
+    [cli_line] = one_line(info.value).splitlines()
     assert cli_line.startswith('Resource provisioning failed: Option "size" must be small')
     assert cli_line.endswith(
         "; rollback of leaky also failed: OSError(16, 'Device or resource busy')"

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from pytest_aiops import ProvisioningError
+from pytest_aiops._plugin.settings import Settings
 from pytest_aiops._plugin.worker import AiopsWorker, WorktreeFactory
 
 from .helpers import MakeRepo, builtin_registry, live_leases
@@ -16,14 +17,11 @@ def test_worker_leases_nothing_until_asked_and_releases_on_close(
     lock_dir: Path, tmp_path: Path
 ) -> None:
     worker = AiopsWorker(
+        Settings(ports_per_worker=8, port_range=(23000, 23799), lock_dir=str(lock_dir)),
         registry=builtin_registry(),
         worker_id="master",
         session_id="objects-test",
         workspace_root=str(tmp_path),
-        repo=str(tmp_path),
-        ports_per_worker=8,
-        port_range=(23000, 23799),
-        lock_directory=str(lock_dir),
     )
     assert not worker.port_range_leased
     assert live_leases(lock_dir) == []
@@ -40,7 +38,7 @@ def test_worktree_factory_isolates_and_keeps_by_policy(make_repo: MakeRepo) -> N
     repo = make_repo({"a.txt": "original\n"})
     registry = builtin_registry()
     factory = WorktreeFactory(
-        registry.orchestrator, repo=str(repo), session_prefix="objects", keep="failed"
+        registry.orchestrator, Settings(keep="failed"), repo=str(repo), session_prefix="objects"
     )
     with factory.worktree() as worktree:
         assert worktree.repo_root == repo
@@ -63,7 +61,7 @@ def test_worktree_factory_isolates_and_keeps_by_policy(make_repo: MakeRepo) -> N
 
 def test_worktree_factory_outside_a_repository_says_so(tmp_path: Path) -> None:
     factory = WorktreeFactory(
-        builtin_registry().orchestrator, repo=str(tmp_path), session_prefix="objects"
+        builtin_registry().orchestrator, Settings(), repo=str(tmp_path), session_prefix="objects"
     )
     with pytest.raises(ProvisioningError) as excinfo:
         factory.provision()

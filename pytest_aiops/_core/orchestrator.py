@@ -7,12 +7,13 @@ import threading
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from .._errors import InvalidArgumentError, ProvisioningError, RegistrationError
+from .._errors import InvalidArgumentError, ProvisioningError
 from .children import build_child_resource_requests, check_parent_lock_path
 from .discovery import DiscoverySnapshot, HardConstraint
 from .options import refuse_nul
+from .registry import ProviderRegistry
 from .session import ProvisionedResources, Releaser, release_in_reverse
-from .types import ResourceLease, ResourceProvider, ResourceRequest, provider_kind
+from .types import ResourceLease, ResourceProvider, ResourceRequest
 
 PROVISIONING_FAILED = "Resource provisioning failed: "
 
@@ -28,23 +29,20 @@ class ResourceProvisioningOrchestrator:
     """
 
     def __init__(self, providers: Iterable[ResourceProvider] = ()) -> None:
-        self._providers: dict[str, ResourceProvider] = {}
+        self._providers = ProviderRegistry(replaceable=False)
         self._lock = threading.Lock()
         for provider in providers:
             self.register_provider(provider)
 
     def register_provider(self, provider: ResourceProvider) -> None:
         """Add a provider; a second provider for the same kind is refused."""
-        kind = provider_kind(provider)
         with self._lock:
-            if kind in self._providers:
-                raise RegistrationError(f'Resource provider "{kind}" is already registered.')
-            self._providers[kind] = provider
+            self._providers(provider)
 
     @property
     def kinds(self) -> tuple[str, ...]:
         """The registered kinds, in registration order."""
-        return tuple(self._providers)
+        return self._providers.kinds
 
     def get_provider(self, kind: str) -> ResourceProvider | None:
         return self._providers.get(kind)
@@ -76,7 +74,7 @@ class ResourceProvisioningOrchestrator:
                 kind = request.kind
                 provider = self._providers.get(kind)
                 if provider is None:
-                    known = ", ".join(sorted(self._providers)) or "none"
+                    known = ", ".join(sorted(self._providers.kinds)) or "none"
                     raise LookupError(
                         f'No provider registered for resource kind "{kind}" (registered: {known}).'
                     )
@@ -103,7 +101,7 @@ class ResourceProvisioningOrchestrator:
             for failed_kind, failure in failures:
                 _add_note(raised, f"{ROLLBACK_FAILED}{failed_kind} also failed: {failure!r}")
             raise raised from error
-        return ProvisionedResources(
+        snapshot = DiscoverySnapshot(
             session_id=session_id,
             workspace_root=root,
             working_directory=working_directory,
@@ -111,8 +109,8 @@ class ResourceProvisioningOrchestrator:
             env=env,
             prompt_sections=sections,
             metadata=metadata,
-            releases=releases,
         )
+        return ProvisionedResources.from_snapshot(snapshot, releases)
 
     def provision_child_session(
         self,

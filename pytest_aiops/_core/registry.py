@@ -49,18 +49,27 @@ class ProviderRegistry:
     """Callable registry: ``register(provider)`` adds a provider for ``provider.kind``.
 
     Built-ins and third-party providers are registered the same way; ``replace=True`` lets a
-    plugin substitute its own provider for an already registered kind.
+    plugin substitute its own provider for an already registered kind. The one place that
+    checks a provider and refuses a duplicate kind, for the plugin's hook and for
+    :class:`~pytest_aiops.ResourceProvisioningOrchestrator` alike.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, replaceable: bool = True) -> None:
+        # The orchestrator keeps its providers in one of these with replaceable=False: a
+        # kind, once registered there, is never substituted (the reference's rule and text).
+        self.replaceable = replaceable
         self._providers: dict[str, ResourceProvider] = {}
 
     def __call__(self, provider: ResourceProvider, *, replace: bool = False) -> None:
+        if replace and not self.replaceable:
+            raise RegistrationError("this registry does not substitute providers (replace=True)")
         kind = provider_kind(provider)
         if kind in self._providers and not replace:
             raise RegistrationError(
                 f'Resource provider "{kind}" is already registered '
                 f"(by {self._providers[kind]!r}); pass replace=True to substitute it."
+                if self.replaceable
+                else f'Resource provider "{kind}" is already registered.'
             )
         self._providers[kind] = provider
 

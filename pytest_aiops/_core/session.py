@@ -50,18 +50,33 @@ class ProvisionedResources:
         metadata: Mapping[str, Any],
         releases: Sequence[Releaser],
     ) -> None:
-        self.session_id = session_id
-        self.workspace_root = workspace_root
-        self.working_directory = working_directory
-        self._snapshot = DiscoverySnapshot(
-            session_id=session_id,
-            workspace_root=workspace_root,
-            working_directory=working_directory,
-            hard_constraints=hard_constraints,
-            env=env,
-            prompt_sections=prompt_sections,
-            metadata=metadata,
+        self._adopt(
+            DiscoverySnapshot(
+                session_id=session_id,
+                workspace_root=workspace_root,
+                working_directory=working_directory,
+                hard_constraints=hard_constraints,
+                env=env,
+                prompt_sections=prompt_sections,
+                metadata=metadata,
+            ),
+            releases,
         )
+
+    @classmethod
+    def from_snapshot(
+        cls, snapshot: DiscoverySnapshot, releases: Sequence[Releaser]
+    ) -> ProvisionedResources:
+        """A session whose context is ``snapshot`` and whose leases ``releases`` give back."""
+        resources = cls.__new__(cls)
+        resources._adopt(snapshot, releases)
+        return resources
+
+    def _adopt(self, snapshot: DiscoverySnapshot, releases: Sequence[Releaser]) -> None:
+        self.session_id = snapshot.session_id
+        self.workspace_root = snapshot.workspace_root
+        self.working_directory = snapshot.working_directory
+        self._snapshot = snapshot
         self._releases = list(releases)
         self._lock = threading.Lock()
         self._released = False

@@ -7,7 +7,9 @@ reads them in that order of precedence and stores a frozen :class:`Settings` in
 the value came from, the value and what is allowed (pytest-asyncio's ``asyncio_mode`` message
 is the model).
 
-This module imports nothing heavy: a run that never uses the fixtures pays only for it.
+This module imports nothing heavy, and pytest only where a pytest object is read or raised,
+so the worker objects built from :class:`Settings` stay usable without pytest: a run that
+never uses the fixtures pays only for this module.
 """
 
 from __future__ import annotations
@@ -16,9 +18,12 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import pytest
+if TYPE_CHECKING:
+    import pytest
+
+    from .._core.types import ResourceRequest
 
 T = TypeVar("T")
 
@@ -165,11 +170,15 @@ class Settings:
 
     def usage_error(self, dest: str, message: str) -> pytest.UsageError:
         """A :class:`pytest.UsageError` about setting ``dest``, naming where it came from."""
+        import pytest
+
         return pytest.UsageError(f"{_BY_DEST[dest].cli} {message} ({self.source(dest)})")
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> Settings:
         """Read every option with precedence CLI > env > ini > default; validate each."""
+        import pytest
+
         raw: dict[str, tuple[str, str]] = {}
         for option in OPTIONS:
             found = _lookup(config, option)
@@ -244,6 +253,23 @@ class Settings:
             f"({self.port_range_size} ports); {lower}, or widen --aiops-port-range",
         )
 
+    def port_request(self, workers: int = 1) -> ResourceRequest:
+        """The ``port-range`` request for ``workers`` workers' ports as one block: 1 for a
+        worker's own block (or one more block of its pool), N for the xdist controller's
+        parent range that its N workers split."""
+        from .._core.types import ResourceRequest
+
+        low, high = self.port_range
+        size = self.ports_per_worker * max(1, workers)
+        options: dict[str, Any] = {
+            "basePort": low,
+            "blockSize": size,
+            "blockCount": max(1, (high - low + 1) // size),
+        }
+        if self.lock_dir:
+            options["lockDirectory"] = self.lock_dir
+        return ResourceRequest("port-range", options)
+
     def as_cli(self) -> str:
         """The options that reproduce this run's port layout, pastable on a command line."""
         low, high = self.port_range
@@ -257,6 +283,8 @@ def _check_encodable(config: pytest.Config, option: _Option, value: str, source:
     gives lone surrogates) works in this process and from the environment, but xdist sends
     the command line to its workers as UTF-8 only and would die with an internal error.
     """
+    import pytest
+
     if "\0" in value:
         raise pytest.UsageError(
             f"{option.cli} contains a NUL character (\\0) at index {value.index(chr(0))}: "

@@ -1,7 +1,8 @@
 """Plain objects behind the fixtures: a worker's ports, its worktrees, its provisioned session.
 
 Nothing here imports pytest (STYLE 1): :mod:`pytest_aiops.plugin` builds one
-:class:`AiopsWorker` per process from the settings and the fixtures hand out what it makes.
+:class:`AiopsWorker` per process from the frozen :class:`~pytest_aiops._plugin.settings.Settings`
+(passed down whole, never spread into arguments) and the fixtures hand out what it makes.
 Everything is lazy: constructing these objects leases nothing and runs no git command.
 """
 
@@ -28,7 +29,7 @@ from .._errors import (
     ProvisioningError,
 )
 from .._ports.pool import KernelPorts, PortRange
-from .settings import find_git_repository
+from .settings import Settings, find_git_repository
 
 
 @dataclass(frozen=True)
@@ -72,22 +73,16 @@ class WorktreeFactory:
     def __init__(
         self,
         orchestrator: Callable[[], ResourceProvisioningOrchestrator],
+        settings: Settings,
         *,
         repo: str,
         session_prefix: str,
-        base_ref: str = "HEAD",
-        worktree_root: str | None = None,
-        isolation: str = "worktree",
-        keep: str = "none",
         repo_hint: str = "set --aiops-repo (ini aiops_repo)",
     ) -> None:
         self._orchestrator = orchestrator
+        self.settings = settings
         self.repo = repo
         self.session_prefix = session_prefix
-        self.base_ref = base_ref
-        self.worktree_root = worktree_root
-        self.isolation = isolation
-        self.keep = keep
         self.repo_hint = repo_hint
         self._lock = threading.Lock()
         self._counter = 0
@@ -103,11 +98,11 @@ class WorktreeFactory:
     ) -> ResourceRequest:
         """The ``git-worktree`` request :meth:`provision` would make."""
         options: dict[str, Any] = {
-            "baseRef": base_ref or self.base_ref,
-            "isolation": isolation or self.isolation,
+            "baseRef": base_ref or self.settings.base_ref,
+            "isolation": isolation or self.settings.isolation,
         }
-        if self.worktree_root:
-            options["rootDirectory"] = self.worktree_root
+        if self.settings.worktree_root:
+            options["rootDirectory"] = self.settings.worktree_root
         if target_path:
             options["targetPath"] = target_path
         return ResourceRequest("git-worktree", options)
@@ -146,7 +141,7 @@ class WorktreeFactory:
             repo_root=Path(str(allocation.get("repoRoot", repo))),
             working_directory=Path(resources.working_directory),
             target_path=allocation.get("targetPath") or None,
-            isolation=str(allocation.get("isolation", isolation or self.isolation)),
+            isolation=str(allocation.get("isolation", isolation or self.settings.isolation)),
             session_id=session_id,
             resources=resources,
         )
@@ -159,7 +154,8 @@ class WorktreeFactory:
         with self._lock:
             if self._live.pop(id(worktree), None) is None:
                 return False
-            keep = self.keep == "all" or (self.keep == "failed" and failed)
+            policy = self.settings.keep
+            keep = policy == "all" or (policy == "failed" and failed)
             if keep:
                 self.kept.append(worktree)
         if keep:
@@ -232,17 +228,7 @@ class WorkerSession(ProvisionedResources):
     """
 
     def __init__(self, session: ProvisionedResources, runtime: RuntimeInjection) -> None:
-        snapshot = session.to_discovery_snapshot()
-        super().__init__(
-            session_id=snapshot.session_id,
-            workspace_root=snapshot.workspace_root,
-            working_directory=snapshot.working_directory,
-            hard_constraints=snapshot.hard_constraints,
-            env=snapshot.env,
-            prompt_sections=snapshot.prompt_sections,
-            metadata=snapshot.metadata,
-            releases=[("session", session.release)],
-        )
+        self._adopt(session.to_discovery_snapshot(), [("session", session.release)])
         self.runtime = runtime
 
     @property
@@ -263,70 +249,59 @@ class WorkerSession(ProvisionedResources):
         return env
 
 
+@dataclass(frozen=True)
+class XdistSlice:
+    """What the xdist controller gave a worker: the parent range's snapshot, the slice index
+    assigned to it (of ``count``), and the other free indices to try if that one is held."""
+
+    parent: DiscoverySnapshot
+    index: int | None
+    count: int
+    spares: tuple[int, ...] = ()
+
+
 class AiopsWorker:
     """One process's resources: its port range, worktrees and provisioned session.
 
-    ``parent`` is the xdist controller's snapshot (with ``child_index`` of ``child_count``)
-    or ``None``, in which case the worker leases its own top-level block seeded by
-    ``session_id``. Nothing is leased until first asked for.
+    ``settings`` is the run's frozen configuration. With ``xdist`` (the controller's parent
+    snapshot and this worker's slice) the worker leases its slice of the parent range;
+    without, its own top-level block seeded by ``session_id``. ``repo`` defaults to
+    ``settings.repo`` or ``workspace_root``. Nothing is leased until first asked for.
     """
 
     def __init__(
         self,
+        settings: Settings,
         *,
         registry: ProviderRegistry,
         worker_id: str,
         session_id: str,
         workspace_root: str,
-        repo: str,
-        ports_per_worker: int,
-        port_range: tuple[int, int],
-        lock_directory: str | None,
-        parent: DiscoverySnapshot | None = None,
-        child_index: int | None = None,
-        child_count: int | None = None,
-        spare_indices: Sequence[int] = (),
-        resources: Sequence[str] = ("port-range",),
+        xdist: XdistSlice | None = None,
         extra_requests: Callable[[], Sequence[RequestLike]] = tuple,
-        base_ref: str = "HEAD",
-        worktree_root: str | None = None,
-        isolation: str = "worktree",
-        keep: str = "none",
-        max_ports: int | None = None,
-        port_fallback: str = "error",
     ) -> None:
+        self.settings = settings
         self.registry = registry
         self.worker_id = worker_id
         self.session_id = session_id
         self.workspace_root = workspace_root
-        self.repo = repo
-        self.ports_per_worker = ports_per_worker
-        self.port_span = port_range
-        self.lock_directory = lock_directory
-        self.parent = parent
-        self.child_index = child_index
-        self.child_count = child_count
-        self.spare_indices = tuple(spare_indices)
-        self.resource_kinds = tuple(resources)
+        self.repo = settings.repo or workspace_root
+        self.parent = xdist.parent if xdist is not None else None
+        self.child_index = xdist.index if xdist is not None else None
+        self.child_count = xdist.count if xdist is not None else None
+        self.spare_indices = xdist.spares if xdist is not None else ()
+        self.resource_kinds = settings.resources
         self._extra_requests = extra_requests
         self.fallback_reason: str | None = None
         self.runtime: RuntimeInjection | None = None
         self._lock = threading.RLock()
         self._ports_session: ProvisionedResources | None = None
         self._port_range: PortRange | None = None
-        self.max_ports = max_ports
-        self.port_fallback = port_fallback
         self._grown: list[ProvisionedResources] = []
         self._session: WorkerSession | None = None
         self._closed = False
         self.worktrees = WorktreeFactory(
-            self._orchestrator,
-            repo=repo,
-            session_prefix=session_id,
-            base_ref=base_ref,
-            worktree_root=worktree_root,
-            isolation=isolation,
-            keep=keep,
+            self._orchestrator, settings, repo=self.repo, session_prefix=session_id
         )
         self._cached_orchestrator: ResourceProvisioningOrchestrator | None = None
 
@@ -344,17 +319,6 @@ class AiopsWorker:
     def leased_port_range(self) -> PortRange | None:
         """The :class:`PortRange` if already made, without leasing (no lock taken)."""
         return self._port_range
-
-    def _port_request(self) -> ResourceRequest:
-        low, high = self.port_span
-        options: dict[str, Any] = {
-            "basePort": low,
-            "blockSize": self.ports_per_worker,
-            "blockCount": max(1, (high - low + 1) // self.ports_per_worker),
-        }
-        if self.lock_directory:
-            options["lockDirectory"] = self.lock_directory
-        return ResourceRequest("port-range", options)
 
     def ports_session(self) -> ProvisionedResources:
         """The session holding only this worker's port lease (leased on first call)."""
@@ -379,7 +343,7 @@ class AiopsWorker:
                 except ProvisioningError as error:
                     if not isinstance(error.__cause__, PortsExhaustedError):
                         raise
-                    reasons.append(str(error.__cause__).split(" [lock directory")[0])
+                    reasons.append(error.__cause__.reason)
                     continue
                 self.child_index = index
                 self.fallback_reason = "; ".join(reasons) or None
@@ -390,7 +354,7 @@ class AiopsWorker:
             self.child_index = None
         return orchestrator.provision_session(
             session_id=self.session_id,
-            resources=[self._port_request()],
+            resources=[self.settings.port_request()],
             workspace_root=self.workspace_root,
         )
 
@@ -407,7 +371,7 @@ class AiopsWorker:
                     session = self.ports_session()
                 except AiopsError as error:
                     cause = error.__cause__ if isinstance(error, ProvisioningError) else error
-                    if self.port_fallback != "kernel" or not isinstance(
+                    if self.settings.port_fallback != "kernel" or not isinstance(
                         cause, (LockError, PortsExhaustedError)
                     ):
                         raise
@@ -428,13 +392,13 @@ class AiopsWorker:
                     owner=self.worker_id,
                     session_id=session.session_id,
                     grow=self._grow_pool,
-                    max_ports=self.max_ports,
-                    fallback=self.port_fallback,
+                    max_ports=self.settings.max_ports_per_worker,
+                    fallback=self.settings.port_fallback,
                 )
             return self._port_range
 
     def _grow_pool(self) -> tuple[int, int, Sequence[int]]:
-        """Lease one more block of ``ports_per_worker`` for the pool (a top-level lease,
+        """Lease one more block of ``settings.ports_per_worker`` for the pool (a top-level lease,
         seeded by the worker's session id and the block's number: the same run after run)."""
         with self._lock:
             self._check_open()
@@ -442,7 +406,7 @@ class AiopsWorker:
             try:
                 session = self._orchestrator().provision_session(
                     session_id=f"{self.session_id}+{number}",
-                    resources=[self._port_request()],
+                    resources=[self.settings.port_request()],
                     workspace_root=self.workspace_root,
                 )
             except ProvisioningError as error:

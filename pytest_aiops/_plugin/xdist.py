@@ -10,19 +10,66 @@ with it).
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .._core.registry import ProviderRegistry
-from .._core.session import ProvisionedResources
-from .._core.types import ResourceRequest
 from .._errors import AiopsError, AiopsWarning
-from .settings import Settings
 
+if TYPE_CHECKING:
+    from .._core.registry import ProviderRegistry
+    from .._core.session import ProvisionedResources
+    from .settings import Settings
+    from .worker import XdistSlice
+
+#: The key of pytest-aiops's data in xdist's ``workerinput`` and ``workeroutput``.
 WORKERINPUT_KEY = "aiops"
+
+
+def xdist_worker_count(config: pytest.Config) -> int:
+    """How many workers xdist will start (0: xdist is not distributing this run)."""
+    if not config.pluginmanager.hasplugin("xdist"):
+        return 0
+    if config.getoption("dist", "no") == "no" or config.getoption("collectonly", False):
+        return 0
+    total = 0
+    for spec in config.getoption("tx", None) or ():
+        match = re.match(r"^(\d+)\*", str(spec))
+        total += int(match.group(1)) if match else 1
+    return total
+
+
+def worker_input(config: pytest.Config) -> dict[str, Any] | None:
+    """What the controller sent this worker, or ``None`` outside an xdist worker."""
+    workerinput = getattr(config, "workerinput", None)
+    if not isinstance(workerinput, dict):
+        return None
+    data = workerinput.get(WORKERINPUT_KEY)
+    return data if isinstance(data, dict) else {}
+
+
+def worker_slice(data: dict[str, Any] | None) -> XdistSlice | None:
+    """The slice the controller assigned (``worker_input``'s data), ``None`` without one."""
+    if not data or not data.get("parent"):
+        return None
+    from .._core.discovery import DiscoverySnapshot
+    from .worker import XdistSlice
+
+    raw = data["parent"]
+    parent = (
+        DiscoverySnapshot.from_json(raw)
+        if isinstance(raw, str)
+        else DiscoverySnapshot.from_dict(raw)
+    )
+    return XdistSlice(
+        parent=parent,
+        index=data.get("index"),
+        count=int(data.get("count") or 0),
+        spares=tuple(data.get("spares") or ()),
+    )
 
 
 class XdistController:
@@ -48,31 +95,18 @@ class XdistController:
         self.summaries: list[dict[str, Any]] = []
         self.crashed: list[str] = []
 
-    def parent_request(self) -> ResourceRequest:
-        """One block of ``workers x ports_per_worker`` ports, seeded by the project."""
-        low, high = self.settings.port_range
-        size = self.settings.ports_per_worker * self.worker_count
-        options: dict[str, Any] = {
-            "basePort": low,
-            "blockSize": size,
-            "blockCount": max(1, (high - low + 1) // size),
-        }
-        if self.settings.lock_dir:
-            options["lockDirectory"] = self.settings.lock_dir
-        return ResourceRequest("port-range", options)
-
     def start(self) -> None:
         """Lease the parent range (ports only: this never runs git).
 
         Warnings (an :class:`~pytest_aiops.AiopsWarning` for a range in the OS ephemeral
         range) are the caller's to route: the plugin re-issues them as config-time warnings.
+        The caller has checked that the range fits (``Settings.check_ports_fit``).
         """
-        self.settings.check_ports_fit(self.worker_count)
         size = self.settings.ports_per_worker * self.worker_count
         try:
             self.parent = self.registry.orchestrator().provision_session(
                 session_id=self.session_id,
-                resources=[self.parent_request()],
+                resources=[self.settings.port_request(self.worker_count)],
                 workspace_root=self.workspace_root,
             )
         except AiopsError as error:

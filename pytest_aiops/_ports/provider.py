@@ -365,11 +365,14 @@ class PortRangeProvider:
             parent_lease_id=parsed.parent_lease_id,
         )
         if claim is None:
-            raise PortsExhaustedError(
+            reason = (
                 f"child port slice {start}-{end} of parent range "
-                f"{parsed.parent[0]}-{parsed.parent[1]} is already held by another live child "
-                f"[lock directory {lock_directory}]; use another childIndex (a child session "
-                "cannot itself be split: nested children are not supported)"
+                f"{parsed.parent[0]}-{parsed.parent[1]} is already held by another live child"
+            )
+            raise PortsExhaustedError(
+                f"{reason} [lock directory {lock_directory}]; use another childIndex (a child "
+                "session cannot itself be split: nested children are not supported)",
+                reason=reason,
             )
         # A child cannot move out of its slice: report busy ports instead of skipping.
         try:
