@@ -385,26 +385,29 @@ class _Checkout:
             return False
         return True
 
-    def keep(self) -> bool:
-        """Leave the checkout on disk for the user instead; ``False`` if already released."""
+    def _hand_back(self) -> bool:
+        """Mark the checkout given back (kept or released) and forget it as held; ``False``
+        if that already happened (release is idempotent, keep after release a no-op)."""
         with self._lock:
             if self._released:
                 return False
             self._released = True
         with _HELD_LOCK:
             _HELD.pop(self.path, None)
+        return True
+
+    def keep(self) -> bool:
+        """Leave the checkout on disk for the user instead; ``False`` if already released."""
+        if not self._hand_back():
+            return False
         self.entry.keep()
         return True
 
     def release(self) -> None:
         """Pool the checkout (restored) or remove it; idempotent."""
-        with self._lock:
-            if self._released:
-                return
-            self._released = True
+        if not self._hand_back():
+            return
         entry = self.entry
-        with _HELD_LOCK:
-            _HELD.pop(self.path, None)
         # Child sessions' checkouts live inside ours; take theirs apart properly first
         # (their registrations are in the user's repository), never just delete the files.
         for child_root in store.iter_child_roots(self.path):

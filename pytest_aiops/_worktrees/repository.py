@@ -163,18 +163,13 @@ def git_dir_of(path: str) -> str:
     return os.path.normpath(os.path.join(path, content[len("gitdir:") :].strip()))
 
 
-def list_registrations(common_dir: str) -> Iterable[tuple[str, str]]:
-    """``(registration dir, gitdir it records or "")`` for each linked worktree."""
+def _registrations(common_dir: str) -> list[str]:
+    """The registration dir of each linked worktree of the repository."""
     base = os.path.join(common_dir, "worktrees")
     try:
-        names = os.listdir(base)
+        return [os.path.join(base, name) for name in os.listdir(base)]
     except (FileNotFoundError, NotADirectoryError):
         return []
-    found = []
-    for name in names:
-        reg = os.path.join(base, name)
-        found.append((reg, read_text(os.path.join(reg, "gitdir")).strip()))
-    return found
 
 
 def remove_registrations(
@@ -231,7 +226,7 @@ def remove_registrations(
         if named_ours(known) and points_ours(known):
             remove_tree(known)
         return
-    for reg, _gitdir in list_registrations(common_dir):
+    for reg in _registrations(common_dir):
         if named_ours(reg) and points_ours(reg):
             remove_tree(reg)
 

@@ -6,7 +6,8 @@ Layout of a root ``R`` (the ``rootDirectory``)::
     R/.pytest-aiops/<token>.lock   owner lock: an exclusive ``flock`` (per open file on
                                    Linux, macOS and the BSDs), held by the process using
                                    the checkout for the lease's whole life
-    R/.pytest-aiops/<token>.json   record: what/where/whose, and the state
+    R/.pytest-aiops/<token>.json   record: what/where/whose, and the state (read and
+                                   written as a :class:`.record.CheckoutRecord`)
     R/.pytest-aiops/aiops-<token>/ where a checkout is built before it is renamed to R/<name>
     R/.pytest-aiops/.aiops-<token>.pooled/
                                    where a pooled checkout waits for its next lease
