@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -97,3 +98,16 @@ def test_find_repository_walks_up_to_a_git_dir_or_gitfile(tmp_path: Path) -> Non
     assert find_repository(str(tmp_path / "repo" / "a" / "b")) == str(tmp_path / "repo")
     assert find_repository(str(tmp_path / "linked")) == str(tmp_path / "linked")
     assert find_repository("/") is None or Path("/.git").exists()
+
+
+def test_a_record_with_odd_values_is_listed_not_fatal(tmp_path: Path) -> None:
+    """A record's values are claims: the wrong type is ignored (it used to raise ValueError)."""
+    from pytest_aiops._worktrees import store
+
+    root = store.ensure_root(str(tmp_path / "root"))
+    token = "aiops-00000000000000bb"
+    control = Path(root) / ".pytest-aiops"
+    (control / f"{token}.lock").write_text("")
+    (control / f"{token}.json").write_text(json.dumps({"pid": "x", "createdAt": "y"}))
+    [record] = store.list_worktrees(root)
+    assert (record.state, record.pid, record.created_at) == ("orphaned", 0, 0.0)
