@@ -17,6 +17,7 @@
     │   ├── ParentGoneError                        -- a child's parent lease has ended
     │   └── UnsupportedPlatformError               -- no lock backend on this platform (Windows)
     ├── NoSpaceError(AiopsError, OSError)          .path, .setting -- the filesystem is full
+    ├── WorktreeNameError(AiopsError, FileExistsError) -- every checkout name under a root is taken
     ├── PortsExhaustedError(AiopsError, RuntimeError) -- no free block / no port left in a lease
     ├── ChildSplitError(AiopsError, ValueError)     -- a parent range cannot be split as asked
     └── RegistrationError(AiopsError, ValueError, TypeError) -- not a provider, duplicate kind
@@ -174,6 +175,12 @@ class NoSpaceError(AiopsError, OSError):
 
     def __str__(self) -> str:
         return self.for_setting(f"the {self.setting} option")
+
+
+class WorktreeNameError(AiopsError, FileExistsError):
+    """No name is left for a checkout under its root (``<name>``, ``<name>-2`` ... all
+    taken by directories that are not ours to reuse). Built like the ``OSError`` it is:
+    ``WorktreeNameError(errno.EEXIST, message, path)``."""
 
 
 class PortsExhaustedError(AiopsError, RuntimeError):

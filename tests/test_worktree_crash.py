@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from pytest_aiops._worktrees import checkout as _checkout
+from pytest_aiops._worktrees import create as _create
 from pytest_aiops._worktrees.git import run_git, session_members
 from pytest_aiops._worktrees.provider import list_worktrees, reclaim_orphans
 
@@ -38,10 +38,10 @@ leases = [prov.provision(session_id=s["session"], workspace_root=repo,
 print(json.dumps([dict(l.hard) for l in leases]), flush=True)
 if os.environ.get("HOLDER_DIE_IN_RESTORE"):
     import signal
-    from pytest_aiops._worktrees import checkout as _checkout
+    from pytest_aiops._worktrees import restore as _restore
     def die(*args):
         os.kill(os.getpid(), signal.SIGKILL)
-    _checkout.remove_inside = die
+    _restore.remove_inside = die
     open(os.path.join(leases[0].hard["worktreePath"], "top.txt"), "w").write("dirty")
     leases[0].release()
 sys.stdin.read()
@@ -266,7 +266,7 @@ def test_transient_lock_errors_are_retried(
             )
         return real(args, **kwargs)
 
-    monkeypatch.setattr(_checkout, "run_git", flaky)
+    monkeypatch.setattr(_create, "run_git", flaky)
     held = lease(provider(tmp_path / "wt", pool=False), repo)
     assert calls
     assert sorted(os.listdir(held.hard["worktreePath"])) == [".git", "pkg", "top.txt"]

@@ -96,6 +96,24 @@ def summarize(output: str, *, keep: int = 3) -> str:
     return "\n".join([*lines[:keep], f"... ({skipped} more lines)", lines[-1]])
 
 
+def git_failure(args: Sequence[str], result: subprocess.CompletedProcess[str]) -> GitError:
+    """The error for a git command that exited non-zero: ``git command failed (<code>):
+    git <args>: <git's message>`` (stderr, else stdout, see :func:`summarize`)."""
+    shown = " ".join(["git", *args])
+    detail = summarize(result.stderr) or summarize(result.stdout)
+    return GitError(
+        f"git command failed ({result.returncode}): {shown}: {detail}",
+        command=list(result.args),
+        returncode=result.returncode,
+        stderr=result.stderr,
+    )
+
+
+def split_nul(output: str) -> list[str]:
+    """The items of git's (or find's) ``-z`` / ``-print0`` output."""
+    return [item for item in output.split("\0") if item]
+
+
 def is_transient(stderr: str) -> bool:
     """Whether git failed only because a concurrent git process held a lock we needed.
 
@@ -154,14 +172,7 @@ class _Running:
             raise
         result = subprocess.CompletedProcess(self.command, self.process.returncode, stdout, stderr)
         if check and self.process.returncode != 0:
-            shown = " ".join(["git", *self.args])
-            detail = summarize(stderr) or summarize(stdout)
-            raise GitError(
-                f"git command failed ({self.process.returncode}): {shown}: {detail}",
-                command=self.command,
-                returncode=self.process.returncode,
-                stderr=stderr,
-            )
+            raise git_failure(self.args, result)
         return result
 
 
@@ -190,14 +201,7 @@ def run_git(
         attempt += 1
         time.sleep(min(1.0, 0.02 * 2**attempt) * (0.5 + random.random()))
     if check and result.returncode != 0:
-        shown = " ".join(["git", *args])
-        detail = summarize(result.stderr) or summarize(result.stdout)
-        raise GitError(
-            f"git command failed ({result.returncode}): {shown}: {detail}",
-            command=list(result.args),
-            returncode=result.returncode,
-            stderr=result.stderr,
-        )
+        raise git_failure(args, result)
     return result
 
 

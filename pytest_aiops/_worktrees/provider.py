@@ -13,8 +13,10 @@ Options (camelCase, as the reference; each defaults to the provider config):
 - ``pool`` (bool, default ``True``): return released checkouts to a per-root pool and hand
   them out again, restored to exactly ``baseRef``'s tree.
 
-See "How worktrees work" in README.md for the design; ownership, the pool and crash recovery live in
-:mod:`pytest_aiops._worktrees.store`, the git operations in :mod:`pytest_aiops._worktrees.checkout`.
+See "How worktrees work" in docs/how-it-works.md for the design. Ownership, the pool and crash
+recovery live in :mod:`.store` (records: :mod:`.record`); the user's repository in
+:mod:`.repository`; making, restoring and deleting checkouts in :mod:`.create`,
+:mod:`.restore` and :mod:`.files`.
 """
 
 from __future__ import annotations
@@ -40,9 +42,18 @@ from .._core.options import (
 from .._core.trust import escape
 from .._core.types import ResourceContextPatch, ResourceLease
 from .._errors import AiopsWarning, GitError, OptionError, UnsupportedPlatformError
-from . import checkout as _checkout
 from . import store
-from .checkout import CLONE, ISOLATIONS, WORKTREE, RepoInfo
+from .create import CLONE, ISOLATIONS, WORKTREE, create_clone, create_worktree, no_space
+from .record import CheckoutRecord, PoolKey, State
+from .repository import (
+    RepoInfo,
+    check_target,
+    inspect_repo,
+    park_registration,
+    point_registration,
+    unpark_registration,
+)
+from .restore import CheckoutDir, RestorePlan, Sweep, index_identity, make_stamp, restore
 from .store import (
     WorktreeRecord,
     default_worktree_root,
@@ -140,9 +151,9 @@ class GitWorktreeProvider:
         if isolation not in ISOLATIONS:
             raise OptionError("isolation", _isolation_message(isolation))
         pool = _read_bool(options, "pool", self.config.pool)
-        info, commit = _checkout.inspect_repo(workspace_root, base_ref)
+        info, commit = inspect_repo(workspace_root, base_ref)
         if target:
-            _checkout.check_target(info.repo_root, commit, target, base_ref)
+            check_target(info.repo_root, commit, target, base_ref)
         if root_option is None:
             worktree_root = default_worktree_root(info.repo_root)
             worktree_root = store.ensure_root(
@@ -214,7 +225,7 @@ class _Checkout:
         target: str | None,
         pool: bool,
         pool_size: int,
-        key: dict[str, Any],
+        key: PoolKey,
     ) -> None:
         self.entry = entry
         self.info = info
@@ -227,7 +238,7 @@ class _Checkout:
 
     @property
     def path(self) -> str:
-        return str(self.entry.data["path"])
+        return str(self.entry.record.path)
 
     @classmethod
     def provide(
@@ -242,18 +253,15 @@ class _Checkout:
         pool: bool,
         pool_size: int,
     ) -> _Checkout:
-        key = {
-            "commonDir": info.common_dir,
-            "isolation": isolation,
-            "targetPath": target,
-            "commit": commit,
-        }
+        key = PoolKey(
+            common_dir=info.common_dir, isolation=isolation, target_path=target, commit=commit
+        )
         name = build_scoped_name(session_id)
-        owner = {
-            "sessionId": session_id,
-            "repoRoot": info.repo_root,
-            "objectFormat": info.object_format,
-            "createdAt": time.time(),
+        owner: dict[str, Any] = {
+            "session_id": session_id,
+            "repo_root": info.repo_root,
+            "object_format": info.object_format,
+            "created_at": time.time(),
         }
         # Every provisioning through a root first reclaims its orphans (scan_pool does);
         # with pool=False it neither takes from the pool nor gives back to it.
@@ -263,9 +271,16 @@ class _Checkout:
         ):
             return cls(entry, info, target=target, pool=pool, pool_size=pool_size, key=key)
         try:
-            entry = store.new_entry(root, {**key, **owner})
+            record = CheckoutRecord(
+                common_dir=info.common_dir,
+                isolation=isolation,
+                target_path=target,
+                commit=commit,
+                **owner,
+            )
+            entry = store.new_entry(root, record)
         except OSError as error:
-            full = _checkout.no_space(error, root, info, commit, target)
+            full = no_space(error, root, info, commit, target)
             if full is None:
                 raise
             raise full from error
@@ -275,7 +290,7 @@ class _Checkout:
             )
         except BaseException as error:
             # Measured before discarding: what git left shows how full the filesystem is.
-            full = _checkout.no_space(error, root, info, commit, target)
+            full = no_space(error, root, info, commit, target)
             entry.discard()
             if full is not None:
                 raise full from error
@@ -297,27 +312,27 @@ class _Checkout:
         st = os.lstat(build)
         entry.save(ino=st.st_ino, dev=st.st_dev, path=build)
         if isolation == CLONE:
-            git_dir = _checkout.create_clone(info, commit, build, target, entry.git_started)
+            git_dir = create_clone(info, commit, build, target, entry.git_started)
         else:
-            git_dir = _checkout.create_worktree(info, commit, build, target, entry.git_started)
+            git_dir = create_worktree(info, commit, build, target, entry.git_started)
         filled_at = time.time()
         path = store.claim_name(entry, name)
         # rename onto our own empty claim dir: atomic, and R/<name> only ever appears whole.
         entry.save(path=path)
         os.rename(build, path)
         if isolation == WORKTREE:
-            _checkout.point_registration(git_dir, path)
+            point_registration(git_dir, path)
         else:
             git_dir = os.path.join(path, ".git")  # moved with the clone
         entry.save(
-            state=store.LIVE,
-            gitDir=git_dir,
+            state=State.LIVE,
+            git_dir=git_dir,
             claim=None,
-            filledAt=filled_at,
-            handedAt=time.time(),
+            filled_at=filled_at,
+            handed_at=time.time(),
             settled=False,
-            indexId=_checkout.index_identity(git_dir),
-            **_owner(),
+            index_id=index_identity(git_dir),
+            pid=os.getpid(),
         )
 
     @staticmethod
@@ -335,34 +350,32 @@ class _Checkout:
             entry.trusted = True  # a pooled record's gits all finished; ours are waited for
             # Restored and untouched since: every change from now on is the test's, and
             # the stamp lets the next restore find them without asking git.
-            _checkout.make_stamp(entry.stamp)
-            entry.save(state=store.LIVE, handedAt=time.time(), stamped=True, **owner, **_owner())
+            make_stamp(entry.stamp)
+            entry.save(
+                state=State.LIVE, handed_at=time.time(), stamped=True, **owner, pid=os.getpid()
+            )
             path = store.claim_name(entry, name)
             os.rename(entry.pooled_dir, path)  # onto our empty claim dir, atomically
             entry.save(path=path, claim=None)
-            if entry.data.get("isolation") == WORKTREE:
-                _checkout.unpark_registration(str(entry.data["gitDir"]), path)
+            if entry.record.isolation == WORKTREE:
+                unpark_registration(str(entry.record.git_dir), path)
             else:
-                entry.save(gitDir=os.path.join(path, ".git"))
-            if entry.data.get("commit") != commit:
-                _checkout.restore(
-                    info=info,
-                    isolation=str(entry.data["isolation"]),
-                    path=path,
-                    git_dir=str(entry.data["gitDir"]),
-                    commit=commit,
-                    target=target,
-                    index_id=None,
-                    force_checkout=True,
+                entry.save(git_dir=os.path.join(path, ".git"))
+            if entry.record.commit != commit:
+                # Another commit: ask git what the last lease left (the stamp predates the
+                # switch) and check the whole tree out.
+                restore(
+                    _located(entry, info),
+                    RestorePlan(commit=commit, target=target, sweep=Sweep.GIT, checkout=True),
                     on_start=entry.git_started,
                 )
                 entry.save(
                     commit=commit,
                     stamped=False,
-                    filledAt=time.time(),
-                    handedAt=time.time(),
+                    filled_at=time.time(),
+                    handed_at=time.time(),
                     settled=False,
-                    indexId=_checkout.index_identity(str(entry.data["gitDir"])),
+                    index_id=index_identity(str(entry.record.git_dir)),
                 )
         except _EXPECTED as error:
             # git failed or the filesystem did (full, or a test left something we cannot
@@ -372,26 +385,29 @@ class _Checkout:
             return False
         return True
 
-    def keep(self) -> bool:
-        """Leave the checkout on disk for the user instead; ``False`` if already released."""
+    def _hand_back(self) -> bool:
+        """Mark the checkout given back (kept or released) and forget it as held; ``False``
+        if that already happened (release is idempotent, keep after release a no-op)."""
         with self._lock:
             if self._released:
                 return False
             self._released = True
         with _HELD_LOCK:
             _HELD.pop(self.path, None)
+        return True
+
+    def keep(self) -> bool:
+        """Leave the checkout on disk for the user instead; ``False`` if already released."""
+        if not self._hand_back():
+            return False
         self.entry.keep()
         return True
 
     def release(self) -> None:
         """Pool the checkout (restored) or remove it; idempotent."""
-        with self._lock:
-            if self._released:
-                return
-            self._released = True
+        if not self._hand_back():
+            return
         entry = self.entry
-        with _HELD_LOCK:
-            _HELD.pop(self.path, None)
         # Child sessions' checkouts live inside ours; take theirs apart properly first
         # (their registrations are in the user's repository), never just delete the files.
         for child_root in store.iter_child_roots(self.path):
@@ -411,54 +427,34 @@ class _Checkout:
         entry = self.entry
         if self.pool_size == 0 or store.count_pooled(entry.root, self.key) >= self.pool_size:
             return False
-        git_dir = str(entry.data["gitDir"])
-        # Until git rewrites the index in a later second than the files were written, its
-        # entries are "racily clean" and every git command re-reads those files; the first
-        # restore after that point runs a checkout (which rewrites the index) to settle it.
-        settle = not entry.data.get("settled") and time.time() - entry.data["filledAt"] > 1.0
-        # See _checkout.restore: file modes need find(1) only if the test may have changed
-        # one in the same (whole) second as git last wrote files.
-        handed, filled = entry.data.get("handedAt", 0.0), entry.data["filledAt"]
-        check_files = handed - filled < 1.0 or int(handed) == int(filled)
+        record = entry.record
+        git_dir = str(record.git_dir)
         started = time.time()
+        plan = record.restore_plan(stamp=entry.stamp, tree_cache=entry.tree_cache, now=started)
+        filled = record.filled_at
         try:
-            _checkout.restore(
-                info=self.info,
-                isolation=str(entry.data["isolation"]),
-                path=self.path,
-                git_dir=git_dir,
-                commit=str(entry.data["commit"]),
-                target=self.target,
-                index_id=entry.data.get("indexId"),
-                force_checkout=settle,
-                check_file_modes=check_files,
-                since=entry.stamp if entry.data.get("stamped") else None,
-                tree_cache=entry.tree_cache,
-                on_start=entry.git_started,
-            )
-            index_id = _checkout.index_identity(git_dir)
-            if _checkout.index_identity(git_dir) != entry.data.get("indexId"):
+            restore(_located(entry, self.info), plan, on_start=entry.git_started)
+            index_id = index_identity(git_dir)
+            if index_id != record.index_id:
                 filled = started  # git wrote files: checkout ran
-            if entry.data["isolation"] == WORKTREE:
+            if record.isolation == WORKTREE:
                 # Hidden from the user's repository while pooled: `git worktree list` shows
                 # only checkouts in use. The state is saved last: a crash in between leaves
                 # an orphan whose registration is found by its token name.
-                _checkout.park_registration(
-                    git_dir, f"pytest-aiops: pooled checkout, see {entry.root}"
-                )
+                park_registration(git_dir, f"pytest-aiops: pooled checkout, see {entry.root}")
             # Out of R/<name> too: the name is free for the next session at once, and a
             # pooled checkout is never where anyone looks for a worktree.
             os.rename(self.path, entry.pooled_dir)
-            if entry.data["isolation"] == CLONE:
-                entry.save(gitDir=os.path.join(entry.pooled_dir, ".git"))
+            if record.isolation == CLONE:
+                entry.save(git_dir=os.path.join(entry.pooled_dir, ".git"))
             entry.save(
                 path=entry.pooled_dir,
-                state=store.POOLED,
-                settled=bool(entry.data.get("settled")) or settle,
-                indexId=index_id,
-                filledAt=filled,
+                state=State.POOLED,
+                settled=record.settled or plan.checkout,
+                index_id=index_id,
+                filled_at=filled,
                 stamped=False,
-                releasedAt=time.time(),
+                released_at=time.time(),
             )
         except _EXPECTED as error:
             _fallback_warning("restore", entry, error, "removing it instead of pooling it")
@@ -476,15 +472,17 @@ def _fallback_warning(what: str, entry: store.Entry, error: BaseException, then:
     """Say that the pool was bypassed, and why: a silent fallback hides a slow or broken pool."""
     reason = " ".join(str(error).split()) or type(error).__name__
     warnings.warn(
-        f"pytest-aiops: could not {what} pooled checkout {escape(entry.data.get('path'))!r} "
+        f"pytest-aiops: could not {what} pooled checkout {escape(entry.record.path)!r} "
         f"({escape(reason)}); {then}",
         AiopsWarning,
         stacklevel=3,
     )
 
 
-def _owner() -> dict[str, Any]:
-    return {"pid": os.getpid()}
+def _located(entry: store.Entry, info: RepoInfo) -> CheckoutDir:
+    """Where the checkout of ``entry`` is now, for :func:`.restore.restore`."""
+    record = entry.record
+    return CheckoutDir(info, record.isolation, str(record.path), str(record.git_dir))
 
 
 # The checkouts this process holds, by path: what keep_worktree() finds them by.

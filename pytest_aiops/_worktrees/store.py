@@ -6,7 +6,8 @@ Layout of a root ``R`` (the ``rootDirectory``)::
     R/.pytest-aiops/<token>.lock   owner lock: an exclusive ``flock`` (per open file on
                                    Linux, macOS and the BSDs), held by the process using
                                    the checkout for the lease's whole life
-    R/.pytest-aiops/<token>.json   record: what/where/whose, and the state
+    R/.pytest-aiops/<token>.json   record: what/where/whose, and the state (read and
+                                   written as a :class:`.record.CheckoutRecord`)
     R/.pytest-aiops/aiops-<token>/ where a checkout is built before it is renamed to R/<name>
     R/.pytest-aiops/.aiops-<token>.pooled/
                                    where a pooled checkout waits for its next lease
@@ -57,15 +58,26 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._core.trust import escape, private_problem, verify_private
-from .._errors import AiopsWarning, NoSpaceError, OptionError, UnsafeDirectoryError
-from . import checkout as _checkout
+from .._errors import (
+    AiopsWarning,
+    LockError,
+    NoSpaceError,
+    OptionError,
+    UnsafeDirectoryError,
+    WorktreeNameError,
+)
+from .create import WORKTREE
+from .files import remove_tree
 from .git import boot_ticks, end_session
+from .record import CheckoutRecord, PoolKey, State
+from .repository import remove_registrations
 
 if sys.platform != "win32":  # importing must work on Windows; provisioning says it cannot
     import fcntl
 
 CONTROL = ".pytest-aiops"
 
+# What list_worktrees reports (WorktreeRecord.state): a record's State seen with its lock.
 LIVE = "live"
 POOLED = "pooled"
 ORPHANED = "orphaned"
@@ -93,7 +105,7 @@ class WorktreeRecord:
     created_at: float
     session_id: str
     state: str  # "live", "orphaned", "pooled" or "kept"
-    isolation: str = _checkout.WORKTREE
+    isolation: str = WORKTREE
     commit: str = ""
     target_path: str | None = None
     token: str = ""
@@ -192,18 +204,21 @@ def ensure_root(root: str, *, private_base: str | None = None) -> str:
             root = os.path.join(os.path.realpath(parent), os.path.basename(root))
         verify_private(root, create=True)
         verify_private(os.path.join(root, CONTROL), create=True)
-        if not os.access(root, os.W_OK | os.X_OK):
-            raise PermissionError(errno.EACCES, "Permission denied", root)
     except (UnsafeDirectoryError, NoSpaceError):
         raise
     except OSError as error:
-        reason = error.strerror or str(error)
-        raise OptionError(
-            "rootDirectory",
-            f"rootDirectory must be a writable directory, not {root!r} ({reason}); "
-            "set the rootDirectory option to another directory",
-        ) from error
+        raise _unwritable_root(root, error.strerror or str(error)) from error
+    if not os.access(root, os.W_OK | os.X_OK):
+        raise _unwritable_root(root, os.strerror(errno.EACCES))
     return root
+
+
+def _unwritable_root(root: str, reason: str) -> OptionError:
+    return OptionError(
+        "rootDirectory",
+        f"rootDirectory must be a writable directory, not {root!r} ({reason}); "
+        "set the rootDirectory option to another directory",
+    )
 
 
 def verified_root(root: str) -> bool:
@@ -247,7 +262,7 @@ class OwnerLock:
         lock = cls(hidden, fd)
         try:
             if not lock._try():  # pragma: no cover - nobody knows the name yet
-                raise OSError(errno.EAGAIN, "fresh lock file already locked", path)
+                raise LockError(f"fresh lock file {path!r} already locked", lock_path=path)
             os.rename(hidden, path)
         except BaseException:
             lock.unlink_and_close()
@@ -364,11 +379,11 @@ def _tokens(root: str) -> list[str]:
 class Entry:
     """A checkout this process holds the owner lock of (live or being pooled/reclaimed)."""
 
-    def __init__(self, root: str, token: str, lock: OwnerLock, data: dict[str, Any]) -> None:
+    def __init__(self, root: str, token: str, lock: OwnerLock, record: CheckoutRecord) -> None:
         self.root = root
         self.token = token
         self.lock = lock
-        self.data = data
+        self.record = record
         # Whether every git this entry's record may name was run (and waited for) by us;
         # False for an entry taken over from another process, which may have died mid-git.
         self.trusted = False
@@ -383,7 +398,7 @@ class Entry:
 
     @property
     def stamp(self) -> str:
-        """mtime = when the current lease began (see ``_checkout.make_stamp``)."""
+        """mtime = when the current lease began (see :func:`.restore.make_stamp`)."""
         return os.path.join(control_dir(self.root), f"{self.token}.stamp")
 
     @property
@@ -398,16 +413,17 @@ class Entry:
 
     def git_started(self, pid: int) -> None:
         """``on_start`` callback: record the git now writing into this checkout."""
-        self.save(gitSession=[pid, boot_ticks()])
+        self.save(git_session=(pid, boot_ticks()))
 
     def save(self, **changes: Any) -> None:
-        self.data.update(changes)
-        _write_json(self.record_path, self.data)
+        """Apply ``changes`` (:class:`CheckoutRecord` fields) and rewrite the record."""
+        self.record = self.record.replace(**changes)
+        _write_json(self.record_path, self.record.to_json())
 
     def directory_is_ours(self, path: str | None) -> bool:
         """Whether ``path`` is the very directory (same inode) this record created, where
         this root puts checkouts."""
-        if not path or not isinstance(path, str) or "ino" not in self.data:
+        if not path or self.record.ino is None:
             return False
         path = os.path.normpath(path)
         root = os.path.normpath(self.root)
@@ -419,15 +435,15 @@ class Entry:
             return False
         return bool(
             stat.S_ISDIR(st.st_mode)
-            and st.st_ino == self.data["ino"]
-            and st.st_dev == self.data.get("dev")
+            and st.st_ino == self.record.ino
+            and st.st_dev == self.record.dev
         )
 
     def classify(self) -> str:
         """``pooled``/``kept`` if so recorded and intact, else ``orphaned`` (lock free)."""
-        state = self.data.get("state")
-        if state in (POOLED, KEPT) and self.directory_is_ours(self.data.get("path")):
-            return str(state)
+        state = self.record.state
+        if state in (State.POOLED, State.KEPT) and self.directory_is_ours(self.record.path):
+            return POOLED if state is State.POOLED else KEPT
         return ORPHANED
 
     def keep(self) -> None:
@@ -436,7 +452,7 @@ class Entry:
         Its git registration stays (``git worktree list`` shows it, ``git worktree remove``
         removes it); scans skip it until its directory is gone.
         """
-        self.save(state=KEPT, keptAt=time.time())
+        self.save(state=State.KEPT, kept_at=time.time())
         self.close()
 
     def _claimed_paths(self) -> list[str]:
@@ -448,11 +464,11 @@ class Entry:
         root = os.path.normpath(self.root)
         inside = {os.path.normpath(self.build_dir), os.path.normpath(self.pooled_dir)}
         paths = []
-        for key in ("path", "claim"):
-            value = self.data.get(key)
+        for key, claimed in (("path", self.record.path), ("claim", self.record.claim)):
+            value = claimed or self.record.raw.get(key)  # the raw one if not a path
             if not value:
                 continue
-            path = os.path.normpath(str(value)) if isinstance(value, str) else ""
+            path = os.path.normpath(claimed) if claimed else ""
             if path and (os.path.dirname(path) == root or path in inside):
                 paths.append(path)
             else:
@@ -461,50 +477,42 @@ class Entry:
 
     def discard(self) -> None:
         """Delete everything this record proves we created, then the record and the lock."""
-        data = self.data
-        session = data.get("gitSession")
-        finished = self.trusted or data.get("state") == POOLED  # pooled: restore completed
-        if isinstance(session, list) and len(session) == 2 and not finished:
-            pid, started = session
-            if isinstance(pid, int) and isinstance(started, int) and pid > 1:
-                # Our predecessor died while its git was writing into the checkout: end
-                # that git (and any child it left) before deleting what it writes to --
-                # only if the session is provably that git's (its recorded start time).
-                end_session(pid, started)
-            else:
-                _ignored(self.record_path, f"its gitSession {escape(session)!r} is not provable")
-        common_dir = data.get("commonDir")
+        record = self.record
+        finished = self.trusted or record.state is State.POOLED  # pooled: restore completed
+        session = record.raw.get("gitSession")
+        if record.git_session is not None and not finished:
+            # Our predecessor died while its git was writing into the checkout: end that
+            # git (and any child it left) before deleting what it writes to -- only if the
+            # session is provably that git's (its recorded start time).
+            end_session(*record.git_session)
+        elif isinstance(session, list) and len(session) == 2 and not finished:
+            _ignored(self.record_path, f"its gitSession {escape(session)!r} is not provable")
         paths = self._claimed_paths()
         for path in paths:
             # Child sessions' checkouts live inside this one, with registrations in the
             # user's repository: take them apart properly first, never just delete files.
             for child_root in iter_child_roots(path):
                 reclaim_orphans(child_root, include_pooled=True, include_kept=True)
-        if (
-            isinstance(common_dir, str)
-            and common_dir
-            and data.get("isolation", _checkout.WORKTREE) == _checkout.WORKTREE
-        ):
-            git_dir = data.get("gitDir")
-            _checkout.remove_registrations(
-                common_dir,
+        if record.common_dir and record.isolation == WORKTREE:
+            remove_registrations(
+                record.common_dir,
                 token=self.token,
                 paths=[*paths, self.build_dir],
-                known=str(git_dir) if git_dir and finished else None,
+                known=record.git_dir if finished else None,
                 root=self.root,
             )
         for path in paths:
             if self.directory_is_ours(path):
-                _checkout.remove_tree(path, fast=True)
+                remove_tree(path, fast=True)
             else:
                 # A claimed name we never filled: only an empty directory is removed.
                 with contextlib.suppress(OSError):
-                    if path == data.get("claim"):
+                    if path == record.claim:
                         os.rmdir(path)
-        _checkout.remove_tree(self.build_dir)  # inside our control dir: always ours
-        _checkout.remove_tree(self.pooled_dir)
-        _checkout.remove_tree(self.stamp)
-        _checkout.remove_tree(self.tree_cache)
+        remove_tree(self.build_dir)  # inside our control dir: always ours
+        remove_tree(self.pooled_dir)
+        remove_tree(self.stamp)
+        remove_tree(self.tree_cache)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.record_path)
         self.lock.unlink_and_close()
@@ -514,11 +522,11 @@ class Entry:
         self.lock.close()
 
 
-def new_entry(root: str, data: dict[str, Any]) -> Entry:
-    """A new, locked entry with its record written (state ``creating``)."""
+def new_entry(root: str, record: CheckoutRecord) -> Entry:
+    """A new, locked entry with ``record`` written (state ``creating``)."""
     token = f"aiops-{secrets.token_hex(8)}"
     lock = OwnerLock.create(os.path.join(control_dir(root), f"{token}.lock"))
-    entry = Entry(root, token, lock, {**data, "token": token, "state": "creating"})
+    entry = Entry(root, token, lock, record.replace(token=token, state=State.CREATING))
     entry.trusted = True
     try:
         entry.save(**_owner())
@@ -529,6 +537,7 @@ def new_entry(root: str, data: dict[str, Any]) -> Entry:
 
 
 def _owner() -> dict[str, Any]:
+    """The record fields naming this process as the owner."""
     return {"pid": os.getpid(), "host": socket.gethostname()}
 
 
@@ -546,7 +555,7 @@ def take_entry(root: str, token: str) -> Entry | None:
             _ignored(record_path, "it cannot be read as a record")
             return None
         data = {}  # a crash before the first save: only the lock and build dir exist
-    return Entry(root, token, lock, data)
+    return Entry(root, token, lock, CheckoutRecord.from_json(data))
 
 
 def _ignored(record_path: str, why: str) -> None:
@@ -558,19 +567,25 @@ def _ignored(record_path: str, why: str) -> None:
     )
 
 
-def _record_of(root: str, token: str, data: dict[str, Any], state: str) -> WorktreeRecord:
-    target = data.get("targetPath")
+def _read_record(root: str, token: str) -> CheckoutRecord:
+    """The record of ``token`` as found (an empty one if missing or unreadable)."""
+    return CheckoutRecord.from_json(
+        _read_json(os.path.join(control_dir(root), f"{token}.json")) or {}
+    )
+
+
+def _record_of(root: str, token: str, record: CheckoutRecord, state: str) -> WorktreeRecord:
     return WorktreeRecord(
-        path=str(data.get("path") or os.path.join(control_dir(root), token)),
-        repo_root=str(data.get("repoRoot", "")),
-        pid=int(data.get("pid", 0)),
-        host=str(data.get("host", "")),
-        created_at=float(data.get("createdAt", 0.0)),
-        session_id=str(data.get("sessionId", "")),
+        path=record.path or os.path.join(control_dir(root), token),
+        repo_root=record.repo_root,
+        pid=record.pid,
+        host=record.host,
+        created_at=record.created_at,
+        session_id=record.session_id,
         state=state,
-        isolation=str(data.get("isolation", _checkout.WORKTREE)),
-        commit=str(data.get("commit", "")),
-        target_path=str(target) if target else None,
+        isolation=record.isolation,
+        commit=record.commit,
+        target_path=record.target_path,
         token=token,
         record_path=os.path.join(control_dir(root), f"{token}.json"),
     )
@@ -584,14 +599,14 @@ def list_worktrees(root: str) -> list[WorktreeRecord]:
         return []
     records = []
     for token in _tokens(root):
-        data = _read_json(os.path.join(control_dir(root), f"{token}.json")) or {}
+        record = _read_record(root, token)
         lock_path = os.path.join(control_dir(root), f"{token}.lock")
         if OwnerLock.held_elsewhere(lock_path):
             state = LIVE
         else:
-            probe = Entry(root, token, OwnerLock(lock_path, -1), data)
+            probe = Entry(root, token, OwnerLock(lock_path, -1), record)
             state = probe.classify()
-        records.append(_record_of(root, token, data, state))
+        records.append(_record_of(root, token, record, state))
     return records
 
 
@@ -615,14 +630,14 @@ def reclaim_orphans(
             continue
         try:
             state = entry.classify()
-            if state == ORPHANED and has_live_descendants(entry.data.get("path")):
+            if state == ORPHANED and has_live_descendants(entry.record.path):
                 continue  # a live child session works inside it
             if (
                 state == ORPHANED
                 or (state == POOLED and include_pooled)
                 or (state == KEPT and include_kept)
             ):
-                removed.append(_record_of(root, token, entry.data, state))
+                removed.append(_record_of(root, token, entry.record, state))
                 if not dry_run:
                     entry.discard()
         finally:
@@ -630,7 +645,7 @@ def reclaim_orphans(
     return removed
 
 
-def scan_pool(root: str, key: dict[str, Any], *, take: bool = True) -> Entry | None:
+def scan_pool(root: str, key: PoolKey, *, take: bool = True) -> Entry | None:
     """Reclaim every orphan under ``root`` and take the best pooled entry matching ``key``.
 
     Best: same commit (no checkout needed), then any. ``take=False``: only reclaim.
@@ -644,18 +659,14 @@ def scan_pool(root: str, key: dict[str, Any], *, take: bool = True) -> Entry | N
         keep = False
         try:
             state = entry.classify()
-            idle = time.time() - float(entry.data.get("releasedAt") or time.time())
-            if state == ORPHANED and has_live_descendants(entry.data.get("path")):
+            idle = time.time() - (entry.record.released_at or time.time())
+            if state == ORPHANED and has_live_descendants(entry.record.path):
                 continue  # a live child session works inside it
             if state == ORPHANED or (state == POOLED and idle > POOL_MAX_IDLE):
                 entry.discard()
                 continue
-            if (
-                take
-                and state == POOLED
-                and all(entry.data.get(k) == v for k, v in key.items() if k != "commit")
-            ):
-                rank = int(entry.data.get("commit") == key.get("commit"))
+            if take and state == POOLED and entry.record.matches(key, commit=False):
+                rank = int(entry.record.commit == key.commit)
                 if rank > best_rank:
                     if best is not None:
                         best.close()
@@ -689,9 +700,8 @@ def sweep_deleted_repositories(base: str) -> None:
             warnings.warn(f"pytest-aiops: not sweeping {error}", AiopsWarning, stacklevel=2)
             continue
         for token in _tokens(root):
-            data = _read_json(os.path.join(control_dir(root), f"{token}.json")) or {}
-            common_dir = data.get("commonDir")
-            if not common_dir or os.path.isdir(str(common_dir)):
+            common_dir = _read_record(root, token).common_dir
+            if not common_dir or os.path.isdir(common_dir):
                 continue
             gone = True
             entry = take_entry(root, token)
@@ -708,12 +718,12 @@ def sweep_deleted_repositories(base: str) -> None:
                     os.rmdir(directory)
 
 
-def count_pooled(root: str, key: dict[str, Any]) -> int:
-    """How many pooled entries match ``key`` (advisory: read without locks)."""
+def count_pooled(root: str, key: PoolKey) -> int:
+    """How many pooled entries match ``key``, commit included (advisory: read without locks)."""
     count = 0
     for token in _tokens(root):
-        data = _read_json(os.path.join(control_dir(root), f"{token}.json")) or {}
-        if data.get("state") == POOLED and all(data.get(k) == v for k, v in key.items()):
+        record = _read_record(root, token)
+        if record.state is State.POOLED and record.matches(key, commit=True):
             count += 1
     return count
 
@@ -737,7 +747,7 @@ def claim_name(entry: Entry, base: str) -> str:
         except FileExistsError:
             continue
         return path
-    raise OSError(errno.EEXIST, "no free worktree name", os.path.join(entry.root, base))
+    raise WorktreeNameError(errno.EEXIST, "no free worktree name", os.path.join(entry.root, base))
 
 
 def has_live_descendants(path: str | None) -> bool:
@@ -754,8 +764,7 @@ def has_live_descendants(path: str | None) -> bool:
             lock_path = os.path.join(control_dir(child_root), f"{token}.lock")
             if OwnerLock.held_elsewhere(lock_path):
                 return True
-            data = _read_json(os.path.join(control_dir(child_root), f"{token}.json")) or {}
-            if has_live_descendants(data.get("path")):
+            if has_live_descendants(_read_record(child_root, token).path):
                 return True
     return False
 
@@ -771,7 +780,3 @@ def iter_child_roots(path: str) -> Iterator[str]:
         candidate = os.path.join(base, name)
         if os.path.isdir(os.path.join(candidate, CONTROL)):
             yield candidate
-
-
-def now() -> float:
-    return time.time()

@@ -1,0 +1,291 @@
+"""Making a fresh checkout of a commit (linked worktree or private clone), and what "fresh" is.
+
+A checkout's own git metadata (HEAD, reflog, config of a clone, the sparse patterns) is
+defined here once, as what a fresh one holds: creation writes it, and a restore
+(:mod:`.restore`) puts it back through the same ``reset_*_metadata`` functions, so a reused
+checkout cannot drift from a new one.
+
+Two isolation levels:
+
+- ``"worktree"``: ``git worktree add --detach``. Shares objects, refs, tags, ``refs/stash``,
+  config and hooks with the user's repository; registered in ``<common-dir>/worktrees/<reg>``.
+- ``"clone"``: a repository of its own whose object store borrows the user's through
+  ``objects/info/alternates`` (what ``git clone --shared`` does), with no refs copied, its
+  own config/stash/hooks, an ``origin`` remote that can be fetched but not pushed to, and
+  registered nowhere in the user's repository.
+
+Sparse checkouts (``targetPath``) are made *without* ``git sparse-checkout init``: in a
+linked worktree that command sets ``extensions.worktreeConfig = true`` in the user's shared
+``.git/config`` (checked with git 2.39), and the user's config must never change. Instead we
+write the cone patterns to the checkout's own ``info/sparse-checkout`` and pass
+``-c core.sparseCheckout=true -c core.sparseCheckoutCone=true`` to our own commands; the
+resulting skip-worktree bits in the checkout's index keep ``git status`` clean for the test.
+A clone keeps the two settings in its own config.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import shutil
+from collections.abc import Callable
+
+from .._errors import GitError, NoSpaceError
+from .files import empty_directory, remove_tree, write_text
+from .git import git_failure, is_transient, run_git, split_nul
+from .repository import RepoInfo, git_dir_of, remove_registrations
+
+WORKTREE = "worktree"
+CLONE = "clone"
+ISOLATIONS = (WORKTREE, CLONE)
+
+SPARSE_FLAGS = ("-c", "core.sparseCheckout=true", "-c", "core.sparseCheckoutCone=true")
+
+#: Where a clone's pushes go: no git transport exists for this scheme, so ``git push`` fails.
+PUSH_DISABLED = "pytest-aiops-push-disabled::"
+
+#: Called with the pid of a git that writes into a checkout, as soon as it started.
+OnStart = Callable[[int], None] | None
+
+
+def cone_patterns(target: str) -> str:
+    """What ``git sparse-checkout set --cone <target>`` writes (root files are included)."""
+    lines = ["/*", "!/*/"]
+    parts = target.split("/")
+    for depth in range(1, len(parts)):
+        prefix = "/".join(parts[:depth])
+        lines += [f"/{prefix}/", f"!/{prefix}/*/"]
+    lines.append(f"/{target}/")
+    return "\n".join(lines) + "\n"
+
+
+def in_cone(files: set[str], dirs: set[str], target: str) -> tuple[set[str], set[str]]:
+    """What a cone-mode sparse checkout of ``target`` holds of a commit's tree: the files
+    at the top and in each directory leading to ``target``, and everything under it."""
+    parts = target.split("/")
+    ancestors = {"/".join(parts[:i]) for i in range(1, len(parts) + 1)}
+    inside = target + "/"
+    kept_dirs = {d for d in dirs if d in ancestors or d.startswith(inside)}
+    kept_files = {
+        f
+        for f in files
+        if f.startswith(inside) or f.rpartition("/")[0] in ({""} | ancestors) - {target}
+    }
+    return kept_files, kept_dirs
+
+
+def _quote(value: str) -> str:
+    """A git-config value/subsection in double quotes (backslash and quote escaped)."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def clone_config(info: RepoInfo, *, sparse: bool) -> str:
+    """The whole ``.git/config`` of a clone; rewritten verbatim on every restore."""
+    lines = [
+        "[core]",
+        f"\trepositoryformatversion = {0 if info.object_format == 'sha1' else 1}",
+        "\tfilemode = true",
+        "\tbare = false",
+        "\tlogallrefupdates = true",
+    ]
+    if info.object_format != "sha1":
+        lines += ["[extensions]", f"\tobjectformat = {info.object_format}"]
+    if sparse:
+        lines += ["\tsparseCheckout = true", "\tsparseCheckoutCone = true"]
+        if info.object_format != "sha1":  # keep the [core] keys in [core]
+            lines = [*lines[:5], *lines[-2:], *lines[5:-2]]
+    lines += [
+        '[remote "origin"]',
+        f"\turl = {_quote(info.repo_root)}",
+        "\tfetch = +refs/heads/*:refs/remotes/origin/*",
+        f"\tpushurl = {_quote(PUSH_DISABLED)}",
+        # An explicit `git push /path/to/user/repo` is rewritten to the dead URL as well.
+        f"[url {_quote(PUSH_DISABLED)}]",
+        *(f"\tpushInsteadOf = {_quote(url)}" for url in _push_spellings(info)),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _push_spellings(info: RepoInfo) -> list[str]:
+    """The ways a test is likely to name the user's repository in ``git push``.
+
+    ``pushInsteadOf`` matches by prefix, so each is listed as given and resolved through
+    symlinks, as a path and as a ``file://`` URL. This stops accidents, not a test set on
+    reaching the user's repository: an odd spelling (``/a//b``) is not matched, and a test
+    could as well run ``git -C <repo>`` there.
+    """
+    bases = {info.repo_root, info.common_dir}
+    bases |= {os.path.realpath(base) for base in bases}
+    return sorted({*bases, *("file://" + base for base in bases)})
+
+
+def create_worktree(
+    info: RepoInfo, commit: str, path: str, target: str | None, on_start: OnStart = None
+) -> str:
+    """``git worktree add --detach path commit`` (``path`` an empty dir we made); its git dir.
+
+    Retried on transient lock errors; before a retry whatever the failed attempt left in
+    ``path`` and its registration is removed again, so the retry starts from an empty dir.
+    """
+    args = ["-C", info.repo_root, "worktree", "add", "--detach", "-q"]
+    if target:
+        args.append("--no-checkout")
+    args += [path, commit]
+    for attempt in range(6):
+        result = run_git(args, check=False, on_start=on_start)
+        if result.returncode == 0:
+            break
+        if attempt == 5 or not is_transient(result.stderr):
+            raise git_failure(args, result)
+        remove_registrations(info.common_dir, token=os.path.basename(path))
+        empty_directory(path)
+    git_dir = git_dir_of(path)
+    if target:
+        write_text(os.path.join(git_dir, "info", "sparse-checkout"), cone_patterns(target))
+        # Same command `worktree add` runs itself without --no-checkout, now sparse.
+        run_git(["-C", path, *SPARSE_FLAGS, "reset", "--hard", "-q"], on_start=on_start)
+    return git_dir
+
+
+# What git says when it could not write a file of a checkout (it names no errno for a
+# failed write(2): "unable to write file X", then "Could not reset index file").
+_WRITE_FAILED = (
+    "No space left on device",
+    "unable to write file",
+    "unable to create file",
+    "unable to write new index file",
+    "Could not reset index file",
+)
+
+
+def no_space(
+    error: BaseException, root: str, info: RepoInfo, commit: str, target: str | None
+) -> NoSpaceError | None:
+    """A :class:`NoSpaceError` if ``error`` (making a checkout of ``commit`` under ``root``)
+    came from a full filesystem, else ``None``.
+
+    Our own writes say so by errno. git says it only when open(2) fails; for a failed
+    write(2) it prints "unable to write file" per file, so then the tree's size (rounded up
+    to whole blocks) and file count are compared with what ``statvfs`` says is free: only a
+    filesystem too small for the checkout is reported as full.
+    """
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+        return NoSpaceError(str(error.filename or root))
+    if not isinstance(error, GitError) or not any(m in error.stderr for m in _WRITE_FAILED):
+        return None
+    try:
+        fs = os.statvfs(root)
+    except OSError:
+        return None
+    free, block = fs.f_bavail * fs.f_frsize, fs.f_frsize or 4096
+    listing = run_git(["-C", info.repo_root, "ls-tree", "-r", "-l", "-z", commit], check=False)
+    sizes: dict[str, int] = {}
+    for item in split_nul(listing.stdout):
+        meta, _, name = item.partition("\t")
+        size = meta.split()[-1]
+        if size.isdigit():
+            sizes[name] = int(size)
+    if target:
+        names, _dirs = in_cone(set(sizes), set(), target)
+        sizes = {name: sizes[name] for name in names}
+    needed = sum(-(-size // block) * block for size in sizes.values())
+    if fs.f_files and fs.f_favail < len(sizes):
+        return NoSpaceError(root, f"{len(sizes)} files to check out, {fs.f_favail} inodes free")
+    if "No space left on device" in error.stderr or needed > free:
+        detail = f"the {len(sizes)} files of {commit[:12]} need about {needed / 2**20:.1f} MiB"
+        return NoSpaceError(root, f"{detail}, {free / 2**20:.1f} MiB are free there")
+    return None
+
+
+def create_clone(
+    info: RepoInfo, commit: str, path: str, target: str | None, on_start: OnStart = None
+) -> str:
+    """A private repository at ``path`` (an empty dir we made) checked out at ``commit``."""
+    # --template=: no sample hooks, no info/exclude, no description: nothing a test could
+    # mistake for the user's, and nothing to restore later.
+    run_git(["init", "-q", "--template=", path])
+    git_dir = os.path.join(path, ".git")
+    reset_clone_metadata(info, git_dir, commit=None, target=target)
+    flags = SPARSE_FLAGS if target else ()
+    run_git(["-C", path, *flags, "checkout", "-q", "-f", "--detach", commit], on_start=on_start)
+    return git_dir
+
+
+def reset_clone_metadata(
+    info: RepoInfo, git_dir: str, *, commit: str | None, target: str | None
+) -> None:
+    """Make a clone's ``.git`` what a fresh one holds, keeping its index (and objects/pack dir).
+
+    Everything a test can add to a clone's repository lives here: refs, tags, stash,
+    reflogs, config, hooks, its own objects. The user's objects are reached through
+    ``alternates``, so the clone's own object store only ever holds what tests wrote.
+    """
+    keep = {"index", "objects", "HEAD", "logs"}
+    for name in os.listdir(git_dir):
+        if name not in keep:
+            remove_tree(os.path.join(git_dir, name))
+    objects = os.path.join(git_dir, "objects")
+    os.makedirs(objects, exist_ok=True)
+    for name in os.listdir(objects):
+        remove_tree(os.path.join(objects, name))
+    for sub in ("info", "pack"):
+        os.makedirs(os.path.join(objects, sub), exist_ok=True)
+    write_text(
+        os.path.join(objects, "info", "alternates"), os.path.join(info.common_dir, "objects") + "\n"
+    )
+    for sub in ("heads", "tags"):
+        os.makedirs(os.path.join(git_dir, "refs", sub), exist_ok=True)
+    write_text(os.path.join(git_dir, "config"), clone_config(info, sparse=bool(target)))
+    shallow = os.path.join(info.common_dir, "shallow")
+    if os.path.isfile(shallow):  # a shallow user repo: its grafts are needed to walk history
+        shutil.copyfile(shallow, os.path.join(git_dir, "shallow"))
+    if target:
+        write_text(os.path.join(git_dir, "info", "sparse-checkout"), cone_patterns(target))
+    if commit is not None:
+        write_text(os.path.join(git_dir, "HEAD"), commit + "\n")
+    _trim_reflog(git_dir, commit)
+
+
+def reset_worktree_metadata(git_dir: str, commit: str, target: str | None) -> None:
+    """Make a linked worktree's private git dir hold what a fresh ``worktree add`` leaves.
+
+    Fresh: HEAD, ORIG_HEAD, commondir, gitdir, index, logs/HEAD (plus info/sparse-checkout
+    when sparse). A test can add rebase/merge/bisect state, per-worktree refs, a
+    config.worktree...: all dropped. The reflog is cut to one line.
+    """
+    keep = {"HEAD", "ORIG_HEAD", "commondir", "gitdir", "index", "logs", "info"}
+    for name in os.listdir(git_dir):
+        if name not in keep or (name == "info" and not target):
+            remove_tree(os.path.join(git_dir, name))
+    if target:
+        info_dir = os.path.join(git_dir, "info")
+        for name in os.listdir(info_dir) if os.path.isdir(info_dir) else ():
+            if name != "sparse-checkout":
+                remove_tree(os.path.join(info_dir, name))
+        write_text(os.path.join(info_dir, "sparse-checkout"), cone_patterns(target))
+    write_text(os.path.join(git_dir, "ORIG_HEAD"), commit + "\n")
+    _trim_reflog(git_dir, commit)
+
+
+def _trim_reflog(git_dir: str, commit: str | None = None) -> None:
+    """Cut the HEAD reflog to its first line, as a fresh checkout has, naming ``commit``.
+
+    A pooled checkout may have been created at another commit: ``HEAD@{0}`` must be the
+    commit it now holds, as in a fresh one (``0000... <commit> <ident> <time>\t<msg>``).
+    """
+    logs = os.path.join(git_dir, "logs")
+    if not os.path.isdir(logs):
+        return
+    for name in os.listdir(logs):
+        if name != "HEAD":
+            remove_tree(os.path.join(logs, name))
+    head_log = os.path.join(logs, "HEAD")
+    with contextlib.suppress(FileNotFoundError):
+        with open(head_log, "rb") as handle:
+            first = handle.readline()
+        parts = first.split(b" ", 2)
+        if commit is not None and len(parts) == 3:
+            first = b" ".join([b"0" * len(commit), commit.encode(), parts[2]])
+        with open(head_log, "wb") as handle:
+            handle.write(first)
