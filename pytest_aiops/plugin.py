@@ -21,7 +21,7 @@ import pytest
 
 from ._errors import AiopsError, NoSpaceError, OptionError, ProvisioningError
 from ._plugin.declarations import MARKER, declare_hooks, declare_marker, declare_options
-from ._plugin.settings import Settings, find_git_repository
+from ._plugin.settings import Settings
 from ._plugin.xdist import worker_input, worker_slice, xdist_worker_count
 
 if TYPE_CHECKING:
@@ -221,7 +221,9 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         ports = (
             f"{settings.ports_per_worker} ports per worker from {low}-{high}, leased on first use"
         )
-    repo = find_git_repository(settings.repo or str(config.rootpath))
+    from ._worktrees.repository import find_repository
+
+    repo = find_repository(settings.repo or str(config.rootpath))
     worktrees = f"worktrees of {repo} at {settings.base_ref}" if repo else "no git repository"
     return [
         f"aiops: {ports}; lock dir {lock_dir}; {worktrees}",

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 
-from .._errors import GitError, LockError
+from .._errors import LockError
 from .._ports.locks import LOCK_DIR_ENV
 from .._ports.provider import default_lock_directory
-from .._worktrees.git import git_output
 from .._worktrees.provider import default_worktree_root
+from .._worktrees.repository import locate_repository
 
 
 def lock_directory_default() -> str:
@@ -35,26 +35,15 @@ def lock_directory(option: str | None) -> str:
 
 def repo_root() -> str | None:
     """The top of the git repository around the current directory, or ``None``."""
-    try:
-        return git_output(["-C", os.getcwd(), "rev-parse", "--show-toplevel"])
-    except GitError:
-        return None
+    info = locate_repository(os.getcwd())
+    return info.repo_root if info is not None else None
 
 
 def main_repo_root() -> str | None:
     """Like :func:`repo_root`, but from inside a linked worktree (an agent's session) the
     repository it belongs to, whose root holds the worktrees ``status``/``gc`` are about."""
-    root = repo_root()
-    if root is None:
-        return None
-    try:
-        common = git_output(["-C", os.getcwd(), "rev-parse", "--git-common-dir"])
-    except GitError:
-        return root
-    common = os.path.normpath(os.path.join(os.getcwd(), common))
-    if os.path.basename(common) == ".git" and os.path.dirname(common) != root:
-        return os.path.dirname(common)
-    return root
+    info = locate_repository(os.getcwd())
+    return info.main_root if info is not None else None
 
 
 def worktree_root(option: str | None) -> str | None:

@@ -418,15 +418,3 @@ def _parse_kinds(value: str, source: str) -> tuple[str, ...]:
     if len(set(kinds)) != len(kinds):
         raise _Invalid("a comma-separated list of distinct resource kinds")
     return kinds
-
-
-def find_git_repository(start: str) -> str | None:
-    """The nearest directory at or above ``start`` holding ``.git``, without running git."""
-    current = os.path.abspath(start)
-    while True:
-        if os.path.exists(os.path.join(current, ".git")):
-            return current
-        parent = os.path.dirname(current)
-        if parent == current:
-            return None
-        current = parent

@@ -29,7 +29,8 @@ from .._errors import (
     ProvisioningError,
 )
 from .._ports.pool import KernelPorts, PortRange
-from .settings import Settings, find_git_repository
+from .._worktrees.repository import find_repository
+from .settings import Settings
 
 
 @dataclass(frozen=True)
@@ -117,7 +118,7 @@ class WorktreeFactory:
     ) -> GitWorktree:
         """A new worktree at ``base_ref`` (default: the configured one); ``name`` is a label."""
         is_dir = os.path.isdir(self.repo)
-        repo = find_git_repository(self.repo) if is_dir else None
+        repo = find_repository(self.repo) if is_dir else None
         with self._lock:
             self._counter += 1
             number = self._counter

@@ -229,11 +229,6 @@ def run_git_parallel(
     return results
 
 
-def git_output(args: Sequence[str], *, cwd: str | None = None) -> str:
-    """Stripped stdout of a successful git command."""
-    return run_git(args, cwd=cwd).stdout.strip()
-
-
 def _kill_group(process: subprocess.Popen[str]) -> None:
     # ProcessLookupError: the group is already gone; PermissionError: a member changed
     # credentials (setuid helper) -- nothing more we may do.

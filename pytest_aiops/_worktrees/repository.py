@@ -48,6 +48,38 @@ class RepoInfo:
     common_dir: str
     object_format: str
 
+    @property
+    def main_root(self) -> str:
+        """The work tree the repository belongs to: from inside a linked worktree (an agent's
+        session), the main checkout whose root keys the worktrees ``status``/``gc`` show."""
+        if os.path.basename(self.common_dir) == ".git":
+            return os.path.dirname(self.common_dir)
+        return self.repo_root
+
+
+#: One ``git rev-parse`` prints the toplevel, common dir, git dir and object format.
+_LOCATE = (
+    "rev-parse",
+    "--path-format=absolute",
+    "--show-toplevel",
+    "--git-common-dir",
+    "--absolute-git-dir",
+    "--show-object-format",
+)
+
+
+def locate_repository(path: str) -> RepoInfo | None:
+    """git's own answer for the repository around ``path``, ``None`` outside one.
+
+    :func:`find_repository` is the cheap guess without git (for every pytest start); this is
+    what the commands use, and :func:`inspect_repo` asks the same plus a commit.
+    """
+    result = run_git(["-C", path, *_LOCATE], check=False)
+    lines = result.stdout.splitlines()
+    if result.returncode != 0 or len(lines) < 4:
+        return None
+    return RepoInfo(repo_root=lines[0], common_dir=lines[1], object_format=lines[3])
+
 
 # workspace root -> (its repository, its own git dir): where a workspace's repository is
 # does not change during a run, so the `git rev-parse` that finds it runs once per workspace.
@@ -106,12 +138,7 @@ def inspect_repo(workspace_root: str, base_ref: str) -> tuple[RepoInfo, str]:
         [
             "-C",
             workspace_root,
-            "rev-parse",
-            "--path-format=absolute",
-            "--show-toplevel",
-            "--git-common-dir",
-            "--absolute-git-dir",
-            "--show-object-format",
+            *_LOCATE,
             "--verify",
             "-q",
             f"{base_ref}^{{commit}}",
