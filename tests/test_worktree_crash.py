@@ -354,11 +354,10 @@ def test_releasing_a_parent_leaves_a_live_child_session_alone(repo: Path, tmp_pa
 
 
 def test_a_kept_worktree_the_user_moved_keeps_its_registration(repo: Path, tmp_path: Path) -> None:
-    from pytest_aiops._worktrees.provider import keep_worktree
-
     root = tmp_path / "wt"
-    held = lease(provider(root), repo, "kept")
-    assert keep_worktree(held.hard["worktreePath"])
+    keeper = provider(root)
+    held = lease(keeper, repo, "kept")
+    assert keeper.keep(held.hard["worktreePath"])
     mine = tmp_path / "my-work"
     git(repo, "worktree", "move", held.hard["worktreePath"], str(mine))
     lease(provider(root, pool=False), repo, "later").release()  # a later run reclaims

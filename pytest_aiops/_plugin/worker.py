@@ -18,7 +18,7 @@ from typing import Any
 
 from .._core.discovery import DiscoverySnapshot
 from .._core.orchestrator import RequestLike, ResourceProvisioningOrchestrator
-from .._core.registry import ProviderRegistry
+from .._core.registry import LazyProvider, ProviderRegistry
 from .._core.session import ProvisionedResources
 from .._core.types import ResourceContextPatch, ResourceLease, ResourceRequest, RuntimeInjection
 from .._errors import (
@@ -160,11 +160,15 @@ class WorktreeFactory:
             if keep:
                 self.kept.append(worktree)
         if keep:
-            from .._worktrees.provider import keep_worktree
-
             # Recorded as kept, so no later run or `pytest-aiops gc` takes it for an orphan
-            # once this process (its owner) has exited.
-            keep_worktree(str(worktree.path))
+            # once this process (its owner) has exited. Asked of the provider that made it
+            # (a replacement without keep() just leaves it held until the process ends).
+            provider = self._orchestrator().get_provider("git-worktree")
+            if isinstance(provider, LazyProvider):
+                provider = provider.resolve()
+            keep_checkout = getattr(provider, "keep", None)
+            if callable(keep_checkout):
+                keep_checkout(worktree.path)
             return False
         if worktree.resources is not None:
             worktree.resources.release()

@@ -21,13 +21,14 @@ recovery live in :mod:`.store` (records: :mod:`.record`); the user's repository 
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
 import threading
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,7 +69,6 @@ __all__ = [
     "WorktreeRecord",
     "create_git_worktree_provider",
     "default_worktree_root",
-    "keep_worktree",
     "list_worktrees",
     "reclaim_orphans",
     "worktree_env",
@@ -127,6 +127,26 @@ class GitWorktreeProvider:
 
     def __init__(self, config: GitWorktreeProviderConfig | None = None) -> None:
         self.config = config or GitWorktreeProviderConfig()
+        # The checkouts this provider's leases hold, by path: what keep() finds them by.
+        self._held: dict[str, _Checkout] = {}
+        self._held_lock = threading.Lock()
+
+    def keep(self, path: str | os.PathLike[str]) -> bool:
+        """Keep a checkout one of this provider's leases holds, instead of releasing it.
+
+        Its record says ``kept``: later runs and ``pytest-aiops gc`` leave it alone
+        (``status`` lists it as kept) until the user removes it with ``git worktree remove
+        --force PATH`` (or deletes a clone) or runs ``pytest-aiops gc --kept``. ``False`` if
+        no lease of this provider holds a checkout at ``path`` (released already, or made by
+        another provider). The lease's ``release`` is then a no-op.
+        """
+        with self._held_lock:
+            checkout = self._held.get(os.fspath(path))
+        return checkout.keep() if checkout is not None else False
+
+    def _forget(self, path: str) -> None:
+        with self._held_lock:
+            self._held.pop(path, None)
 
     def provision(
         self, *, session_id: str, workspace_root: str, options: Mapping[str, Any]
@@ -175,8 +195,9 @@ class GitWorktreeProvider:
             pool_size=self.config.pool_size,
         )
         worktree_path = checkout.path
-        with _HELD_LOCK:
-            _HELD[worktree_path] = checkout
+        with self._held_lock:
+            self._held[worktree_path] = checkout
+        checkout.forget = functools.partial(self._forget, worktree_path)
         working = os.path.join(worktree_path, target) if target else worktree_path
         if not os.path.isdir(working):  # the reference's last check; cannot fail after ours
             checkout.release()
@@ -235,6 +256,8 @@ class _Checkout:
         self.key = key
         self._released = False
         self._lock = threading.Lock()
+        #: Called once given back (kept or released): the provider stops finding it.
+        self.forget: Callable[[], None] = lambda: None
 
     @property
     def path(self) -> str:
@@ -392,8 +415,7 @@ class _Checkout:
             if self._released:
                 return False
             self._released = True
-        with _HELD_LOCK:
-            _HELD.pop(self.path, None)
+        self.forget()
         return True
 
     def keep(self) -> bool:
@@ -483,24 +505,6 @@ def _located(entry: store.Entry, info: RepoInfo) -> CheckoutDir:
     """Where the checkout of ``entry`` is now, for :func:`.restore.restore`."""
     record = entry.record
     return CheckoutDir(info, record.isolation, str(record.path), str(record.git_dir))
-
-
-# The checkouts this process holds, by path: what keep_worktree() finds them by.
-_HELD: dict[str, _Checkout] = {}
-_HELD_LOCK = threading.Lock()
-
-
-def keep_worktree(path: str) -> bool:
-    """Keep a checkout this process holds for the user instead of releasing it.
-
-    Its record says ``kept``: later runs and ``pytest-aiops gc`` leave it alone (``status``
-    lists it as kept) until the user removes it with ``git worktree remove --force PATH``
-    (or deletes a clone) or runs ``pytest-aiops gc --kept``. ``False`` if this process holds
-    no checkout at ``path`` (released already, or made by another provider).
-    """
-    with _HELD_LOCK:
-        checkout = _HELD.get(os.fspath(path))
-    return checkout.keep() if checkout is not None else False
 
 
 def worktree_import_roots(worktree_path: str, repo_root: str | None = None) -> list[str]:
