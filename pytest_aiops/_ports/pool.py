@@ -200,18 +200,30 @@ class PortRange:
 
     def _take_clean(self, protocol: str) -> int | None:
         now = time.monotonic()
-        for port in list(self._free):
-            if self._retry_at.get((port, protocol), 0.0) > now:
-                continue  # found busy a moment ago: not probed again yet
-            if not self.probe or port_is_free(port, protocol=protocol):
-                del self._free[port]
-                self._retry_at.pop((port, protocol), None)
-                return port
+        retry_at = self._retry_at
+        clean: int | None = None
+        busy: list[int] = []
+        try:
+            # Walk the pool in place (no copy: the front port is nearly always clean, so a
+            # hand-out costs one probe however large the pool) and reorder after the walk.
+            for port in self._free:
+                if retry_at and retry_at.get((port, protocol), 0.0) > now:
+                    continue  # found busy a moment ago: not probed again yet
+                if not self.probe or port_is_free(port, protocol=protocol):
+                    clean = port
+                    break
+                busy.append(port)
+        finally:
             # Busy (TIME_WAIT, or someone listens there): to the back, looked at last, and
             # not probed again for a moment, so a pool full of TIME_WAIT stays cheap to scan.
-            self._free.move_to_end(port)
-            self._retry_at[(port, protocol)] = now + RECHECK_SECONDS
-        return None
+            for port in busy:
+                self._free.move_to_end(port)
+                retry_at[(port, protocol)] = now + RECHECK_SECONDS
+        if clean is not None:
+            del self._free[clean]
+            if retry_at:
+                retry_at.pop((clean, protocol), None)
+        return clean
 
     def _grow_once(self) -> bool:
         if self._grow is None or self.grow_error is not None:
