@@ -251,16 +251,22 @@ class PortRange:
         )
         if self.fallback == "error":
             raise PortsExhaustedError(f"{message}; {PORTS_HINT} (now {self.max_ports})")
-        self.kernel_ports += 1
-        if not self._warned:
-            self._warned = True
-            warnings.warn(
-                f"{message}: handing out ports the kernel picks instead (bind to port 0), "
-                "which no other pytest-aiops run is kept away from; "
-                f"{PORTS_HINT}, or set --aiops-port-fallback=error to fail instead",
-                AiopsWarning,
-                stacklevel=4,
-            )
+        return self._from_kernel(
+            protocol,
+            f"{message}: handing out ports the kernel picks instead (bind to port 0), "
+            "which no other pytest-aiops run is kept away from; "
+            f"{PORTS_HINT}, or set --aiops-port-fallback=error to fail instead",
+            stacklevel=4,
+        )
+
+    def _from_kernel(self, protocol: str, warning: str, *, stacklevel: int) -> int:
+        """A port the kernel picks (bind to port 0), counted in :attr:`kernel_ports`; the
+        first one warns ``warning``, as if from ``stacklevel`` of the caller."""
+        with self._lock:
+            self.kernel_ports += 1
+            first, self._warned = not self._warned, True
+        if first:
+            warnings.warn(warning, AiopsWarning, stacklevel=stacklevel + 1)
         return kernel_port(protocol)
 
     def next_ports(self, count: int, *, protocol: str = TCP, holder: object = None) -> list[int]:
@@ -349,19 +355,13 @@ class KernelPorts(PortRange):
 
     def next_port(self, *, protocol: str = TCP, holder: object = None) -> int:
         """A port the kernel picks; the first one warns that nothing is leased."""
-        _check_protocol(protocol)
-        with self._lock:
-            self.kernel_ports += 1
-            if not self._warned:
-                self._warned = True
-                warnings.warn(
-                    f"{self.grow_error}: ports come from the kernel (bind to port 0) instead, "
-                    "so nothing keeps other runs off them and they differ run after run; "
-                    "set --aiops-port-fallback=error to fail instead",
-                    AiopsWarning,
-                    stacklevel=3,
-                )
-        return kernel_port(protocol)
+        return self._from_kernel(
+            _check_protocol(protocol),
+            f"{self.grow_error}: ports come from the kernel (bind to port 0) instead, "
+            "so nothing keeps other runs off them and they differ run after run; "
+            "set --aiops-port-fallback=error to fail instead",
+            stacklevel=3,
+        )
 
 
 def hold_port(pool: PortRange, protocol: str = TCP) -> Iterator[int]:
