@@ -86,9 +86,10 @@ def dual_stack_probe() -> bool:
 
     Linux puts every socket of a port, IPv4 or IPv6, TIME_WAIT included, in one bind bucket
     and treats a dual-stack wildcard as covering every address of both families, so the one
-    bind fails exactly when either wildcard bind would: half the syscalls of a probe. Other
-    kernels keep the two binds: BSD-derived stacks let some IPv4 and IPv4-mapped wildcards
-    coexist. The check (a loopback socket of each family must make the bind fail) guards
+    bind fails exactly when either wildcard bind would: half the syscalls of a probe (tests
+    cover listeners, bound sockets and TIME_WAIT of each family). Other kernels keep the two
+    binds: BSD-derived stacks can let an IPv4 and a dual-stack wildcard share a port. The
+    check (a loopback socket of each family, TCP and UDP, must make the bind fail) guards
     against a kernel or sandbox that differs.
     """
     if not sys.platform.startswith("linux") or not host_has_ipv6():
