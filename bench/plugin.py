@@ -12,11 +12,13 @@ is on the ratio of median wall times; the best-of ratio and the ratio of CPU tim
 system of the run and all its processes, which load from other processes on a shared box
 disturbs far less than wall time) are printed beside it. Usage::
 
-    python bench/plugin.py [--repeat 7] [--tests 2000] [--other-tree DIR]
+    python bench/plugin.py [--repeat 7] [--tests 2000] [--other-tree DIR ...]
 
-``--other-tree DIR`` times the ``ports -n 2`` case a third time per round with the package
-from ``DIR`` (first on ``PYTHONPATH``, ahead of the installed one), so an earlier commit and
-this checkout are compared in one run, against the same baseline.
+``--other-tree DIR`` (repeatable) times the ``ports -n 2`` case once more per round with the
+package from ``DIR`` (first on ``PYTHONPATH``, ahead of the installed one), so two commits are
+compared in one run against the same baseline. Give both as trees (``git archive REV
+pytest_aiops | tar -x -C DIR``): a package loaded from ``PYTHONPATH`` starts slower than the
+installed one (about 0.1 s a run here), which would favour the installed side.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 QUIET = ["-p", "no:cacheprovider", "-p", "no:benchmark", "-p", "no:hypothesispytest", "-q"]
@@ -120,28 +123,28 @@ def compare(
     repeat: int,
     env: dict[str, str],
     target: float,
-    other: tuple[str, dict[str, str]] | None = None,
+    others: Sequence[tuple[str, dict[str, str]]] = (),
 ) -> float:
-    """Time ``a`` (the plugin) against ``b`` (the baseline), alternating; with ``other``
-    (a label and an environment), ``a`` also runs under that environment in the same
-    alternation (another checkout of the package), reported against the same baseline."""
+    """Time ``a`` (the plugin) against ``b`` (the baseline), alternating; for each of
+    ``others`` (a label and an environment), ``a`` also runs under that environment in the
+    same alternation (another checkout of the package), against the same baseline."""
     timed(*a, env)  # warm the file cache and .pyc files; not counted
     timed(*b, env)
-    if other is not None:
-        timed(*a, other[1])
+    for _, other_env in others:
+        timed(*a, other_env)
     with_plugin: list[tuple[float, float]] = []
     without: list[tuple[float, float]] = []
-    with_other: list[tuple[float, float]] = []
+    with_others: list[list[tuple[float, float]]] = [[] for _ in others]
     for _ in range(repeat):
         with_plugin.append(timed(*a, env))
         without.append(timed(*b, env))
-        if other is not None:
-            with_other.append(timed(*a, other[1]))
+        for (_, other_env), samples in zip(others, with_others, strict=True):
+            samples.append(timed(*a, other_env))
     ratio = statistics.median(w for w, _ in with_plugin) / statistics.median(w for w, _ in without)
     verdict = "ok" if ratio <= target else "OVER TARGET"
     print(f"{_summary(label, with_plugin, without)}; target <= {target:.2f}x wall: {verdict}")
-    if other is not None:
-        print(f"{_summary(other[0], with_other, without)} (same baseline, same runs)")
+    for (other_label, _), samples in zip(others, with_others, strict=True):
+        print(f"{_summary(other_label, samples, without)} (same baseline, same runs)")
     return ratio
 
 
@@ -152,9 +155,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--other-tree",
         metavar="DIR",
+        action="append",
+        default=[],
         help="also time the 'ports -n 2' case with the pytest_aiops package found in DIR "
-        "(first on PYTHONPATH; e.g. an earlier commit from 'git archive REV pytest_aiops'), "
-        "in the same alternation: before and after in one run",
+        "(first on PYTHONPATH; e.g. a commit from 'git archive REV pytest_aiops'), in the "
+        "same alternation; repeatable. Give both sides as trees: loading the package from "
+        "PYTHONPATH itself costs a little",
     )
     options = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="aiops-bench-") as tmp:
@@ -185,14 +191,10 @@ def main(argv: list[str] | None = None) -> int:
             repeat=options.repeat,
             env=env,
             target=1.05,
-            other=(
-                None
-                if options.other_tree is None
-                else (
-                    "  other tree",
-                    {**env, "PYTHONPATH": os.path.abspath(options.other_tree)},
-                )
-            ),
+            others=[
+                (f"  tree {index}", {**env, "PYTHONPATH": os.path.abspath(tree)})
+                for index, tree in enumerate(options.other_tree, 1)
+            ],
         )
     return 0 if first <= 1.02 and second <= 1.05 else 1
 
