@@ -12,7 +12,13 @@ is on the ratio of median wall times; the best-of ratio and the ratio of CPU tim
 system of the run and all its processes, which load from other processes on a shared box
 disturbs far less than wall time) are printed beside it. Usage::
 
-    python bench/plugin.py [--repeat 7] [--tests 2000]
+    python bench/plugin.py [--repeat 7] [--tests 2000] [--other-tree DIR ...]
+
+``--other-tree DIR`` (repeatable) times the ``ports -n 2`` case once more per round with the
+package from ``DIR`` (first on ``PYTHONPATH``, ahead of the installed one), so two commits are
+compared in one run against the same baseline. Give both as trees (``git archive REV
+pytest_aiops | tar -x -C DIR``): a package loaded from ``PYTHONPATH`` starts slower than the
+installed one (about 0.1 s a run here), which would favour the installed side.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 QUIET = ["-p", "no:cacheprovider", "-p", "no:benchmark", "-p", "no:hypothesispytest", "-q"]
@@ -94,6 +101,20 @@ def timed(suite: Path, args: list[str], env: dict[str, str]) -> tuple[float, flo
     return elapsed, cpu
 
 
+def _summary(label: str, a: list[tuple[float, float]], b: list[tuple[float, float]]) -> str:
+    wall_a, wall_b = [w for w, _ in a], [w for w, _ in b]
+    cpu_a, cpu_b = [c for _, c in a], [c for _, c in b]
+    ratio = statistics.median(wall_a) / statistics.median(wall_b)
+    best = min(wall_a) / min(wall_b)
+    cpu = statistics.median(cpu_a) / statistics.median(cpu_b)
+    return (
+        f"{label:<11} wall median {statistics.median(wall_a):.3f}s vs "
+        f"{statistics.median(wall_b):.3f}s = {ratio:.3f}x (best-of {best:.3f}x); "
+        f"CPU median {statistics.median(cpu_a):.3f}s vs {statistics.median(cpu_b):.3f}s = "
+        f"{cpu:.3f}x"
+    )
+
+
 def compare(
     label: str,
     a: tuple[Path, list[str]],
@@ -102,26 +123,28 @@ def compare(
     repeat: int,
     env: dict[str, str],
     target: float,
+    others: Sequence[tuple[str, dict[str, str]]] = (),
 ) -> float:
+    """Time ``a`` (the plugin) against ``b`` (the baseline), alternating; for each of
+    ``others`` (a label and an environment), ``a`` also runs under that environment in the
+    same alternation (another checkout of the package), against the same baseline."""
     timed(*a, env)  # warm the file cache and .pyc files; not counted
     timed(*b, env)
+    for _, other_env in others:
+        timed(*a, other_env)
     with_plugin: list[tuple[float, float]] = []
     without: list[tuple[float, float]] = []
+    with_others: list[list[tuple[float, float]]] = [[] for _ in others]
     for _ in range(repeat):
         with_plugin.append(timed(*a, env))
         without.append(timed(*b, env))
-    wall_a, wall_b = [w for w, _ in with_plugin], [w for w, _ in without]
-    cpu_a, cpu_b = [c for _, c in with_plugin], [c for _, c in without]
-    ratio = statistics.median(wall_a) / statistics.median(wall_b)
-    best = min(wall_a) / min(wall_b)
-    cpu = statistics.median(cpu_a) / statistics.median(cpu_b)
+        for (_, other_env), samples in zip(others, with_others, strict=True):
+            samples.append(timed(*a, other_env))
+    ratio = statistics.median(w for w, _ in with_plugin) / statistics.median(w for w, _ in without)
     verdict = "ok" if ratio <= target else "OVER TARGET"
-    print(
-        f"{label:<11} wall median {statistics.median(wall_a):.3f}s vs "
-        f"{statistics.median(wall_b):.3f}s = {ratio:.3f}x (best-of {best:.3f}x); "
-        f"CPU median {statistics.median(cpu_a):.3f}s vs {statistics.median(cpu_b):.3f}s = "
-        f"{cpu:.3f}x; target <= {target:.2f}x wall: {verdict}"
-    )
+    print(f"{_summary(label, with_plugin, without)}; target <= {target:.2f}x wall: {verdict}")
+    for (other_label, _), samples in zip(others, with_others, strict=True):
+        print(f"{_summary(other_label, samples, without)} (same baseline, same runs)")
     return ratio
 
 
@@ -129,6 +152,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--repeat", type=int, default=7, help="timed runs per side (default 7)")
     parser.add_argument("--tests", type=int, default=2000, help="tests per suite (default 2000)")
+    parser.add_argument(
+        "--other-tree",
+        metavar="DIR",
+        action="append",
+        default=[],
+        help="also time the 'ports -n 2' case with the pytest_aiops package found in DIR "
+        "(first on PYTHONPATH; e.g. a commit from 'git archive REV pytest_aiops'), in the "
+        "same alternation; repeatable. Give both sides as trees: loading the package from "
+        "PYTHONPATH itself costs a little",
+    )
     options = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="aiops-bench-") as tmp:
         root = Path(tmp)
@@ -158,6 +191,10 @@ def main(argv: list[str] | None = None) -> int:
             repeat=options.repeat,
             env=env,
             target=1.05,
+            others=[
+                (f"  tree {index}", {**env, "PYTHONPATH": os.path.abspath(tree)})
+                for index, tree in enumerate(options.other_tree, 1)
+            ],
         )
     return 0 if first <= 1.02 and second <= 1.05 else 1
 

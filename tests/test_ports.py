@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
@@ -22,7 +23,13 @@ from pytest_aiops import (
 )
 from pytest_aiops._core.hashing import preferred_block
 from pytest_aiops._core.types import ResourceLease
-from pytest_aiops._ports.probe import busy_ports, port_is_free, read_ephemeral_range
+from pytest_aiops._ports.probe import (
+    busy_ports,
+    dual_stack_probe,
+    host_has_ipv6,
+    port_is_free,
+    read_ephemeral_range,
+)
 from pytest_aiops._ports.provider import PortRangeProvider
 from pytest_aiops._ports.records import holders_of, read_records, reap_stale
 
@@ -303,3 +310,76 @@ def test_macos_and_bsd_ephemeral_range_comes_from_sysctl(
         assert _ports.ephemeral_range() == (49152, 65535)  # the BSD/macOS default
     finally:
         _ports.ephemeral_range.cache_clear()
+
+
+def _time_wait_anywhere(family: socket.AddressFamily, host: str) -> int:
+    """A kernel-picked port on ``host`` left in TIME_WAIT for real (the server closed first)."""
+    with socket.socket(family, socket.SOCK_STREAM) as server:
+        if family == socket.AF_INET6:
+            server.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        server.bind((host, 0))
+        server.listen()
+        port = int(server.getsockname()[1])
+        with socket.create_connection((host, port)) as client:
+            accepted, _ = server.accept()
+            accepted.close()
+            client.recv(1)  # the server's FIN arrived
+    return port
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the dual-stack probe is Linux's")
+@pytest.mark.parametrize(
+    ("family", "host", "kind"),
+    [
+        (socket.AF_INET, "127.0.0.1", socket.SOCK_STREAM),
+        (socket.AF_INET, "0.0.0.0", socket.SOCK_STREAM),
+        (socket.AF_INET6, "::1", socket.SOCK_STREAM),
+        (socket.AF_INET6, "::", socket.SOCK_STREAM),
+        (socket.AF_INET, "127.0.0.1", socket.SOCK_DGRAM),
+        (socket.AF_INET6, "::1", socket.SOCK_DGRAM),
+    ],
+    ids=[
+        "tcp-127.0.0.1",
+        "tcp-0.0.0.0",
+        "tcp-[::1]",
+        "tcp-[::]-v6only",
+        "udp-127.0.0.1",
+        "udp-[::1]",
+    ],
+)
+def test_dual_stack_probe_sees_a_socket_of_either_family(
+    family: socket.AddressFamily, host: str, kind: socket.SocketKind
+) -> None:
+    """One dual-stack bind stands for the IPv4 and IPv6 wildcard binds: an IPv4-only and an
+    IPv6-only socket (IPV6_V6ONLY) both make the port busy, and it is free once closed."""
+    if not host_has_ipv6():
+        pytest.skip("no IPv6 on this host: the probe binds IPv4 only")
+    assert dual_stack_probe()
+    protocol = "udp" if kind == socket.SOCK_DGRAM else "tcp"
+    with socket.socket(family, kind) as holder:
+        if family == socket.AF_INET6:
+            holder.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        holder.bind((host, 0))
+        if kind == socket.SOCK_STREAM:
+            holder.listen()
+        port = int(holder.getsockname()[1])
+        assert not port_is_free(port, protocol=protocol)
+    assert port_is_free(port, protocol=protocol)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the dual-stack probe is Linux's")
+@pytest.mark.parametrize(
+    ("family", "host"), [(socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")], ids=["v4", "v6"]
+)
+def test_dual_stack_probe_sees_time_wait_of_either_family(
+    family: socket.AddressFamily, host: str
+) -> None:
+    if not host_has_ipv6():
+        pytest.skip("no IPv6 on this host: the probe binds IPv4 only")
+    assert dual_stack_probe()
+    port = _time_wait_anywhere(family, host)
+    with socket.socket(family, socket.SOCK_STREAM) as server:  # really in TIME_WAIT
+        with pytest.raises(OSError, match="in use") as error:
+            server.bind((host, port))
+        assert error.value.errno == errno.EADDRINUSE
+    assert not port_is_free(port)

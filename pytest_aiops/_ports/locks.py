@@ -63,6 +63,7 @@ from collections.abc import Iterable, Iterator
 
 from .._core.trust import escape, owner_name, shared_problem
 from .._errors import LockError, ParentGoneError, UnsupportedPlatformError
+from .defaults import LOCK_DIR_ENV
 
 if sys.platform != "win32":  # Windows has no fcntl: importing must work, leasing fails
     import fcntl
@@ -406,13 +407,10 @@ class _PosixLock(ByteRangeLock):
             self.closed = True
 
 
-def _posix_file(path: str, create: bool) -> _PosixFile:
-    """This process's one descriptor of the lock file at ``path``, opened at first use.
-
-    An existing descriptor is found by the (device, inode) the name names, so nothing is
-    opened (and nothing closed: closing any descriptor would drop all our locks on it).
-    """
-    directory, name = os.path.split(path)
+def _trusted_directory(path: str) -> int:
+    """A descriptor of the directory of the lock file ``path``, refused with a
+    :class:`LockError` when another user controls it; ``FileNotFoundError`` if it is gone."""
+    directory = os.path.dirname(path)
     try:
         dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except FileNotFoundError:
@@ -423,8 +421,22 @@ def _posix_file(path: str, create: bool) -> _PosixFile:
         problem = shared_problem(os.fstat(dir_fd))
         if problem is not None:
             raise untrusted_error(directory, problem)
+    except BaseException:
+        os.close(dir_fd)
+        raise
+    return dir_fd
+
+
+def _posix_file(path: str, create: bool) -> _PosixFile:
+    """This process's one descriptor of the lock file at ``path``, opened at first use.
+
+    An existing descriptor is found by the (device, inode) the name names, so nothing is
+    opened (and nothing closed: closing any descriptor would drop all our locks on it).
+    """
+    dir_fd = _trusted_directory(path)
+    try:
         try:
-            named = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+            named = os.stat(os.path.basename(path), dir_fd=dir_fd, follow_symlinks=False)
         except FileNotFoundError:
             named = None
             if not create:
@@ -469,17 +481,8 @@ def _open_lock_file(path: str, create: bool) -> int:
 def _open_trusted(path: str, create: bool) -> int:
     """Open ``ports.lock`` relative to a descriptor of its (trusted) directory, and make
     sure the name still names what we opened: nobody else can have swapped it."""
-    directory = os.path.dirname(path)
+    dir_fd = _trusted_directory(path)
     try:
-        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        raise
-    except OSError as error:
-        raise _lock_error(path, "cannot be opened", error) from error
-    try:
-        problem = shared_problem(os.fstat(dir_fd))
-        if problem is not None:
-            raise untrusted_error(directory, problem)
         fd = _open_in(path, dir_fd, create)
         try:
             info = os.fstat(fd)
@@ -719,7 +722,6 @@ def live_lease_ids(directory: str, lease_ids: Iterable[int]) -> set[int]:
         handle.close()
 
 
-LOCK_DIR_ENV = "PYTEST_AIOPS_LOCK_DIR"
 LOCK_DIR_HINT = f"set --aiops-lock-dir, ${LOCK_DIR_ENV} or the lockDirectory option"
 
 

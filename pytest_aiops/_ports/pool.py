@@ -200,18 +200,30 @@ class PortRange:
 
     def _take_clean(self, protocol: str) -> int | None:
         now = time.monotonic()
-        for port in list(self._free):
-            if self._retry_at.get((port, protocol), 0.0) > now:
-                continue  # found busy a moment ago: not probed again yet
-            if not self.probe or port_is_free(port, protocol=protocol):
-                del self._free[port]
-                self._retry_at.pop((port, protocol), None)
-                return port
+        retry_at = self._retry_at
+        clean: int | None = None
+        busy: list[int] = []
+        try:
+            # Walk the pool in place (no copy: the front port is nearly always clean, so a
+            # hand-out costs one probe however large the pool) and reorder after the walk.
+            for port in self._free:
+                if retry_at and retry_at.get((port, protocol), 0.0) > now:
+                    continue  # found busy a moment ago: not probed again yet
+                if not self.probe or port_is_free(port, protocol=protocol):
+                    clean = port
+                    break
+                busy.append(port)
+        finally:
             # Busy (TIME_WAIT, or someone listens there): to the back, looked at last, and
             # not probed again for a moment, so a pool full of TIME_WAIT stays cheap to scan.
-            self._free.move_to_end(port)
-            self._retry_at[(port, protocol)] = now + RECHECK_SECONDS
-        return None
+            for port in busy:
+                self._free.move_to_end(port)
+                retry_at[(port, protocol)] = now + RECHECK_SECONDS
+        if clean is not None:
+            del self._free[clean]
+            if retry_at:
+                retry_at.pop((clean, protocol), None)
+        return clean
 
     def _grow_once(self) -> bool:
         if self._grow is None or self.grow_error is not None:
@@ -239,16 +251,22 @@ class PortRange:
         )
         if self.fallback == "error":
             raise PortsExhaustedError(f"{message}; {PORTS_HINT} (now {self.max_ports})")
-        self.kernel_ports += 1
-        if not self._warned:
-            self._warned = True
-            warnings.warn(
-                f"{message}: handing out ports the kernel picks instead (bind to port 0), "
-                "which no other pytest-aiops run is kept away from; "
-                f"{PORTS_HINT}, or set --aiops-port-fallback=error to fail instead",
-                AiopsWarning,
-                stacklevel=4,
-            )
+        return self._from_kernel(
+            protocol,
+            f"{message}: handing out ports the kernel picks instead (bind to port 0), "
+            "which no other pytest-aiops run is kept away from; "
+            f"{PORTS_HINT}, or set --aiops-port-fallback=error to fail instead",
+            stacklevel=4,
+        )
+
+    def _from_kernel(self, protocol: str, warning: str, *, stacklevel: int) -> int:
+        """A port the kernel picks (bind to port 0), counted in :attr:`kernel_ports`; the
+        first one warns ``warning``, as if from ``stacklevel`` of the caller."""
+        with self._lock:
+            self.kernel_ports += 1
+            first, self._warned = not self._warned, True
+        if first:
+            warnings.warn(warning, AiopsWarning, stacklevel=stacklevel + 1)
         return kernel_port(protocol)
 
     def next_ports(self, count: int, *, protocol: str = TCP, holder: object = None) -> list[int]:
@@ -337,19 +355,13 @@ class KernelPorts(PortRange):
 
     def next_port(self, *, protocol: str = TCP, holder: object = None) -> int:
         """A port the kernel picks; the first one warns that nothing is leased."""
-        _check_protocol(protocol)
-        with self._lock:
-            self.kernel_ports += 1
-            if not self._warned:
-                self._warned = True
-                warnings.warn(
-                    f"{self.grow_error}: ports come from the kernel (bind to port 0) instead, "
-                    "so nothing keeps other runs off them and they differ run after run; "
-                    "set --aiops-port-fallback=error to fail instead",
-                    AiopsWarning,
-                    stacklevel=3,
-                )
-        return kernel_port(protocol)
+        return self._from_kernel(
+            _check_protocol(protocol),
+            f"{self.grow_error}: ports come from the kernel (bind to port 0) instead, "
+            "so nothing keeps other runs off them and they differ run after run; "
+            "set --aiops-port-fallback=error to fail instead",
+            stacklevel=3,
+        )
 
 
 def hold_port(pool: PortRange, protocol: str = TCP) -> Iterator[int]:

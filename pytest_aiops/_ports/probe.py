@@ -42,13 +42,16 @@ def _binds(
     port: int,
     reuse: bool,
     host: str | None = None,
+    *,
+    v6only: bool = True,
 ) -> bool:
+    """Whether a socket of ``family`` and ``kind`` binds ``host`` (default: the wildcard)
+    and ``port`` now; ``v6only=False`` makes an IPv6 wildcard cover IPv4 too."""
     if host is None:
         host = PROBE_HOST if family == socket.AF_INET else "::"
     with socket.socket(family, kind) as sock:
         if family == socket.AF_INET6:
-            # The IPv6 wildcard only: the IPv4 side is probed on its own.
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, int(v6only))
         if reuse:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -66,18 +69,56 @@ def _families() -> tuple[socket.AddressFamily, ...]:
     return (socket.AF_INET, socket.AF_INET6) if host_has_ipv6() else (socket.AF_INET,)
 
 
+def _dual_stack_sees(family: socket.AddressFamily, host: str, kind: socket.SocketKind) -> bool:
+    """Whether a dual-stack bind fails on a port a real ``family`` socket holds on ``host``."""
+    with socket.socket(family, kind) as holder:
+        if family == socket.AF_INET6:
+            holder.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        holder.bind((host, 0))
+        port = int(holder.getsockname()[1])
+        return not _binds(socket.AF_INET6, kind, port, reuse=False, v6only=False)
+
+
+@lru_cache(maxsize=1)
+def dual_stack_probe() -> bool:
+    """Whether one dual-stack bind (``[::]``, ``IPV6_V6ONLY`` off) can stand for the IPv4
+    and the IPv6 wildcard binds; checked once per process, with real sockets.
+
+    Linux puts every socket of a port, IPv4 or IPv6, TIME_WAIT included, in one bind bucket
+    and treats a dual-stack wildcard as covering every address of both families, so the one
+    bind fails exactly when either wildcard bind would: half the syscalls of a probe (tests
+    cover listeners, bound sockets and TIME_WAIT of each family). Other kernels keep the two
+    binds: BSD-derived stacks can let an IPv4 and a dual-stack wildcard share a port. The
+    check (a loopback socket of each family, TCP and UDP, must make the bind fail) guards
+    against a kernel or sandbox that differs.
+    """
+    if not sys.platform.startswith("linux") or not host_has_ipv6():
+        return False
+    try:
+        return all(
+            _dual_stack_sees(family, host, kind)
+            for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1"))
+            for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM)
+        )
+    except OSError:
+        return False
+
+
 def port_is_free(port: int, host: str = PROBE_HOST, *, protocol: str = TCP) -> bool:
     """Whether a server could bind ``port`` right now, on every address family the host has.
 
     ``protocol`` ``tcp`` (default) or ``udp``. IPv4 on the wildcard (``0.0.0.0``: a socket on
     127.0.0.1 or any other address counts) and, where the host has IPv6, the IPv6 wildcard
-    (``[::]``, so a listener on ``[::1]`` counts). No ``SO_REUSEADDR``: a port in TIME_WAIT,
-    which a server without it (``socketserver.TCPServer``) could not bind, counts as busy.
-    A custom IPv4 ``host`` probes that address alone.
+    (``[::]``, so a listener on ``[::1]`` counts); both in one dual-stack bind where
+    :func:`dual_stack_probe` holds. No ``SO_REUSEADDR``: a port in TIME_WAIT, which a server
+    without it (``socketserver.TCPServer``) could not bind, counts as busy. A custom IPv4
+    ``host`` probes that address alone.
     """
     kind = socket.SOCK_DGRAM if protocol == UDP else socket.SOCK_STREAM
     if host != PROBE_HOST:
         return _binds(socket.AF_INET, kind, port, reuse=False, host=host)
+    if dual_stack_probe():
+        return _binds(socket.AF_INET6, kind, port, reuse=False, v6only=False)
     return all(_binds(family, kind, port, reuse=False) for family in _families())
 
 

@@ -8,20 +8,26 @@ machine-wide lock directory (see :mod:`pytest_aiops._ports.locks`) and probed be
 from __future__ import annotations
 
 import os
-import sys
-import tempfile
 import threading
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 from .._core.hashing import preferred_block
 from .._core.options import read_integer, read_string, resolve_path, warn_unknown
 from .._core.types import ResourceContextPatch, ResourceLease
 from .._errors import AiopsWarning, LockError, OptionError, PortsExhaustedError
-from .locks import (
+from .defaults import (
+    DEFAULT_BASE_PORT,
+    DEFAULT_BLOCK_COUNT,
+    DEFAULT_BLOCK_SIZE,
+    DEFAULT_END_PORT,
     LOCK_DIR_ENV,
+    default_lock_directory,
+    machine_root,
+)
+from .locks import (
     PORTS_FILE,
     RangeClaim,
     TopLevelScanner,
@@ -32,33 +38,18 @@ from .locks import (
 from .probe import busy_ports, ephemeral_range, held_ports, overlaps_ephemeral
 from .records import clear_record, write_record
 
+__all__ = [
+    "KIND",
+    "PortRangeProvider",
+    "PortRangeProviderConfig",
+    "create_port_range_provider",
+    "default_lock_directory",  # defined in .defaults, part of the public API from here
+]
+
 KIND = "port-range"
 MAX_PORT = 65535
 #: Lease ids are byte offsets in ports.lock past 2**48; keep them clear of off_t's limit.
 MAX_LEASE_ID = 2**47
-
-#: Default range 20000-26399: above the well-known (<1024) and common development ports
-#: (3000-9999: 3000, 5432, 6379, 8000, 8080, 9000, ...), below MongoDB's 27017, the
-#: Kubernetes NodePort range (30000-32767) and Linux's ephemeral range (32768-60999).
-DEFAULT_BASE_PORT = 20000
-DEFAULT_BLOCK_SIZE = 32
-DEFAULT_BLOCK_COUNT = 200
-
-
-def default_lock_directory() -> str:
-    """``$PYTEST_AIOPS_LOCK_DIR``, else one directory per machine shared by every user.
-
-    ``/tmp`` rather than ``$TMPDIR``: runs with different ``TMPDIR`` (pytest sets it for its
-    own children, CI systems set it per job) must still see each other's leases.
-    """
-    configured = os.environ.get(LOCK_DIR_ENV, "").strip()
-    if configured:
-        return os.path.abspath(os.path.expanduser(configured))
-    return os.path.join(_machine_root(), "pytest-aiops", "locks")
-
-
-def _machine_root() -> str:
-    return "/tmp" if sys.platform != "win32" else tempfile.gettempdir()
 
 
 def _prepare_lock_directory(workspace_root: str, configured: str | None) -> str:
@@ -66,7 +57,7 @@ def _prepare_lock_directory(workspace_root: str, configured: str | None) -> str:
     if configured:
         return ensure_directory(resolve_path(workspace_root, configured))
     path = default_lock_directory()
-    root = _machine_root()
+    root = machine_root()
     if os.environ.get(LOCK_DIR_ENV, "").strip() or os.path.dirname(
         os.path.dirname(path)
     ) != os.path.normpath(root):
@@ -96,11 +87,6 @@ class PortRangeProviderConfig:
             primary_port_offset=parsed.primary_port_offset,
             lock_directory=parsed.lock_directory,
         )
-
-    def with_overrides(self, **changes: Any) -> PortRangeProviderConfig:
-        values = {f.name: getattr(self, f.name) for f in fields(self)}
-        values.update(changes)
-        return PortRangeProviderConfig(**values)
 
 
 @dataclass(frozen=True)
@@ -200,7 +186,7 @@ def _warn_if_ephemeral(start: int, end: int, warned: set[tuple[int, int]]) -> No
         f"port range {start}-{end} overlaps the OS ephemeral port range {low}-{high}: the "
         "kernel may hand those ports to outgoing connections at any time; choose a basePort "
         f"and size that end below {low} (the default range is {DEFAULT_BASE_PORT}-"
-        f"{DEFAULT_BASE_PORT + DEFAULT_BLOCK_SIZE * DEFAULT_BLOCK_COUNT - 1})",
+        f"{DEFAULT_END_PORT})",
         AiopsWarning,
         stacklevel=4,
     )

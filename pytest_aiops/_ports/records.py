@@ -18,7 +18,6 @@ directory never redirects a write.
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import os
 import re
@@ -178,13 +177,17 @@ def write_record(
         # FIFO fails (ENXIO) instead of hanging; no O_TRUNC before the checks below.
         flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
         try:
-            _write_at(dir_fd, name, flags, data)
+            squatted = _write_at(dir_fd, name, flags, data) is not None
         except OSError:
+            squatted = True  # ELOOP: a symlink; ENXIO: a FIFO; EACCES: not ours
+        if squatted:
             # Someone squats on the range's name (another user planted it, or it is junk):
             # a name nobody can guess, with the lease id in it, so status still lists us.
             name = unique_record_name(start, end, role, lease_id)
             path = os.path.join(lock_directory, LEASES_DIR, name)
-            _write_at(dir_fd, name, flags | os.O_EXCL, data)
+            problem = _write_at(dir_fd, name, flags | os.O_EXCL, data)
+            if problem is not None:
+                raise _leases_error(path, problem)
     except OSError as error:
         if isinstance(error, LockError):
             raise
@@ -200,20 +203,25 @@ def unique_record_name(start: int, end: int, role: str, lease_id: int) -> str:
     return f"{start}-{end}.{kind}.{os.geteuid()}.{lease_id}.json"
 
 
-def _write_at(dir_fd: int, name: str, flags: int, data: bytes) -> None:
-    """Write ``data`` over the record file ``name`` if it is ours: a regular file, one link."""
+def _write_at(dir_fd: int, name: str, flags: int, data: bytes) -> str | None:
+    """Write ``data`` over the record file ``name`` if it is ours: a regular file, one link.
+
+    Returns why it is not ours (nothing written), else ``None``; ``OSError`` if it cannot be
+    opened.
+    """
     fd = os.open(name, flags, 0o644, dir_fd=dir_fd)
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
-            raise OSError(errno.EPERM, "not a regular file with one link", name)
+            return "not a regular file with one link"
         if info.st_uid != os.geteuid():
-            raise OSError(errno.EPERM, f"owned by uid {info.st_uid}, not by us", name)
+            return f"owned by uid {info.st_uid}, not by us"
         # Pad with spaces (valid JSON) over the old content instead of truncating:
         # truncation frees blocks, which costs ~75 us on ext4; files never shrink.
         os.pwrite(fd, data.ljust(info.st_size), 0)
     finally:
         os.close(fd)
+    return None
 
 
 def _aside(name: str) -> str:
