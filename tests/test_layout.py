@@ -130,6 +130,10 @@ def test_loading_the_plugin_loads_only_its_start_up_modules() -> None:
         "pytest_aiops._plugin.declarations",
         "pytest_aiops._plugin.settings",
         "pytest_aiops._plugin.xdist",
+        "pytest_aiops._ports",
+        "pytest_aiops._ports.defaults",
+        "pytest_aiops._worktrees",
+        "pytest_aiops._worktrees.defaults",
         "pytest_aiops.hookspecs",
         "pytest_aiops.plugin",
     ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from .._errors import LockError
-from .._ports.locks import LOCK_DIR_ENV
+from .._ports.defaults import LOCK_DIR_ENV
 from .._ports.provider import default_lock_directory
 from .._worktrees.provider import default_worktree_root
 from .._worktrees.repository import locate_repository

@@ -20,6 +20,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from .._ports.defaults import (
+    DEFAULT_LOCK_DIRECTORY_TEXT,
+    DEFAULT_PORT_RANGE,
+    DEFAULT_PORTS_PER_WORKER,
+)
+from .._worktrees.defaults import DEFAULT_BASE_REF, DEFAULT_ISOLATION, ISOLATIONS
+
 if TYPE_CHECKING:
     import pytest
 
@@ -28,14 +35,10 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 #: Default port range, the port-range provider's: 200 blocks of 32 ports from 20000.
-DEFAULT_PORT_RANGE = (20000, 26399)
-DEFAULT_PORTS_PER_WORKER = 32
 #: How far a worker's pool may grow when every port it has is out or in TIME_WAIT (about a
 #: minute on Linux): 128 blocks of 32 serve 4,096 server tests a minute per worker.
 DEFAULT_MAX_PORTS_PER_WORKER = 4096
 PORT_FALLBACKS = ("kernel", "error")
-DEFAULT_BASE_REF = "HEAD"
-ISOLATION_LEVELS = ("worktree", "clone")
 KEEP_POLICIES = ("none", "failed", "all")
 DEFAULT_RESOURCES = ("port-range",)
 _TRUE = ("1", "true", "yes", "on")
@@ -104,7 +107,7 @@ OPTIONS: tuple[_Option, ...] = (
     _Option(
         "lock_dir",
         "machine-wide directory of port leases shared by every run "
-        "(default /tmp/pytest-aiops/locks).",
+        f"(default {DEFAULT_LOCK_DIRECTORY_TEXT}).",
         "DIR",
     ),
     _Option(
@@ -155,7 +158,7 @@ class Settings:
     repo: str | None = None
     worktree_root: str | None = None
     base_ref: str = DEFAULT_BASE_REF
-    isolation: str = "worktree"
+    isolation: str = DEFAULT_ISOLATION
     resources: tuple[str, ...] = DEFAULT_RESOURCES
     keep: str = "none"
     sources: Mapping[str, str] | None = None
@@ -213,7 +216,7 @@ class Settings:
             repo=get("repo", _parse_path(config), None),
             worktree_root=get("worktree_root", _parse_path(config), None),
             base_ref=get("base_ref", _parse_ref, DEFAULT_BASE_REF),
-            isolation=get("isolation", _parse_choice(ISOLATION_LEVELS), "worktree"),
+            isolation=get("isolation", _parse_choice(ISOLATIONS), DEFAULT_ISOLATION),
             resources=get("resources", _parse_kinds, DEFAULT_RESOURCES),
             keep=get("keep", _parse_choice(KEEP_POLICIES), "none"),
             sources={dest: f"from {source}" for dest, source in sources.items()},

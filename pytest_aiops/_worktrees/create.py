@@ -36,10 +36,6 @@ from .files import empty_directory, remove_tree, write_text
 from .git import git_failure, is_transient, run_git, split_nul
 from .repository import RepoInfo, git_dir_of, remove_registrations
 
-WORKTREE = "worktree"
-CLONE = "clone"
-ISOLATIONS = (WORKTREE, CLONE)
-
 SPARSE_FLAGS = ("-c", "core.sparseCheckout=true", "-c", "core.sparseCheckoutCone=true")
 
 #: Where a clone's pushes go: no git transport exists for this scheme, so ``git push`` fails.

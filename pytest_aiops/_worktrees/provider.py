@@ -44,7 +44,8 @@ from .._core.trust import escape
 from .._core.types import ResourceContextPatch, ResourceLease
 from .._errors import AiopsWarning, GitError, OptionError, UnsupportedPlatformError
 from . import store
-from .create import CLONE, ISOLATIONS, WORKTREE, create_clone, create_worktree, no_space
+from .create import create_clone, create_worktree, no_space
+from .defaults import CLONE, DEFAULT_BASE_REF, ISOLATIONS, WORKTREE
 from .record import CheckoutRecord, PoolKey, State
 from .repository import (
     RepoInfo,
@@ -91,7 +92,7 @@ class GitWorktreeProviderConfig:
     """
 
     root_directory: str | None = None
-    base_ref: str = "HEAD"
+    base_ref: str = DEFAULT_BASE_REF
     target_path: str | None = None
     isolation: str = WORKTREE
     pool: bool = True

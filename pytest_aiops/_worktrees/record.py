@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .create import WORKTREE
+from .defaults import WORKTREE
 from .restore import RestorePlan, Sweep
 
 

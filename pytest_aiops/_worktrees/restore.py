@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 from .._errors import InvalidArgumentError
 from .create import (
-    CLONE,
     SPARSE_FLAGS,
     OnStart,
     clone_config,
@@ -26,6 +25,7 @@ from .create import (
     reset_clone_metadata,
     reset_worktree_metadata,
 )
+from .defaults import CLONE
 from .files import read_bytes, read_text, remove_inside, write_text
 from .git import run_git, run_git_parallel, split_nul
 from .repository import RepoInfo

@@ -66,7 +66,7 @@ from .._errors import (
     UnsafeDirectoryError,
     WorktreeNameError,
 )
-from .create import WORKTREE
+from .defaults import WORKTREE
 from .files import remove_tree
 from .git import boot_ticks, end_session
 from .record import CheckoutRecord, PoolKey, State
