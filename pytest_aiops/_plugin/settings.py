@@ -34,7 +34,6 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-#: Default port range, the port-range provider's: 200 blocks of 32 ports from 20000.
 #: How far a worker's pool may grow when every port it has is out or in TIME_WAIT (about a
 #: minute on Linux): 128 blocks of 32 serve 4,096 server tests a minute per worker.
 DEFAULT_MAX_PORTS_PER_WORKER = 4096
@@ -355,7 +354,8 @@ def _parse_positive_int(value: str, source: str) -> int:
 
 def _parse_port_range(value: str, source: str) -> tuple[int, int]:
     match = re.fullmatch(r"\s*(\d+)\s*-\s*(\d+)\s*", value)
-    expected = "START-END with 1 <= START <= END <= 65535 (e.g. 20000-26399)"
+    example = "{}-{}".format(*DEFAULT_PORT_RANGE)
+    expected = f"START-END with 1 <= START <= END <= 65535 (e.g. {example})"
     if match is None:
         raise _Invalid(expected)
     low, high = int(match.group(1)), int(match.group(2))
