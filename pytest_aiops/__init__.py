@@ -15,6 +15,8 @@ __version__ = "0.1.0"
 # pytest run, and a run that never uses pytest-aiops should not pay for importing it all.
 _EXPORTS: dict[str, str] = {
     "AiopsError": "._errors",
+    "UnknownKindError": "._errors",
+    "WorktreeNameError": "._errors",
     "ClosedError": "._errors",
     "CommandLineError": "._errors",
     "DiscoveryError": "._errors",
@@ -104,10 +106,12 @@ __all__ = [
     "ResourceProvisioningOrchestrator",
     "ResourceRequest",
     "RuntimeInjection",
+    "UnknownKindError",
     "UnsafeDirectoryError",
     "UnsupportedPlatformError",
     "WorkerSession",
     "WorktreeFactory",
+    "WorktreeNameError",
     "WorktreeRecord",
     "__version__",
     "build_child_resource_requests",
@@ -189,8 +193,10 @@ if TYPE_CHECKING:
         ProvisioningError,
         RegistrationError,
         ReleaseError,
+        UnknownKindError,
         UnsafeDirectoryError,
         UnsupportedPlatformError,
+        WorktreeNameError,
     )
     from ._plugin.worker import (
         AiopsWorker,

@@ -20,7 +20,9 @@
     ├── WorktreeNameError(AiopsError, FileExistsError) -- every checkout name under a root is taken
     ├── PortsExhaustedError(AiopsError, RuntimeError) -- no free block / no port left in a lease
     ├── ChildSplitError(AiopsError, ValueError)     -- a parent range cannot be split as asked
+    ├── WorktreeNameError(AiopsError, FileExistsError) -- no free checkout name under a root
     └── RegistrationError(AiopsError, ValueError, TypeError) -- not a provider, duplicate kind
+        └── UnknownKindError(RegistrationError, LookupError) -- no provider for a kind
 
     AiopsWarning(UserWarning)                      -- works, but risky (e.g. ephemeral ports)
 
@@ -201,6 +203,10 @@ class ChildSplitError(AiopsError, ValueError):
 
 class RegistrationError(AiopsError, ValueError, TypeError):
     """A provider cannot be registered: not a provider, or its kind is taken."""
+
+
+class UnknownKindError(RegistrationError, LookupError):
+    """A request names a resource kind no provider is registered for."""
 
 
 class AiopsWarning(UserWarning):

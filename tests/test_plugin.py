@@ -794,7 +794,7 @@ def test_bad_repo_or_base_ref_is_a_one_line_fixture_error(pytester: pytest.Pytes
         "'nosuchref' (git rev-parse found no such commit); set --aiops-base-ref (ini "
         "aiops_base_ref) or the module's pytest.mark.aiops(base_ref=...) to an existing commit"
     )
-    assert "_resources.py" not in result.stdout.str()  # no trace through the plugin
+    assert "worker.py" not in result.stdout.str()  # no trace through the plugin
 
 
 def test_provisioned_session_env_names_the_discovery_file(pytester: pytest.Pytester) -> None:

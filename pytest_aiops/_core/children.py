@@ -103,7 +103,7 @@ def check_parent_lock_path(snapshot: DiscoverySnapshot) -> None:
 
     The parent holds its lease there; a fresh directory would lease the child's slice with
     nobody to share it with (a stale snapshot, or one from another machine). Checked by
-    :meth:`~._orchestrator.ResourceProvisioningOrchestrator.provision_child_session`
+    :meth:`~.orchestrator.ResourceProvisioningOrchestrator.provision_child_session`
     before anything is provisioned; :func:`build_child_resource_requests` itself stays the
     reference's pure arithmetic.
     """

@@ -7,7 +7,7 @@ import threading
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from .._errors import InvalidArgumentError, ProvisioningError
+from .._errors import InvalidArgumentError, ProvisioningError, UnknownKindError
 from .children import build_child_resource_requests, check_parent_lock_path
 from .discovery import DiscoverySnapshot, HardConstraint
 from .options import refuse_nul
@@ -75,7 +75,7 @@ class ResourceProvisioningOrchestrator:
                 provider = self._providers.get(kind)
                 if provider is None:
                     known = ", ".join(sorted(self._providers.kinds)) or "none"
-                    raise LookupError(
+                    raise UnknownKindError(
                         f'No provider registered for resource kind "{kind}" (registered: {known}).'
                     )
                 lease = provider.provision(

@@ -53,7 +53,7 @@ MAX_LEASE_ID = 2**47
 
 
 def _prepare_lock_directory(workspace_root: str, configured: str | None) -> str:
-    """The lock directory for a request, created if needed (see :mod:`.._locking`)."""
+    """The lock directory for a request, created if needed (see :mod:`.locks`)."""
     if configured:
         return ensure_directory(resolve_path(workspace_root, configured))
     path = default_lock_directory()

@@ -185,8 +185,8 @@ def ensure_root(root: str, *, private_base: str | None = None) -> str:
     ``private_base`` (``<tmp>/pytest-aiops-<uid>/worktrees`` of the default location, in a
     world-writable parent) and everything below it is created ``0700`` and verified with
     ``lstat`` (a real directory, ours, not writable by group or others; see
-    :mod:`._trust`). An explicit root is created like that too, below its parent with
-    symlinks resolved (the user chose the path), and its ancestors must not be
+    :mod:`pytest_aiops._core.trust`). An explicit root is created like that too, below its
+    parent with symlinks resolved (the user chose the path), and its ancestors must not be
     re-pointable by another user. An :class:`UnsafeDirectoryError` (an :class:`OptionError`
     for ``rootDirectory``) names the path and the owner found.
     """
