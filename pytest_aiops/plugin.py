@@ -205,7 +205,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     state = config.stash.get(_STATE_KEY, None)
     if state is None:
         return []
-    from ._ports.provider import default_lock_directory
+    from ._ports.defaults import default_lock_directory
 
     settings = state.settings
     lock_dir = settings.lock_dir or default_lock_directory()
@@ -221,7 +221,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         ports = (
             f"{settings.ports_per_worker} ports per worker from {low}-{high}, leased on first use"
         )
-    from ._worktrees.repository import find_repository
+    from ._worktrees.locate import find_repository
 
     repo = find_repository(settings.repo or str(config.rootpath))
     worktrees = f"worktrees of {repo} at {settings.base_ref}" if repo else "no git repository"

@@ -28,6 +28,13 @@ ALLOWED = {
 }
 
 
+#: The modules through which other folders reach a subpackage: its small interface.
+INTERFACES = {
+    "_ports": {"provider", "pool", "defaults"},
+    "_worktrees": {"provider", "locate", "defaults"},
+}
+
+
 def _modules() -> list[Path]:
     return sorted(p for p in PACKAGE.rglob("*.py") if "__pycache__" not in p.parts)
 
@@ -78,6 +85,24 @@ def test_every_layer_imports_only_the_layers_below_it() -> None:
             for target in targets:
                 if target != layer and target not in ALLOWED[layer]:
                     wrong.append(f"{path.relative_to(REPO_ROOT)}:{line} imports {module}")
+    assert wrong == []
+
+
+def test_other_folders_reach_ports_and_worktrees_only_through_their_interface() -> None:
+    wrong = []
+    for path in _modules():
+        layer = _layer(path)
+        for module, names, line in _imports(path):
+            target = _top(module)
+            if target not in INTERFACES or target == layer:
+                continue
+            parts = module.split(".")
+            used = [parts[2]] if len(parts) > 2 else names  # `from .._ports import provider`
+            wrong += [
+                f"{path.relative_to(REPO_ROOT)}:{line}: {target}.{name}"
+                for name in used
+                if name not in INTERFACES[target]
+            ]
     assert wrong == []
 
 

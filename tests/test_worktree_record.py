@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from pytest_aiops._errors import InvalidArgumentError
+from pytest_aiops._worktrees.locate import find_repository
 from pytest_aiops._worktrees.record import CheckoutRecord, PoolKey, State
-from pytest_aiops._worktrees.repository import find_repository
 from pytest_aiops._worktrees.restore import RestorePlan, Sweep
 
 #: A pooled record as the previous version wrote it (keys and value types are the format).

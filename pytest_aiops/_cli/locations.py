@@ -7,8 +7,8 @@ import os
 from .._errors import LockError
 from .._ports.defaults import LOCK_DIR_ENV
 from .._ports.provider import default_lock_directory
+from .._worktrees.locate import locate_repository
 from .._worktrees.provider import default_worktree_root
-from .._worktrees.repository import locate_repository
 
 
 def lock_directory_default() -> str:

@@ -153,8 +153,7 @@ def describe_port_holders(port_range: PortRange, nodeid: str, text: str) -> str:
     The ports considered are those ``next_port()`` gave the test and those the failure text
     plausibly names; with none, the live leases overlapping the worker's range instead.
     """
-    from .._ports.provider import default_lock_directory
-    from .._ports.records import holders_of, read_records
+    from .._ports.provider import default_lock_directory, holders_of, read_records
 
     def ours(session_id: str) -> bool:
         # This worker's lease, or (under xdist) the controller's parent lease around it.

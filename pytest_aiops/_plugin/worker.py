@@ -29,7 +29,7 @@ from .._errors import (
     ProvisioningError,
 )
 from .._ports.pool import KernelPorts, PortRange
-from .._worktrees.repository import find_repository
+from .._worktrees.locate import find_repository
 from .settings import Settings
 
 

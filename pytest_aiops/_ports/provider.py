@@ -36,14 +36,20 @@ from .locks import (
     ensure_shared_directory,
 )
 from .probe import busy_ports, ephemeral_range, held_ports, overlaps_ephemeral
-from .records import clear_record, write_record
+from .records import LeaseRecord, clear_record, holders_of, read_records, reap_stale, write_record
 
+# This module is _ports' interface: what other folders use of port leasing comes from here
+# (the lease records too, for the CLI's status and gc and the plugin's "who holds the port").
 __all__ = [
     "KIND",
+    "LeaseRecord",
     "PortRangeProvider",
     "PortRangeProviderConfig",
     "create_port_range_provider",
-    "default_lock_directory",  # defined in .defaults, part of the public API from here
+    "default_lock_directory",
+    "holders_of",
+    "read_records",
+    "reap_stale",
 ]
 
 KIND = "port-range"

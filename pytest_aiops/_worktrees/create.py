@@ -34,7 +34,8 @@ from collections.abc import Callable
 from .._errors import GitError, NoSpaceError
 from .files import empty_directory, remove_tree, write_text
 from .git import git_failure, is_transient, run_git, split_nul
-from .repository import RepoInfo, git_dir_of, remove_registrations
+from .locate import RepoInfo
+from .repository import git_dir_of, remove_registrations
 
 SPARSE_FLAGS = ("-c", "core.sparseCheckout=true", "-c", "core.sparseCheckoutCone=true")
 

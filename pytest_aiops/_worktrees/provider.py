@@ -46,9 +46,9 @@ from .._errors import AiopsWarning, GitError, OptionError, UnsupportedPlatformEr
 from . import store
 from .create import create_clone, create_worktree, no_space
 from .defaults import CLONE, DEFAULT_BASE_REF, ISOLATIONS, WORKTREE
+from .locate import RepoInfo
 from .record import CheckoutRecord, PoolKey, State
 from .repository import (
-    RepoInfo,
     check_target,
     inspect_repo,
     park_registration,

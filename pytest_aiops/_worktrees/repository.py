@@ -11,74 +11,15 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 from .._errors import GitError, InvalidArgumentError, OptionError
 from .files import read_bytes, read_text, remove_tree, write_text
 from .git import run_git
+from .locate import LOCATE, RepoInfo
 
 #: What a pooled worktree's registration keeps its ``gitdir`` file as (see
 #: :func:`park_registration`).
 PARKED_GITDIR = "aiops-pooled-gitdir"
-
-
-def find_repository(start: str) -> str | None:
-    """The nearest directory at or above ``start`` holding ``.git``, without running git.
-
-    Cheap enough for every pytest start (no process, a few ``stat`` calls). ``.git`` may be
-    a directory (a repository) or a gitfile (a linked worktree, a submodule); either makes
-    its directory the work tree root git would find (ignoring ``GIT_DIR`` and
-    ``GIT_CEILING_DIRECTORIES``, which the provider clears for its own git anyway).
-    """
-    current = os.path.abspath(start)
-    while True:
-        if os.path.exists(os.path.join(current, ".git")):
-            return current
-        parent = os.path.dirname(current)
-        if parent == current:
-            return None
-        current = parent
-
-
-@dataclass(frozen=True)
-class RepoInfo:
-    """The user's repository as git sees it from the workspace."""
-
-    repo_root: str
-    common_dir: str
-    object_format: str
-
-    @property
-    def main_root(self) -> str:
-        """The work tree the repository belongs to: from inside a linked worktree (an agent's
-        session), the main checkout whose root keys the worktrees ``status``/``gc`` show."""
-        if os.path.basename(self.common_dir) == ".git":
-            return os.path.dirname(self.common_dir)
-        return self.repo_root
-
-
-#: One ``git rev-parse`` prints the toplevel, common dir, git dir and object format.
-_LOCATE = (
-    "rev-parse",
-    "--path-format=absolute",
-    "--show-toplevel",
-    "--git-common-dir",
-    "--absolute-git-dir",
-    "--show-object-format",
-)
-
-
-def locate_repository(path: str) -> RepoInfo | None:
-    """git's own answer for the repository around ``path``, ``None`` outside one.
-
-    :func:`find_repository` is the cheap guess without git (for every pytest start); this is
-    what the commands use, and :func:`inspect_repo` asks the same plus a commit.
-    """
-    result = run_git(["-C", path, *_LOCATE], check=False)
-    lines = result.stdout.splitlines()
-    if result.returncode != 0 or len(lines) < 4:
-        return None
-    return RepoInfo(repo_root=lines[0], common_dir=lines[1], object_format=lines[3])
 
 
 # workspace root -> (its repository, its own git dir): where a workspace's repository is
@@ -138,7 +79,7 @@ def inspect_repo(workspace_root: str, base_ref: str) -> tuple[RepoInfo, str]:
         [
             "-C",
             workspace_root,
-            *_LOCATE,
+            *LOCATE,
             "--verify",
             "-q",
             f"{base_ref}^{{commit}}",

@@ -28,7 +28,7 @@ from .create import (
 from .defaults import CLONE
 from .files import read_bytes, read_text, remove_inside, write_text
 from .git import run_git, run_git_parallel, split_nul
-from .repository import RepoInfo
+from .locate import RepoInfo
 
 # Read once: the mode a fresh checkout gives a directory it creates (0o777 & ~umask).
 # os.umask can only be read by setting it; do it at import, before any thread exists.
