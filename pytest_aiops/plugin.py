@@ -22,7 +22,7 @@ import pytest
 from ._errors import AiopsError, NoSpaceError, OptionError, ProvisioningError
 from ._plugin.declarations import MARKER, declare_hooks, declare_marker, declare_options
 from ._plugin.settings import Settings
-from ._plugin.xdist import worker_input, worker_slice, xdist_worker_count
+from ._plugin.xdist import WORKERINPUT_KEY, worker_input, worker_slice, xdist_worker_count
 
 if TYPE_CHECKING:
     # Imported when first needed: a run that never uses the fixtures does not load them.
@@ -244,7 +244,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if isinstance(workeroutput, dict):
         summary = worker.summary()
         summary["errors"] = state.release_errors
-        workeroutput["aiops"] = summary
+        workeroutput[WORKERINPUT_KEY] = summary
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:

@@ -6,7 +6,7 @@ import os
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from .._errors import ReleaseError
 from .discovery import (
@@ -19,6 +19,7 @@ from .discovery import (
 from .types import RuntimeInjection
 
 Releaser = tuple[str, Callable[[], object]]
+_R = TypeVar("_R", bound="ProvisionedResources")
 
 
 def release_in_reverse(releases: Sequence[Releaser]) -> list[tuple[str, BaseException]]:
@@ -65,9 +66,10 @@ class ProvisionedResources:
 
     @classmethod
     def from_snapshot(
-        cls, snapshot: DiscoverySnapshot, releases: Sequence[Releaser]
-    ) -> ProvisionedResources:
-        """A session whose context is ``snapshot`` and whose leases ``releases`` give back."""
+        cls: type[_R], snapshot: DiscoverySnapshot, releases: Sequence[Releaser]
+    ) -> _R:
+        """A session whose context is ``snapshot`` and whose leases ``releases`` give back
+        (of the class it is called on: a subclass gets one of its own)."""
         resources = cls.__new__(cls)
         resources._adopt(snapshot, releases)
         return resources

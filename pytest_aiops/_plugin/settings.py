@@ -18,12 +18,15 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from .._ports.defaults import (
     DEFAULT_LOCK_DIRECTORY_TEXT,
+    DEFAULT_MAX_PORTS_PER_WORKER,
+    DEFAULT_PORT_FALLBACK,
     DEFAULT_PORT_RANGE,
     DEFAULT_PORTS_PER_WORKER,
+    PORT_FALLBACKS,
 )
 from .._worktrees.defaults import DEFAULT_BASE_REF, DEFAULT_ISOLATION, ISOLATIONS
 
@@ -32,12 +35,7 @@ if TYPE_CHECKING:
 
     from .._core.types import ResourceRequest
 
-T = TypeVar("T")
 
-#: How far a worker's pool may grow when every port it has is out or in TIME_WAIT (about a
-#: minute on Linux): 128 blocks of 32 serve 4,096 server tests a minute per worker.
-DEFAULT_MAX_PORTS_PER_WORKER = 4096
-PORT_FALLBACKS = ("kernel", "error")
 KEEP_POLICIES = ("none", "failed", "all")
 DEFAULT_RESOURCES = ("port-range",)
 _TRUE = ("1", "true", "yes", "on")
@@ -150,7 +148,7 @@ class Settings:
     disable: bool = False
     ports_per_worker: int = DEFAULT_PORTS_PER_WORKER
     max_ports_per_worker: int = DEFAULT_MAX_PORTS_PER_WORKER
-    port_fallback: str = "kernel"
+    port_fallback: str = DEFAULT_PORT_FALLBACK
     asyncio_ports: bool = False
     port_range: tuple[int, int] = DEFAULT_PORT_RANGE
     lock_dir: str | None = None
@@ -181,45 +179,38 @@ class Settings:
         """Read every option with precedence CLI > env > ini > default; validate each."""
         import pytest
 
-        raw: dict[str, tuple[str, str]] = {}
-        for option in OPTIONS:
+        parsers: dict[str, Callable[[str, str], Any]] = {
+            "disable": _parse_bool,
+            "ports_per_worker": _parse_positive_int,
+            "max_ports_per_worker": _parse_positive_int,
+            "port_fallback": _parse_choice(PORT_FALLBACKS),
+            "asyncio_ports": _parse_bool,
+            "port_range": _parse_port_range,
+            "lock_dir": _parse_lock_dir(config),
+            "repo": _parse_path(config),
+            "worktree_root": _parse_path(config),
+            "base_ref": _parse_ref,
+            "isolation": _parse_choice(ISOLATIONS),
+            "resources": _parse_kinds,
+            "keep": _parse_choice(KEEP_POLICIES),
+        }
+        values: dict[str, Any] = {}
+        sources: dict[str, str] = {}
+        for option in OPTIONS:  # a setting given nowhere keeps the dataclass's default
             found = _lookup(config, option)
-            if found is not None:
-                raw[option.dest] = found
-        sources = {dest: source for dest, (_, source) in raw.items()}
-
-        def get(dest: str, parse: Callable[[str, str], T], default: T) -> T:
-            if dest not in raw:
-                return default
-            value, source = raw[dest]
-            _check_encodable(config, _BY_DEST[dest], value, source)
+            if found is None:
+                continue
+            value, source = found
+            _check_encodable(config, option, value, source)
             try:
-                return parse(value, source)
+                values[option.dest] = parsers[option.dest](value, source)
             except _Invalid as e:
                 reason = f": {e.reason}" if e.reason else ""
                 raise pytest.UsageError(
-                    f"{_BY_DEST[dest].cli} must be {e.expected}, not {value!r}{reason} "
-                    f"(from {source})"
+                    f"{option.cli} must be {e.expected}, not {value!r}{reason} (from {source})"
                 ) from None
-
-        return cls(
-            disable=get("disable", _parse_bool, False),
-            ports_per_worker=get("ports_per_worker", _parse_positive_int, DEFAULT_PORTS_PER_WORKER),
-            max_ports_per_worker=get(
-                "max_ports_per_worker", _parse_positive_int, DEFAULT_MAX_PORTS_PER_WORKER
-            ),
-            port_fallback=get("port_fallback", _parse_choice(PORT_FALLBACKS), "kernel"),
-            asyncio_ports=get("asyncio_ports", _parse_bool, False),
-            port_range=get("port_range", _parse_port_range, DEFAULT_PORT_RANGE),
-            lock_dir=get("lock_dir", _parse_lock_dir(config), None),
-            repo=get("repo", _parse_path(config), None),
-            worktree_root=get("worktree_root", _parse_path(config), None),
-            base_ref=get("base_ref", _parse_ref, DEFAULT_BASE_REF),
-            isolation=get("isolation", _parse_choice(ISOLATIONS), DEFAULT_ISOLATION),
-            resources=get("resources", _parse_kinds, DEFAULT_RESOURCES),
-            keep=get("keep", _parse_choice(KEEP_POLICIES), "none"),
-            sources={dest: f"from {source}" for dest, source in sources.items()},
-        )
+            sources[option.dest] = f"from {source}"
+        return cls(**values, sources=sources)
 
     def check_kinds(self, known: tuple[str, ...]) -> None:
         """Refuse ``resources`` naming a kind no provider was registered for."""

@@ -29,6 +29,7 @@ from .._errors import (
     ProvisioningError,
 )
 from .._ports.pool import KernelPorts, PortRange
+from .._worktrees.defaults import DEFAULT_ISOLATION
 from .._worktrees.locate import find_repository
 from .settings import Settings
 
@@ -42,7 +43,7 @@ class GitWorktree:
     repo_root: Path
     working_directory: Path
     target_path: str | None = None
-    isolation: str = "worktree"
+    isolation: str = DEFAULT_ISOLATION
     session_id: str = ""
     resources: ProvisionedResources | None = field(default=None, compare=False, repr=False)
 
@@ -229,12 +230,19 @@ class WorkerSession(ProvisionedResources):
     A :class:`ProvisionedResources` over the same leases (releasing it releases them) whose
     :meth:`injected_env` and :attr:`env` also carry ``AGENT_DISCOVERY_FILE``, the discovery
     file written for it, as ``pytest-aiops run`` gives its command. ``runtime`` is the
-    :class:`RuntimeInjection` (working directory, env, discovery file path).
+    :class:`RuntimeInjection` (working directory, env, discovery file path). Made by
+    :meth:`over`.
     """
 
-    def __init__(self, session: ProvisionedResources, runtime: RuntimeInjection) -> None:
-        self._adopt(session.to_discovery_snapshot(), [("session", session.release)])
-        self.runtime = runtime
+    runtime: RuntimeInjection
+
+    @classmethod
+    def over(cls, session: ProvisionedResources, runtime: RuntimeInjection) -> WorkerSession:
+        """The worker's session over ``session``'s leases, with ``runtime`` written for it."""
+        snapshot = session.to_discovery_snapshot()
+        worker_session = cls.from_snapshot(snapshot, [("session", session.release)])
+        worker_session.runtime = runtime
+        return worker_session
 
     @property
     def discovery_file(self) -> str:
@@ -468,7 +476,7 @@ class AiopsWorker:
             except BaseException:
                 session.release()
                 raise
-            self._session = WorkerSession(session, self.runtime)
+            self._session = WorkerSession.over(session, self.runtime)
             return self._session
 
     def _check_open(self) -> None:

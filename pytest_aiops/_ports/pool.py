@@ -25,11 +25,11 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from .._errors import AiopsWarning, InvalidArgumentError, OptionError, PortsExhaustedError
+from .defaults import PORT_FALLBACKS
 from .probe import PROTOCOLS, TCP, ephemeral_range, kernel_port, port_is_free
 
 #: Whoever took a port when no test or fixture was running: given back at the pool's close.
 SESSION = "<session>"
-FALLBACKS = ("kernel", "error")
 PORTS_HINT = (
     "raise --aiops-max-ports-per-worker (ini aiops_max_ports_per_worker, env "
     "PYTEST_AIOPS_MAX_PORTS_PER_WORKER)"
@@ -80,8 +80,10 @@ class PortRange:
         primary = start if primary is None else primary
         if not start <= primary <= end:
             raise InvalidArgumentError(f"primary port {primary} is outside {start}-{end}")
-        if fallback not in FALLBACKS:
-            raise OptionError("fallback", f"fallback must be one of {FALLBACKS}, not {fallback!r}")
+        if fallback not in PORT_FALLBACKS:
+            raise OptionError(
+                "fallback", f"fallback must be one of {PORT_FALLBACKS}, not {fallback!r}"
+            )
         self.start = start
         self.end = end
         self.primary = primary
