@@ -131,6 +131,11 @@ def pytest_configure(config: pytest.Config) -> None:
     declare_marker(config)
     settings = Settings.from_config(config)
     config.stash[SETTINGS_KEY] = settings
+    from ._ports.pool import set_current_pool
+
+    # take_port() and the per-test port fixtures take from here (disabled too: the kernel
+    # fallback, or the error --aiops-port-fallback=error asks for).
+    set_current_pool(lambda: _pool(config))
     if settings.disable:
         return
     from ._core.registry import ProviderRegistry
@@ -190,9 +195,6 @@ def pytest_configure(config: pytest.Config) -> None:
         )
 
     state.worker_factory = build_worker
-    from ._ports.pool import set_current_pool
-
-    set_current_pool(lambda: _pool(config))
     if settings.asyncio_ports:
         from ._plugin import asyncio_ports as _asyncio_ports
 
@@ -336,6 +338,9 @@ def _pool(config: pytest.Config) -> PortRange:
         # attribute ports): attribute the ports this first test takes to it too.
         current = os.environ.get("PYTEST_CURRENT_TEST", "")
         pool.current_user = current.rsplit(" ", 1)[0] or None
+    from ._ports.pool import set_current_pool
+
+    set_current_pool(lambda: pool)  # made and wired once: later hand-outs go straight to it
     return pool
 
 
@@ -393,9 +398,10 @@ def _provisioning_failure(fixture: str, error: AiopsError) -> str:
 
 # Module-level functions, as pytest's own tmp_path_factory and xdist's worker_id: pytest 9.2
 # deprecates fixtures defined as instance methods. The session-scoped ones find the config
-# through ``pytestconfig`` (resolved once per session); ``aiops_port``, the one requested per
-# test, depends on ``port_range`` alone, so a test taking a port resolves no ``request`` chain
-# (pytest 9 builds a new fixture definition each time ``request`` is asked for: bench/plugin.py).
+# through ``pytestconfig`` (resolved once per session); ``aiops_port`` and ``aiops_udp_port``,
+# the ones requested per test, depend on no fixture at all (the pool comes from
+# ``current_pool()``, wired at configure): a test taking a port resolves nothing more than a
+# test binding port 0 would (pytest builds a request per dependency per test: bench/plugin.py).
 
 
 @pytest.fixture(scope="session")
@@ -420,23 +426,23 @@ def port_range(pytestconfig: pytest.Config) -> PortRange:
 
 
 @pytest.fixture
-def aiops_port(port_range: PortRange) -> Iterator[int]:
+def aiops_port() -> Iterator[int]:
     """One TCP port for this test alone, back in the worker's pool when the test ends.
 
     Free for TCP on IPv4 and (where the host has it) IPv6, TIME_WAIT included. For a
     fixture of a wider scope use ``aiops_port_factory`` (or ``port_range.next_port()``);
     from any code, ``pytest_aiops.take_port()``."""
-    from ._ports.pool import hold_port
+    from ._ports.pool import current_pool, hold_port
 
-    yield from hold_port(port_range)
+    yield from hold_port(current_pool())
 
 
 @pytest.fixture
-def aiops_udp_port(port_range: PortRange) -> Iterator[int]:
+def aiops_udp_port() -> Iterator[int]:
     """One UDP port for this test alone (free for UDP on IPv4 and IPv6), back after it."""
-    from ._ports.pool import hold_port
+    from ._ports.pool import current_pool, hold_port
 
-    yield from hold_port(port_range, "udp")
+    yield from hold_port(current_pool(), "udp")
 
 
 @pytest.fixture(scope="session")
