@@ -6,6 +6,7 @@ import fnmatch
 import hashlib
 import os
 import re
+import shutil
 import socket
 import stat
 import subprocess
@@ -389,3 +390,34 @@ def allowed_inner_warnings(request: pytest.FixtureRequest) -> list[str]:
         for marker in request.node.iter_markers("inner_warnings")
         for pattern in marker.args
     ]
+
+
+def namespace_problem(*, tools: Sequence[str], mount_point: str, root_for: str) -> str | None:
+    """Why this machine cannot run a test in a private mount namespace (``None``: it can).
+
+    Such a test mounts fresh tmpfs (on ``mount_point``) where only its own processes see it,
+    so the machine's own ``/tmp`` and ``/dev/shm`` are never touched; it needs root (said
+    with ``root_for``), the ``tools``, and a kernel that lets us make the namespace.
+    """
+    if os.geteuid() != 0:
+        return f"needs root ({root_for})"
+    for tool in tools:
+        if shutil.which(tool) is None:
+            return f"needs {tool}"
+    probe = subprocess.run(
+        [
+            "unshare",
+            "-m",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            f"mount -t tmpfs tmpfs {mount_point}",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if probe.returncode:
+        return f"cannot make a private mount namespace: {probe.stderr.strip()}"
+    return None

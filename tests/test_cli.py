@@ -59,8 +59,12 @@ class Cli:
 
     def start(self, *args: str) -> subprocess.Popen[str]:
         """Start ``run ARGS`` in the background (ended by the fixture if a test fails)."""
+        return self.popen(self.argv("run", *args))
+
+    def popen(self, argv: list[str]) -> subprocess.Popen[str]:
+        """Start ``argv`` in the repository, piped, ended by the fixture if a test fails."""
         process = subprocess.Popen(
-            self.argv("run", *args),
+            argv,
             cwd=self.repo,
             env=self.env,
             stdout=subprocess.PIPE,
@@ -514,16 +518,7 @@ _AS_MACOS = (
 def start_as_macos(cli: Cli, *args: str) -> subprocess.Popen[str]:
     """``run ARGS`` on the code path of a system without prctl and sigwaitinfo."""
     argv = cli.argv("run", *args)
-    process = subprocess.Popen(
-        [sys.executable, "-c", _AS_MACOS, *argv[3:]],
-        cwd=cli.repo,
-        env=cli.env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    cli.started.append(process)
-    return process
+    return cli.popen([sys.executable, "-c", _AS_MACOS, *argv[3:]])
 
 
 def test_without_prctl_a_watchdog_ends_command_when_the_cli_is_sigkilled(

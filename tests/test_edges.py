@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -27,26 +26,13 @@ from pytest_aiops import (
     create_default_orchestrator,
 )
 
-from .helpers import check_inner_warnings, child_env, git
+from .helpers import check_inner_warnings, child_env, git, namespace_problem
 
-
-def _namespace_problem() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root (a tmpfs is mounted in a private mount namespace)"
-    if shutil.which("unshare") is None:
-        return "needs unshare"
-    probe = subprocess.run(
-        ["unshare", "-m", "--propagation", "private", "sh", "-c", "mount -t tmpfs tmpfs /mnt"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if probe.returncode:
-        return f"cannot make a private mount namespace: {probe.stderr.strip()}"
-    return None
-
-
-PROBLEM = _namespace_problem()
+PROBLEM = namespace_problem(
+    tools=("unshare",),
+    mount_point="/mnt",
+    root_for="a tmpfs is mounted in a private mount namespace",
+)
 needs_namespace = pytest.mark.skipif(PROBLEM is not None, reason=str(PROBLEM))
 
 PRELUDE = r"""

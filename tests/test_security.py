@@ -23,27 +23,10 @@ import pytest
 from pytest_aiops import AiopsWarning
 from pytest_aiops._worktrees import store
 
-from .helpers import REPO_ROOT, child_env, git
+from .helpers import REPO_ROOT, child_env, git, namespace_problem
 
 ATTACKER = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 PACKAGE_ROOT = str(REPO_ROOT)
-
-
-def _namespace_problem() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root (the attacker is run as uid 65534 with setpriv)"
-    for tool in ("unshare", "setpriv", "mount"):
-        if shutil.which(tool) is None:
-            return f"needs {tool}"
-    probe = subprocess.run(
-        ["unshare", "-m", "--propagation", "private", "sh", "-c", "mount -t tmpfs tmpfs /tmp"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if probe.returncode:
-        return f"cannot make a private mount namespace: {probe.stderr.strip()}"
-    return None
 
 
 def _attacker_python() -> str | None:
@@ -58,7 +41,11 @@ def _attacker_python() -> str | None:
     return None
 
 
-PROBLEM = _namespace_problem()
+PROBLEM = namespace_problem(
+    tools=("unshare", "setpriv", "mount"),
+    mount_point="/tmp",
+    root_for="the attacker is run as uid 65534 with setpriv",
+)
 needs_namespace = pytest.mark.skipif(PROBLEM is not None, reason=str(PROBLEM))
 
 PRELUDE = r"""
