@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -421,3 +422,15 @@ def namespace_problem(*, tools: Sequence[str], mount_point: str, root_for: str) 
     if probe.returncode:
         return f"cannot make a private mount namespace: {probe.stderr.strip()}"
     return None
+
+
+def run_driver(argv: Sequence[str], env: Mapping[str, str]) -> dict[str, Any]:
+    """Run a driver script that prints one JSON object as its last line; that object.
+
+    Fails the test with the driver's output if it exits non-zero (five minutes at most).
+    """
+    run = subprocess.run(
+        list(argv), capture_output=True, text=True, env=dict(env), timeout=300, check=False
+    )
+    assert run.returncode == 0, f"driver failed:\n{run.stdout}\n{run.stderr}"
+    return dict(json.loads(run.stdout.strip().splitlines()[-1]))

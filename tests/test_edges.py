@@ -8,7 +8,6 @@ directories with bytes names (``b"\\xff"``), as ``os.fsdecode`` hands them to Py
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -26,7 +25,7 @@ from pytest_aiops import (
     create_default_orchestrator,
 )
 
-from .helpers import check_inner_warnings, child_env, git, namespace_problem
+from .helpers import check_inner_warnings, child_env, git, namespace_problem, run_driver
 
 PROBLEM = namespace_problem(
     tools=("unshare",),
@@ -70,16 +69,7 @@ def run_on_full_disk(tmp_path: Path, repo: Path, script: str, size: str = "2m") 
     for key in ("PYTEST_ADDOPTS", "PYTEST_AIOPS_WORKTREE_ROOT", "PYTEST_AIOPS_LOCK_DIR"):
         env.pop(key, None)
     namespace = ["unshare", "-m", "--propagation", "private", "sh", "-c", shell]
-    run = subprocess.run(
-        [*namespace, sys.executable, code, str(full), str(repo)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-        check=False,
-    )
-    assert run.returncode == 0, f"driver failed:\n{run.stdout}\n{run.stderr}"
-    return dict(json.loads(run.stdout.strip().splitlines()[-1]))
+    return run_driver([*namespace, sys.executable, code, str(full), str(repo)], env)
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ import pytest
 from pytest_aiops import AiopsWarning
 from pytest_aiops._worktrees import store
 
-from .helpers import REPO_ROOT, child_env, git, namespace_problem
+from .helpers import REPO_ROOT, child_env, git, namespace_problem, run_driver
 
 ATTACKER = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 PACKAGE_ROOT = str(REPO_ROOT)
@@ -128,16 +128,9 @@ def run_attack(script: str) -> dict[str, Any]:
     env = child_env(TMPDIR="/tmp")
     env.pop("PYTEST_AIOPS_LOCK_DIR", None)
     env.pop("PYTEST_ADDOPTS", None)
-    run = subprocess.run(
-        ["unshare", "-m", "--propagation", "private", "sh", "-c", shell, sys.executable, code],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-        check=False,
+    return run_driver(
+        ["unshare", "-m", "--propagation", "private", "sh", "-c", shell, sys.executable, code], env
     )
-    assert run.returncode == 0, f"driver failed:\n{run.stdout}\n{run.stderr}"
-    return dict(json.loads(run.stdout.strip().splitlines()[-1]))
 
 
 # --------------------------------------------------------------------- 1: gc deletes, kills
