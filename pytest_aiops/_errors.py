@@ -27,13 +27,23 @@
     AiopsWarning(UserWarning)                      -- works, but risky (e.g. ephemeral ports)
 
 Every error pytest-aiops raises on purpose is one of these; a builtin error escaping a private
-module is a bug.
+module is a bug. :func:`escape` is here too: every message that quotes a field read from disk
+(possibly another user's) goes through it, and this module is the bottom layer.
 """
 
 from __future__ import annotations
 
 import errno
 from collections.abc import Sequence
+
+
+def escape(value: object) -> str:
+    """``value`` as text with control characters escaped (``\\x1b``, ``\\n``): a field read
+    from a file another user may have written never moves the cursor or forges a line."""
+    text = str(value)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 class AiopsError(Exception):
@@ -61,8 +71,6 @@ class UnsafeDirectoryError(OptionError):
     def for_setting(self, name: str, setting: str | None = None) -> str:
         """The one line, naming the setting as the entry point in use spells it: ``name``
         (``--worktree-root``) opens it, ``setting`` (default ``name``) is what to change."""
-        from ._core.trust import escape  # _core.trust imports this module
-
         return (
             f"{name} must be a writable directory, not {self.path!r} ({escape(self.problem)}); "
             "it must be this user's alone, since another user could steer or read what is "

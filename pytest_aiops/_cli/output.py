@@ -6,8 +6,7 @@ import sys
 from typing import Any
 
 from .._core.orchestrator import rollback_notes
-from .._core.trust import escape
-from .._errors import NoSpaceError, UnsafeDirectoryError
+from .._errors import NoSpaceError, UnsafeDirectoryError, escape
 
 PROG = "pytest-aiops"
 

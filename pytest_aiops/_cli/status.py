@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from .._core.trust import escape
+from .._errors import escape
 from .._ports.provider import LeaseRecord, read_records, reap_stale
 from .._worktrees.provider import WorktreeRecord, list_worktrees, reclaim_orphans
 from .locations import lock_directory, worktree_root

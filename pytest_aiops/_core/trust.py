@@ -40,15 +40,6 @@ def owner_name(uid: int) -> str:
         return f"uid {uid}"
 
 
-def escape(value: object) -> str:
-    """``value`` as text with control characters escaped (``\\x1b``, ``\\n``): a field read
-    from a file another user may have written never moves the cursor or forges a line."""
-    text = str(value)
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
-
-
 def private_problem(info: os.stat_result) -> str | None:
     """Why a directory with this ``lstat`` cannot be private to us, or ``None`` if it is."""
     uid = os.geteuid()

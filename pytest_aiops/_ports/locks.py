@@ -61,8 +61,8 @@ import sys
 import threading
 from collections.abc import Iterable, Iterator
 
-from .._core.trust import escape, owner_name, shared_problem
-from .._errors import LockError, ParentGoneError, UnsupportedPlatformError
+from .._core.trust import owner_name, shared_problem
+from .._errors import LockError, ParentGoneError, UnsupportedPlatformError, escape
 from .defaults import LOCK_DIR_ENV
 
 if sys.platform != "win32":  # Windows has no fcntl: importing must work, leasing fails

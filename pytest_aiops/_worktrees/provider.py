@@ -40,9 +40,8 @@ from .._core.options import (
     resolve_path,
     warn_unknown,
 )
-from .._core.trust import escape
 from .._core.types import ResourceContextPatch, ResourceLease
-from .._errors import AiopsWarning, GitError, OptionError, UnsupportedPlatformError
+from .._errors import AiopsWarning, GitError, OptionError, UnsupportedPlatformError, escape
 from . import store
 from .create import create_clone, create_worktree, no_space
 from .defaults import CLONE, DEFAULT_BASE_REF, ISOLATIONS, WORKTREE

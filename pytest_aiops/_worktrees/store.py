@@ -57,7 +57,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from .._core.trust import escape, private_problem, verify_private
+from .._core.trust import private_problem, verify_private
 from .._errors import (
     AiopsWarning,
     LockError,
@@ -65,6 +65,7 @@ from .._errors import (
     OptionError,
     UnsafeDirectoryError,
     WorktreeNameError,
+    escape,
 )
 from .defaults import WORKTREE
 from .files import remove_tree
