@@ -381,3 +381,29 @@ def test_a_pooled_checkout_that_cannot_be_reused_is_replaced_with_a_warning(
     finally:
         session.release()
     assert [record.state for record in list_worktrees(str(root))] == ["pooled"]
+
+
+def test_a_pooled_worktree_of_a_repository_cloned_again_in_place_is_dropped_quietly(
+    make_repo: MakeRepo, tmp_path: Path
+) -> None:
+    # The user deleted the repository and cloned (here: made) it again at the same path:
+    # the pool's worktree lost its registration with the old .git, through no fault of
+    # anyone's. A warning would fail every suite that runs with filterwarnings = error.
+    from pytest_aiops import list_worktrees
+
+    repo = make_repo(name="again")
+    root = tmp_path / "root"
+    _worktree_session(repo, root).release()
+    [pooled] = list_worktrees(str(root))
+    shutil.rmtree(repo)
+    repo = make_repo(name="again")
+    session = _worktree_session(repo, root)  # filterwarnings = error: no warning allowed
+    try:
+        worktree = session.allocation("git-worktree")
+        assert worktree is not None
+        assert not os.path.exists(pooled.path)
+        assert git(worktree["worktreePath"], "status", "--porcelain") == ""
+        assert registrations(repo) != []
+    finally:
+        session.release()
+    assert [record.state for record in list_worktrees(str(root))] == ["pooled"]

@@ -369,6 +369,13 @@ class _Checkout:
         owner: dict[str, Any],
     ) -> bool:
         """Move a pooled checkout to ``name``; switch commits if needed. ``False``: discarded."""
+        if entry.record.isolation == WORKTREE and not os.path.isdir(str(entry.record.git_dir)):
+            # Its registration is gone from the repository (deleted and cloned again at the
+            # same path, or `git worktree prune`): it is no worktree of this repository any
+            # more. Nothing failed, so no warning (suites run with filterwarnings = error):
+            # drop it and make a fresh one.
+            entry.discard()
+            return False
         try:
             entry.trusted = True  # a pooled record's gits all finished; ours are waited for
             # Restored and untouched since: every change from now on is the test's, and
