@@ -99,6 +99,8 @@ class _State:
 SETTINGS_KEY = pytest.StashKey[Settings]()
 _STATE_KEY = pytest.StashKey[_State]()
 _KERNEL_PORTS_KEY = pytest.StashKey["PortRange"]()
+#: The pool take_port() used before this config wired its own (an enclosing run's, or None).
+_OUTER_POOL_KEY = pytest.StashKey["Callable[[], PortRange] | None"]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -135,7 +137,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
     # take_port() and the per-test port fixtures take from here (disabled too: the kernel
     # fallback, or the error --aiops-port-fallback=error asks for).
-    set_current_pool(lambda: _pool(config))
+    config.stash[_OUTER_POOL_KEY] = set_current_pool(lambda: _pool(config))
     if settings.disable:
         return
     from ._core.registry import ProviderRegistry
@@ -280,7 +282,7 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
 def pytest_unconfigure(config: pytest.Config) -> None:
     from ._ports.pool import set_current_pool
 
-    set_current_pool(None)
+    set_current_pool(config.stash.get(_OUTER_POOL_KEY, None))  # the enclosing run's, if any
     state = config.stash.get(_STATE_KEY, None)
     if state is None:
         return

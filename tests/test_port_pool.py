@@ -167,6 +167,28 @@ def test_ports_for_any_scope_and_any_code(pytester: pytest.Pytester, workers: st
     result.assert_outcomes(passed=41)
 
 
+NESTED_RUN = """
+import pytest
+from pytest_aiops import take_port
+
+pytest_plugins = ["pytester"]
+
+def test_an_inner_run_leaves_the_outer_pool_in_place(aiops_port, port_range, pytester):
+    pytester.makepyfile(test_inner="def test_x(aiops_port): pass")
+    inner = pytester.runpytest("-p", "no:cacheprovider", "-p", "no:xdist", "-p", "no:asyncio")
+    inner.assert_outcomes(passed=1)
+    # The inner run configured and unconfigured pytest-aiops in this process: the outer
+    # run's pool must still be the one take_port() and aiops_port take from.
+    assert take_port() in port_range
+"""
+
+
+def test_a_pytest_run_inside_a_test_leaves_its_pool_in_place(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_nested=NESTED_RUN)
+    result = pytester.runpytest_subprocess("-p", "no:benchmark", "-n", "0", "-W", "error")
+    result.assert_outcomes(passed=1)
+
+
 def test_a_module_scoped_port_fixture_is_a_scope_mismatch_the_docs_cover(
     pytester: pytest.Pytester,
 ) -> None:

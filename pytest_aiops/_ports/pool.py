@@ -380,11 +380,16 @@ _current: Callable[[], PortRange] | None = None
 _current_lock = threading.Lock()
 
 
-def set_current_pool(pool: Callable[[], PortRange] | None) -> None:
-    """Make ``pool()`` (called on first use) the pool :func:`take_port` takes from."""
+def set_current_pool(
+    pool: Callable[[], PortRange] | None,
+) -> Callable[[], PortRange] | None:
+    """Make ``pool()`` (called on first use) the pool :func:`take_port` takes from; return
+    the one it replaces, for the caller to put back (a pytest run inside a test's process,
+    as pytester's in-process runs are, must not leave the outer run without its pool)."""
     global _current
     with _current_lock:
-        _current = pool
+        previous, _current = _current, pool
+    return previous
 
 
 def current_pool() -> PortRange:
