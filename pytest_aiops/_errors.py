@@ -20,7 +20,6 @@
     ├── WorktreeNameError(AiopsError, FileExistsError) -- every checkout name under a root is taken
     ├── PortsExhaustedError(AiopsError, RuntimeError) -- no free block / no port left in a lease
     ├── ChildSplitError(AiopsError, ValueError)     -- a parent range cannot be split as asked
-    ├── WorktreeNameError(AiopsError, FileExistsError) -- no free checkout name under a root
     └── RegistrationError(AiopsError, ValueError, TypeError) -- not a provider, duplicate kind
         └── UnknownKindError(RegistrationError, LookupError) -- no provider for a kind
 

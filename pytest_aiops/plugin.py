@@ -82,6 +82,8 @@ class _State:
     controller: XdistController | None = None
     reporter: Reporter | None = None
     release_errors: list[str] = field(default_factory=list)
+    #: Why this process's ports could not be leased: said again, not retried, per test.
+    pool_failure: str | None = None
 
     @property
     def worker(self) -> AiopsWorker | None:
@@ -282,7 +284,8 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
 def pytest_unconfigure(config: pytest.Config) -> None:
     from ._ports.pool import set_current_pool
 
-    set_current_pool(config.stash.get(_OUTER_POOL_KEY, None))  # the enclosing run's, if any
+    if _OUTER_POOL_KEY in config.stash:  # not if configure never got that far (UsageError)
+        set_current_pool(config.stash[_OUTER_POOL_KEY])  # the enclosing run's, if any
     state = config.stash.get(_STATE_KEY, None)
     if state is None:
         return
@@ -324,15 +327,16 @@ def _pool(config: pytest.Config) -> PortRange:
             stand_in = KernelPorts(f"pytest-aiops is disabled ({source})")
             config.stash[_KERNEL_PORTS_KEY] = stand_in
         return stand_in
+    if state.pool_failure is not None:  # one lease attempt per process, as a session fixture
+        pytest.fail(state.pool_failure, pytrace=False)
     worker = state.worker
     reporter = _activate_reporter(config, worker)
-    failure: str | None = None
     try:
         pool = worker.port_range()
     except AiopsError as error:
-        failure = _provisioning_failure("port_range", error)
-    if failure is not None:
-        pytest.fail(failure, pytrace=False)
+        state.pool_failure = _provisioning_failure("port_range", error)
+    if state.pool_failure is not None:
+        pytest.fail(state.pool_failure, pytrace=False)
     if pool.holders is not reporter.holders:
         pool.holders = reporter.holders
     if pool.current_user is None:
@@ -420,8 +424,9 @@ def port_range(pytestconfig: pytest.Config) -> PortRange:
     """This worker's block of TCP ports no other live process leases (session scope).
 
     ``start``, ``end`` (inclusive), ``primary``, ``ports``; ``len()``, iteration, ``in``;
-    ``next_port()`` hands each port out once per worker (thread-safe) and says how to get
-    more when none is left (--aiops-ports-per-worker). Under xdist each worker gets its
+    ``next_port()`` hands out a port free right now (thread-safe), held by the fixture or
+    test that took it and back in the pool when that one ends; the pool grows by a block
+    when none is clean, up to --aiops-max-ports-per-worker. Under xdist each worker gets its
     own slice of the run's range; leased on first use, released at the end of the
     session."""
     return _pool(pytestconfig)

@@ -180,6 +180,10 @@ def test_an_inner_run_leaves_the_outer_pool_in_place(aiops_port, port_range, pyt
     # The inner run configured and unconfigured pytest-aiops in this process: the outer
     # run's pool must still be the one take_port() and aiops_port take from.
     assert take_port() in port_range
+    # Also after an inner run that stopped at a usage error, before wiring a pool of its own.
+    refused = pytester.runpytest("-p", "no:xdist", "-p", "no:asyncio", "--aiops-ports-per-worker=0")
+    assert refused.ret == pytest.ExitCode.USAGE_ERROR
+    assert take_port() in port_range
 """
 
 

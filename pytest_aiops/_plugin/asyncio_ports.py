@@ -15,19 +15,19 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from .._ports.pool import PortRange, hold_port
+from .._ports.pool import PortRange, current_pool, hold_port
 
 
 @pytest.fixture
-def unused_tcp_port(port_range: PortRange) -> Iterator[int]:
+def unused_tcp_port() -> Iterator[int]:
     """A TCP port from this worker's pytest-aiops pool (pytest-asyncio's name)."""
-    yield from hold_port(port_range)
+    yield from hold_port(current_pool())  # as aiops_port: no fixture to resolve per test
 
 
 @pytest.fixture
-def unused_udp_port(port_range: PortRange) -> Iterator[int]:
+def unused_udp_port() -> Iterator[int]:
     """A UDP port from this worker's pytest-aiops pool (pytest-asyncio's name)."""
-    yield from hold_port(port_range, "udp")
+    yield from hold_port(current_pool(), "udp")
 
 
 @pytest.fixture(scope="session")

@@ -410,6 +410,9 @@ def take_port(*, protocol: str = TCP) -> int:
     Held by the running fixture or test and given back when it ends (or earlier with
     :func:`give_back_port`). Usable from any code: helper classes, ``unittest`` tests,
     fixtures of any scope. Outside a pytest-aiops run, a kernel-chosen port with one warning.
+    Inside one where no port can be leased and ``--aiops-port-fallback=error`` is set, it
+    fails the running test (pytest's ``Failed``) with the one-line reason, as the port
+    fixtures do.
     """
     return current_pool().next_port(protocol=protocol)
 
