@@ -299,10 +299,9 @@ class AiopsWorker:
         self.session_id = session_id
         self.workspace_root = workspace_root
         self.repo = settings.repo or workspace_root
-        self.parent = xdist.parent if xdist is not None else None
+        self.xdist = xdist
+        #: The slice this worker holds (starts as the assigned one; may move to a spare).
         self.child_index = xdist.index if xdist is not None else None
-        self.child_count = xdist.count if xdist is not None else None
-        self.spare_indices = xdist.spares if xdist is not None else ()
         self.resource_kinds = settings.resources
         self._extra_requests = extra_requests
         self.fallback_reason: str | None = None
@@ -317,6 +316,11 @@ class AiopsWorker:
             self._orchestrator, settings, repo=self.repo, session_prefix=session_id
         )
         self._cached_orchestrator: ResourceProvisioningOrchestrator | None = None
+
+    @property
+    def child_count(self) -> int | None:
+        """How many slices the xdist parent range is split into (``None`` outside xdist)."""
+        return self.xdist.count if self.xdist is not None else None
 
     def _orchestrator(self) -> ResourceProvisioningOrchestrator:
         with self._lock:
@@ -343,15 +347,16 @@ class AiopsWorker:
 
     def _lease_ports(self) -> ProvisionedResources:
         orchestrator = self._orchestrator()
-        if self.parent is not None and self.child_index is not None and self.child_count:
+        xdist = self.xdist
+        if xdist is not None and self.child_index is not None and xdist.count:
             reasons: list[str] = []
-            for index in [self.child_index, *self.spare_indices]:
+            for index in [self.child_index, *xdist.spares]:
                 try:
                     session = orchestrator.provision_child_session(
-                        parent_snapshot=self.parent,
-                        child_session_id=f"{self.parent.session_id}/{self.worker_id}",
+                        parent_snapshot=xdist.parent,
+                        child_session_id=f"{xdist.parent.session_id}/{self.worker_id}",
                         child_index=index,
-                        child_count=self.child_count,
+                        child_count=xdist.count,
                     )
                 except ProvisioningError as error:
                     if not isinstance(error.__cause__, PortsExhaustedError):
@@ -507,7 +512,7 @@ class AiopsWorker:
             "range": [port_range.start, port_range.end] if port_range else None,
             "leased": port_range.leased if port_range else None,
             "pool": port_range.summary() if port_range else None,
-            "childIndex": self.child_index if self.parent is not None else None,
+            "childIndex": self.child_index if self.xdist is not None else None,
             "fallback": self.fallback_reason,
             "kept": [str(w.path) for w in self.worktrees.kept],
         }
