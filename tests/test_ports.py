@@ -36,6 +36,9 @@ from pytest_aiops._ports.records import holders_of, read_records, reap_stale
 from .helpers import Holder, make_time_wait
 
 BASE = 24000
+#: Ranges of their own (no other test binds there) for tests that assert which block is
+#: leased next: sibling tests under xdist bind ports around BASE.
+OWN_BASE = {"busy": 18500, "tw": 18640, "child": 18680}
 VECTORS = json.loads((Path(__file__).parent / "data" / "vectors.json").read_text("utf-8"))
 
 
@@ -75,19 +78,20 @@ def test_probe_sees_listeners_on_loopback_and_wildcard(
     assert port_is_free(BASE + 4)
 
 
-def test_block_with_a_few_busy_ports_stays_put_and_reports_them(
+def test_block_with_a_few_busy_ports_is_skipped_for_the_next_clean_one(
     lock_dir: Path, listen: Callable[[str, int], socket.socket]
 ) -> None:
-    """Two listeners in a 16-port block: still the block to lease (the pool keeps them back)."""
-    options = {"basePort": BASE, "blockSize": 16, "blockCount": 8}
+    """Two listeners in a 16-port block: not clean, so the next block is leased, whole."""
+    base = OWN_BASE["busy"]
+    options = {"basePort": base, "blockSize": 16, "blockCount": 8}
     index = preferred_block("busy", 8)
-    start = BASE + index * 16
+    start = base + index * 16
     listen("127.0.0.1", start + 2)
     listen("127.0.0.1", start + 9)
     lease = provision(provider(lock_dir), "busy", lock_dir, **options)
-    assert lease.hard["blockIndex"] == index
-    assert lease.hard["busyPorts"] == [start + 2, start + 9]
-    assert "skippedBusyPorts" not in lease.hard
+    assert lease.hard["blockIndex"] == (index + 1) % 8
+    assert lease.hard["skippedBusyPorts"] == [start + 2, start + 9]
+    assert "busyPorts" not in lease.hard
     lease.release()
 
 
@@ -105,16 +109,22 @@ def test_block_mostly_held_by_listeners_is_skipped_and_reported(
     lease.release()
 
 
-def test_block_whose_ports_are_only_in_time_wait_stays_put(lock_dir: Path) -> None:
-    """A previous run's servers closed first: every port of its block in TIME_WAIT."""
-    options = {"basePort": BASE, "blockSize": 4, "blockCount": 8}
-    start = BASE + preferred_block("tw", 8) * 4
-    for port in range(start, start + 4):
+def test_block_whose_ports_are_in_time_wait_is_skipped_even_with_accept_time_wait(
+    lock_dir: Path,
+) -> None:
+    """A previous run's servers closed first: its block is not clean, and while another
+    block is, even a caller that accepts TIME_WAIT gets the clean one."""
+    base = OWN_BASE["tw"]
+    start = base + preferred_block("tw", 8) * 4
+    for port in range(start, start + 3):
         make_time_wait(port)
-    lease = provision(provider(lock_dir), "tw", lock_dir, **options)
-    assert lease.hard["startPort"] == start
-    assert lease.hard["busyPorts"] == list(range(start, start + 4))
-    lease.release()
+    for accept in (False, True):
+        options = {"basePort": base, "blockSize": 4, "blockCount": 8, "acceptTimeWait": accept}
+        lease = provision(provider(lock_dir), "tw", lock_dir, **options)
+        assert lease.hard["startPort"] == base + (start - base + 4) % 32
+        assert "busyPorts" not in lease.hard
+        assert lease.hard["skippedBusyPorts"] == list(range(start, start + 3))
+        lease.release()
 
 
 def test_free_block_has_no_busy_keys(lock_dir: Path) -> None:
@@ -124,24 +134,51 @@ def test_free_block_has_no_busy_keys(lock_dir: Path) -> None:
     lease.release()
 
 
-def test_child_reports_busy_ports_instead_of_moving(
+def test_child_slice_with_a_listener_is_refused(
     lock_dir: Path, listen: Callable[[str, int], socket.socket]
 ) -> None:
     target = provider(lock_dir)
-    parent = provision(target, "p", lock_dir, basePort=BASE, blockSize=32, blockCount=1)
-    listen("127.0.0.1", BASE + 17)
-    child = provision(
+    base = OWN_base["child"]
+    parent = provision(target, "p", lock_dir, basePort=base, blockSize=32, blockCount=1)
+    listen("127.0.0.1", base + 17)
+    with pytest.raises(PortsExhaustedError):
+        provision(
+            target,
+            "c",
+            lock_dir,
+            basePort=base + 16,
+            blockSize=16,
+            blockCount=1,
+            parentStartPort=base,
+            parentEndPort=base + 31,
+        )
+    with pytest.raises(PortsExhaustedError) as caught:
+        provision(
+            target,
+            "c",
+            lock_dir,
+            basePort=base + 16,
+            blockSize=16,
+            blockCount=1,
+            parentStartPort=base,
+            parentEndPort=base + 31,
+            acceptTimeWait=True,  # a listener is never accepted
+        )
+    assert caught.value.reason == (
+        f"child port slice {base + 16}-{base + 31} of parent range {base}-{base + 31} has 1 "
+        f"port(s) another process uses ({base + 17})"
+    )
+    # Refused without keeping the slice: the free half is still a child's to take.
+    provision(
         target,
         "c",
         lock_dir,
-        basePort=BASE + 16,
+        basePort=base,
         blockSize=16,
         blockCount=1,
-        parentStartPort=BASE,
-        parentEndPort=BASE + 31,
-    )
-    assert (child.hard["startPort"], child.hard["busyPorts"]) == (BASE + 16, [BASE + 17])
-    child.release()
+        parentStartPort=base,
+        parentEndPort=base + 31,
+    ).release()
     parent.release()
 
 
@@ -157,7 +194,7 @@ def test_all_blocks_busy_or_held_is_exhaustion(
         provision(target, "b", lock_dir, basePort=BASE, blockSize=4, blockCount=2)
     assert str(caught.value) == (
         f"No free deterministic port block is available: all 2 blocks of 4 ports from {BASE} "
-        "are leased (1) or have more than a quarter of their ports held by other processes (1) "
+        "are leased (1) or have ports other processes use (listeners or TIME_WAIT) (1) "
         f"[lock directory {lock_dir}]; raise blockCount, pick another basePort, or end the runs "
         "holding them (pytest-aiops status)."
     )

@@ -133,7 +133,7 @@ def build_child_resource_requests(
     The port-range request carries the reference's options plus ``parentStartPort`` /
     ``parentEndPort`` and, when the parent lease has one, ``parentLeaseId`` (all ignored by
     the reference) so the provider leases the slice as a child of that live parent lease
-    rather than as a top-level block. ``child_session_id`` is accepted as the reference's
+    rather than as a top-level block, and ``acceptTimeWait`` when the parent lease had it. ``child_session_id`` is accepted as the reference's
     input carries it (``childSessionId``); like the reference, the requests do not depend
     on it. A parent ``worktreePath`` that is relative or the user's checkout is refused
     (:class:`ChildSplitError`); see also :func:`check_parent_lock_path`.
@@ -181,6 +181,10 @@ def build_child_resource_requests(
             "parentStartPort": parent_start,
             "parentEndPort": parent_end,
         }
+        if ports.get("acceptTimeWait") is True:
+            # The parent's caller keeps busy ports back: its children's slices may hold
+            # ports in TIME_WAIT too (never a listener).
+            port_options["acceptTimeWait"] = True
         lease_id = ports.get("leaseId")
         if isinstance(lease_id, int) and not isinstance(lease_id, bool):
             # Ties the child to this very parent lease, not just to whoever holds its range.

@@ -60,6 +60,20 @@ def read_integer(options: Mapping[str, Any], key: str, fallback: int, *, minimum
     return value
 
 
+def read_boolean(options: Mapping[str, Any], key: str, fallback: bool) -> bool:
+    """A boolean option (JSON ``true``/``false``), or ``fallback`` when absent or null.
+
+    Strings such as ``"false"`` and numbers are refused rather than read as truthy: a
+    request written by hand must mean what it says.
+    """
+    value = options.get(key)
+    if value is None:
+        return fallback
+    if not isinstance(value, bool):
+        raise OptionError(key, f'Option "{key}" must be true or false, not {value!r}.')
+    return value
+
+
 _DRIVE = re.compile(r"^[a-zA-Z]:/")
 
 

@@ -166,6 +166,21 @@ def held_ports(ports: list[int]) -> list[int]:
     ]
 
 
+def only_in_time_wait(ports: list[int]) -> bool:
+    """Whether every port of ``ports`` (each already found busy) is held by TIME_WAIT
+    sockets alone: no listener, no bound socket, nothing that stays.
+
+    Told only where the kernel says it (Linux, ``/proc/net/tcp{,6}``); elsewhere, or when
+    those files cannot be read, ``False``: a busy port is taken to be held.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    states = _linux_tcp_states(set(ports))
+    if states is None:
+        return False
+    return all(states.get(port) == {_TIME_WAIT} for port in ports)
+
+
 def busy_ports(start: int, end: int, host: str = PROBE_HOST) -> list[int]:
     """The ports in ``start..end`` that a TCP server could not bind on ``host`` now."""
     return [port for port in range(start, end + 1) if not port_is_free(port, host)]

@@ -3,6 +3,10 @@
 Blocks are chosen as the reference does (preferred block = hash of the session id modulo
 ``blockCount``, then the next blocks in turn) but leased with kernel byte-range locks in a
 machine-wide lock directory (see :mod:`pytest_aiops._ports.locks`) and probed before use.
+A top-level lease takes the first *clean* block in that order (every port binds now);
+``acceptTimeWait`` lets a caller that keeps busy ports back (the plugin's pool) take a block
+whose busy ports are only in TIME_WAIT, and only when no block of the range is clean. The
+contract is in the docs, "What a lease guarantees".
 """
 
 from __future__ import annotations
@@ -15,7 +19,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._core.hashing import preferred_block
-from .._core.options import read_integer, read_string, resolve_path, warn_unknown
+from .._core.options import (
+    read_boolean,
+    read_integer,
+    read_string,
+    resolve_path,
+    warn_unknown,
+)
 from .._core.types import ResourceContextPatch, ResourceLease
 from .._errors import AiopsWarning, LockError, OptionError, PortsExhaustedError
 from .defaults import (
@@ -35,7 +45,7 @@ from .locks import (
     ensure_directory,
     ensure_shared_directory,
 )
-from .probe import busy_ports, ephemeral_range, held_ports, overlaps_ephemeral
+from .probe import busy_ports, ephemeral_range, only_in_time_wait, overlaps_ephemeral
 from .records import LeaseRecord, clear_record, holders_of, read_records, reap_stale, write_record
 
 # This module is _ports' interface: what other folders use of port leasing comes from here
@@ -104,6 +114,7 @@ class _Parsed:
     lock_directory: str | None
     parent: tuple[int, int] | None
     parent_lease_id: int | None
+    accept_time_wait: bool = False
 
 
 KNOWN_OPTIONS = frozenset(
@@ -116,6 +127,7 @@ KNOWN_OPTIONS = frozenset(
         "parentStartPort",
         "parentEndPort",
         "parentLeaseId",
+        "acceptTimeWait",
     }
 )
 
@@ -166,21 +178,35 @@ def _parse(options: Mapping[str, Any], config: PortRangeProviderConfig) -> _Pars
                 f"not {parent_lease_id}.",
             )
     return _Parsed(
-        base_port, block_size, block_count, offset, lock_directory, parent, parent_lease_id
+        base_port,
+        block_size,
+        block_count,
+        offset,
+        lock_directory,
+        parent,
+        parent_lease_id,
+        read_boolean(options, "acceptTimeWait", False),
     )
 
 
-def _block_is_usable(busy: list[int], size: int) -> bool:
-    """Whether a block with ``busy`` ports is still the one to lease (it stays put).
+def _only_time_wait(busy: list[int], size: int) -> bool:
+    """Whether a block of ``size`` ports whose ``busy`` ports are these may still be leased by
+    a caller that accepts TIME_WAIT: every busy port only in TIME_WAIT (free again within
+    about a minute; never a listener or a bound socket) and at least one port free now, so
+    that the primary port binds. Where TIME_WAIT cannot be told apart (outside Linux) every
+    busy port counts as held."""
+    return len(busy) < size and only_in_time_wait(busy)
 
-    Ports only in TIME_WAIT (a previous run's servers; free within about a minute) never
-    count against it, nor do a few held ones: the pool keeps busy ports back until they are
-    free. A block more than a quarter held by listeners belongs to something else.
-    """
-    if not busy:
-        return True
-    held = len(held_ports(busy))
-    return held * 4 <= size and held < size
+
+def _primary(start: int, end: int, offset: int, busy: list[int]) -> int:
+    """The primary port: the first port at or after ``start + offset`` (wrapping round to
+    ``start``) that is not busy, so ``primaryPort`` always binds at lease time."""
+    taken = set(busy)
+    first = start + offset
+    for port in [*range(first, end + 1), *range(start, first)]:
+        if port not in taken:
+            return port
+    return first  # every port busy: never leased (see _only_time_wait)
 
 
 def _warn_if_ephemeral(start: int, end: int, warned: set[tuple[int, int]]) -> None:
@@ -228,7 +254,7 @@ class PortRangeProvider:
                 session_id, lock_directory, parsed
             )
         end = start + parsed.block_size - 1
-        primary = start + parsed.primary_port_offset
+        primary = _primary(start, end, parsed.primary_port_offset, busy)
         record: str | None = None
         try:
             record = write_record(
@@ -274,6 +300,10 @@ class PortRangeProvider:
             "lockPath": os.path.join(lock_directory, PORTS_FILE),
             "leaseId": claim.lease_id,
         }
+        if parsed.accept_time_wait:
+            # Carried to children split from this lease (child slices may then hold
+            # TIME_WAIT ports too); absent otherwise, as the reference's allocation is.
+            hard["acceptTimeWait"] = True
         if skipped:
             hard["skippedBusyPorts"] = skipped
         if busy:
@@ -304,8 +334,10 @@ class PortRangeProvider:
         first = preferred_block(session_id, count)
         skipped: list[int] = []
         held = 0
+        dirty: list[int] = []  # blocks (indices) with busy ports, in the order tried
         scanner = TopLevelScanner(lock_directory)
         try:
+            # First pass: the first clean block, the preferred one if it is clean.
             for step in range(count):
                 index = (first + step) % count
                 start = parsed.base_port + index * size
@@ -317,10 +349,24 @@ class PortRangeProvider:
                 # two leasers never probe the same ports and busy ports are not someone
                 # else's freshly bound servers.
                 busy = busy_ports(start, end) if self.config.probe else []
-                if _block_is_usable(busy, size):
+                if not busy:
                     return index, start, scanner.finish(start, end), skipped, busy
                 scanner.give_back(start, end)
                 skipped.extend(busy)
+                dirty.append(index)
+            # Second pass, only for a caller that keeps busy ports back and only now that no
+            # block is clean: the first block whose busy ports are all in TIME_WAIT (probed
+            # again: things changed since). Never a block with a listener in it.
+            for index in dirty if parsed.accept_time_wait else ():
+                start = parsed.base_port + index * size
+                end = start + size - 1
+                if not scanner.try_block(start, end):
+                    continue
+                busy = busy_ports(start, end)
+                if _only_time_wait(busy, size):
+                    skipped = [port for port in skipped if not start <= port <= end]
+                    return index, start, scanner.finish(start, end), skipped, busy
+                scanner.give_back(start, end)
         except BaseException:
             scanner.close()
             raise
@@ -336,11 +382,15 @@ class PortRangeProvider:
                 f"[lock directory {lock_directory}]; set --aiops-lock-dir or "
                 f"${LOCK_DIR_ENV} (CLI: --lock-dir) to a directory of your own."
             )
+        busy_kind = (
+            "ports held by other processes (listeners, or every port in TIME_WAIT)"
+            if parsed.accept_time_wait
+            else "ports other processes use (listeners or TIME_WAIT)"
+        )
         raise PortsExhaustedError(
             f"No free deterministic port block is available: all {count} blocks of {size} "
-            f"ports from {parsed.base_port} are leased ({held}) or have more than a quarter of "
-            f"their ports held by other processes ({count - held}) [lock directory "
-            f"{lock_directory}]; raise blockCount, "
+            f"ports from {parsed.base_port} are leased ({held}) or have {busy_kind} "
+            f"({count - held}) [lock directory {lock_directory}]; raise blockCount, "
             "pick another basePort, or end the runs holding them (pytest-aiops status)."
         )
 
@@ -366,9 +416,25 @@ class PortRangeProvider:
                 "session cannot itself be split: nested children are not supported)",
                 reason=reason,
             )
-        # A child cannot move out of its slice: report busy ports instead of skipping.
+        # A child cannot move out of its slice: a slice with busy ports is refused (the
+        # caller takes another slice or its own block), except ports only in TIME_WAIT
+        # when the parent lease accepted those (its acceptTimeWait is carried here).
         try:
             busy = busy_ports(start, end) if self.config.probe else []
+            if busy and not (
+                parsed.accept_time_wait and _only_time_wait(busy, parsed.block_size)
+            ):
+                shown = ", ".join(map(str, busy[:5])) + (" ..." if len(busy) > 5 else "")
+                reason = (
+                    f"child port slice {start}-{end} of parent range "
+                    f"{parsed.parent[0]}-{parsed.parent[1]} has {len(busy)} port(s) another "
+                    f"process uses ({shown})"
+                )
+                raise PortsExhaustedError(
+                    f"{reason} [lock directory {lock_directory}]; use another childIndex, or "
+                    "lease a top-level block instead",
+                    reason=reason,
+                )
         except BaseException:
             claim.release()
             raise

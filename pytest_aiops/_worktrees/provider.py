@@ -35,6 +35,7 @@ from typing import Any
 from .._core.hashing import build_scoped_name
 from .._core.options import (
     normalize_target_path,
+    read_boolean,
     read_optional_string,
     read_string,
     resolve_path,
@@ -108,15 +109,6 @@ def _isolation_message(value: object) -> str:
     return f'Option "isolation" must be "worktree" or "clone", not {value!r}.'
 
 
-def _read_bool(options: Mapping[str, Any], key: str, fallback: bool) -> bool:
-    if key not in options or options.get(key) is None:
-        return fallback
-    value = options[key]
-    if not isinstance(value, bool):
-        raise OptionError(key, f'Option "{key}" must be true or false, not {value!r}.')
-    return value
-
-
 KNOWN_OPTIONS = frozenset({"rootDirectory", "baseRef", "targetPath", "isolation", "pool"})
 
 
@@ -170,7 +162,7 @@ class GitWorktreeProvider:
         isolation = options.get("isolation", self.config.isolation)
         if isolation not in ISOLATIONS:
             raise OptionError("isolation", _isolation_message(isolation))
-        pool = _read_bool(options, "pool", self.config.pool)
+        pool = read_boolean(options, "pool", self.config.pool)
         info, commit = inspect_repo(workspace_root, base_ref)
         if target:
             check_target(info.repo_root, commit, target, base_ref)
