@@ -61,15 +61,15 @@ def first_leases(output: str) -> list[str]:
     return lines
 
 
-#: One range per variant, each as large as a run of this suite needs on its own: three runs
-#: of 800 servers that close first leave up to 2,400 ports in TIME_WAIT for about a minute.
+#: One range per variant, each as large as a run of this suite needs on its own: two runs
+#: of 800 servers that close first leave up to 1,600 ports in TIME_WAIT for about a minute.
 #: Disjoint from each other (the variants run side by side under -n) and from the fixed ports
 #: other tests of this suite bind (below 12024, 19400-19499, 20000-26399).
 SERVER_SUITE_RANGES = {"0": "12100-15299", "2": "15300-18499", "4": "26400-32767"}
 
 
 @pytest.mark.parametrize("workers", ["0", "2", "4"])
-def test_800_server_tests_at_the_default_settings_three_runs_the_same_ports(
+def test_800_server_tests_at_the_default_settings_twice_back_to_back(
     pytester: pytest.Pytester,
     tmp_path_factory: pytest.TempPathFactory,
     monkeypatch: pytest.MonkeyPatch,
@@ -77,13 +77,15 @@ def test_800_server_tests_at_the_default_settings_three_runs_the_same_ports(
 ) -> None:
     """Default pool settings (ports per worker, growth bound); only the range is moved, one
     per variant (SERVER_SUITE_RANGES). The variants share one lock directory, as runs on one
-    machine do."""
+    machine do. The second run starts amid the first one's TIME_WAIT: its blocks are not
+    clean, so it leases others (or, with none clean left, TIME_WAIT-only ones it keeps back)
+    and never falls back to kernel-picked ports."""
     shared = tmp_path_factory.getbasetemp().parent / "server-suite-locks"
     shared.mkdir(exist_ok=True)
     monkeypatch.setenv("PYTEST_AIOPS_LOCK_DIR", str(shared))
     pytester.makepyfile(test_servers=SERVER_SUITE.replace("{tests}", "800"))
     seen = []
-    for _ in range(3):  # back to back: each run starts amid the last one's TIME_WAIT
+    for _ in range(2):  # back to back: the second run starts amid the first one's TIME_WAIT
         result = pytester.runpytest_subprocess(
             "-p",
             "no:benchmark",
@@ -93,10 +95,11 @@ def test_800_server_tests_at_the_default_settings_three_runs_the_same_ports(
             f"--aiops-port-range={SERVER_SUITE_RANGES[workers]}",
         )
         result.assert_outcomes(passed=800)
+        assert "kernel-chosen" not in result.stdout.str()
         leases = first_leases(result.stdout.str())
         assert leases, result.stdout.str()
         seen.append(leases)
-    assert seen[0] == seen[1] == seen[2]
+    assert seen[0][0] != seen[1][0]  # the first run's blocks were in TIME_WAIT: moved on
 
 
 ANY_SCOPE = """

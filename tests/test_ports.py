@@ -138,7 +138,7 @@ def test_child_slice_with_a_listener_is_refused(
     lock_dir: Path, listen: Callable[[str, int], socket.socket]
 ) -> None:
     target = provider(lock_dir)
-    base = OWN_base["child"]
+    base = OWN_BASE["child"]
     parent = provision(target, "p", lock_dir, basePort=base, blockSize=32, blockCount=1)
     listen("127.0.0.1", base + 17)
     with pytest.raises(PortsExhaustedError):

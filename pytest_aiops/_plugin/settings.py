@@ -258,6 +258,9 @@ class Settings:
             "basePort": low,
             "blockSize": size,
             "blockCount": max(1, (high - low + 1) // size),
+            # The pool keeps busy ports back: when no block of the range is clean it may
+            # take one whose busy ports are only in TIME_WAIT (never one with a listener).
+            "acceptTimeWait": True,
         }
         if self.lock_dir:
             options["lockDirectory"] = self.lock_dir

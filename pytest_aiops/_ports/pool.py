@@ -36,6 +36,8 @@ PORTS_HINT = (
 )
 #: How long a port found busy is skipped before it is probed again (TIME_WAIT lasts ~60 s).
 RECHECK_SECONDS = 0.5
+#: How many kernel-picked ports a fallback tries before it settles for one that is busy.
+KERNEL_TRIES = 32
 #: Grows the pool by one block: ``(start, end, busy ports)``; raises PortsExhaustedError.
 Grow = Callable[[], tuple[int, int, Sequence[int]]]
 
@@ -51,9 +53,12 @@ def _check_protocol(protocol: str) -> str:
 class PortRange:
     """A worker's leased ports: a pool over its first block ``start``..``end`` and any more.
 
-    ``start``, ``end``, ``primary`` and :attr:`ports` describe the first lease (what
-    ``AGENT_PORT_RANGE_*`` say); ``len``, iteration and ``in`` cover every port the pool has
-    leased (:attr:`blocks`). :meth:`next_port` hands out a free port (thread-safe), which is
+    ``start``, ``end``, ``primary``, :attr:`env` and :attr:`ports` describe the first lease
+    only (what ``AGENT_PORT_RANGE_*`` say); ``len``, iteration and ``in`` cover every port
+    of every block the pool has leased (:attr:`blocks`), grown blocks included, so a port
+    handed out is always ``in`` the range but may lie outside ``start``..``end``. Every port
+    of a block bound when it was leased, except those the lease reported busy (only in
+    TIME_WAIT, when no clean block was left): those are handed out last, once free. :meth:`next_port` hands out a free port (thread-safe), which is
     the caller's until :meth:`give_back` (the plugin gives a test's ports back when the test
     or fixture that took them ends).
     """
@@ -269,7 +274,18 @@ class PortRange:
             first, self._warned = not self._warned, True
         if first:
             warnings.warn(warning, AiopsWarning, stacklevel=stacklevel + 1)
-        return kernel_port(protocol)
+        return self._probed_kernel_port(protocol)
+
+    def _probed_kernel_port(self, protocol: str) -> int:
+        """A kernel-picked port probed as pool ports are: the kernel picks one free for a
+        loopback IPv4 bind, which may still be bound on another address or family, or be a
+        port this pool leased and handed out (with bad luck, again and again): tried anew."""
+        port = kernel_port(protocol)
+        for _ in range(KERNEL_TRIES):
+            if port not in self and port_is_free(port, protocol=protocol):
+                break
+            port = kernel_port(protocol)
+        return port
 
     def next_ports(self, count: int, *, protocol: str = TCP, holder: object = None) -> list[int]:
         """``count`` ports from :meth:`next_port`, all or none (given back on error)."""
