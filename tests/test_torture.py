@@ -1,11 +1,14 @@
-"""Torture: many processes, mixed configs, a foreign listener and random SIGKILLs.
+"""Torture: many processes, mixed configs, foreign squatters, TIME_WAIT and random SIGKILLs.
 
 Each worker (this file run as a script) leases blocks in a loop, binds every leased port
 without ``SO_REUSEADDR`` while it holds the lease, and appends ``A``/``R`` (acquire/release)
 lines to a shared ``O_APPEND`` log. Some iterations lease a parent, split it into children,
-release the parent and keep the children. The test kills random workers with SIGKILL, then
-replays the log: no two live leases may overlap (a child may only overlap its own parent),
-no bind may fail, and after the kills every block can be leased again at once.
+release the parent and keep the children. Four foreign listeners squat ports of the range
+and a few ports are in TIME_WAIT (a server that closed first). The test kills random workers
+with SIGKILL, then replays the log: no two live leases may overlap (a child may only overlap
+its own parent), no bind may fail (a lease reports busy only TIME_WAIT ports, and only when
+it asked for ``acceptTimeWait``), no lease holds a squatted port, and after the kills every
+block without a squatter or TIME_WAIT can be leased again at once.
 
 ``AIOPS_SOAK=1`` runs a longer version (more workers, iterations and kill rounds).
 """
@@ -29,8 +32,15 @@ CONFIGS: list[dict[str, Any]] = [
     {"basePort": 21000, "blockSize": 64, "blockCount": 16},
     {"basePort": 21008, "blockSize": 32, "blockCount": 31},  # misaligned with the others
     {"basePort": 21000, "blockSize": 64, "blockCount": 16, "children": 4},
+    # Callers that keep busy ports back (the plugin's pool): TIME_WAIT-only blocks allowed
+    # when no block is clean, a listener never.
+    {"basePort": 21000, "blockSize": 16, "blockCount": 64, "acceptTimeWait": True},
+    {"basePort": 21000, "blockSize": 64, "blockCount": 16, "children": 2, "acceptTimeWait": True},
 ]
-FOREIGN = {21100: "127.0.0.1", 21555: "0.0.0.0"}  # a real wildcard listener
+#: Squatters: foreign listeners, on loopback and on the wildcard.
+FOREIGN = {21100: "127.0.0.1", 21555: "0.0.0.0", 21301: "127.0.0.1", 21790: "0.0.0.0"}
+#: Ports left in TIME_WAIT by a server that closed first, before the workers start.
+TIME_WAIT = (21400, 21401, 21950)
 
 
 def _bind_all(start: int, end: int) -> tuple[list[socket.socket], list[int]]:
@@ -49,11 +59,12 @@ def _bind_all(start: int, end: int) -> tuple[list[socket.socket], list[int]]:
     return sockets, failed
 
 
-def _shifted(offset: int) -> tuple[list[dict[str, Any]], dict[int, str]]:
-    """CONFIGS and FOREIGN moved up by ``offset`` ports (two torture runs at once under
-    xdist bind real sockets: they must not share ports)."""
+def _shifted(offset: int) -> tuple[list[dict[str, Any]], dict[int, str], list[int]]:
+    """CONFIGS, FOREIGN and TIME_WAIT moved up by ``offset`` ports (two torture runs at once
+    under xdist bind real sockets: they must not share ports)."""
     configs = [{**c, "basePort": c["basePort"] + offset} for c in CONFIGS]
-    return configs, {port + offset: host for port, host in FOREIGN.items()}
+    foreign = {port + offset: host for port, host in FOREIGN.items()}
+    return configs, foreign, [port + offset for port in TIME_WAIT]
 
 
 def _worker(lock_dir: str, log_path: str, seed: int, iterations: int, offset: int = 0) -> None:
@@ -61,7 +72,7 @@ def _worker(lock_dir: str, log_path: str, seed: int, iterations: int, offset: in
     from pytest_aiops._ports.provider import PortRangeProvider, PortRangeProviderConfig
 
     rng = random.Random(seed)
-    configs, _foreign = _shifted(offset)
+    configs, foreign, time_wait = _shifted(offset)
     provider = PortRangeProvider(PortRangeProviderConfig(lock_directory=lock_dir))
     log = os.open(log_path, os.O_WRONLY | os.O_APPEND)
     pid = os.getpid()
@@ -69,11 +80,16 @@ def _worker(lock_dir: str, log_path: str, seed: int, iterations: int, offset: in
     def note(*fields: object) -> None:
         os.write(log, (" ".join(map(str, (*fields, pid))) + "\n").encode())  # one atomic append
 
-    def check_bind(hard: Any) -> list[socket.socket]:
-        # Ports the lease reports busy (a foreign listener, or a SIGKILLed worker's listener
-        # the kernel has not closed yet: the block stays put and the pool keeps them back)
-        # are not the lease's to bind; every other port must bind.
+    def check_bind(hard: Any, accepts: bool) -> list[socket.socket]:
+        # Every port binds, except those the lease reports busy: only a lease that accepts
+        # TIME_WAIT reports any, and only ports in TIME_WAIT (never a squatter's).
         reported = set(hard.get("busyPorts") or ())
+        for port in reported:
+            if not accepts or port not in time_wait:
+                note("B", port)
+        for port in foreign:
+            if hard["startPort"] <= port <= hard["endPort"]:
+                note("S", port)
         sockets, failed = _bind_all(hard["startPort"], hard["endPort"])
         for port in failed:
             if port not in reported:
@@ -87,6 +103,7 @@ def _worker(lock_dir: str, log_path: str, seed: int, iterations: int, offset: in
     for i in range(iterations):
         config = dict(rng.choice(configs))
         children = config.pop("children", 0)
+        accepts = bool(config.get("acceptTimeWait"))
         try:
             lease = provider.provision(
                 session_id=f"s{rng.randrange(6)}", workspace_root=lock_dir, options=config
@@ -95,7 +112,7 @@ def _worker(lock_dir: str, log_path: str, seed: int, iterations: int, offset: in
             continue  # every block held or busy right now (the soak's 16 workers): fine
         hard = lease.hard
         note("A", hard["leaseId"], hard["startPort"], hard["endPort"], "-")
-        sockets = check_bind(hard)
+        sockets = check_bind(hard, accepts)
         time.sleep(rng.uniform(0, 0.004))
         if not children:
             close(sockets)
@@ -108,23 +125,27 @@ def _worker(lock_dir: str, log_path: str, seed: int, iterations: int, offset: in
             start, end, _ = child_port_slice(
                 hard["startPort"], hard["endPort"], hard["primaryPort"], index, children
             )
-            kid = provider.provision(
-                session_id=f"c{i}-{index}",
-                workspace_root=lock_dir,
-                options={
-                    "basePort": start,
-                    "blockSize": end - start + 1,
-                    "blockCount": 1,
-                    "parentStartPort": hard["startPort"],
-                    "parentEndPort": hard["endPort"],
-                    "parentLeaseId": hard["leaseId"],
-                },
-            )
+            try:
+                kid = provider.provision(
+                    session_id=f"c{i}-{index}",
+                    workspace_root=lock_dir,
+                    options={
+                        "basePort": start,
+                        "blockSize": end - start + 1,
+                        "blockCount": 1,
+                        "parentStartPort": hard["startPort"],
+                        "parentEndPort": hard["endPort"],
+                        "parentLeaseId": hard["leaseId"],
+                        "acceptTimeWait": bool(hard.get("acceptTimeWait")),
+                    },
+                )
+            except PortsExhaustedError:
+                continue  # a slice that went busy since the parent's probe is refused: fine
             note("A", kid.hard["leaseId"], start, end, hard["leaseId"])
             kids.append(kid)
         note("R", hard["leaseId"])
         lease.release()  # the children outlive their parent and keep their ports
-        held = [check_bind(kid.hard) for kid in kids]
+        held = [check_bind(kid.hard, accepts) for kid in kids]
         time.sleep(rng.uniform(0, 0.004))
         for kid, sockets in zip(kids, held, strict=True):
             close(sockets)
@@ -148,6 +169,10 @@ def _replay(lines: list[str]) -> list[str]:
             continue  # written between our K and the signal landing
         elif kind == "E":
             problems.append(f"EADDRINUSE on port {fields[0]} in {pid}")
+        elif kind == "S":
+            problems.append(f"squatted port {fields[0]} leased to {pid}")
+        elif kind == "B":
+            problems.append(f"port {fields[0]} reported busy to {pid}, not only in TIME_WAIT")
         elif kind == "A":
             lease_id, start, end, parent = fields[0], int(fields[1]), int(fields[2]), fields[3]
             for other, (s, e, _, owner) in live.items():
@@ -165,6 +190,8 @@ def test_replay_catches_overlaps_and_bind_failures() -> None:
         "A 2 100 115 1 10",  # a child inside its own parent: fine
         "A 3 150 165 - 11",  # overlaps lease 1
         "E 120 12",
+        "S 121 12",
+        "B 122 12",
         "K 10",
         "R 3 11",
         "A 4 100 163 - 13",  # after the holder was killed: fine
@@ -173,6 +200,8 @@ def test_replay_catches_overlaps_and_bind_failures() -> None:
     assert _replay(log) == [
         "11 got 150-165 while 10 held 100-163",
         "EADDRINUSE on port 120 in 12",
+        "squatted port 121 leased to 12",
+        "port 122 reported busy to 12, not only in TIME_WAIT",
     ]
 
 
@@ -205,14 +234,18 @@ def test_torture_with_ofd_and_posix_workers_at_once(tmp_path: Path) -> None:
 
 
 def _torture(tmp_path: Path, backends: list[str | None], offset: int) -> None:
-    configs, foreign_ports = _shifted(offset)
+    from .helpers import make_time_wait
+
+    configs, foreign_ports, time_wait = _shifted(offset)
     lock_dir, log_path = tmp_path / "locks", tmp_path / "log"
     log_path.write_text("")
     foreign: list[socket.socket] = []
     try:
         for port, host in foreign_ports.items():
             foreign.append(_listen(host, port))
-        _run_torture(lock_dir, log_path, configs, foreign_ports, backends, offset)
+        for port in time_wait:
+            make_time_wait(port)
+        _run_torture(lock_dir, log_path, configs, foreign_ports, time_wait, backends, offset)
     finally:
         for sock in foreign:
             sock.close()
@@ -223,11 +256,13 @@ def _run_torture(
     log_path: Path,
     configs: list[dict[str, Any]],
     foreign_ports: dict[int, str],
+    time_wait: list[int],
     backends: list[str | None],
     offset: int,
 ) -> None:
     from pytest_aiops import PortsExhaustedError
     from pytest_aiops._ports.locks import range_is_leased
+    from pytest_aiops._ports.probe import port_is_free
     from pytest_aiops._ports.provider import PortRangeProvider, PortRangeProviderConfig
     from pytest_aiops._ports.records import read_records, reap_stale
 
@@ -273,47 +308,48 @@ def _run_torture(
     assert codes.count(-signal.SIGKILL) >= 1  # at least one worker died holding or leasing
     lines = log_path.read_text().splitlines()
     assert sum(line.startswith("A ") for line in lines) > workers * 5
-    assert _replay(lines) == []
-    # A foreign listener's block may still be leased (blocks stay put), but then the lease
-    # reports the port busy (else check_bind logged an "E" for it, and _replay saw it).
-    leased_foreign = {
-        port
-        for port in foreign_ports
-        for f in (line.split() for line in lines)
-        if f[0] == "A" and int(f[2]) <= port <= int(f[3])
-    }
-    assert leased_foreign <= set(foreign_ports)
+    assert _replay(lines) == []  # no overlap, no EADDRINUSE, no squatted port leased
 
-    # Every block is reclaimable at once: nothing is held, every block can be leased.
+    # Every block is reclaimable at once: nothing is held, and every block without a
+    # squatter or a port still in TIME_WAIT is leased, clean; with acceptTimeWait the
+    # TIME_WAIT-only blocks come after them, never a squatter's.
     assert not range_is_leased(str(lock_dir), LOW + offset, HIGH + offset)
     stale = reap_stale(str(lock_dir))
     assert {r.pid for r in stale} <= {p.pid for p in finished if p.returncode != 0}
     assert list(read_records(str(lock_dir))) == []
     provider = PortRangeProvider(PortRangeProviderConfig(lock_directory=str(lock_dir)))
     for config in configs[:3]:
+        base, size, count = config["basePort"], config["blockSize"], config["blockCount"]
+        still_waiting = {port for port in time_wait if not port_is_free(port)}
+        blocks = [(base + n * size, base + (n + 1) * size - 1) for n in range(count)]
+        squatted = [b for b in blocks if any(b[0] <= p <= b[1] for p in foreign_ports)]
+        waiting = [
+            b
+            for b in blocks
+            if b not in squatted and any(b[0] <= p <= b[1] for p in still_waiting)
+        ]
         leases = []
-        skipped: list[int] = []
-        for n in range(config["blockCount"]):
-            try:
-                lease = provider.provision(
-                    session_id=f"r{n}", workspace_root=str(lock_dir), options=config
-                )
-            except PortsExhaustedError:
-                break
-            leases.append(lease)
-            skipped.extend(lease.hard.get("skippedBusyPorts", []))
-        # One foreign listener in a block is "a few busy ports": the block is still leased
-        # (it stays put) and reports the port busy, so every block is leased.
-        assert len(leases) == config["blockCount"]
-        assert skipped == []
+        for accept in (False, True):
+            while True:
+                try:
+                    lease = provider.provision(
+                        session_id=f"r{len(leases)}",
+                        workspace_root=str(lock_dir),
+                        options={**config, "acceptTimeWait": accept},
+                    )
+                except PortsExhaustedError:
+                    break
+                leases.append(lease)
+            if not accept:
+                assert len(leases) == count - len(squatted) - len(waiting)
+                assert not any(lease.hard.get("busyPorts") for lease in leases)
+        assert len(leases) == count - len(squatted)
+        got = {(lease.hard["startPort"], lease.hard["endPort"]) for lease in leases}
+        assert not got & set(squatted)
         reported = {port for lease in leases for port in lease.hard.get("busyPorts", [])}
-        top = config["basePort"] + config["blockSize"] * config["blockCount"]
-        # Every foreign listener in range is reported; a SIGKILLed worker's listener the
-        # kernel is still closing may be reported too (kept back by the pool, not a failure).
-        assert {port for port in foreign_ports if config["basePort"] <= port < top} <= reported
+        assert reported <= still_waiting
         for lease in leases:
             lease.release()
-
 
 if __name__ == "__main__":
     _worker(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))
