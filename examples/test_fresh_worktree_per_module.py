@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 
 import pytest
@@ -35,5 +36,9 @@ def test_worktree_is_at_the_base_ref(git_worktree: GitWorktree) -> None:
 @pytest.mark.parametrize("offset", range(4))
 def test_ports_are_this_workers(port_range: PortRange, worker_id: str, offset: int) -> None:
     port = port_range.next_port()
-    assert port_range.start <= port <= port_range.end
+    # Leased for this worker (its first block, or one its pool grew by on a busy machine)...
+    assert port in port_range
     assert port_range.owner == worker_id
+    # ...and free now: a server without SO_REUSEADDR binds it.
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", port))
