@@ -20,8 +20,9 @@ from typing import Any
 
 import pytest
 
-from pytest_aiops import PortsExhaustedError
+from pytest_aiops import PortsExhaustedError, ProvisioningError
 from pytest_aiops._core.hashing import preferred_block
+from pytest_aiops._core.types import ResourceContextPatch
 from pytest_aiops._ports.probe import host_has_ipv6
 from pytest_aiops._ports.provider import PortRangeProvider, PortRangeProviderConfig
 
@@ -178,6 +179,7 @@ def test_accept_time_wait_only_when_no_block_is_clean_and_never_a_listener(
         assert lease.hard["primaryPort"] == waiting + 1
         assert lease.hard["acceptTimeWait"] is True
         assert ports_that_do_not_bind(waiting, waiting + 7) == [waiting]
+        assert isinstance(lease.soft, ResourceContextPatch)
         assert lease.soft.env["AGENT_PORT_PRIMARY"] == str(waiting + 1)
     finally:
         lease.release()
@@ -245,7 +247,7 @@ def test_child_slice_in_time_wait_only_when_the_parent_accepted_it(
             assert allocation["primaryPort"] == base + 17  # the next port that binds
             session.release()
         else:
-            with pytest.raises(Exception) as caught:
+            with pytest.raises(ProvisioningError) as caught:
                 child()
             cause = caught.value.__cause__
             assert isinstance(cause, PortsExhaustedError)
@@ -302,7 +304,9 @@ def test_cli_run_gives_another_clean_block_when_last_runs_primary_is_taken(
     ]
 
     def run() -> dict[str, int]:
-        result = subprocess.run(argv, cwd=repo, capture_output=True, text=True, timeout=60)
+        result = subprocess.run(
+            argv, check=False, cwd=repo, capture_output=True, text=True, timeout=60
+        )
         assert result.returncode == 0, result.stderr
         data: dict[str, int] = json.loads(result.stdout.splitlines()[-1])
         return data
@@ -382,7 +386,9 @@ def test_demo_passes_again_with_every_port_of_its_last_ranges_in_time_wait(
     argv += [f"--aiops-port-range={DEMO}", f"--aiops-worktree-root={tmp_path / 'worktrees'}"]
 
     def run() -> str:
-        result = subprocess.run(argv, cwd=project, capture_output=True, text=True, timeout=300)
+        result = subprocess.run(
+            argv, check=False, cwd=project, capture_output=True, text=True, timeout=300
+        )
         assert result.returncode == 0, result.stdout + result.stderr
         check_inner_warnings(result.stdout, result.stderr, ())
         return result.stdout

@@ -324,11 +324,9 @@ def _run_torture(
         blocks = [(base + n * size, base + (n + 1) * size - 1) for n in range(count)]
         squatted = [b for b in blocks if any(b[0] <= p <= b[1] for p in foreign_ports)]
         waiting = [
-            b
-            for b in blocks
-            if b not in squatted and any(b[0] <= p <= b[1] for p in still_waiting)
+            b for b in blocks if b not in squatted and any(b[0] <= p <= b[1] for p in still_waiting)
         ]
-        leases = []
+        leases: list[Any] = []
         for accept in (False, True):
             while True:
                 try:
@@ -350,6 +348,7 @@ def _run_torture(
         assert reported <= still_waiting
         for lease in leases:
             lease.release()
+
 
 if __name__ == "__main__":
     _worker(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))

@@ -133,7 +133,8 @@ def build_child_resource_requests(
     The port-range request carries the reference's options plus ``parentStartPort`` /
     ``parentEndPort`` and, when the parent lease has one, ``parentLeaseId`` (all ignored by
     the reference) so the provider leases the slice as a child of that live parent lease
-    rather than as a top-level block, and ``acceptTimeWait`` when the parent lease had it. ``child_session_id`` is accepted as the reference's
+    rather than as a top-level block, and ``acceptTimeWait`` when the parent lease had it.
+    ``child_session_id`` is accepted as the reference's
     input carries it (``childSessionId``); like the reference, the requests do not depend
     on it. A parent ``worktreePath`` that is relative or the user's checkout is refused
     (:class:`ChildSplitError`); see also :func:`check_parent_lock_path`.

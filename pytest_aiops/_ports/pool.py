@@ -58,7 +58,8 @@ class PortRange:
     of every block the pool has leased (:attr:`blocks`), grown blocks included, so a port
     handed out is always ``in`` the range but may lie outside ``start``..``end``. Every port
     of a block bound when it was leased, except those the lease reported busy (only in
-    TIME_WAIT, when no clean block was left): those are handed out last, once free. :meth:`next_port` hands out a free port (thread-safe), which is
+    TIME_WAIT, when no clean block was left): those are handed out last, once free.
+    :meth:`next_port` hands out a free port (thread-safe), which is
     the caller's until :meth:`give_back` (the plugin gives a test's ports back when the test
     or fixture that took them ends).
     """

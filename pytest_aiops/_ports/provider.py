@@ -202,11 +202,10 @@ def _primary(start: int, end: int, offset: int, busy: list[int]) -> int:
     """The primary port: the first port at or after ``start + offset`` (wrapping round to
     ``start``) that is not busy, so ``primaryPort`` always binds at lease time."""
     taken = set(busy)
-    first = start + offset
-    for port in [*range(first, end + 1), *range(start, first)]:
-        if port not in taken:
-            return port
-    return first  # every port busy: never leased (see _only_time_wait)
+    first: int = start + offset
+    order: list[int] = [*range(first, end + 1), *range(start, first)]
+    # Every port busy: such a block is never leased (see _only_time_wait).
+    return next((port for port in order if port not in taken), first)
 
 
 def _warn_if_ephemeral(start: int, end: int, warned: set[tuple[int, int]]) -> None:
@@ -421,9 +420,7 @@ class PortRangeProvider:
         # when the parent lease accepted those (its acceptTimeWait is carried here).
         try:
             busy = busy_ports(start, end) if self.config.probe else []
-            if busy and not (
-                parsed.accept_time_wait and _only_time_wait(busy, parsed.block_size)
-            ):
+            if busy and not (parsed.accept_time_wait and _only_time_wait(busy, parsed.block_size)):
                 shown = ", ".join(map(str, busy[:5])) + (" ..." if len(busy) > 5 else "")
                 reason = (
                     f"child port slice {start}-{end} of parent range "
