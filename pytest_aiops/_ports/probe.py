@@ -145,27 +145,6 @@ def _linux_tcp_states(ports: set[int]) -> dict[int, set[str]] | None:
     return states
 
 
-def held_ports(ports: list[int]) -> list[int]:
-    """Of ``ports`` (each already found busy), those held by something other than TIME_WAIT.
-
-    A port whose only sockets are in TIME_WAIT frees itself within about a minute; a
-    listener or a bound socket stays. Linux: read from ``/proc/net/tcp`` (a busy port with
-    no entry there is a bound, unlisted socket: held). Elsewhere: a port that binds with
-    ``SO_REUSEADDR`` holds only TIME_WAIT (BSD lets that bind over TIME_WAIT).
-    """
-    if not ports:
-        return []
-    if sys.platform.startswith("linux"):
-        states = _linux_tcp_states(set(ports))
-        if states is not None:
-            return [port for port in ports if states.get(port, {"?"}) - {_TIME_WAIT}]
-    return [
-        port
-        for port in ports
-        if not all(_binds(family, socket.SOCK_STREAM, port, reuse=True) for family in _families())
-    ]
-
-
 def only_in_time_wait(ports: list[int]) -> bool:
     """Whether every port of ``ports`` (each already found busy) is held by TIME_WAIT
     sockets alone: no listener, no bound socket, nothing that stays.
