@@ -37,6 +37,7 @@ pytest_plugins = ["pytester"]
 
 #: Ranges no other test binds (see the numbers in tests/): one per test that asserts which
 #: block is leased, so tests running side by side under xdist do not disturb each other.
+TOLD_APART = 18712  # 2 ports
 RELEASE_LISTENER = 18720  # 8 blocks of 16
 RELEASE_TIME_WAIT = 18848  # 8 blocks of 16
 ACCEPT = 18976  # 3 blocks of 8
@@ -400,3 +401,23 @@ def test_demo_passes_again_with_every_port_of_its_last_ranges_in_time_wait(
             make_time_wait(port)
     assert all(ports_that_do_not_bind(start, end) for start, end in blocks)
     run()
+
+
+def test_time_wait_is_told_from_a_listener_only_where_the_kernel_says_it(
+    foreign: Callable[..., subprocess.Popen[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Linux reads /proc/net/tcp{,6}: a port in TIME_WAIT only is told apart from one with a
+    listener. Elsewhere (the platform faked: it cannot be caused here) no busy port counts
+    as TIME_WAIT only, so acceptTimeWait never takes a busy block there."""
+    from pytest_aiops._ports import probe
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("/proc/net/tcp is Linux's")
+    waiting, listening = TOLD_APART, TOLD_APART + 1
+    make_time_wait(waiting)
+    foreign(listening)
+    assert probe.only_in_time_wait([waiting])
+    assert not probe.only_in_time_wait([listening])
+    assert not probe.only_in_time_wait([waiting, listening])
+    monkeypatch.setattr(probe.sys, "platform", "darwin")
+    assert not probe.only_in_time_wait([waiting])
