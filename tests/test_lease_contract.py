@@ -419,5 +419,5 @@ def test_time_wait_is_told_from_a_listener_only_where_the_kernel_says_it(
     assert probe.only_in_time_wait([waiting])
     assert not probe.only_in_time_wait([listening])
     assert not probe.only_in_time_wait([waiting, listening])
-    monkeypatch.setattr(probe.sys, "platform", "darwin")
+    monkeypatch.setattr(sys, "platform", "darwin")  # the module object probe reads
     assert not probe.only_in_time_wait([waiting])
