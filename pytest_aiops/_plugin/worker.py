@@ -31,6 +31,7 @@ from .._errors import (
 from .._ports.pool import KernelPorts, PortRange
 from .._worktrees.defaults import DEFAULT_ISOLATION
 from .._worktrees.locate import find_repository
+from .hook_env import repo_variables
 from .settings import Settings
 
 
@@ -69,7 +70,9 @@ class WorktreeFactory:
 
     :meth:`provision` returns a :class:`GitWorktree`; :meth:`release` gives it back (to the
     provider's pool), unless the keep policy says to leave it on disk for debugging.
-    :meth:`close` releases whatever is still out. Thread-safe.
+    :meth:`close` releases whatever is still out. Thread-safe. While any worktree is out the
+    repository-binding variables a git hook exports are hidden from ``os.environ``
+    (:mod:`.hook_env`).
     """
 
     def __init__(
@@ -149,6 +152,9 @@ class WorktreeFactory:
         )
         with self._lock:
             self._live[id(worktree)] = worktree
+        # Until it is released, git run by the test (in the worktree, without env=) must not
+        # see a hook's GIT_INDEX_FILE & co.: they would point it at the user's repository.
+        repo_variables().hide()
         return worktree
 
     def release(self, worktree: GitWorktree, *, failed: bool = False) -> bool:
@@ -156,6 +162,7 @@ class WorktreeFactory:
         with self._lock:
             if self._live.pop(id(worktree), None) is None:
                 return False
+            repo_variables().restore()
             policy = self.settings.keep
             keep = policy == "all" or (policy == "failed" and failed)
             if keep:
