@@ -394,7 +394,13 @@ class _Checkout:
                 # switch) and check the whole tree out.
                 restore(
                     _located(entry, info),
-                    RestorePlan(commit=commit, target=target, sweep=Sweep.GIT, checkout=True),
+                    RestorePlan(
+                        commit=commit,
+                        target=target,
+                        sweep=Sweep.GIT,
+                        checkout=True,
+                        tree_cache=entry.tree_cache,
+                    ),
                     on_start=entry.git_started,
                 )
                 entry.save(
