@@ -205,3 +205,36 @@ def test_variables_are_hidden_while_a_worktree_is_out_and_back_after(
     result = pytester.runpytest_subprocess("-p", "no:benchmark", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=3)
     assert not os.path.exists(index)
+
+
+def test_a_sessions_worktree_hides_them_until_the_session_ends(
+    pytester: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    index = str(tmp_path / "the-hooks-index")
+    after = tmp_path / "after-the-session"
+    git(pytester.path, "init", "-q", "-b", "main")
+    pytester.makeconftest(
+        f"""
+        import os, pathlib
+
+        def pytest_unconfigure(config):
+            pathlib.Path({str(after)!r}).write_text(os.environ.get("GIT_INDEX_FILE", "<unset>"))
+        """
+    )
+    pytester.makepyfile(
+        test_a="""
+        import os
+
+        def test_hidden(provisioned_session):
+            assert provisioned_session.allocation("git-worktree") is not None
+            assert "GIT_INDEX_FILE" not in os.environ
+        """
+    )
+    git(pytester.path, "add", "-A")
+    run(pytester.path, "commit", "-q", "-m", "tests")
+    monkeypatch.setenv("GIT_INDEX_FILE", index)
+    result = pytester.runpytest_subprocess(
+        "-p", "no:benchmark", "-p", "no:cacheprovider", "--aiops-resources=port-range,git-worktree"
+    )
+    result.assert_outcomes(passed=1)
+    assert after.read_text() == index

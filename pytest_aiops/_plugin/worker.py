@@ -318,6 +318,7 @@ class AiopsWorker:
         self._port_range: PortRange | None = None
         self._grown: list[ProvisionedResources] = []
         self._session: WorkerSession | None = None
+        self._session_hides = False
         self._closed = False
         self.worktrees = WorktreeFactory(
             self._orchestrator, settings, repo=self.repo, session_prefix=session_id
@@ -489,6 +490,10 @@ class AiopsWorker:
                 session.release()
                 raise
             self._session = WorkerSession.over(session, self.runtime)
+            if session.allocation("git-worktree") is not None:
+                # A worktree out for the session: hidden as for WorktreeFactory's.
+                repo_variables().hide()
+                self._session_hides = True
             return self._session
 
     def _check_open(self) -> None:
@@ -504,6 +509,8 @@ class AiopsWorker:
             errors: list[BaseException] = []
             if self._session is not None:
                 errors.extend(_release(self._session))
+            if self._session_hides:
+                repo_variables().restore()
             errors.extend(self.worktrees.close())
             for grown in reversed(self._grown):
                 errors.extend(_release(grown))
