@@ -212,24 +212,40 @@ def test_per_worktree_config_is_the_same_fresh_and_reused(
 # -- sparse checkouts ---------------------------------------------------------------------------
 
 
-def sparse_repo(make_repo: MakeRepo) -> Path:
+def sparse_repo(make_repo: MakeRepo, how: str = "sparse-checkout") -> Path:
+    """A repository whose own checkout is sparse to ``small/``: by ``git sparse-checkout``
+    (per-worktree config), or the old way (``core.sparseCheckout`` in the shared config)."""
     repo = make_repo({"top.txt": "top\n", "big/x.txt": "x\n", "small/y.txt": "y\n"})
-    git(repo, "sparse-checkout", "set", "small")
+    if how == "sparse-checkout":
+        git(repo, "sparse-checkout", "set", "small")
+    else:
+        git(repo, "config", "core.sparseCheckout", "true")
+        (repo / ".git" / "info").mkdir(exist_ok=True)
+        (repo / ".git" / "info" / "sparse-checkout").write_text("/top.txt\n/small/\n")
+        git(repo, "read-tree", "-mu", "HEAD")
     assert not (repo / "big").exists()
     return repo
 
 
 @pytest.mark.parametrize("isolation", ["worktree", "clone"])
 @pytest.mark.parametrize("target", [None, "big"])
+@pytest.mark.parametrize("how", ["sparse-checkout", "core.sparseCheckout"])
 def test_the_users_sparse_checkout_is_not_inherited(
-    make_repo: MakeRepo, tmp_path: Path, isolation: str, target: str | None
+    make_repo: MakeRepo, tmp_path: Path, isolation: str, target: str | None, how: str
 ) -> None:
-    repo = sparse_repo(make_repo)
+    repo = sparse_repo(make_repo, how)
     user_before = (run(repo, "ls-files", "-t").stdout, (repo / ".git" / "config").read_text())
 
     def make_sparse(path: Path) -> None:
-        git(path, "sparse-checkout", "set", "--no-cone", "/top.txt")
-        assert not (path / "big").exists()
+        if how == "sparse-checkout":
+            git(path, "sparse-checkout", "set", "--no-cone", "/top.txt")
+        else:  # by hand: `sparse-checkout set` would turn on worktreeConfig in the user's config
+            git(path, "update-index", "--skip-worktree", "big/x.txt", "small/y.txt")
+            for name in ("big/x.txt", "small/y.txt"):
+                if (path / name).exists():
+                    (path / name).unlink()
+                    (path / name).parent.rmdir()
+        assert not (path / "big" / "x.txt").exists()
         assert not (path / "small").exists()
 
     expected = assert_reused_is_fresh(

@@ -132,6 +132,8 @@ def restore(checkout: CheckoutDir, plan: RestorePlan, *, on_start: OnStart = Non
     links = _gitlinks(path, commit, plan.tree_cache)
     if head != commit and len(head) in (40, 64) and set(head) <= _HEX:
         links |= _gitlinks(path, head, None)  # what the checkout holds before switching
+    if target:
+        links = in_cone(links, set(), target)[0]  # outside the cone there is no directory
     relink = _clear_gitlinks(path, sorted(links))
     rewrite: list[str] = []
     if plan.sweep is Sweep.SINCE_STAMP and plan.stamp is not None and plan.tree_cache:
