@@ -188,8 +188,8 @@ def _gitlinks(path: str, commit: str, cache: str | None) -> set[str]:
     key = _cache_key(commit)
     with contextlib.suppress(FileNotFoundError), open(cache, "rb") as handle:
         head = handle.read(4096)
-        if head.startswith(key):
-            items = head[len(key) :].split(b"\0")
+        items = head[len(key) :].split(b"\0")
+        if head.startswith(key) and items[0].isdigit():
             count = int(items[0])
             if count == 0:
                 return set()
@@ -266,7 +266,7 @@ def _read_tree_cache(path: str, commit: str, cache: str) -> list[str]:
     """
     key = _cache_key(commit)
     raw = read_bytes(cache)
-    if not raw.startswith(key):
+    if not raw.startswith(key) or not raw[len(key) :].partition(b"\0")[0].isdigit():
         listing = run_git(["-C", path, "ls-tree", "-r", "-t", "-z", commit]).stdout
         links = sorted(_gitlinks_in(listing))
         body = "\0".join([str(len(links)), *links, listing])
