@@ -53,8 +53,9 @@ class GitWorktree:
 
         ``base_env`` (default ``os.environ``) with ``AGENT_WORKTREE_PATH`` and friends, the
         worktree's import roots first on ``PYTHONPATH`` (so an editable install of the
-        project resolves to the worktree, not the main checkout) and git's redirecting
-        variables removed.
+        project resolves to the worktree, not the main checkout) and the variables that bind
+        git to a repository removed (``GIT_DIR``, ``GIT_INDEX_FILE``, ``GIT_OBJECT_DIRECTORY``...:
+        the set the plugin's own git drops, see docs/how-it-works.md "Run from a git hook").
         """
         from .._worktrees.provider import worktree_env
 
