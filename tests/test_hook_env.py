@@ -28,7 +28,9 @@ _ADDOPTS = "-p no:asyncio -p no:benchmark -p no:cacheprovider -W error"
 
 def _hook_env(**extra: str) -> dict[str, str]:
     """The environment of the user's git command whose hook runs pytest."""
-    env = child_env(**GIT_IDENTITY, PYTEST_ADDOPTS=_ADDOPTS, **extra)
+    env = child_env(None, PYTEST_ADDOPTS=_ADDOPTS)
+    env.update(GIT_IDENTITY)
+    env.update(extra)
     for key in REPO_ENV:
         env.pop(key, None)
     return env
