@@ -31,6 +31,7 @@ from .._errors import (
 from .._ports.pool import KernelPorts, PortRange
 from .._worktrees.defaults import DEFAULT_ISOLATION
 from .._worktrees.locate import find_repository
+from .hook_env import repo_variables
 from .settings import Settings
 
 
@@ -52,8 +53,9 @@ class GitWorktree:
 
         ``base_env`` (default ``os.environ``) with ``AGENT_WORKTREE_PATH`` and friends, the
         worktree's import roots first on ``PYTHONPATH`` (so an editable install of the
-        project resolves to the worktree, not the main checkout) and git's redirecting
-        variables removed.
+        project resolves to the worktree, not the main checkout) and the variables that bind
+        git to a repository removed (``GIT_DIR``, ``GIT_INDEX_FILE``, ``GIT_OBJECT_DIRECTORY``...:
+        the set the plugin's own git drops, see docs/how-it-works.md "Run from a git hook").
         """
         from .._worktrees.provider import worktree_env
 
@@ -69,7 +71,9 @@ class WorktreeFactory:
 
     :meth:`provision` returns a :class:`GitWorktree`; :meth:`release` gives it back (to the
     provider's pool), unless the keep policy says to leave it on disk for debugging.
-    :meth:`close` releases whatever is still out. Thread-safe.
+    :meth:`close` releases whatever is still out. Thread-safe. While any worktree is out the
+    repository-binding variables a git hook exports are hidden from ``os.environ``
+    (:mod:`.hook_env`).
     """
 
     def __init__(
@@ -149,6 +153,9 @@ class WorktreeFactory:
         )
         with self._lock:
             self._live[id(worktree)] = worktree
+        # Until it is released, git run by the test (in the worktree, without env=) must not
+        # see a hook's GIT_INDEX_FILE & co.: they would point it at the user's repository.
+        repo_variables().hide()
         return worktree
 
     def release(self, worktree: GitWorktree, *, failed: bool = False) -> bool:
@@ -156,6 +163,7 @@ class WorktreeFactory:
         with self._lock:
             if self._live.pop(id(worktree), None) is None:
                 return False
+            repo_variables().restore()
             policy = self.settings.keep
             keep = policy == "all" or (policy == "failed" and failed)
             if keep:
@@ -311,6 +319,7 @@ class AiopsWorker:
         self._port_range: PortRange | None = None
         self._grown: list[ProvisionedResources] = []
         self._session: WorkerSession | None = None
+        self._session_hides = False
         self._closed = False
         self.worktrees = WorktreeFactory(
             self._orchestrator, settings, repo=self.repo, session_prefix=session_id
@@ -482,6 +491,10 @@ class AiopsWorker:
                 session.release()
                 raise
             self._session = WorkerSession.over(session, self.runtime)
+            if session.allocation("git-worktree") is not None:
+                # A worktree out for the session: hidden as for WorktreeFactory's.
+                repo_variables().hide()
+                self._session_hides = True
             return self._session
 
     def _check_open(self) -> None:
@@ -497,6 +510,8 @@ class AiopsWorker:
             errors: list[BaseException] = []
             if self._session is not None:
                 errors.extend(_release(self._session))
+            if self._session_hides:
+                repo_variables().restore()
             errors.extend(self.worktrees.close())
             for grown in reversed(self._grown):
                 errors.extend(_release(grown))

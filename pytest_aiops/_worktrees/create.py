@@ -21,6 +21,14 @@ write the cone patterns to the checkout's own ``info/sparse-checkout`` and pass
 ``-c core.sparseCheckout=true -c core.sparseCheckoutCone=true`` to our own commands; the
 resulting skip-worktree bits in the checkout's index keep ``git status`` clean for the test.
 A clone keeps the two settings in its own config.
+
+The user's own sparse checkout is not inherited: ``git worktree add`` copies the current
+worktree's sparse patterns and, with ``extensions.worktreeConfig``, its ``config.worktree``
+(git >= 2.36). A checkout is full unless ``targetPath`` asks otherwise, so the copied
+patterns are dropped and the per-worktree config is the user's without the sparse keys
+(:func:`worktree_config`), the same whether fresh or restored. Submodules are never
+initialised in a fresh checkout: each is an empty directory, and the checkout's git dir has
+no ``modules/``.
 """
 
 from __future__ import annotations
@@ -29,10 +37,11 @@ import contextlib
 import errno
 import os
 import shutil
+import tempfile
 from collections.abc import Callable
 
 from .._errors import GitError, NoSpaceError
-from .files import empty_directory, remove_tree, write_text
+from .files import empty_directory, read_bytes, remove_tree, write_text
 from .git import git_failure, is_transient, run_git, split_nul
 from .locate import RepoInfo
 from .repository import git_dir_of, remove_registrations
@@ -117,6 +126,80 @@ def _push_spellings(info: RepoInfo) -> list[str]:
     return sorted({*bases, *("file://" + base for base in bases)})
 
 
+#: Keys of the user's ``config.worktree`` a checkout of ours does not take: git itself drops
+#: ``core.bare`` and ``core.worktree`` when it copies the file; the sparse ones would make
+#: the checkout sparse (ours are passed on the command line, see :data:`SPARSE_FLAGS`).
+_NOT_INHERITED = ("core.bare", "core.worktree", "core.sparsecheckout", "core.sparsecheckoutcone")
+
+# The user's config.worktree (bytes) -> what a checkout of ours holds; filtered by git once.
+_WORKTREE_CONFIGS: dict[bytes, bytes] = {}
+
+
+def user_git_dir(info: RepoInfo) -> str:
+    """The git dir of the user's checkout the workspace is in."""
+    return info.git_dir or info.common_dir
+
+
+def worktree_config(info: RepoInfo) -> bytes | None:
+    """The ``config.worktree`` a fresh linked worktree of ours holds (``None``: none).
+
+    What ``git worktree add`` copies from the user's checkout (with
+    ``extensions.worktreeConfig``, e.g. a per-worktree ``core.autocrlf``), without the keys
+    of :data:`_NOT_INHERITED`. Read anew at every creation and restore (a file read; git
+    filters each distinct content once per process), so fresh and reused always agree.
+    """
+    raw = read_bytes(os.path.join(user_git_dir(info), "config.worktree"))
+    if not raw:
+        return None
+    filtered = _WORKTREE_CONFIGS.get(raw)
+    if filtered is None:
+        with tempfile.TemporaryDirectory(prefix="pytest-aiops-config-") as scratch:
+            copy = os.path.join(scratch, "config.worktree")
+            with open(copy, "wb") as handle:
+                handle.write(raw)
+            keys = run_git(["config", "--file", copy, "--name-only", "--list", "-z"], check=False)
+            for key in sorted({k.lower() for k in split_nul(keys.stdout)}):
+                if key in _NOT_INHERITED:
+                    run_git(["config", "--file", copy, "--unset-all", key], check=False)
+            filtered = read_bytes(copy)
+        _WORKTREE_CONFIGS[raw] = filtered
+    return filtered
+
+
+def reset_worktree_config(info: RepoInfo, git_dir: str, target: str | None) -> bool:
+    """Give a linked worktree's git dir the ``config.worktree`` and ``info/`` of a fresh one.
+
+    ``info/sparse-checkout`` holds our cone patterns with ``target``, and nothing else is in
+    ``info/``; without, there is no ``info/``. Written before anything is checked out (the
+    per-worktree config decides how files are written: ``core.autocrlf``). Returns whether a
+    sparse-checkout file was there without ``target`` (the test made the checkout sparse).
+    """
+    config = os.path.join(git_dir, "config.worktree")
+    wanted = worktree_config(info)
+    if wanted is None:
+        remove_tree(config)
+    elif read_bytes(config) != wanted:
+        with open(config, "wb") as handle:
+            handle.write(wanted)
+    info_dir = os.path.join(git_dir, "info")
+    if not target:
+        was_sparse = os.path.lexists(info_dir)
+        remove_tree(info_dir)
+        return was_sparse
+    for name in os.listdir(info_dir) if os.path.isdir(info_dir) else ():
+        if name != "sparse-checkout":
+            remove_tree(os.path.join(info_dir, name))
+    write_text(os.path.join(info_dir, "sparse-checkout"), cone_patterns(target))
+    return False
+
+
+#: ``-c`` flags under which a checkout clears every skip-worktree bit of a non-sparse one,
+#: with :data:`FULL_PATTERNS` as its sparse-checkout file (what ``git sparse-checkout
+#: disable`` does); a plain checkout keeps the bits a test's ``git sparse-checkout`` set.
+UNSPARSE_FLAGS = ("-c", "core.sparseCheckout=true", "-c", "core.sparseCheckoutCone=false")
+FULL_PATTERNS = "/*\n"
+
+
 def create_worktree(
     info: RepoInfo, commit: str, path: str, target: str | None, on_start: OnStart = None
 ) -> str:
@@ -124,9 +207,12 @@ def create_worktree(
 
     Retried on transient lock errors; before a retry whatever the failed attempt left in
     ``path`` and its registration is removed again, so the retry starts from an empty dir.
+    When the user's checkout is sparse (git would copy its patterns and check out sparse),
+    nothing is checked out until :func:`reset_worktree_config` made it a full checkout.
     """
+    user_sparse = os.path.exists(os.path.join(user_git_dir(info), "info", "sparse-checkout"))
     args = ["-C", info.repo_root, "worktree", "add", "--detach", "-q"]
-    if target:
+    if target or user_sparse:
         args.append("--no-checkout")
     args += [path, commit]
     for attempt in range(6):
@@ -138,10 +224,12 @@ def create_worktree(
         remove_registrations(info.common_dir, token=os.path.basename(path))
         empty_directory(path)
     git_dir = git_dir_of(path)
-    if target:
-        write_text(os.path.join(git_dir, "info", "sparse-checkout"), cone_patterns(target))
-        # Same command `worktree add` runs itself without --no-checkout, now sparse.
-        run_git(["-C", path, *SPARSE_FLAGS, "reset", "--hard", "-q"], on_start=on_start)
+    reset_worktree_config(info, git_dir, target)
+    if target or user_sparse:
+        # Same command `worktree add` runs itself without --no-checkout: sparse to our
+        # target, or full (no index yet, so no skip-worktree bit to clear).
+        flags = SPARSE_FLAGS if target else ("-c", "core.sparseCheckout=false")
+        run_git(["-C", path, *flags, "reset", "--hard", "-q"], on_start=on_start)
     return git_dir
 
 
@@ -244,23 +332,20 @@ def reset_clone_metadata(
     _trim_reflog(git_dir, commit)
 
 
-def reset_worktree_metadata(git_dir: str, commit: str, target: str | None) -> None:
+def reset_worktree_metadata(info: RepoInfo, git_dir: str, commit: str, target: str | None) -> None:
     """Make a linked worktree's private git dir hold what a fresh ``worktree add`` leaves.
 
-    Fresh: HEAD, ORIG_HEAD, commondir, gitdir, index, logs/HEAD (plus info/sparse-checkout
-    when sparse). A test can add rebase/merge/bisect state, per-worktree refs, a
-    config.worktree...: all dropped. The reflog is cut to one line.
+    Fresh: HEAD, ORIG_HEAD, commondir, gitdir, index, logs/HEAD, plus what
+    :func:`reset_worktree_config` writes (config.worktree, info/sparse-checkout). A test can
+    add rebase/merge/bisect state, per-worktree refs, submodules' ``modules/``...: all
+    dropped. The reflog is cut to one line.
     """
     keep = {"HEAD", "ORIG_HEAD", "commondir", "gitdir", "index", "logs", "info"}
+    keep.add("config.worktree")
     for name in os.listdir(git_dir):
-        if name not in keep or (name == "info" and not target):
+        if name not in keep:
             remove_tree(os.path.join(git_dir, name))
-    if target:
-        info_dir = os.path.join(git_dir, "info")
-        for name in os.listdir(info_dir) if os.path.isdir(info_dir) else ():
-            if name != "sparse-checkout":
-                remove_tree(os.path.join(info_dir, name))
-        write_text(os.path.join(info_dir, "sparse-checkout"), cone_patterns(target))
+    reset_worktree_config(info, git_dir, target)
     write_text(os.path.join(git_dir, "ORIG_HEAD"), commit + "\n")
     _trim_reflog(git_dir, commit)
 

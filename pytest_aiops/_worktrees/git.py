@@ -20,24 +20,48 @@ from collections.abc import Callable, Mapping, Sequence
 
 from .._errors import GitError
 
-# Variables git reads to pick a repository, index or object store; inherited from a hook
-# they would point our commands at the user's repository instead of the one we name.
-_REPO_ENV = (
-    "GIT_DIR",
-    "GIT_WORK_TREE",
-    "GIT_INDEX_FILE",
-    "GIT_OBJECT_DIRECTORY",
+#: What ``git rev-parse --local-env-vars`` prints (git 2.39; a test checks it against the
+#: git installed): the variables git itself clears before it runs git in another repository
+#: (a submodule), because each binds git to one repository, index, object store or config.
+LOCAL_ENV_VARS = (
     "GIT_ALTERNATE_OBJECT_DIRECTORIES",
-    "GIT_COMMON_DIR",
-    "GIT_NAMESPACE",
-    "GIT_PREFIX",
-    "GIT_CEILING_DIRECTORIES",
-    "GIT_DISCOVERY_ACROSS_FILESYSTEM",
-    "GIT_QUARANTINE_PATH",
     "GIT_CONFIG",
     "GIT_CONFIG_PARAMETERS",
     "GIT_CONFIG_COUNT",
+    "GIT_OBJECT_DIRECTORY",
+    "GIT_DIR",
+    "GIT_WORK_TREE",
+    "GIT_IMPLICIT_WORK_TREE",
+    "GIT_GRAFT_FILE",
+    "GIT_INDEX_FILE",
+    "GIT_NO_REPLACE_OBJECTS",
+    "GIT_REPLACE_REF_BASE",
+    "GIT_PREFIX",
+    "GIT_INTERNAL_SUPER_PREFIX",
+    "GIT_SHALLOW_FILE",
+    "GIT_COMMON_DIR",
 )
+
+#: The repository-binding variables: :data:`LOCAL_ENV_VARS` and the global ones a hook or a
+#: server sets that also pick a repository (its ref namespace, a push's quarantine) or where
+#: git looks for one. Inherited from a git hook (pre-commit exports ``GIT_INDEX_FILE``,
+#: pre-receive ``GIT_OBJECT_DIRECTORY``...) they point git at the user's repository instead
+#: of the one its working directory names. The plugin's own git, ``GitWorktree.env()`` and
+#: the test process while a worktree fixture is out all drop exactly these
+#: (:func:`without_repo_env`).
+REPO_ENV = (
+    *LOCAL_ENV_VARS,
+    "GIT_NAMESPACE",
+    "GIT_QUARANTINE_PATH",
+    "GIT_CEILING_DIRECTORIES",
+    "GIT_DISCOVERY_ACROSS_FILESYSTEM",
+)
+
+
+def without_repo_env(env: Mapping[str, str]) -> dict[str, str]:
+    """A copy of ``env`` without the repository-binding variables (:data:`REPO_ENV`)."""
+    return {key: value for key, value in env.items() if key not in REPO_ENV}
+
 
 # Hooks are looked up as <hooksPath>/<name>; under a non-directory no hook can exist.
 _NO_HOOKS = os.devnull
@@ -58,7 +82,7 @@ def git_executable() -> str:
 
 def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """``os.environ`` without repository-selecting variables, non-interactive, C locale."""
-    env = {k: v for k, v in os.environ.items() if k not in _REPO_ENV}
+    env = without_repo_env(os.environ)
     env.update(
         GIT_TERMINAL_PROMPT="0",
         GIT_OPTIONAL_LOCKS="0",

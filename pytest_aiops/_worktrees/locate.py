@@ -37,6 +37,9 @@ class RepoInfo:
     repo_root: str
     common_dir: str
     object_format: str
+    #: The git dir of the user's checkout the workspace is in (the common dir for the main
+    #: checkout): where its per-worktree config and sparse patterns are.
+    git_dir: str = ""
 
     @property
     def main_root(self) -> str:
@@ -70,4 +73,6 @@ def locate_repository(path: str) -> RepoInfo | None:
     lines = result.stdout.splitlines()
     if result.returncode != 0 or len(lines) < 4:
         return None
-    return RepoInfo(repo_root=lines[0], common_dir=lines[1], object_format=lines[3])
+    return RepoInfo(
+        repo_root=lines[0], common_dir=lines[1], object_format=lines[3], git_dir=lines[2]
+    )

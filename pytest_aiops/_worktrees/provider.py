@@ -46,6 +46,7 @@ from .._errors import AiopsWarning, GitError, OptionError, UnsupportedPlatformEr
 from . import store
 from .create import create_clone, create_worktree, no_space
 from .defaults import CLONE, DEFAULT_BASE_REF, ISOLATIONS, WORKTREE
+from .git import REPO_ENV, without_repo_env
 from .locate import RepoInfo
 from .record import CheckoutRecord, PoolKey, State
 from .repository import (
@@ -65,6 +66,7 @@ from .store import (
 
 __all__ = [
     "KIND",
+    "REPO_ENV",
     "GitWorktreeProvider",
     "GitWorktreeProviderConfig",
     "WorktreeRecord",
@@ -77,10 +79,6 @@ __all__ = [
 ]
 
 KIND = "git-worktree"
-
-# Variables that would make a subprocess's git act on another repository than the one
-# whose directory it runs in (set when pytest runs inside a git hook).
-_GIT_REDIRECTS = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_COMMON_DIR", "GIT_PREFIX")
 
 
 @dataclass(frozen=True)
@@ -388,7 +386,13 @@ class _Checkout:
                 # switch) and check the whole tree out.
                 restore(
                     _located(entry, info),
-                    RestorePlan(commit=commit, target=target, sweep=Sweep.GIT, checkout=True),
+                    RestorePlan(
+                        commit=commit,
+                        target=target,
+                        sweep=Sweep.GIT,
+                        checkout=True,
+                        tree_cache=entry.tree_cache,
+                    ),
                     on_start=entry.git_started,
                 )
                 entry.save(
@@ -546,11 +550,10 @@ def worktree_env(
 
     ``PYTHONPATH`` starts with :func:`worktree_import_roots` (entries on ``PYTHONPATH`` come
     before site-packages and before editable-install finders, which are appended to
-    ``sys.meta_path``), and the git variables that would redirect git elsewhere are removed.
+    ``sys.meta_path``), and the variables that bind git to a repository (:data:`REPO_ENV`,
+    the set the plugin's own git drops) are removed.
     """
-    env = dict(os.environ if base_env is None else base_env)
-    for key in _GIT_REDIRECTS:
-        env.pop(key, None)
+    env = without_repo_env(os.environ if base_env is None else base_env)
     roots = worktree_import_roots(worktree_path, repo_root)
     existing = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p not in roots]
     env["PYTHONPATH"] = os.pathsep.join([*roots, *existing])

@@ -96,7 +96,9 @@ def inspect_repo(workspace_root: str, base_ref: str) -> tuple[RepoInfo, str]:
             returncode=result.returncode,
             stderr=result.stderr,
         )
-    info = RepoInfo(repo_root=lines[0], common_dir=lines[1], object_format=lines[3])
+    info = RepoInfo(
+        repo_root=lines[0], common_dir=lines[1], object_format=lines[3], git_dir=lines[2]
+    )
     _REPOS[workspace_root] = (info, lines[2])
     if result.returncode != 0 or len(lines) < 5:
         raise OptionError(

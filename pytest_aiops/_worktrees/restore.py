@@ -8,6 +8,7 @@ lease (:class:`RestorePlan`); this module does not read records.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import os
 import stat
@@ -17,12 +18,15 @@ from dataclasses import dataclass
 
 from .._errors import InvalidArgumentError
 from .create import (
+    FULL_PATTERNS,
     SPARSE_FLAGS,
+    UNSPARSE_FLAGS,
     OnStart,
     clone_config,
     cone_patterns,
     in_cone,
     reset_clone_metadata,
+    reset_worktree_config,
     reset_worktree_metadata,
 )
 from .defaults import CLONE
@@ -110,7 +114,11 @@ def restore(checkout: CheckoutDir, plan: RestorePlan, *, on_start: OnStart = Non
        --detach commit`` rewrites the missing files and detaches HEAD (never moving a
        branch a test may have checked out); otherwise the tree is already exact and no
        checkout runs, which is what makes reuse cheap.
-    4. Reset the checkout's own git metadata (see the ``reset_*_metadata`` functions).
+    4. Reset the checkout's own git metadata (see the ``reset_*_metadata`` functions; the
+       per-worktree config and sparse patterns before step 3, as they decide what it writes).
+
+    Submodules a test initialised are emptied first (git does not look inside them), and
+    a checkout the test made sparse is checked out whole again: fresh equals reused.
 
     With :attr:`Sweep.SINCE_STAMP`, steps 1-2 are replaced by :func:`_sweep_since`, which
     needs no git at all when the test changed nothing tracked.
@@ -118,21 +126,39 @@ def restore(checkout: CheckoutDir, plan: RestorePlan, *, on_start: OnStart = Non
     info, path, git_dir = checkout.info, checkout.path, checkout.git_dir
     commit, target = plan.commit, plan.target
     flags = list(SPARSE_FLAGS) if target else []
+    head = read_text(os.path.join(git_dir, "HEAD")).strip()
+    # Submodules a test initialised: a fresh checkout has each as an empty directory; git
+    # neither lists nor cleans what is inside one (and the git dir's modules/ goes below).
+    links = _gitlinks(path, commit, plan.tree_cache)
+    if head != commit and len(head) in (40, 64) and set(head) <= _HEX:
+        links |= _gitlinks(path, head, None)  # what the checkout holds before switching
+    if target:
+        links = in_cone(links, set(), target)[0]  # outside the cone there is no directory
+    relink = _clear_gitlinks(path, sorted(links))
     rewrite: list[str] = []
     if plan.sweep is Sweep.SINCE_STAMP and plan.stamp is not None and plan.tree_cache:
         changed, rewrite = _sweep_since(path, commit, plan.stamp, plan.tree_cache, target)
     else:
         changed = _sweep_with_git(path, check_file_modes=plan.sweep is not Sweep.GIT_DIRECTORIES)
+    # The checkout's own config before anything is checked out: it decides how files are
+    # written (a per-worktree core.autocrlf) and whether the checkout is sparse.
+    was_sparse = False
     if checkout.isolation == CLONE:
-        # The config decides sparse or not for a clone: put ours back before checking out.
         write_text(os.path.join(git_dir, "config"), clone_config(info, sparse=bool(target)))
         if target:
             write_text(os.path.join(git_dir, "info", "sparse-checkout"), cone_patterns(target))
-    elif target:
-        write_text(os.path.join(git_dir, "info", "sparse-checkout"), cone_patterns(target))
-    head = read_text(os.path.join(git_dir, "HEAD")).strip()
+        else:
+            was_sparse = os.path.lexists(os.path.join(git_dir, "info", "sparse-checkout"))
+    else:
+        was_sparse = reset_worktree_config(info, git_dir, target)
     index_changed = index_identity(git_dir) != plan.index_id
-    if changed or plan.checkout or head != commit or index_changed:
+    if changed or relink or plan.checkout or head != commit or index_changed or was_sparse:
+        unsparse = not target and (index_changed or was_sparse)
+        if unsparse:
+            # The test may have made the checkout sparse (skip-worktree bits in the index,
+            # which a plain checkout keeps): check out with every path in the patterns.
+            write_text(os.path.join(git_dir, "info", "sparse-checkout"), FULL_PATTERNS)
+            flags = list(UNSPARSE_FLAGS)
         run_git(["-C", path, *flags, "checkout", "-q", "-f", "--detach", commit], on_start=on_start)
     elif rewrite:
         # Only some tracked files changed, index and HEAD did not: write just those from
@@ -144,7 +170,62 @@ def restore(checkout: CheckoutDir, plan: RestorePlan, *, on_start: OnStart = Non
     if checkout.isolation == CLONE:
         reset_clone_metadata(info, git_dir, commit=commit, target=target)
     else:
-        reset_worktree_metadata(git_dir, commit, target)
+        reset_worktree_metadata(info, git_dir, commit, target)
+
+
+_HEX = frozenset("0123456789abcdef")
+
+
+def _gitlinks(path: str, commit: str, cache: str | None) -> set[str]:
+    """The submodules (gitlinks) of ``commit``'s tree, from the tree cache's header.
+
+    Without a cache (or a stale one) git is asked. The header is read alone (the first
+    block of the file): a restore that finds nothing changed reads no listing.
+    """
+    if cache is None:
+        listing = run_git(["-C", path, "ls-tree", "-r", "-t", "-z", commit]).stdout
+        return _gitlinks_in(listing)
+    key = _cache_key(commit)
+    with contextlib.suppress(FileNotFoundError), open(cache, "rb") as handle:
+        head = handle.read(4096)
+        items = head[len(key) :].split(b"\0")
+        if head.startswith(key) and items[0].isdigit():
+            count = int(items[0])
+            if count == 0:
+                return set()
+            if len(items) > count + 1:  # every name and the \0 after it is in the block
+                return {os.fsdecode(item) for item in items[1 : count + 1]}
+    listed = _read_tree_cache(path, commit, cache)
+    return set(listed[1 : int(listed[0]) + 1])
+
+
+def _gitlinks_in(listing: str) -> set[str]:
+    """The gitlink paths of ``ls-tree -r -t -z`` output (mode 160000)."""
+    return {item.partition("\t")[2] for item in split_nul(listing) if item.startswith("160000 ")}
+
+
+def _clear_gitlinks(path: str, links: list[str]) -> bool:
+    """Empty each submodule's directory, as a fresh checkout has it; whether one was
+    missing or not a directory (then a checkout must make it again)."""
+    missing = False
+    for rel in links:
+        full = os.path.join(path, rel)
+        try:
+            st = os.lstat(full)
+        except FileNotFoundError:
+            missing = True
+            continue
+        except NotADirectoryError:
+            continue  # a parent was replaced by a file: the sweep deals with that
+        if not stat.S_ISDIR(st.st_mode):
+            missing = True
+            remove_inside(path, rel)
+            continue
+        if stat.S_IMODE(st.st_mode) & 0o700 != 0o700:
+            os.chmod(full, DIR_MODE)
+        for name in os.listdir(full):
+            remove_inside(path, f"{rel}/{name}")
+    return missing
 
 
 def make_stamp(stamp: str) -> None:
@@ -172,17 +253,38 @@ def make_stamp(stamp: str) -> None:
     os.utime(stamp, ns=(when, when))
 
 
-def _tracked_tree(path: str, commit: str, cache: str) -> tuple[set[str], set[str]]:
-    """(tracked files, tracked directories) of ``commit``, cached in ``cache`` per commit."""
+def _cache_key(commit: str) -> bytes:
+    """What a tree cache of ``commit`` starts with (``+gitlinks``: the format with them)."""
+    return commit.encode() + b"+gitlinks\0"
+
+
+def _read_tree_cache(path: str, commit: str, cache: str) -> list[str]:
+    """The tree cache of ``commit`` after its key, made anew if it is another commit's.
+
+    The file: key, the number of gitlinks, each gitlink, then ``git ls-tree -r -t -z``'s
+    items, all NUL-separated.
+    """
+    key = _cache_key(commit)
     raw = read_bytes(cache)
-    if not raw.startswith(commit.encode() + b"\0"):
+    if not raw.startswith(key) or not raw[len(key) :].partition(b"\0")[0].isdigit():
         listing = run_git(["-C", path, "ls-tree", "-r", "-t", "-z", commit]).stdout
-        raw = commit.encode() + b"\0" + listing.encode("utf-8", "surrogateescape")
+        links = sorted(_gitlinks_in(listing))
+        body = "\0".join([str(len(links)), *links, listing])
+        raw = key + body.encode("utf-8", "surrogateescape")
         with open(cache, "wb") as handle:
             handle.write(raw)
+    return raw[len(key) :].decode("utf-8", "surrogateescape").split("\0")
+
+
+def _tracked_tree(path: str, commit: str, cache: str) -> tuple[set[str], set[str]]:
+    """(tracked files, tracked directories) of ``commit``, cached in ``cache`` per commit.
+
+    A submodule (gitlink) counts as a file: its directory is never entered.
+    """
+    items = _read_tree_cache(path, commit, cache)
     files: set[str] = set()
     dirs: set[str] = set()
-    for item in raw.decode("utf-8", "surrogateescape").split("\0")[1:]:
+    for item in items[int(items[0]) + 1 :]:
         if not item:
             continue
         meta, _, name = item.partition("\t")
@@ -311,8 +413,11 @@ def _sweep_with_git(path: str, check_file_modes: bool) -> bool:
         # readdir), a third of the cost on 10,000 files.
         odd = "-type d ! -perm {2} -print0"
     tests = odd.format(*file_modes, f"{DIR_MODE:o}").split()
+    # A nested repository's .git (`git init` or a clone inside a tracked directory) is
+    # listed too: git never reports one as untracked.
+    nested = ["-name", ".git", "-prune", "-print0", "-o"]
     finder = subprocess.Popen(
-        ["find", path, "-path", os.path.join(path, ".git"), "-prune", "-o", *tests],
+        ["find", path, "-path", os.path.join(path, ".git"), "-prune", "-o", *nested, *tests],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -353,7 +458,10 @@ def _sweep_with_git(path: str, check_file_modes: bool) -> bool:
             st = os.lstat(full)
         except FileNotFoundError:
             continue  # removed above
-        if stat.S_ISDIR(st.st_mode):
+        if os.path.basename(full) == ".git":
+            changed = True
+            remove_inside(path, os.path.relpath(full, path))
+        elif stat.S_ISDIR(st.st_mode):
             os.chmod(full, DIR_MODE)
         else:
             changed = True
