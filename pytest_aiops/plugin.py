@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from importlib import import_module
 from pathlib import Path
@@ -279,6 +279,44 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     ]
     for line in lines:
         terminalreporter.write_line(line)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Any test that failed with "address already in use", on any port, gets a note of who
+    holds the port (``_plugin/report.py``); other reports pass through untouched."""
+    report = yield
+    state = item.config.stash.get(_STATE_KEY, None)
+    if not report.failed or call.excinfo is None or state is None:
+        return report
+    from ._plugin.binds import is_address_in_use
+
+    if is_address_in_use(call.excinfo.value):
+        from ._plugin.report import NOTE_TITLE, Whose, describe_port_holders
+        from ._ports.defaults import default_lock_directory
+
+        worker = state.worker_built
+        pool = worker.leased_port_range if worker is not None else None
+        worker_id = str((getattr(item.config, "workerinput", None) or {}).get("workerid", "master"))
+        whose = Whose(
+            nodeid=item.nodeid,
+            worker_id=worker_id,
+            session_id=f"{state.session_id}/{worker_id}",
+            run_session_id=state.session_id,
+            lock_directory=(pool.lock_directory if pool is not None else None)
+            or state.settings.lock_dir
+            or default_lock_directory(),
+            pool=pool,
+            rootdir=str(item.config.rootpath),
+        )
+        try:
+            note = describe_port_holders(call.excinfo.value, whose)
+        except Exception as error:  # a note must never break the report
+            note = f"could not say who holds the port: {type(error).__name__}: {error}"
+        report.sections.append((NOTE_TITLE, note))
+    return report
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
