@@ -139,7 +139,8 @@ def process_command(pid: int, *, proc: str = PROC) -> str | None:
             raw = handle.read(4096)
     except OSError:
         return None
-    command = " ".join(part.decode(errors="replace") for part in raw.split(b"\0") if part)
+    # One line: arguments may hold newlines (``python -c`` scripts).
+    command = " ".join(raw.replace(b"\0", b" ").decode(errors="replace").split())
     if len(command) > COMMAND_WIDTH:
         command = command[: COMMAND_WIDTH - 3] + "..."
     return command or None
@@ -180,17 +181,18 @@ class PortHolders:
 
 
 def port_holders(
-    port: int, protocols: Collection[str] = ("tcp",), *, proc: str = PROC
+    port: int, protocols: Collection[str] = ("tcp",), *, proc: str | None = None
 ) -> PortHolders:
-    """The processes holding ``port`` (``protocols`` ``tcp`` and/or ``udp``), from /proc."""
+    """The processes holding ``port`` (``protocols`` ``tcp`` and/or ``udp``), from ``proc``
+    (default :data:`PROC`, read where the platform is Linux)."""
+    linux = sys.platform.startswith("linux") or proc is not None
+    proc = PROC if proc is None else proc
     tables = [
         table
         for protocol in protocols
         for table in (TCP_TABLES if protocol == "tcp" else UDP_TABLES)
     ]
-    entries = None
-    if sys.platform.startswith("linux") or proc != PROC:
-        entries = read_socket_table({port}, tables, proc=proc)
+    entries = read_socket_table({port}, tables, proc=proc) if linux else None
     if entries is None:
         return PortHolders(port, readable=False, protocols=tuple(protocols))
     owned = [entry for entry in entries if entry.inode]
