@@ -108,19 +108,21 @@ def test_tb_long_names_only_the_failed_bind_not_ports_in_library_source(
         f"""
         import socket
 
-        def test_create_server():
+        def test_create_server(aiops_port):
+            print("HANDED", aiops_port)
             socket.create_server(("127.0.0.1", {port}))
         """
     )
     with foreign_listener(port) as listener:
-        result = pytester.runpytest("--tb=long")
+        result = pytester.runpytest("--tb=long", "-s")
     result.assert_outcomes(failed=1)
     text = result.stdout.str()
     # --tb=long quotes socket.create_server's docstring, which mentions port 8000: the old
     # note took that for a port the test used.
     assert "8000" in text.split("aiops: who holds the port")[0]
+    handed = int(text.split("HANDED ", 1)[1].split()[0])
     (note,) = notes(text)
-    assert port_lines(note) == {port}
+    assert port_lines(note) == {port, handed}
     assert_lines(
         note,
         [
@@ -336,6 +338,74 @@ def test_xdist_run_names_the_holder_in_each_worker(pytester: pytest.Pytester) ->
         assert fnmatch.fnmatchcase(note[0], "this worker (gw[01], pid *) leases *; lock dir *")
         assert_lines(note, [held_by(port, listener.pid)])
         assert port_lines(note) == {port}
+
+
+def test_a_port_in_another_workers_lease_names_that_worker(
+    pytester: pytest.Pytester, tmp_path: Path
+) -> None:
+    """Under ``--dist=each`` both workers run the test: each leases its slice, waits for the
+    other's, and binds (twice) the last port of the other worker's slice."""
+    ranges = tmp_path / "ranges"
+    ranges.mkdir()
+    pytester.makepyfile(
+        f"""
+        import json, os, socket, time
+        from pathlib import Path
+
+        RANGES = Path({str(ranges)!r})
+        SERVERS = []
+
+        def wait_for_the_other(suffix):
+            me = os.environ["PYTEST_XDIST_WORKER"]
+            for _ in range(600):
+                others = [p for p in RANGES.glob("*" + suffix) if p.name != me + suffix]
+                if others:
+                    return others[0]
+                time.sleep(0.1)
+            raise TimeoutError("the other worker did not come")
+
+        def teardown_module():
+            # After this worker's note is written; keep its lease until the other's is too.
+            for server in SERVERS:
+                server.close()
+            (RANGES / (os.environ["PYTEST_XDIST_WORKER"] + ".done")).write_text("")
+            wait_for_the_other(".done")
+
+        def test_bind_in_the_other_workers_slice(port_range):
+            me = os.environ["PYTEST_XDIST_WORKER"]
+            (RANGES / (me + ".json")).write_text(json.dumps([port_range.start, port_range.end]))
+            start, end = json.loads(wait_for_the_other(".json").read_text())
+            SERVERS.append(socket.create_server(("127.0.0.1", end)))
+            socket.create_server(("127.0.0.1", end))
+        """
+    )
+    result = pytester.runpytest_subprocess(
+        "-p",
+        "no:benchmark",
+        "-p",
+        "no:cacheprovider",
+        "-n",
+        "2",
+        "--dist=each",
+        "-s",
+        timeout=120,
+    )
+    result.assert_outcomes(failed=2)
+    text = result.stdout.str()
+    found = notes(text)
+    assert len(found) == 2
+    for note in found:
+        worker = note[0].split("(", 1)[1].split(",", 1)[0]
+        other = {"gw0": "gw1", "gw1": "gw0"}[worker]
+        assert_lines(
+            note,
+            [
+                "port *: held by this test process itself *",
+                f"port *: leased by another worker of this run (pid * on *, session "
+                f"'pytest-aiops:*/{other}', child lease *-*)",
+            ],
+        )
+        assert not any("another pytest-aiops run" in line for line in note), note
 
 
 def test_without_proc_the_note_says_what_to_run(
