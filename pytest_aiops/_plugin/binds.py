@@ -177,7 +177,10 @@ def _executing_call(code: types.CodeType, lasti: int, lineno: int | None) -> ast
     except SyntaxError:
         return None
     calls = [node for node in ast.walk(tree) if isinstance(node, ast.Call)]
-    return calls[0] if calls else None
+    # A position gives the one call (outermost first); a whole line may hold several.
+    binds = [c for c in calls if isinstance(c.func, ast.Attribute) and c.func.attr == "bind"]
+    found = binds or calls
+    return found[0] if found else None
 
 
 def _protocol(value: object) -> str:
