@@ -160,7 +160,7 @@ def _lease_line(port: int, leases: list[LeaseRecord], whose: Whose) -> str:
     own = [record for how, record in relations if how == "own"]
     if own:
         record = own[0]
-        grown = record.session_id != whose.session_id
+        grown = record.session_id.startswith(whose.session_id + "+")
         return (
             f"port {port}: in this worker's own lease {record.start_port}-{record.end_port}"
             f"{' (a block its pool grew by)' if grown else ''}, so no other pytest-aiops run "
