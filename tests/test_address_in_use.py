@@ -20,6 +20,7 @@ from pytest_aiops._plugin.binds import failed_binds, is_address_in_use
 from pytest_aiops._ports.sockets import port_holders
 
 from .address_in_use_helpers import OTHER_RUN_BLOCK, OWN_RANGE, foreign_listener, notes, port_lines
+from .helpers import make_time_wait
 
 pytest_plugins = ["pytester"]
 pytestmark = pytest.mark.usefixtures("private_lock_dir")
@@ -373,7 +374,9 @@ def test_a_port_in_another_workers_lease_names_that_worker(
 
         def test_bind_in_the_other_workers_slice(port_range):
             me = os.environ["PYTEST_XDIST_WORKER"]
-            (RANGES / (me + ".json")).write_text(json.dumps([port_range.start, port_range.end]))
+            written = RANGES / (me + ".tmp")  # renamed: the other never reads half a file
+            written.write_text(json.dumps([port_range.start, port_range.end]))
+            written.rename(RANGES / (me + ".json"))
             start, end = json.loads(wait_for_the_other(".json").read_text())
             SERVERS.append(socket.create_server(("127.0.0.1", end)))
             socket.create_server(("127.0.0.1", end))
@@ -434,6 +437,31 @@ def test_without_proc_the_note_says_what_to_run(
         f"port {port}: which process holds it cannot be read here (no /proc): run "
         f"`lsof -nP -i :{port}` (macOS, BSD) or `netstat -ano | findstr :{port}` (Windows)"
     ) in note
+
+
+def test_a_port_held_only_by_time_wait_says_so(pytester: pytest.Pytester) -> None:
+    port = 19009
+    make_time_wait(port)
+    pytester.makepyfile(
+        f"""
+        import socket
+
+        def test_server_without_reuseaddr():
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", {port}))
+        """
+    )
+    result = pytester.runpytest()
+    result.assert_outcomes(failed=1)
+    (note,) = notes(result.stdout.str())
+    assert_lines(
+        note,
+        [
+            f"port {port}: no process holds it; * socket(s) in TIME_WAIT (a connection on it "
+            "closed within the last minute) keep a server without SO_REUSEADDR off it until "
+            "they expire"
+        ],
+    )
 
 
 def test_a_port_only_mentioned_in_the_message_is_not_named(pytester: pytest.Pytester) -> None:
