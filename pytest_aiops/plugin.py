@@ -294,28 +294,10 @@ def pytest_runtest_makereport(
     from ._plugin.binds import is_address_in_use
 
     if is_address_in_use(call.excinfo.value):
-        from ._plugin.report import NOTE_TITLE, Whose, describe_port_holders
-        from ._ports.defaults import default_lock_directory
+        from ._plugin.report import add_port_holder_note
 
-        worker = state.worker_built
-        pool = worker.leased_port_range if worker is not None else None
-        worker_id = str((getattr(item.config, "workerinput", None) or {}).get("workerid", "master"))
-        whose = Whose(
-            nodeid=item.nodeid,
-            worker_id=worker_id,
-            session_id=f"{state.session_id}/{worker_id}",
-            run_session_id=state.session_id,
-            lock_directory=(pool.lock_directory if pool is not None else None)
-            or state.settings.lock_dir
-            or default_lock_directory(),
-            pool=pool,
-            rootdir=str(item.config.rootpath),
-        )
-        try:
-            note = describe_port_holders(call.excinfo.value, whose)
-        except Exception as error:  # a note must never break the report
-            note = f"could not say who holds the port: {type(error).__name__}: {error}"
-        report.sections.append((NOTE_TITLE, note))
+        worker, lock_dir = state.worker_built, state.settings.lock_dir
+        add_port_holder_note(item, report, call.excinfo.value, worker, state.session_id, lock_dir)
     return report
 
 

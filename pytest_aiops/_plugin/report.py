@@ -272,6 +272,40 @@ def describe_port_holders(error: BaseException, whose: Whose) -> str:
     return "\n".join(lines)
 
 
+def add_port_holder_note(
+    item: pytest.Item,
+    report: pytest.TestReport,
+    error: BaseException,
+    worker: AiopsWorker | None,
+    run: str,
+    lock_dir: str | None,
+) -> None:
+    """Add the note of :func:`describe_port_holders` to ``report`` of ``item``, which failed
+    with "address already in use": ``worker`` is this process's if one was built, ``run``
+    the run's session id, ``lock_dir`` the configured lock directory (if any)."""
+    from .._ports.defaults import default_lock_directory
+
+    pool = worker.leased_port_range if worker is not None else None
+    workerinput = getattr(item.config, "workerinput", None) or {}
+    worker_id = worker.worker_id if worker is not None else workerinput.get("workerid", "master")
+    whose = Whose(
+        nodeid=item.nodeid,
+        worker_id=str(worker_id),
+        session_id=worker.session_id if worker is not None else f"{run}/{worker_id}",
+        run_session_id=run,
+        lock_directory=(pool.lock_directory if pool is not None else None)
+        or lock_dir
+        or default_lock_directory(),
+        pool=pool,
+        rootdir=str(item.config.rootpath),
+    )
+    try:
+        note = describe_port_holders(error, whose)
+    except Exception as failure:  # a note must never break the report it is added to
+        note = f"could not say who holds the port: {type(failure).__name__}: {failure}"
+    report.sections.append((NOTE_TITLE, note))
+
+
 #: Holds the ports taken by a fixture whose setup began before the reporter was registered
 #: (so no pytest_fixture_setup wrapper saw it start): its scope is unknown, so they are kept
 #: for the session rather than given back after a test that may not own them.
