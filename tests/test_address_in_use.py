@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from pytest_aiops._plugin.binds import failed_binds, is_address_in_use
+from pytest_aiops._ports.probe import host_has_ipv6
 from pytest_aiops._ports.sockets import port_holders
 
 from .address_in_use_helpers import OTHER_RUN_BLOCK, OWN_RANGE, foreign_listener, notes, port_lines
@@ -571,3 +572,21 @@ def test_port_holders_names_a_real_listener_and_time_wait() -> None:
     ]
     assert found.processes[0].command is not None
     assert found.processes[0].command.startswith(f"{sys.executable} -c import json, socket, sys")
+
+
+def test_port_holders_reads_ipv6_and_udp_sockets() -> None:
+    if not sys.platform.startswith("linux"):
+        pytest.skip("reads /proc")
+    with socket.socket(type=socket.SOCK_DGRAM) as udp:
+        udp.bind(("127.0.0.1", 0))
+        found = port_holders(udp.getsockname()[1], ("udp",))
+    assert [(p.pid, p.states, p.addresses) for p in found.processes] == [
+        (os.getpid(), ("UDP",), ("127.0.0.1",))
+    ]
+    if not host_has_ipv6():
+        return
+    with socket.create_server(("::1", 0), family=socket.AF_INET6) as server:
+        found = port_holders(server.getsockname()[1])
+    assert [(p.pid, p.states, p.addresses) for p in found.processes] == [
+        (os.getpid(), ("LISTEN",), ("::1",))
+    ]
