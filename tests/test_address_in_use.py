@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import errno
 import fnmatch
+import http.server
 import os
 import socket
+import socketserver
 import sys
 from pathlib import Path
 
@@ -36,6 +38,7 @@ MOVE = (
 #: aiohttp's 8080 do), bound where the plugin never sees it.
 LIBRARY = '''
 import socket
+import socketserver
 
 DEFAULT_PORT = {port}
 
@@ -590,3 +593,16 @@ def test_port_holders_reads_ipv6_and_udp_sockets() -> None:
     assert [(p.pid, p.states, p.addresses) for p in found.processes] == [
         (os.getpid(), ("LISTEN",), ("::1",))
     ]
+
+
+def test_socketserver_and_http_server_binds_are_found() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as holder:
+        port = holder.getsockname()[1]
+        with pytest.raises(OSError, match="in use") as tcp_server:
+            socketserver.TCPServer(("127.0.0.1", port), socketserver.BaseRequestHandler)
+        with pytest.raises(OSError, match="in use") as http_server:
+            http.server.HTTPServer(("127.0.0.1", port), http.server.BaseHTTPRequestHandler)
+    for raised in (tcp_server, http_server):
+        (bind,) = failed_binds(raised.value)
+        assert (bind.host, bind.port) == ("127.0.0.1", port)
+        assert bind.where.endswith(f"socketserver.py:{bind.where.rsplit(':', 1)[1]}")

@@ -129,7 +129,8 @@ def _evaluate(node: ast.AST, frame: types.FrameType) -> object:
 
 def _port(value: object) -> tuple[str | None, int] | None:
     """``(host, port)`` of an address argument: ``(host, port[, ...])`` or a bare port."""
-    if isinstance(value, (tuple, list)) and len(value) >= 2:
+    # Exactly these types: a subclass's __getitem__ or __len__ would run its code.
+    if isinstance(value, (tuple, list)) and type(value) in (tuple, list) and len(value) >= 2:
         host, port = value[0], value[1]
         if isinstance(host, bytes):
             host = host.decode(errors="replace")
