@@ -38,7 +38,6 @@ MOVE = (
 #: aiohttp's 8080 do), bound where the plugin never sees it.
 LIBRARY = '''
 import socket
-import socketserver
 
 DEFAULT_PORT = {port}
 
