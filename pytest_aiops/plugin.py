@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from importlib import import_module
 from pathlib import Path
@@ -279,6 +279,26 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     ]
     for line in lines:
         terminalreporter.write_line(line)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Any test that failed with "address already in use", on any port, gets a note of who
+    holds the port (``_plugin/report.py``); other reports pass through untouched."""
+    report = yield
+    state = item.config.stash.get(_STATE_KEY, None)
+    if not report.failed or call.excinfo is None or state is None:
+        return report
+    from ._plugin.binds import is_address_in_use
+
+    if is_address_in_use(call.excinfo.value):
+        from ._plugin.report import add_port_holder_note
+
+        worker, lock_dir = state.worker_built, state.settings.lock_dir
+        add_port_holder_note(item, report, call.excinfo.value, worker, state.session_id, lock_dir)
+    return report
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -305,70 +303,6 @@ def test_port_range_fixture_gives_a_tests_ports_back_then_a_clear_error_at_its_b
             "aiops master: ports 240*-240*",
         ]
     )
-
-
-def test_address_in_use_failure_names_the_holder(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(
-        """
-        import socket
-
-        def test_bind_twice(port_range, aiops_port):
-            first = socket.socket()
-            first.bind(("127.0.0.1", aiops_port))
-            first.listen()
-            second = socket.socket()
-            try:
-                second.bind(("127.0.0.1", aiops_port))
-            finally:
-                first.close()
-                second.close()
-        """
-    )
-    result = pytester.runpytest()
-    result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(
-        [
-            "*- aiops: who holds the port -*",
-            f"this worker (master, pid {os.getpid()}) leases *; lock dir *",
-            "port *: inside this worker's own lease, so no other pytest-aiops run holds it: a "
-            "server this worker started (in this or an earlier test) is still listening, or a "
-            "process outside pytest-aiops is; see `ss -ltnp 'sport = :*'`",
-        ]
-    )
-
-
-def test_address_in_use_names_another_runs_lease(pytester: pytest.Pytester, lock_dir: Path) -> None:
-    from pytest_aiops import create_port_range_provider
-
-    lease = create_port_range_provider().provision(
-        session_id="the-other-run",
-        workspace_root=str(pytester.path),
-        options={"basePort": 25000, "blockSize": 4, "blockCount": 1},
-    )
-    try:
-        pytester.makepyfile(
-            """
-            import socket
-
-            def test_hardcoded_port(port_range):
-                with socket.socket() as a, socket.socket() as b:
-                    a.bind(("127.0.0.1", 25001))
-                    try:
-                        b.bind(("127.0.0.1", 25001))
-                    except OSError as e:
-                        raise OSError(e.errno, f"{e.strerror}: port 25001") from None
-            """
-        )
-        result = pytester.runpytest("--aiops-port-range=24000-24999")
-        result.assert_outcomes(failed=1)
-        result.stdout.fnmatch_lines(
-            [
-                f"port 25001: leased by pid {os.getpid()} on * (session 'the-other-run', "
-                "top-level lease 25000-25003)"
-            ]
-        )
-    finally:
-        lease.release()
 
 
 def test_git_worktree_per_module_isolated_and_marker_base_ref(pytester: pytest.Pytester) -> None:
@@ -699,52 +633,6 @@ def test_kept_worktree_removed_with_git_is_forgotten(pytester: pytest.Pytester) 
         check=True,
     ).stdout
     assert f"removed orphaned worktree {kept} " in out  # only its record was left
-
-
-ADDRESS_IN_USE_TESTS = """
-import errno
-
-
-def fail_in_a_helper():
-    raise OSError(errno.EADDRINUSE, "Address already in use")
-
-
-def test_location_only(port_range):
-    fail_in_a_helper()
-
-
-def test_tuple_mention(port_range):
-    raise OSError(errno.EADDRINUSE, "Address already in use: ('127.0.0.1', 24321)")
-
-
-def test_host_port_mention(port_range):
-    raise OSError(errno.EADDRINUSE, "bind 127.0.0.1:24322: Address already in use")
-"""
-
-
-def test_address_in_use_never_reads_a_traceback_line_number_as_a_port(
-    pytester: pytest.Pytester,
-) -> None:
-    pytester.makepyfile(test_busy=ADDRESS_IN_USE_TESTS)
-    result = pytester.runpytest("--aiops-port-range=24000-24099", "--aiops-ports-per-worker=8")
-    result.assert_outcomes(failed=3)
-    text = result.stdout.str()
-    assert "test_busy.py:5: OSError" in text  # the location the old pattern took for a port
-    assert not re.search(r"^port \d{1,3}: ", text, re.MULTILINE)
-    sections = text.split("aiops: who holds the port")[1:]
-    assert len(sections) == 3
-    own = re.search(r"leases (\d+)-(\d+); lock dir", sections[0])
-    assert own is not None
-    assert sections[0].splitlines()[2] == (
-        "no port number in the failure and next_port() gave this test none; take ports from "
-        "port_range.next_port() (or aiops_port) so a failure can name them"
-    )
-    outside = (
-        "port {}: outside this worker's range {}-{} and no pytest-aiops lease holds it; take "
-        "ports from port_range.next_port() instead (holder: `ss -ltnp 'sport = :{}'`)"
-    )
-    assert outside.format(24321, own[1], own[2], 24321) in sections[1].splitlines()
-    assert outside.format(24322, own[1], own[2], 24322) in sections[2].splitlines()
 
 
 @pytest.mark.parametrize(

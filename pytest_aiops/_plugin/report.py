@@ -1,48 +1,37 @@
-"""Per-test tracking for the pool, and the report of who holds a port a test could not bind.
+"""Per-test tracking for the pool, and the note of who holds a port a test could not bind.
 
 :class:`Reporter` is registered on first use of a port or worktree fixture (a run that
 never uses them pays nothing). It tells the worker's pool which test or fixture is taking
-ports (so they come back when that one ends), records which modules had a failing test (for
-``--aiops-keep=failed``), and adds an "aiops: who holds the port" section to a test that
-failed with "address already in use".
+ports (so they come back when that one ends) and records which modules had a failing test
+(for ``--aiops-keep=failed``). :func:`describe_port_holders` writes the "aiops: who holds the
+port" section the plugin adds to any test that failed with "address already in use": for the
+ports the test really used (its failed bind's, from :mod:`.binds`, and those the pool handed
+it), the process holding each (``_ports/sockets.py``), the pytest-aiops lease it lies in, and
+how to move a test that chose its own port onto the pool.
 """
 
 from __future__ import annotations
 
-import errno
 import os
-import re
 from collections.abc import Generator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from .._errors import AiopsError
+
 if TYPE_CHECKING:
     from .._ports.pool import PortRange
+    from .._ports.provider import LeaseRecord
     from .worker import AiopsWorker
-
-_ADDRESS_IN_USE = "address already in use"
-PORT_FIXTURES = frozenset(
-    {
-        "port_range",
-        "aiops_port",
-        "aiops_udp_port",
-        "aiops_port_factory",
-        "provisioned_session",
-        "unused_tcp_port",
-        "unused_udp_port",
-        "unused_tcp_port_factory",
-        "unused_udp_port_factory",
-    }
-)
 
 
 class Reporter:
     """Registered on first use of the port or worktree fixtures (so unused runs pay nothing).
 
-    Tracks the running test (ports handed out are attributed to it), which modules had a
-    failing test (for ``--aiops-keep=failed``), and adds a report section naming the holder
-    of the port when a test using ``port_range`` fails with "address already in use".
+    Tracks the running test (ports handed out are attributed to it) and which modules had
+    a failing test (for ``--aiops-keep=failed``).
     """
 
     def __init__(self, worker: AiopsWorker) -> None:
@@ -93,122 +82,228 @@ class Reporter:
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(
-        self, item: pytest.Item, call: pytest.CallInfo[None]
+        self, item: pytest.Item
     ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
         report = yield
-        if not report.failed:
-            return report
-        module = item.getparent(pytest.Module)
-        if module is not None:
-            self.failed_modules.add(module.nodeid)
-        uses_ports = PORT_FIXTURES & set(getattr(item, "fixturenames", ()))
-        if uses_ports and self.worker.port_range_leased and _is_address_in_use(call, report):
-            text = describe_port_holders(self.worker.port_range(), item.nodeid, report.longreprtext)
-            report.sections.append(("aiops: who holds the port", text))
+        if report.failed:
+            module = item.getparent(pytest.Module)
+            if module is not None:
+                self.failed_modules.add(module.nodeid)
         return report
 
 
-def _is_address_in_use(call: pytest.CallInfo[None], report: pytest.TestReport) -> bool:
-    excinfo = call.excinfo
-    if (
-        excinfo is not None
-        and isinstance(excinfo.value, OSError)
-        and excinfo.value.errno == errno.EADDRINUSE
-    ):
-        return True
-    return _ADDRESS_IN_USE in report.longreprtext.lower()
-
-
-#: Where a failure's text plausibly names a TCP port: ``127.0.0.1:26144``,
-#: ``localhost:26144``, ``[::1]:26144``, ``('127.0.0.1', 26144)``, ``port 26144``,
-#: ``port=26144``. Never ``file.py:12`` (a traceback location) or ``[Errno 98]``.
-_PORT_MENTIONS = (
-    re.compile(
-        r"(?:(?<![\w.])\d{1,3}(?:\.\d{1,3}){3}|\blocalhost|\])"
-        r":(\d{1,5})(?![\w.])",
-        re.IGNORECASE,
-    ),
-    re.compile(r"\(\s*(?:b?['\"][^'\"\n]*['\"])\s*,\s*(\d{1,5})\s*[,)]"),
-    re.compile(
-        r"(?<![\w.])ports?(?![\w.])\s*(?:number\s*)?[:=]?\s*['\"]?(\d{1,5})(?![\w.])", re.IGNORECASE
-    ),
+NOTE_TITLE = "aiops: who holds the port"
+#: How a test moves a server's port onto the pool (said when it chose a port itself).
+MOVE_TO_POOL = (
+    "take the server's port from the pool instead: the `aiops_port` fixture (one test), "
+    "`aiops_port_factory()` (a fixture of any scope) or `pytest_aiops.take_port()` (any "
+    "code, e.g. a helper that starts the server), and pass it to the server"
 )
+#: At most this many ports are described in one note.
+MAX_PORTS = 8
 
 
-def mentioned_ports(text: str) -> list[int]:
-    """Port numbers ``text`` plausibly names (see ``_PORT_MENTIONS``), in order, once each."""
-    found: list[tuple[int, int]] = []
-    for pattern in _PORT_MENTIONS:
-        found += [(m.start(1), int(m.group(1))) for m in pattern.finditer(text)]
-    ports: list[int] = []
-    for _, number in sorted(found):
-        if 0 < number <= 65535 and number not in ports:
-            ports.append(number)
-    return ports
+@dataclass(frozen=True)
+class Whose:
+    """Whom a note is written for: the failed test, this worker, its run, its ports."""
+
+    nodeid: str
+    worker_id: str
+    #: This worker's session id (its lease; grown blocks ``+N``; ``:session:<pid>``).
+    session_id: str
+    #: The run's: the xdist controller's parent lease; its workers' are ``<it>/<worker id>``.
+    run_session_id: str
+    lock_directory: str
+    pool: PortRange | None = None
+    rootdir: str | None = None
 
 
-def describe_port_holders(port_range: PortRange, nodeid: str, text: str) -> str:
-    """Which lease (process, session) holds the ports a failing test probably wanted.
+def _relation(record: LeaseRecord, whose: Whose) -> str:
+    """``own``, ``run`` (this run's xdist parent range), ``sibling`` (another worker of this
+    run), ``project`` (a run of the same rootdir, not known to be this one) or ``other``.
 
-    The ports considered are those ``next_port()`` gave the test and those the failure text
-    plausibly names; with none, the live leases overlapping the worker's range instead.
+    Two runs of one project use the same session ids, so the pid decides what is this
+    process's own; a sibling worker is a child of the same xdist controller.
     """
-    from .._ports.provider import default_lock_directory, holders_of, read_records
+    from .._ports.sockets import parent_pid
 
-    def ours(session_id: str) -> bool:
-        # This worker's lease, or (under xdist) the controller's parent lease around it.
-        own = port_range.session_id
-        return session_id == own or own.startswith(session_id + "/")
+    own, run, pid, parent = whose.session_id, whose.run_session_id, os.getpid(), os.getppid()
+    session = record.session_id
+    if record.pid == pid and (session == own or session.startswith((own + "+", own + ":session:"))):
+        return "own"
+    if own.startswith(session + "/") and record.pid in (pid, parent):
+        return "run"
+    if session == run or session.startswith(run + "/"):
+        if parent > 1 and parent_pid(record.pid) == parent:
+            return "sibling"
+        return "project"
+    return "other"
 
-    candidates = port_range.ports_of(nodeid)
-    candidates += [port for port in mentioned_ports(text) if port not in candidates]
-    lock_dir = port_range.lock_directory or default_lock_directory()
-    lines = [
-        f"this worker ({port_range.owner}, pid {os.getpid()}) leases {port_range.start}-"
-        f"{port_range.end}; lock dir {lock_dir}"
-    ]
-    if not candidates:
-        lines.append(
-            "no port number in the failure and next_port() gave this test none; take ports "
-            "from port_range.next_port() (or aiops_port) so a failure can name them"
+
+def _lease_line(port: int, leases: list[LeaseRecord], whose: Whose) -> str:
+    """Which pytest-aiops lease ``port`` lies in, said from this worker's point of view."""
+    relations = [(_relation(record, whose), record) for record in leases]
+    texts = []
+    for how, record in relations:
+        holder = (
+            f"pid {record.pid} on {record.host}, session {record.session_id!r}, "
+            f"{record.role} lease {record.start_port}-{record.end_port}"
         )
-        overlapping = [
-            record
-            for record in read_records(lock_dir)
-            if record.start_port <= port_range.end
-            and port_range.start <= record.end_port
-            and not ours(record.session_id)
-            and record.holder_alive()
+        if how == "sibling":
+            texts.append(f"leased by another worker of this run ({holder})")
+        elif how == "project":
+            texts.append(f"leased by another pytest-aiops run of this project ({holder})")
+        elif how == "other":
+            texts.append(f"leased by another pytest-aiops run ({holder})")
+    if texts:
+        return f"port {port}: " + "; ".join(texts)
+    own = [record for how, record in relations if how == "own"]
+    if own:
+        record = own[0]
+        grown = record.session_id.startswith(whose.session_id + "+")
+        return (
+            f"port {port}: in this worker's own lease {record.start_port}-{record.end_port}"
+            f"{' (a block its pool grew by)' if grown else ''}, so no other pytest-aiops run "
+            "holds it"
+        )
+    if relations:
+        return f"port {port}: in this run's port range, so no other pytest-aiops run holds it"
+    return f"port {port}: in no pytest-aiops lease, so nothing kept other processes off it"
+
+
+def _socket_lines(port: int, protocol: str, records: list[LeaseRecord]) -> list[str]:
+    """Who holds ``port`` on this machine: processes (pid, user, command line), sockets of
+    processes this user cannot see, TIME_WAIT; without /proc, the command to ask."""
+    from .._ports.sockets import port_holders, user_name
+
+    found = port_holders(port, (protocol,))
+    if not found.readable:
+        return [
+            f"port {port}: which process holds it cannot be read here (no /proc): run "
+            f"`lsof -nP -i :{port}` (macOS, BSD) or `netstat -ano | findstr :{port}` (Windows)"
         ]
-        for holder in overlapping:
+    lines = []
+    sessions = {record.pid: record.session_id for record in records}
+    for holder in found.processes:
+        sockets = f"[{'/'.join(holder.states)} on {', '.join(holder.addresses)}]"
+        if holder.pid == os.getpid():
             lines.append(
-                f"{port_range.start}-{port_range.end} overlaps a lease of pid {holder.pid} on "
-                f"{holder.host} (session {holder.session_id!r}, {holder.role} lease "
-                f"{holder.start_port}-{holder.end_port})"
+                f"port {port}: held by this test process itself (pid {holder.pid}) {sockets}: "
+                "a server this test or an earlier one started is still open (close it when "
+                "its test or fixture ends)"
             )
+            continue
+        who = f"pid {holder.pid} ({user_name(holder.uid)})"
+        if holder.pid in sessions:
+            who += f", pytest-aiops session {sessions[holder.pid]!r}"
+        command = f": {holder.command}" if holder.command else ""
+        lines.append(f"port {port}: held by {who} {sockets}{command}")
+    for uid, state in found.hidden:
+        lines.append(
+            f"port {port}: a {state} socket of {user_name(uid)} whose process this user cannot "
+            f"see (as root: `ss -tulpn 'sport = :{port}'`)"
+        )
+    if not lines and found.time_wait:
+        lines.append(
+            f"port {port}: no process holds it; {found.time_wait} socket(s) in TIME_WAIT (a "
+            "connection on it closed within the last minute) keep a server without "
+            "SO_REUSEADDR off it until they expire"
+        )
+    if not lines:
+        lines.append(
+            f"port {port}: no socket on it is listed now (its holder has closed it since, or "
+            "holds it bound without listening)"
+        )
+    return lines
+
+
+def describe_port_holders(error: BaseException, whose: Whose) -> str:
+    """The note for a test that failed with "address already in use".
+
+    Names only the ports the test really used: its failed bind's (read from the exception's
+    frames, :func:`.binds.failed_binds`) and those the pool handed it; never a number from
+    the failure's text. For each: who holds it, which pytest-aiops lease it lies in; for a
+    port the test chose itself, how to move the test onto the pool.
+    """
+    from .._ports.provider import read_records
+    from .binds import failed_binds, short_location
+
+    pool = whose.pool if whose.pool is not None and whose.pool.leased else None
+    handed = pool.ports_of(whose.nodeid) if pool is not None else []
+    binds = failed_binds(error)
+    leased = " and ".join(f"{start}-{end}" for start, end in pool.blocks) if pool else "no ports"
+    lines = [
+        f"this worker ({whose.worker_id}, pid {os.getpid()}) leases {leased}; "
+        f"lock dir {whose.lock_directory}"
+    ]
+    ports: dict[int, str] = {}
+    for bind in binds:
+        ports.setdefault(bind.port, bind.protocol)
+        given = "the pool handed it to this test" if bind.port in handed else "not from the pool"
+        lines.append(
+            f"port {bind.port}: the failed bind, {bind.address} at "
+            f"{short_location(bind.where, whose.rootdir)}; {given}"
+        )
+    for port in handed:
+        if port not in ports:
+            ports[port] = "tcp"
+            lines.append(f"port {port}: handed to this test by the pool")
+    if not ports:
+        lines.append(
+            "no port to name: the failed bind's address is not in the exception's frames (a "
+            "server in another thread or process?) and the pool gave this test no port; "
+            f"{MOVE_TO_POOL}, so this note can name who holds it"
+        )
         return "\n".join(lines)
-    for port in candidates[:8]:
-        others = [h for h in holders_of(lock_dir, port) if not ours(h.session_id)]
-        if others:
-            for holder in others:
-                lines.append(
-                    f"port {port}: leased by pid {holder.pid} on {holder.host} "
-                    f"(session {holder.session_id!r}, {holder.role} lease "
-                    f"{holder.start_port}-{holder.end_port})"
-                )
-        elif port in port_range:
-            lines.append(
-                f"port {port}: inside this worker's own lease, so no other pytest-aiops run "
-                "holds it: a server this worker started (in this or an earlier test) is still "
-                f"listening, or a process outside pytest-aiops is; see `ss -ltnp 'sport = :{port}'`"
-            )
-        else:
-            lines.append(
-                f"port {port}: outside this worker's range {port_range.start}-{port_range.end} "
-                "and no pytest-aiops lease holds it; take ports from port_range.next_port() "
-                f"instead (holder: `ss -ltnp 'sport = :{port}'`)"
-            )
+    try:
+        records = [record for record in read_records(whose.lock_directory)]
+        records = [record for record in records if record.holder_alive()]
+    except (OSError, AiopsError):  # an unusable lock directory must not hide the rest
+        records = []
+    for port, protocol in list(ports.items())[:MAX_PORTS]:
+        lines += _socket_lines(port, protocol, records)
+        lines.append(_lease_line(port, [r for r in records if port in r.ports], whose))
+    chosen = [str(bind.port) for bind in binds if bind.port not in handed]
+    if chosen:
+        lines.append(
+            f"port {', '.join(chosen)} was chosen by the test (or is a library's default), "
+            f"not by pytest-aiops: {MOVE_TO_POOL}"
+        )
     return "\n".join(lines)
+
+
+def add_port_holder_note(
+    item: pytest.Item,
+    report: pytest.TestReport,
+    error: BaseException,
+    worker: AiopsWorker | None,
+    run: str,
+    lock_dir: str | None,
+) -> None:
+    """Add the note of :func:`describe_port_holders` to ``report`` of ``item``, which failed
+    with "address already in use": ``worker`` is this process's if one was built, ``run``
+    the run's session id, ``lock_dir`` the configured lock directory (if any)."""
+    from .._ports.defaults import default_lock_directory
+
+    pool = worker.leased_port_range if worker is not None else None
+    workerinput = getattr(item.config, "workerinput", None) or {}
+    worker_id = worker.worker_id if worker is not None else workerinput.get("workerid", "master")
+    whose = Whose(
+        nodeid=item.nodeid,
+        worker_id=str(worker_id),
+        session_id=worker.session_id if worker is not None else f"{run}/{worker_id}",
+        run_session_id=run,
+        lock_directory=(pool.lock_directory if pool is not None else None)
+        or lock_dir
+        or default_lock_directory(),
+        pool=pool,
+        rootdir=str(item.config.rootpath),
+    )
+    try:
+        note = describe_port_holders(error, whose)
+    except Exception as failure:  # a note must never break the report it is added to
+        note = f"could not say who holds the port: {type(failure).__name__}: {failure}"
+    report.sections.append((NOTE_TITLE, note))
 
 
 #: Holds the ports taken by a fixture whose setup began before the reporter was registered

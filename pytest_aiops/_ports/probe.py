@@ -9,6 +9,8 @@ import subprocess
 import sys
 from functools import lru_cache
 
+from .sockets import TIME_WAIT, read_socket_table
+
 #: The probe binds the wildcard address: that fails if the port is bound on 127.0.0.1 *or*
 #: on any other IPv4 address (a listener on 0.0.0.0, on a LAN address, a socket in
 #: TIME_WAIT), so it is stricter than binding 127.0.0.1 alone and matches what a test server
@@ -122,26 +124,14 @@ def port_is_free(port: int, host: str = PROBE_HOST, *, protocol: str = TCP) -> b
     return all(_binds(family, kind, port, reuse=False) for family in _families())
 
 
-_TIME_WAIT = "06"  # the TCP state code in /proc/net/tcp
-
-
 def _linux_tcp_states(ports: set[int]) -> dict[int, set[str]] | None:
     """Port -> TCP states of the sockets on it, from ``/proc/net/tcp{,6}``; None if unread."""
-    states: dict[int, set[str]] = {}
-    try:
-        for name in ("/proc/net/tcp", "/proc/net/tcp6"):
-            if not os.path.exists(name):
-                continue
-            with open(name, encoding="ascii") as table:
-                next(table, None)
-                for line in table:
-                    fields = line.split()
-                    if len(fields) > 3:
-                        port = int(fields[1].rsplit(":", 1)[1], 16)
-                        if port in ports:
-                            states.setdefault(port, set()).add(fields[3])
-    except (OSError, ValueError):
+    entries = read_socket_table(ports)
+    if entries is None:
         return None
+    states: dict[int, set[str]] = {}
+    for entry in entries:
+        states.setdefault(entry.port, set()).add(entry.state)
     return states
 
 
@@ -157,7 +147,7 @@ def only_in_time_wait(ports: list[int]) -> bool:
     states = _linux_tcp_states(set(ports))
     if states is None:
         return False
-    return all(states.get(port) == {_TIME_WAIT} for port in ports)
+    return all(states.get(port) == {TIME_WAIT} for port in ports)
 
 
 def busy_ports(start: int, end: int, host: str = PROBE_HOST) -> list[int]:
