@@ -22,9 +22,9 @@ from .helpers import child_env
 
 #: Ports these tests bind (disjoint from every other test of the suite and from the
 #: plugin's default range 20000-26399).
-FOREIGN_PORTS = range(19000, 19100)
-OTHER_RUN_BLOCK = (19100, 19103)
-OWN_RANGE = (19200, 19263)
+FOREIGN_PORTS = range(10000, 10100)
+OTHER_RUN_BLOCK = (10100, 10103)
+OWN_RANGE = (10200, 10263)
 
 _LISTENER = """
 import json, socket, sys

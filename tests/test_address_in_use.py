@@ -1,7 +1,7 @@
 """The "who holds the port" note: any "address already in use", on any port, names its holder.
 
 Real listeners in real second processes, real leases in a private lock directory, real
-``pytest`` runs (in-process and ``-n 2``). Ports: 19000-19263 (``address_in_use_helpers``),
+``pytest`` runs (in-process and ``-n 2``). Ports: 10000-10263 (``address_in_use_helpers``),
 used by no other test of this suite.
 """
 
@@ -68,7 +68,7 @@ def assert_lines(note: list[str], patterns: list[str]) -> None:
 def test_a_library_default_port_held_by_a_foreign_process_names_that_process(
     pytester: pytest.Pytester, private_lock_dir: Path
 ) -> None:
-    port = 19001
+    port = 10001
     pytester.makepyfile(
         slowlib=LIBRARY.format(port=port),
         test_default="""
@@ -107,7 +107,7 @@ def test_a_library_default_port_held_by_a_foreign_process_names_that_process(
 def test_tb_long_names_only_the_failed_bind_not_ports_in_library_source(
     pytester: pytest.Pytester,
 ) -> None:
-    port = 19002
+    port = 10002
     pytester.makepyfile(
         f"""
         import socket
@@ -237,7 +237,7 @@ def test_a_port_in_this_workers_grown_block_is_named_as_its_own(
 
 
 def test_asyncio_create_server_names_the_holder(pytester: pytest.Pytester) -> None:
-    port = 19003
+    port = 10003
     pytester.makepyfile(
         f"""
         import asyncio
@@ -270,7 +270,7 @@ def test_asyncio_create_server_names_the_holder(pytester: pytest.Pytester) -> No
 def test_a_server_that_logs_and_exits_as_uvicorn_does_names_the_holder(
     pytester: pytest.Pytester,
 ) -> None:
-    port = 19004
+    port = 10004
     pytester.makepyfile(
         f"""
         import logging
@@ -314,7 +314,7 @@ def test_a_server_that_logs_and_exits_as_uvicorn_does_names_the_holder(
 
 
 def test_xdist_run_names_the_holder_in_each_worker(pytester: pytest.Pytester) -> None:
-    port = 19005
+    port = 10005
     pytester.makepyfile(
         slowlib=LIBRARY.format(port=port),
         test_default="""
@@ -422,7 +422,7 @@ def test_without_proc_the_note_says_what_to_run(
     from pytest_aiops._ports import sockets
 
     monkeypatch.setattr(sockets, "PROC", str(tmp_path))
-    port = 19006
+    port = 10006
     pytester.makepyfile(
         f"""
         import socket
@@ -443,7 +443,7 @@ def test_without_proc_the_note_says_what_to_run(
 
 
 def test_a_port_held_only_by_time_wait_says_so(pytester: pytest.Pytester) -> None:
-    port = 19009
+    port = 10009
     make_time_wait(port)
     pytester.makepyfile(
         f"""
@@ -473,7 +473,7 @@ def test_a_port_only_mentioned_in_the_message_is_not_named(pytester: pytest.Pyte
         import errno
 
         def test_message_only():
-            raise OSError(errno.EADDRINUSE, "Address already in use: ('127.0.0.1', 19050)")
+            raise OSError(errno.EADDRINUSE, "Address already in use: ('127.0.0.1', 10050)")
         """
     )
     result = pytester.runpytest()
@@ -493,7 +493,7 @@ def test_other_failures_get_no_note(pytester: pytest.Pytester) -> None:
         import socket
 
         def test_refused():
-            socket.create_connection(("127.0.0.1", 19007), timeout=5)
+            socket.create_connection(("127.0.0.1", 10007), timeout=5)
 
         def test_assertion():
             assert False
@@ -566,8 +566,8 @@ def test_address_in_use_is_read_from_the_whole_chain() -> None:
 def test_port_holders_names_a_real_listener_and_time_wait() -> None:
     if not sys.platform.startswith("linux"):
         pytest.skip("reads /proc")
-    with foreign_listener(19008) as listener:
-        found = port_holders(19008)
+    with foreign_listener(10008) as listener:
+        found = port_holders(10008)
     assert found.readable
     assert [(p.pid, p.states, p.addresses) for p in found.processes] == [
         (listener.pid, ("LISTEN",), ("127.0.0.1",))
