@@ -220,7 +220,7 @@ def test_a_port_in_this_workers_grown_block_is_named_as_its_own(
     assert_lines(
         note,
         [
-            f"this worker (master, pid {os.getpid()}) leases 19*-19* and 19*-19*; lock dir *",
+            f"this worker (master, pid {os.getpid()}) leases 10*-10* and 10*-10*; lock dir *",
             f"port {port}: the failed bind, ('127.0.0.1', {port}) at socket.py:*; "
             "the pool handed it to this test",
             f"port {port}: held by this test process itself (pid {os.getpid()}) "
