@@ -30,7 +30,7 @@ ALLOWED = {
 
 #: The modules through which other folders reach a subpackage: its small interface.
 INTERFACES = {
-    "_ports": {"provider", "pool", "defaults"},
+    "_ports": {"provider", "pool", "defaults", "admin"},
     "_worktrees": {"provider", "locate", "defaults"},
 }
 
