@@ -206,8 +206,10 @@ def test_a_directory_a_user_made_is_refused_to_others_and_to_init_lock_dir() -> 
         other = finish(start(USERS[1], name="o", env=env))
         strict = finish(start(USERS[1], "-W", "error", name="s", env=env))
         init = cli("init-lock-dir", locks)
+        sh("install", "-d", "-m", "0755", "/tmp/closed", check=True)  # root's, nothing in it
+        closed = finish(start(USERS[1], "--aiops-lock-dir=/tmp/closed", name="x"))
         print(json.dumps({"maker": maker, "other": other, "strict": strict, "init": init,
-                          "state": state(locks)}))
+                          "state": state(locks), "closed": closed}))
         """
     )
     locks = "/tmp/shared/locks"
@@ -227,6 +229,14 @@ def test_a_directory_a_user_made_is_refused_to_others_and_to_init_lock_dir() -> 
     assert line.startswith(f"pytest-aiops: error: cannot prepare lock directory '{locks}': ")
     assert f"'/tmp/shared' is owned by uid {FIRST}, not root" in line
     assert result["state"]["."] == [FIRST, "1777"], "root changed a directory it refused"
+    # An explicit lock directory root made but did not prepare is found at start.
+    closed = result["closed"]
+    assert closed["rc"] == 4, closed["out"] + closed["err"]
+    assert _flat(closed["err"]) == (
+        "ERROR: --aiops-lock-dir must be a directory this user can create or write to, not "
+        "'/tmp/closed': /tmp/closed is not writable; for a directory every user shares, have "
+        "root run 'pytest-aiops init-lock-dir /tmp/closed' once (from --aiops-lock-dir)"
+    )
 
 
 # ---------------------------------------------------------------- the command itself
