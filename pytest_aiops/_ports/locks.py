@@ -508,37 +508,29 @@ def _open_trusted(path: str, create: bool) -> int:
 
 def _open_in(path: str, dir_fd: int, create: bool) -> int:
     for _ in range(3):
-        if create:
-            if os.fstat(dir_fd).st_uid != os.geteuid():
-                # A directory root (or, refused earlier, another user) made: a file we
-                # create there would be ours alone and every other user would refuse it.
-                try:
-                    return os.open(PORTS_FILE, _OPEN_FLAGS, dir_fd=dir_fd)
-                except FileNotFoundError:
-                    raise unprepared_error(os.path.dirname(path), PORTS_FILE) from None
-                except OSError as error:
-                    raise _lock_error(path, "cannot be opened", error) from error
-            try:
-                fd = os.open(PORTS_FILE, _OPEN_FLAGS | os.O_CREAT | os.O_EXCL, 0o666, dir_fd=dir_fd)
-            except FileExistsError:
-                pass  # the usual case: somebody created it before
-            except OSError as error:
-                raise _lock_error(path, "cannot be created", error) from error
-            else:
-                with contextlib.suppress(OSError):
-                    # Only a file we just created: every user of the machine shares it
-                    # (a write lock needs a descriptor open for writing).
-                    os.fchmod(fd, 0o666)
-                return fd
         try:
-            return os.open(PORTS_FILE, _OPEN_FLAGS, dir_fd=dir_fd)
+            return os.open(PORTS_FILE, _OPEN_FLAGS, dir_fd=dir_fd)  # the usual case: it exists
         except FileNotFoundError:
             if not create:
                 raise
-            continue  # removed between our O_EXCL attempt and this open: try again
         except OSError as error:
             # ELOOP: a symlink; EISDIR: a directory; EACCES: someone else's private file.
             raise _lock_error(path, "cannot be opened", error) from error
+        if os.fstat(dir_fd).st_uid != os.geteuid():
+            # Root's directory (another user's is refused before): a file we create there
+            # would be ours alone, and every other user would refuse it.
+            raise unprepared_error(os.path.dirname(path), PORTS_FILE)
+        try:
+            fd = os.open(PORTS_FILE, _OPEN_FLAGS | os.O_CREAT | os.O_EXCL, 0o666, dir_fd=dir_fd)
+        except FileExistsError:
+            continue  # created meanwhile by another process: open that one
+        except OSError as error:
+            raise _lock_error(path, "cannot be created", error) from error
+        with contextlib.suppress(OSError):
+            # Only a file we just created: every user of the machine shares it
+            # (a write lock needs a descriptor open for writing).
+            os.fchmod(fd, 0o666)
+        return fd
     raise _lock_error(path, "keeps disappearing")
 
 
