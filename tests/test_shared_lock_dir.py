@@ -248,13 +248,17 @@ def test_init_lock_dir_makes_each_part_roots_and_changes_nothing_the_second_time
 ) -> None:
     locks = tmp_path / "a" / "locks"
     assert main(["init-lock-dir", str(locks)]) == 0
-    assert capsys.readouterr().out.splitlines() == [
+    out, err = capsys.readouterr()
+    assert out.splitlines() == [
         f"created {tmp_path / 'a'} (root, mode 0755)",
         f"created {locks} (root, mode 0755)",
         f"created {locks / 'leases'} (root, mode 1777)",
         f"created {locks / 'ports.lock'} (root, mode 0666)",
-        f"every user can now lease ports in {locks}",
     ]
+    # pytest's own base directory is 0700: said, instead of "every user can now lease".
+    [warning] = err.splitlines()
+    assert warning.startswith(f"pytest-aiops: warning: {locks}: other users cannot reach it: ")
+    assert "(others may not search it)" in warning
     assert _mode(locks) == (0, "0755")
     assert _mode(locks / "leases") == (0, "1777")
     assert _mode(locks / "ports.lock") == (0, "0666")
@@ -270,7 +274,6 @@ def test_init_lock_dir_makes_each_part_roots_and_changes_nothing_the_second_time
         assert main(["init-lock-dir", str(locks)]) == 0
         assert capsys.readouterr().out.splitlines() == [
             f"{locks} is prepared already (nothing changed)",
-            f"every user can now lease ports in {locks}",
         ]
         # The same file: a live lease's locks are still where every new lease looks.
         assert (locks / "ports.lock").stat().st_ino == inode
@@ -390,7 +393,7 @@ def test_init_lock_dir_refuses_a_symlink_another_user_owns_and_follows_roots(
     assert list(real.iterdir()) == []
     os.lchown(planted, 0, 0)  # root's own symlink: root chose it
     assert main(["init-lock-dir", str(planted / "locks")]) == 0
-    assert f"every user can now lease ports in {real / 'locks'}" in capsys.readouterr().out
+    assert f"created {real / 'locks'} (root, mode 0755)" in capsys.readouterr().out
     assert _mode(real / "locks" / "ports.lock") == (0, "0666")
 
 

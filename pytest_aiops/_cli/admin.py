@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from .._ports.admin import init_lock_directory
 from .._ports.defaults import default_lock_directory
 from .locations import lock_directory_default
-from .output import EXIT_OK
+from .output import EXIT_OK, PROG
 
 INIT_EPILOG = """\
 examples:
@@ -18,7 +19,8 @@ examples:
 It makes DIR (mode 0755), DIR/leases/ (1777, sticky) and DIR/ports.lock (0666), all
 root's, and any missing parent (0755). Run again, it changes nothing that is right.
 It refuses, in one line, anything another user owns, a symlink, or a directory
-writable by others without the sticky bit. /tmp is emptied at boot: see the
+writable by others without the sticky bit, and warns when other users cannot
+search a parent of DIR (e.g. /root). /tmp is emptied at boot: see the
 troubleshooting page of the docs for the systemd-tmpfiles lines that recreate it.
 """
 
@@ -40,5 +42,8 @@ def cmd_init_lock_dir(args: argparse.Namespace) -> int:
         print(change)
     if not prepared.changes:
         print(f"{prepared.path} is prepared already (nothing changed)")
+    if prepared.unreachable is not None:
+        print(f"{PROG}: warning: {prepared.path}: {prepared.unreachable}", file=sys.stderr)
+        return EXIT_OK
     print(f"every user can now lease ports in {prepared.path}")
     return EXIT_OK

@@ -41,6 +41,8 @@ class Prepared:
 
     path: str
     changes: tuple[str, ...]
+    #: Why other users cannot reach ``path`` (a parent they may not search), else ``None``.
+    unreachable: str | None = None
 
 
 def shell_commands(path: str) -> list[str]:
@@ -249,7 +251,21 @@ def init_lock_directory(path: str) -> Prepared:
             raise
         done = "; ".join(preparer.changes)
         raise LockError(f"{error} (done before: {done})", lock_path=error.lock_path) from error
-    return Prepared(absolute, tuple(preparer.changes))
+    return Prepared(absolute, tuple(preparer.changes), _unreachable(absolute))
+
+
+def _unreachable(path: str) -> str | None:
+    """Why other users cannot get to ``path``: the first parent they may not search."""
+    current = os.path.dirname(path)
+    blocked = None
+    while True:
+        mode = stat.S_IMODE(os.stat(current).st_mode)
+        if not mode & 0o001:
+            blocked = f"{current!r} is mode {_mode_text(mode)} (others may not search it)"
+        parent = os.path.dirname(current)
+        if parent == current:
+            return None if blocked is None else f"other users cannot reach it: {blocked}"
+        current = parent
 
 
 def _prepare(preparer: _Preparer, absolute: str) -> None:
