@@ -432,3 +432,26 @@ def test_the_documented_shell_commands_are_the_ones_the_code_states() -> None:
             "install -o root -g root -m 0666 /dev/null D/ports.lock",
         ]
     )
+
+
+def test_init_lock_dir_on_windows_says_it_is_unsupported() -> None:
+    """As tests/test_platforms.py does: the interpreter made to look like Windows."""
+    code = (
+        "import os, sys\n"
+        "for name in ('fcntl', 'pwd', 'termios'):\n"
+        "    sys.modules[name] = None\n"
+        "for name in ('geteuid', 'getuid', 'fork', 'register_at_fork'):\n"
+        "    if hasattr(os, name):\n"
+        "        delattr(os, name)\n"
+        "sys.platform = 'win32'\n"
+        "from pytest_aiops._cli.main import main\n"
+        "sys.exit(main(['init-lock-dir', 'C:/locks']))\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=child_env(), check=False
+    )
+    assert run.returncode == 1, run.stderr
+    assert run.stderr == (
+        "pytest-aiops: error: pytest-aiops init-lock-dir is not supported on win32 yet (it "
+        "needs POSIX owners and modes)\n"
+    )

@@ -26,13 +26,15 @@ import stat
 from dataclasses import dataclass
 
 from .._core.trust import owner_name
-from .._errors import LockError, escape
+from .._errors import LockError, UnsupportedPlatformError, escape
 from .locks import INIT_COMMAND, LEASES_DIR, PORTS_FILE
 
 DIRECTORY_MODE = 0o755
 LEASES_MODE = 0o1777
 PORTS_FILE_MODE = 0o666
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | os.O_NOFOLLOW
+# getattr: importing must work on Windows, where the command says it is unsupported.
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0) | _NOFOLLOW
 
 
 @dataclass(frozen=True)
@@ -154,7 +156,7 @@ class _Preparer:
     def ports_file(self, dir_fd: int) -> None:
         """``ports.lock``: created empty, root's, ``0666``; an existing one checked and set."""
         what = os.path.join(self.path, PORTS_FILE)
-        flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
+        flags = os.O_RDONLY | os.O_CLOEXEC | _NOFOLLOW | os.O_NONBLOCK
         try:
             fd = os.open(PORTS_FILE, flags | os.O_CREAT | os.O_EXCL, 0o600, dir_fd=dir_fd)
             made = True
@@ -228,6 +230,8 @@ def init_lock_directory(path: str) -> Prepared:
     or a directory writable by others without the sticky bit is refused in one line (a
     :class:`LockError`) naming it and what to do. Must run as root.
     """
+    if not hasattr(os, "geteuid"):
+        raise UnsupportedPlatformError(INIT_COMMAND.split()[-1], "POSIX owners and modes")
     if os.geteuid() != 0:
         raise LockError(
             f"{INIT_COMMAND} must run as root (uid 0), not as {owner_name(os.geteuid())}: "
