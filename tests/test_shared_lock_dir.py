@@ -165,7 +165,7 @@ def test_the_old_install_recipe_is_refused_naming_the_command(first_user_was_her
         if first_user_was_here:
             assert f"owned by uid {FIRST}" in text
         else:
-            assert "belongs to another user (root) and has no ports.lock" in text
+            assert "belongs to uid 0 (root) and has no ports.lock: one made by this user" in text
     first = result["first"]
     if first_user_was_here:
         assert result["listing"] == ["leases", "ports.lock"]

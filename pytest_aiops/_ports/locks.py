@@ -516,10 +516,11 @@ def _open_in(path: str, dir_fd: int, create: bool) -> int:
         except OSError as error:
             # ELOOP: a symlink; EISDIR: a directory; EACCES: someone else's private file.
             raise _lock_error(path, "cannot be opened", error) from error
-        if os.fstat(dir_fd).st_uid != os.geteuid():
+        owner = os.fstat(dir_fd).st_uid
+        if owner != os.geteuid():
             # Root's directory (another user's is refused before): a file we create there
             # would be ours alone, and every other user would refuse it.
-            raise unprepared_error(os.path.dirname(path), PORTS_FILE)
+            raise unprepared_error(os.path.dirname(path), PORTS_FILE, owner)
         try:
             fd = os.open(PORTS_FILE, _OPEN_FLAGS | os.O_CREAT | os.O_EXCL, 0o666, dir_fd=dir_fd)
         except FileExistsError:
@@ -751,12 +752,12 @@ def untrusted_error(path: str, problem: str, lock_directory: str | None = None) 
     )
 
 
-def unprepared_error(lock_directory: str, missing: str) -> LockError:
+def unprepared_error(lock_directory: str, missing: str, owner: int) -> LockError:
     """A lock directory root made (``install -d -m 1777``) without what every user needs in
     it: creating ``missing`` ourselves would make it ours alone and lock every other user
     out, so nothing is created."""
     return LockError(
-        f"lock directory {lock_directory!r} belongs to another user (root) and has no "
+        f"lock directory {lock_directory!r} belongs to {owner_name(owner)} and has no "
         f"{missing}: one made by this user would be trusted by nobody else, so none is "
         f"made; {share_hint(lock_directory)}",
         lock_path=os.path.join(lock_directory, missing),
@@ -801,8 +802,9 @@ def _check_usable(path: str) -> None:
     ]
     if not missing and os.access(path, os.X_OK):
         return
-    if missing and os.stat(path).st_uid != os.geteuid():
-        raise unprepared_error(path, " or ".join(missing))
+    owner = os.stat(path).st_uid
+    if missing and owner != os.geteuid():
+        raise unprepared_error(path, " or ".join(missing), owner)
     raise _directory_error(path, "Permission denied")
 
 
