@@ -30,7 +30,7 @@ ALLOWED = {
 
 #: The modules through which other folders reach a subpackage: its small interface.
 INTERFACES = {
-    "_ports": {"provider", "pool", "defaults", "sockets"},
+    "_ports": {"provider", "pool", "defaults", "sockets", "admin"},
     "_worktrees": {"provider", "locate", "defaults"},
 }
 

@@ -28,6 +28,7 @@ from typing import Any, NoReturn
 
 from .._core.types import ResourceRequest
 from .._errors import AiopsError, CommandLineError
+from .admin import INIT_EPILOG, add_init_options, cmd_init_lock_dir
 from .locations import lock_directory_default
 from .output import EXIT_ERROR, EXIT_USAGE, PROG, one_line, report, show_warning
 from .run import cmd_run
@@ -167,6 +168,7 @@ class _Command:
     epilog: str
     add_options: Callable[[argparse.ArgumentParser], None]
     run: Callable[[argparse.Namespace], int]
+    locations: bool = True  # takes --lock-dir and --worktree-root
 
 
 _COMMANDS = (
@@ -194,11 +196,21 @@ _COMMANDS = (
         _add_gc_options,
         cmd_gc,
     ),
+    _Command(
+        "init-lock-dir",
+        "prepare a lock directory every user shares (as root, once)",
+        "Make DIR a lock directory every user of the machine can lease ports in: "
+        "root's, with the modes each part needs.",
+        INIT_EPILOG,
+        add_init_options,
+        cmd_init_lock_dir,
+        locations=False,
+    ),
 )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``pytest-aiops`` parser with its three subcommands."""
+    """The ``pytest-aiops`` parser with its subcommands."""
     parser = _Parser(
         prog=PROG,
         description="Isolated git worktrees and TCP port ranges for agent sessions and\n"
@@ -207,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=f"Run '{PROG} COMMAND --help' for the options and examples of each command.",
     )
-    commands = parser.add_subparsers(dest="command", metavar="{run,status,gc}")
+    commands = parser.add_subparsers(dest="command", metavar="{run,status,gc,init-lock-dir}")
     commands.required = True
     for command in _COMMANDS:
         subparser = commands.add_parser(
@@ -218,7 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         command.add_options(subparser)
-        _add_location_options(subparser)
+        if command.locations:
+            _add_location_options(subparser)
         subparser.set_defaults(handler=command.run)
     return parser
 

@@ -386,8 +386,17 @@ def _parse_lock_dir(config: pytest.Config) -> Callable[[str, str], str]:
             existing = os.path.dirname(existing)
         if not os.path.isdir(existing):
             raise _Invalid(expected, f"{existing} is not a directory")
-        if not os.access(existing, os.W_OK | os.X_OK):
-            raise _Invalid(expected, f"{existing} is not writable")
+        if not os.access(existing, os.W_OK | os.X_OK) and not (
+            # prepared by `pytest-aiops init-lock-dir` (root's, 0755): nothing to create
+            existing == path
+            and os.path.lexists(os.path.join(path, "ports.lock"))
+            and os.path.lexists(os.path.join(path, "leases"))
+        ):
+            raise _Invalid(
+                expected,
+                f"{existing} is not writable; for a directory every user shares, have root "
+                f"run 'pytest-aiops init-lock-dir {path}' once",
+            )
         return path
 
     return parse

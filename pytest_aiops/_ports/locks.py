@@ -69,6 +69,7 @@ if sys.platform != "win32":  # Windows has no fcntl: importing must work, leasin
     import fcntl
 
 PORTS_FILE = "ports.lock"
+LEASES_DIR = "leases"  # the lease records (see .records)
 MAX_PORT = 65535
 CHILD_BASE = 1 << 16
 RANGE_BASE = 1 << 32
@@ -490,7 +491,9 @@ def _open_trusted(path: str, create: bool) -> int:
                 # Its owner could rename it away and put a fresh one in its place while
                 # we hold locks on it: two live leases would then share ports.
                 raise untrusted_error(
-                    path, f"owned by {owner_name(info.st_uid)}, not by root or this user"
+                    path,
+                    f"owned by {owner_name(info.st_uid)}, not by root or this user",
+                    os.path.dirname(path),
                 )
             named = os.stat(PORTS_FILE, dir_fd=dir_fd, follow_symlinks=False)
             if (named.st_ino, named.st_dev) != (info.st_ino, info.st_dev):
@@ -505,28 +508,30 @@ def _open_trusted(path: str, create: bool) -> int:
 
 def _open_in(path: str, dir_fd: int, create: bool) -> int:
     for _ in range(3):
-        if create:
-            try:
-                fd = os.open(PORTS_FILE, _OPEN_FLAGS | os.O_CREAT | os.O_EXCL, 0o666, dir_fd=dir_fd)
-            except FileExistsError:
-                pass  # the usual case: somebody created it before
-            except OSError as error:
-                raise _lock_error(path, "cannot be created", error) from error
-            else:
-                with contextlib.suppress(OSError):
-                    # Only a file we just created: every user of the machine shares it
-                    # (a write lock needs a descriptor open for writing).
-                    os.fchmod(fd, 0o666)
-                return fd
         try:
-            return os.open(PORTS_FILE, _OPEN_FLAGS, dir_fd=dir_fd)
+            return os.open(PORTS_FILE, _OPEN_FLAGS, dir_fd=dir_fd)  # the usual case: it exists
         except FileNotFoundError:
             if not create:
                 raise
-            continue  # removed between our O_EXCL attempt and this open: try again
         except OSError as error:
             # ELOOP: a symlink; EISDIR: a directory; EACCES: someone else's private file.
             raise _lock_error(path, "cannot be opened", error) from error
+        owner = os.fstat(dir_fd).st_uid
+        if owner != os.geteuid():
+            # Root's directory (another user's is refused before): a file we create there
+            # would be ours alone, and every other user would refuse it.
+            raise unprepared_error(os.path.dirname(path), PORTS_FILE, owner)
+        try:
+            fd = os.open(PORTS_FILE, _OPEN_FLAGS | os.O_CREAT | os.O_EXCL, 0o666, dir_fd=dir_fd)
+        except FileExistsError:
+            continue  # created meanwhile by another process: open that one
+        except OSError as error:
+            raise _lock_error(path, "cannot be created", error) from error
+        with contextlib.suppress(OSError):
+            # Only a file we just created: every user of the machine shares it
+            # (a write lock needs a descriptor open for writing).
+            os.fchmod(fd, 0o666)
+        return fd
     raise _lock_error(path, "keeps disappearing")
 
 
@@ -723,17 +728,39 @@ def live_lease_ids(directory: str, lease_ids: Iterable[int]) -> set[int]:
 
 
 LOCK_DIR_HINT = f"set --aiops-lock-dir, ${LOCK_DIR_ENV} or the lockDirectory option"
+#: The command that prepares a lock directory every user of the machine shares.
+INIT_COMMAND = "pytest-aiops init-lock-dir"
 
 
-def untrusted_error(path: str, problem: str) -> LockError:
+def share_hint(lock_directory: str) -> str:
+    """The two remedies for a lock directory not fit for this user: root prepares it once
+    for every user, or this user takes a directory of their own (each entry point's name)."""
+    return (
+        f"have root prepare it once for every user: {INIT_COMMAND} {escape(lock_directory)} "
+        f"(docs: troubleshooting, shared lock directory), or set --aiops-lock-dir or "
+        f"${LOCK_DIR_ENV} (CLI: --lock-dir, core: lockDirectory) to a directory of your own"
+    )
+
+
+def untrusted_error(path: str, problem: str, lock_directory: str | None = None) -> LockError:
     """A lock directory or ``ports.lock`` another user controls: refused (see README,
     "Threat model"), never used and never replaced by a private fallback."""
     return LockError(
         f"lock directory path {path!r} is {escape(problem)}: another user could split or "
-        "redirect port leases there, so it is refused; set --aiops-lock-dir or "
-        f"${LOCK_DIR_ENV} (CLI: --lock-dir) to a directory of your own, or have root create "
-        "a shared one (install -d -m 1777)",
+        f"redirect port leases there, so it is refused; {share_hint(lock_directory or path)}",
         lock_path=path,
+    )
+
+
+def unprepared_error(lock_directory: str, missing: str, owner: int) -> LockError:
+    """A lock directory root made (``install -d -m 1777``) without what every user needs in
+    it: creating ``missing`` ourselves would make it ours alone and lock every other user
+    out, so nothing is created."""
+    return LockError(
+        f"lock directory {lock_directory!r} belongs to {owner_name(owner)} and has no "
+        f"{missing}: one made by this user would be trusted by nobody else, so none is "
+        f"made; {share_hint(lock_directory)}",
+        lock_path=os.path.join(lock_directory, missing),
     )
 
 
@@ -761,9 +788,24 @@ def ensure_directory(path: str) -> str:
         raise _directory_error(path, error.strerror or str(error)) from error
     if not os.path.isdir(path):
         raise _directory_error(path, "not a directory")
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise _directory_error(path, "Permission denied")
+    _check_usable(path)
     return path
+
+
+def _check_usable(path: str) -> None:
+    """A lock directory we cannot write to is fine once it holds what leases need; else
+    say why: another user's (root's) directory is not prepared, or ours is read-only."""
+    if os.access(path, os.W_OK | os.X_OK):
+        return
+    missing = [
+        name for name in (PORTS_FILE, LEASES_DIR) if not os.path.lexists(os.path.join(path, name))
+    ]
+    if not missing and os.access(path, os.X_OK):
+        return
+    owner = os.stat(path).st_uid
+    if missing and owner != os.geteuid():
+        raise unprepared_error(path, " or ".join(missing), owner)
+    raise _directory_error(path, "Permission denied")
 
 
 def ensure_shared_directory(path: str, root: str) -> str:
@@ -798,7 +840,6 @@ def ensure_shared_directory(path: str, root: str) -> str:
         problem = shared_problem(info)
         if problem is not None:
             # Its owner could rename or swap what is in it while we hold leases there.
-            raise untrusted_error(current, problem)
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise _directory_error(path, "Permission denied")
+            raise untrusted_error(current, problem, path)
+    _check_usable(path)
     return path

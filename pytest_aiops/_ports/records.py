@@ -30,9 +30,8 @@ from typing import Any
 
 from .._core.trust import shared_problem
 from .._errors import LockError
-from .locks import hold_range, live_lease_ids
+from .locks import LEASES_DIR, hold_range, live_lease_ids, unprepared_error
 
-LEASES_DIR = "leases"
 _NAME = re.compile(
     r"^(?:\.(?=.*\.released$))?(\d+)-(\d+)\.(top|child)\.(\d+)(?:\.\d+)?\.json(?:\.released)?$"
 )
@@ -115,6 +114,11 @@ def _open_leases_dir(lock_directory: str, *, create: bool) -> int | None:
             os.close(fd)
             # Another user's directory: we never write into it, nor trust what it holds.
             raise _leases_error(path, problem)
+        owner = os.stat(lock_directory).st_uid
+        if owner != os.geteuid():
+            # Root's directory (another user's is refused before): a leases/ we make there
+            # would be ours alone and every other user would refuse it.
+            raise unprepared_error(lock_directory, LEASES_DIR + "/", owner)
         try:
             os.mkdir(path, 0o777)
         except FileExistsError:
