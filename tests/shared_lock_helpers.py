@@ -23,7 +23,7 @@ from .helpers import REPO_ROOT, child_env, namespace_problem, run_driver
 #: Two unprivileged users with no entry in /etc/passwd (named ``uid 1801`` in messages).
 USERS = (1801, 1802)
 #: Ports no other test uses, below Linux's ephemeral range and outside the plugin's default.
-PORT_RANGE = "28600-28855"
+PORT_RANGE = "10600-10855"  # no other test uses it (the 800-server test owns 26400-32767)
 
 AS_FIRST_USER = ("setpriv", f"--reuid={USERS[0]}", f"--regid={USERS[0]}", "--clear-groups")
 #: This interpreter's packages (pytest, xdist), for an interpreter the users can run.

@@ -24,6 +24,7 @@ from pytest_aiops import (
 )
 from pytest_aiops._core.types import ResourceLease
 from pytest_aiops._ports.locks import (
+    LEASES_DIR,
     PORTS_FILE,
     POSIX,
     backend_name,
@@ -31,7 +32,7 @@ from pytest_aiops._ports.locks import (
     range_is_leased,
 )
 from pytest_aiops._ports.provider import PortRangeProvider
-from pytest_aiops._ports.records import LEASES_DIR, holders_of, read_records, reap_stale
+from pytest_aiops._ports.records import holders_of, read_records, reap_stale
 
 from .helpers import Holder
 

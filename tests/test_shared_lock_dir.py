@@ -33,7 +33,7 @@ needs_namespace = pytest.mark.skipif(PROBLEM is not None, reason=str(PROBLEM))
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="init-lock-dir runs as root")
 FIRST, SECOND = USERS
 #: A port range for the command's own tests, used by no other test.
-BASE_PORT = 28900
+BASE_PORT = 10900  # 10900-10999: no other test uses it
 
 
 def _mode(path: Path) -> tuple[int, str]:
