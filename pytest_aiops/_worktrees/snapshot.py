@@ -32,6 +32,7 @@ import hashlib
 import json
 import os
 import secrets
+import shutil
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -124,8 +125,7 @@ def take_snapshot(info: RepoInfo, head: str, directory: str, include: Sequence[s
     index = os.path.join(directory, "index")
     user_index = _git_path(info, "index")
     with contextlib.suppress(FileNotFoundError):  # no index yet: an empty one
-        with open(user_index, "rb") as source, open(index, "wb") as target:
-            target.write(source.read())
+        shutil.copyfile(user_index, index)
     env = {
         "GIT_INDEX_FILE": index,
         "GIT_OBJECT_DIRECTORY": objects,
