@@ -67,7 +67,11 @@ _MARKER_KEYS = {
     "target_path": "target_path",
     "targetPath": "target_path",
     "isolation": "isolation",
+    "working_state": "working_state",
+    "workingState": "working_state",
 }
+#: Marker options that take true or false rather than a string.
+_MARKER_BOOLS = frozenset({"working_state"})
 
 
 @dataclass
@@ -196,6 +200,7 @@ def pytest_configure(config: pytest.Config) -> None:
             workspace_root=root,
             xdist=xdist,
             extra_requests=extra_requests,
+            snapshot_directory=(data or {}).get("snapshot") or None,
         )
 
     state.worker_factory = build_worker
@@ -231,6 +236,8 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 
     repo = find_repository(settings.repo or str(config.rootpath))
     worktrees = f"worktrees of {repo} at {settings.base_ref}" if repo else "no git repository"
+    if repo and settings.working_state and settings.base_ref == "HEAD":
+        worktrees += " with the working state"
     return [
         f"aiops: {ports}; lock dir {lock_dir}; {worktrees}",
         f"aiops: reproduce with {settings.as_cli()} --aiops-lock-dir={lock_dir}",
@@ -525,7 +532,7 @@ def provisioned_session(
     pytest.fail(failure, pytrace=False)
 
 
-def marker_options(marker: pytest.Mark | None) -> dict[str, str]:
+def marker_options(marker: pytest.Mark | None) -> dict[str, Any]:
     """``pytest.mark.aiops(...)`` keyword arguments as WorktreeFactory.provision arguments."""
     if marker is None:
         return {}
@@ -533,7 +540,7 @@ def marker_options(marker: pytest.Mark | None) -> dict[str, str]:
         raise OptionError(
             "aiops", f"pytest.mark.aiops takes keyword arguments only, not {marker.args!r}"
         )
-    options: dict[str, str] = {}
+    options: dict[str, Any] = {}
     for key, value in marker.kwargs.items():
         name = _MARKER_KEYS.get(key)
         if name is None:
@@ -541,6 +548,13 @@ def marker_options(marker: pytest.Mark | None) -> dict[str, str]:
             raise OptionError(
                 key, f"pytest.mark.aiops got unknown option {key!r} (allowed: {allowed})"
             )
+        if name in _MARKER_BOOLS:
+            if not isinstance(value, bool):
+                raise OptionError(
+                    key, f"pytest.mark.aiops({key}=...) must be True or False, not {value!r}"
+                )
+            options[name] = value
+            continue
         if not isinstance(value, str) or not value.strip():
             raise OptionError(
                 key, f"pytest.mark.aiops({key}=...) must be a non-empty string, not {value!r}"
