@@ -11,13 +11,15 @@ checkout:
   plus the ignored paths an include list names (``.env``, extension modules built in place),
   added with ``-f``.
 
-Nothing is written into the user's repository: the index is a private copy
-(``GIT_INDEX_FILE``), and the blobs and trees git writes go to a private object directory
-(``GIT_OBJECT_DIRECTORY``) that reads the user's objects through
-``GIT_ALTERNATE_OBJECT_DIRECTORIES``. A checkout then reads the snapshot's objects the same
-way, through that variable on our own git commands only; once applied it needs none of
-them (its index names only blobs the user's own ``git add`` stored, and the files are on
-disk), so the snapshot can be deleted as soon as the last checkout of the run is made.
+Nothing is written into the user's repository, not even an object's timestamp: the index
+is a private copy (``GIT_INDEX_FILE``), and the blobs and trees git writes go to a private
+object directory (``GIT_OBJECT_DIRECTORY``). The user's objects are not even an alternate
+there (git would "freshen", i.e. touch, each one it finds again); ``write-tree
+--missing-ok`` names the user's blobs without reading them. A checkout reads the snapshot's
+objects through ``GIT_ALTERNATE_OBJECT_DIRECTORIES`` on our own git commands only; once
+applied it needs none of them (its index names only blobs the user's own ``git add``
+stored, and the files are on disk), so the snapshot can be deleted as soon as the run's
+last checkout is made.
 
 Snapshots live in ``<dev/shm or tmp>/pytest-aiops-<uid>/snapshots`` (created ``0700`` and
 verified private, as the worktree roots are). A run's snapshot directory has an owner lock
@@ -126,13 +128,14 @@ def take_snapshot(info: RepoInfo, head: str, directory: str, include: Sequence[s
     user_index = _git_path(info, "index")
     with contextlib.suppress(FileNotFoundError):  # no index yet: an empty one
         shutil.copyfile(user_index, index)
-    env = {
-        "GIT_INDEX_FILE": index,
-        "GIT_OBJECT_DIRECTORY": objects,
-        "GIT_ALTERNATE_OBJECT_DIRECTORIES": os.path.join(info.common_dir, "objects"),
-    }
+    # The user's objects are deliberately *not* an alternate here: git "freshens" (sets the
+    # mtime of) every object it would write that exists already, alternates included. So
+    # git sees only the private store: blobs of changed files and all trees are written
+    # there, and ``--missing-ok`` lets write-tree name the user's blobs without reading
+    # them. Nothing of the user's repository is written, not even a timestamp.
+    env = {"GIT_INDEX_FILE": index, "GIT_OBJECT_DIRECTORY": objects}
     top = ["-C", info.repo_root, *_QUIET]
-    staged = run_git([*top, "write-tree"], env=env, check=False)
+    staged = run_git([*top, "write-tree", "--missing-ok"], env=env, check=False)
     run_git([*top, "add", "-A"], env=env)
     if include:
         patterns = os.path.join(directory, "include")
@@ -147,7 +150,7 @@ def take_snapshot(info: RepoInfo, head: str, directory: str, include: Sequence[s
                 [*top, "add", "-f", "--pathspec-from-file", paths, "--pathspec-file-nul"],
                 env=env,
             )
-    work_tree = run_git([*top, "write-tree"], env=env).stdout.strip()
+    work_tree = run_git([*top, "write-tree", "--missing-ok"], env=env).stdout.strip()
     # An index with conflicts has no tree: the worktree then gets the files as staged.
     index_tree = staged.stdout.strip() if staged.returncode == 0 else work_tree
     snapshot = Snapshot(directory, info.common_dir, head, index_tree, work_tree)
@@ -245,6 +248,8 @@ def apply_snapshot(
     keeping the stat data of unchanged entries, without touching files. The snapshot's
     objects are read through ``GIT_ALTERNATE_OBJECT_DIRECTORIES`` on these commands only.
     """
+    # The checkout's own store (the user's, or a clone's borrowing it) has every blob the
+    # trees name but the new ones; the snapshot's store has those and the trees.
     env = {"GIT_ALTERNATE_OBJECT_DIRECTORIES": snapshot.objects}
     flags = list(SPARSE_FLAGS) if target else []
     git = ["-C", path, *flags]

@@ -1,0 +1,399 @@
+"""The user's working state in the worktree: staged, unstaged, deleted, untracked, included.
+
+Real repositories with every kind of change; the user's repository (``.git`` included) is
+compared byte for byte before and after, leaving out only the linked-worktree registrations
+under ``.git/worktrees/`` that isolation ``worktree`` documents.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_aiops import ResourceRequest, create_default_orchestrator
+from pytest_aiops._worktrees.provider import SnapshotRun, reclaim_orphans
+from pytest_aiops._worktrees.snapshot import snapshot_base
+
+from .helpers import child_env, git, run
+from .working_state_helpers import EXPECTED_STATUS, UNTRACKED, dirty_repo, fingerprint
+
+QUIET = ("-p", "no:benchmark", "-p", "no:hypothesispytest", "-p", "no:cacheprovider")
+
+#: What the inner tests report of their worktree, one JSON file per module.
+REPORTER = """
+import json, os, subprocess
+from pathlib import Path
+
+NAMES = ["a.txt", "gone.txt", "staged.txt", "staged_then_edited.txt", "notes/untracked.txt",
+         ".env", "debug.log", "build/ext.so", "pkg/mod.py"]
+
+
+def report(worktree, name):
+    path = worktree.path
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=path, env=worktree.env(), check=True,
+                              capture_output=True, text=True).stdout
+    data = {
+        "status": sorted(git("status", "--porcelain", "--untracked-files=all").splitlines()),
+        "head": git("rev-parse", "HEAD").strip(),
+        "working_state": worktree.working_state,
+        "files": {n: (path / n).read_text(errors="replace") if (path / n).exists() else None
+                  for n in NAMES},
+        "own_module": (path / name).is_file(),
+    }
+    out = Path(os.environ["REPORT_DIR"]) / (name + ".json")
+    out.write_text(json.dumps(data))
+"""
+
+
+def module(name: str, marker: str = "") -> str:
+    return (
+        "import os\nimport pytest\nfrom reporter_lib import report\n"
+        + (f"pytestmark = pytest.mark.aiops({marker})\n" if marker else "")
+        + f"def test_state(git_worktree):\n    report(git_worktree, {name!r})\n"
+    )
+
+
+@pytest.fixture
+def user_repo(pytester: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A dirty repository under pytester's directory (pytest's basetemp stays outside it),
+    with a reporter module outside it on ``PYTHONPATH``."""
+    repo = pytester.path / "repo"
+    repo.mkdir()
+    dirty_repo(repo)
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    (lib / "reporter_lib.py").write_text(REPORTER)
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    monkeypatch.setenv("REPORT_DIR", str(reports))
+    monkeypatch.setenv("PYTHONPATH", f"{lib}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")  # no __pycache__ in the user's tree
+    for key in list(os.environ):
+        if key.startswith(("PYTEST_XDIST_", "PYTEST_AIOPS_")):
+            monkeypatch.delenv(key)
+    return repo
+
+
+def inner(pytester: pytest.Pytester, repo: Path, tmp_path: Path, *args: str) -> pytest.RunResult:
+    root = tmp_path / "worktrees"
+    return pytester.runpytest_subprocess(
+        *QUIET,
+        str(repo),
+        f"--rootdir={repo}",
+        f"--aiops-worktree-root={root}",
+        f"--aiops-lock-dir={tmp_path / 'locks'}",
+        *args,
+        timeout=180,
+    )
+
+
+def reports(tmp_path: Path) -> dict[str, dict[str, Any]]:
+    return {p.stem: json.loads(p.read_text()) for p in (tmp_path / "reports").glob("*.json")}
+
+
+def expected_status(*untracked: str) -> list[str]:
+    return sorted([*EXPECTED_STATUS, f"?? {UNTRACKED}", *(f"?? {u}" for u in untracked)])
+
+
+def test_the_worktree_holds_the_working_state_and_the_user_repo_is_untouched(
+    pytester: pytest.Pytester, user_repo: Path, tmp_path: Path
+) -> None:
+    (user_repo / "test_one.py").write_text(module("test_one.py"))
+    (user_repo / ".worktreeinclude").write_text("# built in place\nbuild/\n")
+    head = git(user_repo, "rev-parse", "HEAD")
+    before = fingerprint(user_repo)
+    result = inner(pytester, user_repo, tmp_path, "--aiops-worktree-include=.env")
+    result.assert_outcomes(passed=1)
+    assert fingerprint(user_repo) == before
+    report = reports(tmp_path)["test_one.py"]
+    assert report["head"] == head
+    assert report["working_state"] is True
+    assert report["own_module"] is True
+    assert report["status"] == expected_status(".worktreeinclude", "test_one.py")
+    files = report["files"]
+    assert files["a.txt"] == "a2 unstaged\n"
+    assert files["gone.txt"] is None
+    assert files["staged.txt"] == "staged\n"
+    assert files["staged_then_edited.txt"] == "second\n"
+    assert files[UNTRACKED] == "untracked\n"
+    assert files[".env"] == "SECRET=1\n"  # ignored, named by --aiops-worktree-include
+    assert files["build/ext.so"] is not None  # ignored, named by .worktreeinclude
+    assert files["debug.log"] is None  # ignored, named by nothing
+    # The user's own view is unchanged too (asked only now: git status refreshes the index).
+    assert sorted(run(user_repo, "status", "--porcelain").stdout.splitlines()) == sorted(
+        [*EXPECTED_STATUS, "?? .worktreeinclude", "?? notes/", "?? test_one.py"]
+    )
+
+
+def test_every_xdist_worker_sees_the_same_working_state(
+    pytester: pytest.Pytester, user_repo: Path, tmp_path: Path
+) -> None:
+    names = ["test_one.py", "test_two.py", "test_three.py", "test_four.py"]
+    for name in names:
+        (user_repo / name).write_text(module(name))
+    before = fingerprint(user_repo)
+    result = inner(pytester, user_repo, tmp_path, "-n", "2", "--aiops-worktree-include=.env")
+    result.assert_outcomes(passed=4)
+    assert fingerprint(user_repo) == before
+    found = reports(tmp_path)
+    assert sorted(found) == sorted(names)
+    for name, report in found.items():
+        assert report["status"] == expected_status(*names), name
+        assert report["files"]["a.txt"] == "a2 unstaged\n", name
+        assert report["files"][".env"] == "SECRET=1\n", name
+        assert report["own_module"] is True, name
+
+
+@pytest.mark.parametrize(
+    "how",
+    ["--aiops-working-state=false", "env", "marker"],
+)
+def test_the_setting_off_gives_head_alone(
+    pytester: pytest.Pytester,
+    user_repo: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    how: str,
+) -> None:
+    marker = "working_state=False" if how == "marker" else ""
+    (user_repo / "test_one.py").write_text(module("test_one.py", marker))
+    if how == "env":
+        monkeypatch.setenv("PYTEST_AIOPS_WORKING_STATE", "0")
+    args = [how] if how.startswith("--") else []
+    before = fingerprint(user_repo)
+    inner(pytester, user_repo, tmp_path, *args).assert_outcomes(passed=1)
+    assert fingerprint(user_repo) == before
+    report = reports(tmp_path)["test_one.py"]
+    assert report["working_state"] is False
+    assert report["status"] == []
+    assert report["files"]["a.txt"] == "a1\n"
+    assert report["files"]["gone.txt"] == "gone\n"
+    assert report["files"]["staged.txt"] is None
+    assert report["own_module"] is False
+
+
+def test_an_explicit_base_ref_is_that_commit_alone(
+    pytester: pytest.Pytester, user_repo: Path, tmp_path: Path
+) -> None:
+    head = git(user_repo, "rev-parse", "HEAD")
+    (user_repo / "test_one.py").write_text(module("test_one.py"))
+    inner(pytester, user_repo, tmp_path, f"--aiops-base-ref={head}").assert_outcomes(passed=1)
+    report = reports(tmp_path)["test_one.py"]
+    assert report["working_state"] is False
+    assert report["status"] == []
+    assert report["files"]["staged.txt"] is None
+
+
+def test_a_bad_setting_is_one_line(
+    pytester: pytest.Pytester, user_repo: Path, tmp_path: Path
+) -> None:
+    (user_repo / "test_one.py").write_text(module("test_one.py"))
+    result = inner(pytester, user_repo, tmp_path, "--aiops-working-state=maybe")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [
+            "ERROR: --aiops-working-state must be one of 1, true, yes, on, 0, false, no, off, "
+            "not 'maybe' (from --aiops-working-state)"
+        ]
+    )
+
+
+def test_a_marker_value_that_is_no_bool_is_one_line(
+    pytester: pytest.Pytester, user_repo: Path, tmp_path: Path
+) -> None:
+    (user_repo / "test_one.py").write_text(module("test_one.py", "working_state='no'"))
+    result = inner(pytester, user_repo, tmp_path)
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(
+        ["*git_worktree: pytest.mark.aiops(working_state=...) must be True or False, not 'no'"]
+    )
+
+
+# --- the core API --------------------------------------------------------------------------
+
+
+def _status(path: str) -> list[str]:
+    return sorted(run(path, "status", "--porcelain", "--untracked-files=all").stdout.splitlines())
+
+
+def test_core_option_default_off_then_on_pooled_and_restored(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    head = dirty_repo(repo)
+    root = tmp_path / "worktrees"
+    before = fingerprint(repo)
+    plain = create_default_orchestrator(git_worktree={"rootDirectory": str(root)})
+    session = plain.provision_session(
+        session_id="s", resources=[ResourceRequest("git-worktree")], workspace_root=str(repo)
+    )
+    allocation = session.allocation("git-worktree") or {}
+    assert allocation["workingState"] is False  # the reference's behaviour by default
+    assert _status(allocation["worktreePath"]) == []
+    session.release()
+
+    orchestrator = create_default_orchestrator(
+        git_worktree={"rootDirectory": str(root), "workingState": True}
+    )
+    for _ in range(2):  # fresh, then the pooled checkout restored and given the state again
+        session = orchestrator.provision_session(
+            session_id="s",
+            resources=[ResourceRequest("git-worktree", {"worktreeInclude": [".env"]})],
+            workspace_root=str(repo),
+        )
+        allocation = session.allocation("git-worktree") or {}
+        path = allocation["worktreePath"]
+        assert allocation["workingState"] is True
+        assert allocation["commit"] == head
+        assert _status(path) == expected_status()
+        assert Path(path, ".env").read_text() == "SECRET=1\n"
+        assert not Path(path, "build").exists()
+        session.release()
+    assert fingerprint(repo) == before
+
+    # The pooled checkout went back to HEAD exactly: a lease without the state sees none.
+    session = plain.provision_session(
+        session_id="s", resources=[ResourceRequest("git-worktree")], workspace_root=str(repo)
+    )
+    path = (session.allocation("git-worktree") or {})["worktreePath"]
+    assert _status(path) == []
+    assert sorted(os.listdir(path)) == [".git", ".gitignore", "a.txt", "gone.txt", "pkg"]
+    session.release()
+    assert fingerprint(repo) == before
+    reclaim_orphans(str(root), include_pooled=True)
+
+
+def test_explicit_base_ref_in_the_core_is_that_commit_alone(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    head = dirty_repo(repo)
+    orchestrator = create_default_orchestrator(
+        git_worktree={"rootDirectory": str(tmp_path / "wt"), "workingState": True, "pool": False}
+    )
+    session = orchestrator.provision_session(
+        session_id="s",
+        resources=[ResourceRequest("git-worktree", {"baseRef": head})],
+        workspace_root=str(repo),
+    )
+    allocation = session.allocation("git-worktree") or {}
+    assert allocation["workingState"] is False
+    assert _status(allocation["worktreePath"]) == []
+    session.release()
+
+
+def test_a_commit_made_in_the_worktree_is_whole(tmp_path: Path) -> None:
+    """The index laid from the snapshot names trees only the snapshot held: a commit in the
+    worktree must write its own (git checks its cache-tree's objects exist)."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    dirty_repo(repo)
+    orchestrator = create_default_orchestrator(
+        git_worktree={"rootDirectory": str(tmp_path / "wt"), "workingState": True, "pool": False}
+    )
+    session = orchestrator.provision_session(
+        session_id="s", resources=[ResourceRequest("git-worktree")], workspace_root=str(repo)
+    )
+    path = (session.allocation("git-worktree") or {})["worktreePath"]
+    git(path, "commit", "-q", "-m", "in the worktree")
+    assert run(repo, "fsck", "--full", "--no-dangling").returncode == 0
+    assert git(path, "show", "HEAD:staged.txt") == "staged"
+    session.release()
+
+
+def test_bad_core_options_are_one_line(tmp_path: Path, repo: Path) -> None:
+    from pytest_aiops import OptionError, ProvisioningError
+
+    orchestrator = create_default_orchestrator(git_worktree={"rootDirectory": str(tmp_path)})
+    for options, needle in (
+        ({"workingState": "yes"}, 'Option "workingState" must be true or false'),
+        ({"worktreeInclude": ".env"}, 'Option "worktreeInclude" must be a list of gitignore'),
+    ):
+        with pytest.raises(ProvisioningError) as caught:
+            orchestrator.provision_session(
+                session_id="s",
+                resources=[ResourceRequest("git-worktree", options)],
+                workspace_root=str(repo),
+            )
+        assert isinstance(caught.value.__cause__, OptionError)
+        assert needle in str(caught.value.__cause__)
+
+
+# --- the CLI -----------------------------------------------------------------------------
+
+
+def test_cli_run_working_state(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    dirty_repo(repo)
+    before = fingerprint(repo)
+    show = "import subprocess; print(subprocess.run(['git','status','--porcelain'], capture_output=True, text=True).stdout)"  # noqa: E501
+    command = [sys.executable, "-m", "pytest_aiops", "run", "--resource", "git-worktree"]
+    common = ["--worktree-root", str(tmp_path / "wt"), "--", sys.executable, "-c", show]
+    on = subprocess.run(
+        [*command, "--working-state", *common],
+        cwd=repo,
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert on.returncode == 0, on.stderr
+    assert sorted(on.stdout.strip("\n").splitlines()) == sorted(
+        [*EXPECTED_STATUS, "?? .agent-context/", "?? notes/"]
+    )
+    off = subprocess.run(
+        [*command, *common],
+        cwd=repo,
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert off.returncode == 0, off.stderr
+    assert off.stdout.strip() == "?? .agent-context/"  # the discovery file alone
+    assert fingerprint(repo) == before
+
+
+# --- the run's snapshot directory --------------------------------------------------------
+
+
+def test_a_dead_runs_snapshot_is_reclaimed_and_a_live_one_is_not(tmp_path: Path) -> None:
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from pytest_aiops._worktrees.provider import SnapshotRun; "
+            "run = SnapshotRun.create(); print(run.path, flush=True); sys.stdin.read()",
+        ],
+        env=child_env(),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout is not None
+    dead = holder.stdout.readline().strip()
+    live = SnapshotRun.create()
+    try:
+        assert os.path.isdir(dead)
+        assert os.stat(dead).st_mode & 0o777 == 0o700
+        assert os.path.dirname(dead) == snapshot_base()
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+        SnapshotRun.create().close()  # the next run reclaims the dead one's, not ours
+        assert not os.path.exists(dead)
+        assert not os.path.exists(dead + ".lock")
+        assert os.path.isdir(live.path)
+    finally:
+        live.close()
+        holder.kill()
+        holder.communicate()
+    assert not os.path.exists(live.path)
