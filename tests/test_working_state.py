@@ -270,6 +270,41 @@ def test_core_option_default_off_then_on_pooled_and_restored(tmp_path: Path) -> 
     reclaim_orphans(str(root), include_pooled=True)
 
 
+@pytest.mark.parametrize(
+    "options",
+    [{"isolation": "clone"}, {"targetPath": "pkg"}, {"isolation": "clone", "targetPath": "pkg"}],
+    ids=["clone", "sparse", "sparse-clone"],
+)
+def test_core_working_state_in_a_clone_and_a_sparse_checkout(
+    tmp_path: Path, options: dict[str, str]
+) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    dirty_repo(repo)
+    (repo / "pkg" / "mod.py").write_text("VALUE = 2\n")
+    before = fingerprint(repo)
+    orchestrator = create_default_orchestrator(
+        git_worktree={"rootDirectory": str(tmp_path / "wt"), "workingState": True}
+    )
+    for _ in range(2):  # fresh, then pooled
+        session = orchestrator.provision_session(
+            session_id="s",
+            resources=[ResourceRequest("git-worktree", options)],
+            workspace_root=str(repo),
+        )
+        path = Path((session.allocation("git-worktree") or {})["worktreePath"])
+        assert (path / "pkg" / "mod.py").read_text() == "VALUE = 2\n"
+        expected = [*expected_status(), " M pkg/mod.py"]
+        if "targetPath" in options:
+            # Root files are in the cone (as `git sparse-checkout set --cone` has them),
+            # notes/ is not: its untracked file stays out, as its tracked ones would.
+            expected.remove(f"?? {UNTRACKED}")
+            assert not (path / "notes").exists()
+        assert _status(str(path)) == sorted(expected)
+        session.release()
+    assert fingerprint(repo) == before
+
+
 def test_explicit_base_ref_in_the_core_is_that_commit_alone(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     repo.mkdir()

@@ -223,6 +223,7 @@ def private_snapshot(info: RepoInfo, head: str, include: Sequence[str]) -> Snaps
     """A snapshot for one checkout (the core API's ``workingState``), in a directory of its
     own under :func:`snapshot_base`; :func:`discard_snapshot` deletes it once applied."""
     base = snapshot_base()
+    reclaim_snapshots(base)  # what dead processes left (a listing when there is none)
     directory = os.path.join(base, f"one-{os.getpid()}-{secrets.token_hex(6)}")
     os.mkdir(directory, 0o700)
     try:
