@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -303,6 +304,31 @@ def test_core_working_state_in_a_clone_and_a_sparse_checkout(
         assert _status(str(path)) == sorted(expected)
         session.release()
     assert fingerprint(repo) == before
+
+
+def test_a_racily_clean_edit_is_in_the_snapshot(tmp_path: Path) -> None:
+    """A file rewritten (same size) in the second its index entry was written looks clean by
+    its stat data; git finds it only because the index is no older than the file. The
+    snapshot's copy of the index must keep that mtime, or the edit is lost."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    dirty_repo(repo)
+    git(repo, "config", "core.trustctime", "false")  # ctime must not give the edit away
+    target = repo / "pkg" / "mod.py"
+    mtime = target.stat().st_mtime_ns
+    target.write_text("VALUE = 2\n")  # same size as "VALUE = 1\n"
+    os.utime(target, ns=(mtime, mtime))
+    os.utime(repo / ".git" / "index", ns=(mtime, mtime))
+    time.sleep(1.1)  # a copy made now, with a new mtime, would be a second younger
+    orchestrator = create_default_orchestrator(
+        git_worktree={"rootDirectory": str(tmp_path / "wt"), "workingState": True, "pool": False}
+    )
+    session = orchestrator.provision_session(
+        session_id="s", resources=[ResourceRequest("git-worktree")], workspace_root=str(repo)
+    )
+    path = Path((session.allocation("git-worktree") or {})["worktreePath"])
+    assert (path / "pkg" / "mod.py").read_text() == "VALUE = 2\n"
+    session.release()
 
 
 def test_explicit_base_ref_in_the_core_is_that_commit_alone(tmp_path: Path) -> None:

@@ -127,7 +127,10 @@ def take_snapshot(info: RepoInfo, head: str, directory: str, include: Sequence[s
     index = os.path.join(directory, "index")
     user_index = _git_path(info, "index")
     with contextlib.suppress(FileNotFoundError):  # no index yet: an empty one
-        shutil.copyfile(user_index, index)
+        # copy2: the copy keeps the index's mtime, which is what git compares file mtimes
+        # with to find "racily clean" entries (a file changed in the second the index was
+        # written, same size): a copy with a new mtime would hide such an edit.
+        shutil.copy2(user_index, index)
     # The user's objects are deliberately *not* an alternate here: git "freshens" (sets the
     # mtime of) every object it would write that exists already, alternates included. So
     # git sees only the private store: blobs of changed files and all trees are written
