@@ -488,10 +488,12 @@ def git_worktree(request: pytest.FixtureRequest) -> Iterator[GitWorktree]:
     """An isolated worktree of the repository under test, one per test module.
 
     ``path`` (a pathlib.Path), ``base_ref``, ``repo_root``, ``working_directory``,
-    ``env()``; edit freely, the repository's own checkout is never touched. Checked out
-    at --aiops-base-ref (default HEAD) from the repository holding pytest's rootdir (or
-    --aiops-repo); a module may choose with ``pytestmark = pytest.mark.aiops(base_ref=...,
-    target_path=..., isolation=...)``. Provisioned on first use (a run that never asks
+    ``working_state``, ``env()``; edit freely, the repository's own checkout is never
+    touched. Checked out at --aiops-base-ref (default HEAD) from the repository holding
+    pytest's rootdir (or --aiops-repo), with your uncommitted changes and untracked files
+    on top of HEAD unless --aiops-working-state=false (one snapshot per run); a module may
+    choose with ``pytestmark = pytest.mark.aiops(base_ref=..., target_path=...,
+    isolation=..., working_state=...)``. Provisioned on first use (a run that never asks
     for it runs no git command), released at the end of the module unless --aiops-keep
     says to keep it."""
     config = request.config

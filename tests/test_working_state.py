@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -135,15 +136,25 @@ def test_the_worktree_holds_the_working_state_and_the_user_repo_is_untouched(
 
 
 def test_every_xdist_worker_sees_the_same_working_state(
-    pytester: pytest.Pytester, user_repo: Path, tmp_path: Path
+    pytester: pytest.Pytester, user_repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     names = ["test_one.py", "test_two.py", "test_three.py", "test_four.py"]
     for name in names:
         (user_repo / name).write_text(module(name))
+    # git as found on PATH, logging each command: how many snapshots the run took.
+    log = tmp_path / "git-log"
+    wrapper = tmp_path / "bin" / "git"
+    wrapper.parent.mkdir()
+    real = shutil.which("git")
+    wrapper.write_text(f'#!/bin/sh\necho "$@" >> {log}\nexec {real} "$@"\n')
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{wrapper.parent}{os.pathsep}{os.environ['PATH']}")
     before = fingerprint(user_repo)
     result = inner(pytester, user_repo, tmp_path, "-n", "2", "--aiops-worktree-include=.env")
     result.assert_outcomes(passed=4)
     assert fingerprint(user_repo) == before
+    snapshots = [line for line in log.read_text().splitlines() if " add -A" in line]
+    assert len(snapshots) == 1, snapshots  # one per run, shared by both workers
     found = reports(tmp_path)
     assert sorted(found) == sorted(names)
     for name, report in found.items():
