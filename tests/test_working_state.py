@@ -469,3 +469,39 @@ def test_a_dead_runs_snapshot_is_reclaimed_and_a_live_one_is_not(tmp_path: Path)
         holder.kill()
         holder.communicate()
     assert not os.path.exists(live.path)
+
+
+def test_a_killed_checkouts_own_snapshot_is_reclaimed(tmp_path: Path) -> None:
+    """The core API's per-checkout snapshot of a SIGKILLed process is deleted by the next."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    head = dirty_repo(repo)
+    code = (
+        "import sys; from pytest_aiops._worktrees.locate import locate_repository; "
+        "from pytest_aiops._worktrees.snapshot import private_snapshot; "
+        f"snap = private_snapshot(locate_repository({str(repo)!r}), {head!r}, []); "
+        "print(snap.path, flush=True); sys.stdin.read()"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code],
+        env=child_env(),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout is not None
+    left = holder.stdout.readline().strip()
+    try:
+        assert os.path.isdir(os.path.join(left, "objects"))
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+        orchestrator = create_default_orchestrator(
+            git_worktree={"rootDirectory": str(tmp_path / "wt"), "workingState": True}
+        )
+        orchestrator.provision_session(
+            session_id="s", resources=[ResourceRequest("git-worktree")], workspace_root=str(repo)
+        ).release()
+        assert not os.path.exists(left)
+    finally:
+        holder.kill()
+        holder.communicate()
