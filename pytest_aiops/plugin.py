@@ -379,6 +379,8 @@ _OPTION_HINTS = {
     "baseRef": "set --aiops-base-ref (ini aiops_base_ref) or the module's "
     "pytest.mark.aiops(base_ref=...) to an existing commit",
     "targetPath": "fix the module's pytest.mark.aiops(target_path=...)",
+    "workingState": "or set --aiops-working-state=false (ini aiops_working_state, env "
+    "PYTEST_AIOPS_WORKING_STATE) or the module's pytest.mark.aiops(working_state=False)",
 }
 
 

@@ -505,3 +505,24 @@ def test_a_killed_checkouts_own_snapshot_is_reclaimed(tmp_path: Path) -> None:
     finally:
         holder.kill()
         holder.communicate()
+
+
+def test_a_snapshot_git_cannot_take_is_one_line_naming_the_setting(
+    pytester: pytest.Pytester, user_repo: Path, tmp_path: Path
+) -> None:
+    """``git add -A`` fails, e.g. for a required clean filter that is not installed (Git
+    LFS's, on a machine without it): one line, naming the setting that avoids it."""
+    (user_repo / "test_one.py").write_text(module("test_one.py"))
+    (user_repo / ".gitattributes").write_text("a.txt filter=missing\n")
+    git(user_repo, "config", "filter.missing.clean", "false")
+    git(user_repo, "config", "filter.missing.required", "true")
+    result = inner(pytester, user_repo, tmp_path)
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "git_worktree: could not snapshot the working state of *add -A*; "
+            'set the "workingState" option to false to check out the base ref alone; or set '
+            "--aiops-working-state=false (ini aiops_working_state, env "
+            "PYTEST_AIOPS_WORKING_STATE) or the module's pytest.mark.aiops(working_state=False)"
+        ]
+    )

@@ -240,11 +240,21 @@ class GitWorktreeProvider:
         snapshot: Snapshot | None = None
         if working_state:
             patterns = include_patterns(info.repo_root, include)
-            if snapshot_dir is not None:
-                snapshot = shared_snapshot(snapshot_dir, info, commit, patterns)
-                commit = snapshot.head  # every checkout of the run: the same HEAD and state
-            else:
-                snapshot = private_snapshot(info, commit, patterns)
+            try:
+                if snapshot_dir is not None:
+                    snapshot = shared_snapshot(snapshot_dir, info, commit, patterns)
+                    commit = snapshot.head  # every checkout of the run: same HEAD and state
+                else:
+                    snapshot = private_snapshot(info, commit, patterns)
+            except GitError as error:
+                # The remedy is the option: say so, with git's reason (e.g. an unreadable
+                # untracked file that `git add -A` cannot read).
+                reason = " ".join(str(error).split())
+                raise OptionError(
+                    "workingState",
+                    f"could not snapshot the working state of {info.repo_root} ({reason}); "
+                    'set the "workingState" option to false to check out the base ref alone',
+                ) from error
         try:
             checkout = _Checkout.provide(
                 root=worktree_root,
