@@ -204,6 +204,23 @@ def test_an_explicit_base_ref_is_that_commit_alone(
     assert report["files"]["staged.txt"] is None
 
 
+def test_the_factory_gives_the_state_unless_asked_not_to(
+    pytester: pytest.Pytester, user_repo: Path, tmp_path: Path
+) -> None:
+    (user_repo / "test_factory.py").write_text(
+        "def test_factory(aiops_worktree_factory):\n"
+        "    with aiops_worktree_factory.worktree() as wt:\n"
+        "        assert wt.working_state and (wt.path / 'staged.txt').is_file()\n"
+        "        assert (wt.path / 'test_factory.py').is_file()\n"
+        "    with aiops_worktree_factory.worktree(working_state=False) as wt:\n"
+        "        assert not wt.working_state and not (wt.path / 'staged.txt').exists()\n"
+        "        assert (wt.path / 'gone.txt').is_file()\n"
+    )
+    before = fingerprint(user_repo)
+    inner(pytester, user_repo, tmp_path).assert_outcomes(passed=1)
+    assert fingerprint(user_repo) == before
+
+
 def test_a_bad_setting_is_one_line(
     pytester: pytest.Pytester, user_repo: Path, tmp_path: Path
 ) -> None:
