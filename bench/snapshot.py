@@ -118,7 +118,7 @@ def bench(repo: Path, rounds: int) -> dict[str, float]:
         return run
 
     def snapshot() -> None:
-        discard_snapshot(private_snapshot(info, head, []))
+        discard_snapshot(private_snapshot(info, head, [], snapshot_base()))
 
     variants: dict[str, Callable[[], None]] = {
         "plain git": plain,

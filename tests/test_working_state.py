@@ -155,6 +155,11 @@ def test_every_xdist_worker_sees_the_same_working_state(
     assert fingerprint(user_repo) == before
     snapshots = [line for line in log.read_text().splitlines() if " add -A" in line]
     assert len(snapshots) == 1, snapshots  # one per run, shared by both workers
+    # Made in the explicit worktree root's control dir (the one setting that moves
+    # checkouts moves it too), deleted at the end of the run.
+    control = tmp_path / "worktrees" / ".pytest-aiops"
+    assert control.is_dir()
+    assert [name for name in os.listdir(control) if name.startswith(("run-", "one-"))] == []
     found = reports(tmp_path)
     assert sorted(found) == sorted(names)
     for name, report in found.items():
@@ -493,10 +498,13 @@ def test_a_killed_checkouts_own_snapshot_is_reclaimed(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     repo.mkdir()
     head = dirty_repo(repo)
+    root = tmp_path / "wt"
     code = (
         "import sys; from pytest_aiops._worktrees.locate import locate_repository; "
         "from pytest_aiops._worktrees.snapshot import private_snapshot; "
-        f"snap = private_snapshot(locate_repository({str(repo)!r}), {head!r}, []); "
+        "from pytest_aiops._worktrees.store import control_dir, ensure_root; "
+        f"base = control_dir(ensure_root({str(root)!r})); "
+        f"snap = private_snapshot(locate_repository({str(repo)!r}), {head!r}, [], base); "
         "print(snap.path, flush=True); sys.stdin.read()"
     )
     holder = subprocess.Popen(
@@ -512,8 +520,9 @@ def test_a_killed_checkouts_own_snapshot_is_reclaimed(tmp_path: Path) -> None:
         assert os.path.isdir(os.path.join(left, "objects"))
         holder.send_signal(signal.SIGKILL)
         holder.wait()
+        assert os.path.dirname(left) == str(root / ".pytest-aiops")
         orchestrator = create_default_orchestrator(
-            git_worktree={"rootDirectory": str(tmp_path / "wt"), "workingState": True}
+            git_worktree={"rootDirectory": str(root), "workingState": True}
         )
         orchestrator.provision_session(
             session_id="s", resources=[ResourceRequest("git-worktree")], workspace_root=str(repo)

@@ -360,7 +360,7 @@ class AiopsWorker:
             if self._snapshot_directory is None and self._snapshot_run is None:
                 from .._worktrees.provider import SnapshotRun
 
-                self._snapshot_run = SnapshotRun.create()
+                self._snapshot_run = SnapshotRun.create(self.settings.worktree_root)
                 self._snapshot_directory = self._snapshot_run.path
             return self._snapshot_directory
 

@@ -110,7 +110,7 @@ class XdistController:
             try:
                 # A directory and a lock, no git: the first worker that provisions a
                 # worktree takes the snapshot in it, under a lock, for all of them.
-                self.snapshot_run = SnapshotRun.create()
+                self.snapshot_run = SnapshotRun.create(self.settings.worktree_root)
             except (AiopsError, OSError) as error:
                 warnings.warn(
                     f"pytest-aiops could not make the run's snapshot directory ({error}); "

@@ -245,7 +245,8 @@ class GitWorktreeProvider:
                     snapshot = shared_snapshot(snapshot_dir, info, commit, patterns)
                     commit = snapshot.head  # every checkout of the run: same HEAD and state
                 else:
-                    snapshot = private_snapshot(info, commit, patterns)
+                    base = store.control_dir(worktree_root)
+                    snapshot = private_snapshot(info, commit, patterns, base)
             except GitError as error:
                 # The remedy is the option: say so, with git's reason (e.g. an unreadable
                 # untracked file that `git add -A` cannot read).

@@ -22,9 +22,11 @@ stored, and the files are on disk), so the snapshot can be deleted as soon as th
 last checkout is made.
 
 Snapshots live in ``<dev/shm or tmp>/pytest-aiops-<uid>/snapshots`` (created ``0700`` and
-verified private, as the worktree roots are). A run's snapshot directory has an owner lock
-(``<name>.lock``, a ``flock`` the run holds for its life); one whose lock is free is a dead
-run's and the next :meth:`SnapshotRun.create` deletes it.
+verified private, as the worktree roots are), or in the control dir of an explicit worktree
+root (``rootDirectory``); a core API checkout's own one in its root's control dir. A run's
+snapshot directory has an owner lock (``<name>.lock``, a ``flock`` the run holds for its
+life); one whose lock is free is a dead run's and the next :meth:`SnapshotRun.create`
+deletes it.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ from .create import SPARSE_FLAGS, OnStart
 from .files import remove_tree, write_text
 from .git import run_git
 from .locate import RepoInfo
-from .store import OwnerLock
+from .store import OwnerLock, control_dir, ensure_root
 
 if sys.platform != "win32":
     import fcntl
@@ -222,10 +224,10 @@ def shared_snapshot(
         os.close(fd)
 
 
-def private_snapshot(info: RepoInfo, head: str, include: Sequence[str]) -> Snapshot:
+def private_snapshot(info: RepoInfo, head: str, include: Sequence[str], base: str) -> Snapshot:
     """A snapshot for one checkout (the core API's ``workingState``), in a directory of its
-    own under :func:`snapshot_base`; :func:`discard_snapshot` deletes it once applied."""
-    base = snapshot_base()
+    own under ``base`` (the control dir of the checkout's root, verified private);
+    :func:`discard_snapshot` deletes it once applied."""
     reclaim_snapshots(base)  # what dead processes left (a listing when there is none)
     directory = os.path.join(base, f"one-{os.getpid()}-{secrets.token_hex(6)}")
     os.mkdir(directory, 0o700)
@@ -283,8 +285,12 @@ class SnapshotRun:
         self._lock: OwnerLock | None = lock
 
     @classmethod
-    def create(cls) -> SnapshotRun:
-        base = snapshot_base()
+    def create(cls, root: str | None = None) -> SnapshotRun:
+        """A new run directory: in :func:`snapshot_base`, or with ``root`` (an explicit
+        worktree root, ``rootDirectory``) in that root's control dir, so that the one
+        setting that moves the checkouts away from a refused default moves this too."""
+        explicit = None if root is None else ensure_root(os.path.abspath(root))
+        base = snapshot_base() if explicit is None else control_dir(explicit)
         reclaim_snapshots(base)
         name = f"run-{secrets.token_hex(8)}"
         lock = OwnerLock.create(os.path.join(base, f"{name}.lock"))
