@@ -24,6 +24,7 @@ from pytest_aiops._worktrees.provider import SnapshotRun, reclaim_orphans
 from pytest_aiops._worktrees.snapshot import snapshot_base
 
 from .helpers import child_env, git, run
+from .test_security import needs_namespace, run_attack
 from .working_state_helpers import EXPECTED_STATUS, UNTRACKED, dirty_repo, fingerprint
 
 QUIET = ("-p", "no:benchmark", "-p", "no:hypothesispytest", "-p", "no:cacheprovider")
@@ -552,3 +553,48 @@ def test_a_snapshot_git_cannot_take_is_one_line_naming_the_setting(
             "PYTEST_AIOPS_WORKING_STATE) or the module's pytest.mark.aiops(working_state=False)"
         ]
     )
+
+
+# --- another local user ------------------------------------------------------------------
+
+
+@needs_namespace
+def test_a_planted_default_is_refused_and_the_root_setting_moves_the_snapshot_too() -> None:
+    """uid 65534 plants ``/dev/shm/pytest-aiops-0``: the run refuses it, naming
+    --aiops-worktree-root, and with that setting (plain and -n 2) the working state is in
+    the worktree and nothing was written into the attacker's directory."""
+    result = run_attack(
+        """
+        attacker('mkdir /tmp/evil && chmod 777 /tmp/evil && ln -s /tmp/evil "$1"',
+                 "/dev/shm/pytest-aiops-0")
+        repo = make_repo("/tmp/proj")
+        with open("/tmp/proj/a.txt", "w") as handle:
+            handle.write("changed\\n")
+        with open("/tmp/proj/test_x.py", "w") as handle:
+            handle.write(
+                "def test_x(git_worktree):\\n"
+                "    assert (git_worktree.path / 'a.txt').read_text() == 'changed\\\\n'\\n"
+                "    assert (git_worktree.path / 'test_x.py').is_file()\\n"
+            )
+        base = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:benchmark",
+                "-p", "no:asyncio", "--rootdir", "/tmp/proj", "/tmp/proj"]
+        runs = {}
+        for name, extra in (("refused", ["-n", "0"]),
+                            ("plain", ["-n", "0", "--aiops-worktree-root", "/tmp/wt"]),
+                            ("xdist", ["-n", "2", "--aiops-worktree-root", "/tmp/wt"])):
+            run = sh(*base, *extra, cwd="/tmp/proj", env={**os.environ,
+                                                          "PYTHONDONTWRITEBYTECODE": "1"})
+            runs[name] = {"rc": run.returncode, "out": run.stdout}
+        print(json.dumps({"runs": runs, "evil": os.listdir("/tmp/evil"),
+                          "control": sorted(os.listdir("/tmp/wt/.pytest-aiops"))}))
+        """
+    )
+    assert result["evil"] == []
+    runs = result["runs"]
+    refused = [line for line in runs["refused"]["out"].splitlines() if "must be a writable" in line]
+    assert refused, runs["refused"]["out"]
+    assert "--aiops-worktree-root" in refused[0]
+    for name in ("plain", "xdist"):
+        assert runs[name]["rc"] == 0, runs[name]["out"]
+        assert "1 passed" in runs[name]["out"], runs[name]["out"]
+    assert [n for n in result["control"] if n.startswith(("run-", "one-"))] == []
