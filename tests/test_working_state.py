@@ -418,6 +418,12 @@ def test_bad_core_options_are_one_line(tmp_path: Path, repo: Path) -> None:
             )
         assert isinstance(caught.value.__cause__, OptionError)
         assert needle in str(caught.value.__cause__)
+    for config, needle in (
+        ({"workingState": "yes"}, 'Option "workingState" must be true or false'),
+        ({"worktreeInclude": ".env"}, 'Option "worktreeInclude" must be a list of gitignore'),
+    ):
+        with pytest.raises(OptionError, match=needle):
+            create_default_orchestrator(git_worktree=config)
 
 
 # --- the CLI -----------------------------------------------------------------------------

@@ -124,6 +124,13 @@ class GitWorktreeProviderConfig:
             raise OptionError("isolation", _isolation_message(self.isolation))
         if self.pool_size < 0:
             raise OptionError("pool_size", f"pool_size must be >= 0, not {self.pool_size!r}")
+        if not isinstance(self.working_state, bool):
+            raise OptionError(
+                "workingState",
+                f'Option "workingState" must be true or false, not {self.working_state!r}.',
+            )
+        # Checked as a request option would be (a bare string would be split into letters).
+        _read_patterns({"worktreeInclude": self.worktree_include}, "worktreeInclude", ())
 
 
 def _isolation_message(value: object) -> str:
