@@ -434,11 +434,11 @@ def test_cli_run_working_state(tmp_path: Path) -> None:
     repo.mkdir()
     dirty_repo(repo)
     before = fingerprint(repo)
-    show = "import subprocess; print(subprocess.run(['git','status','--porcelain'], capture_output=True, text=True).stdout)"  # noqa: E501
+    show = "import subprocess; print(subprocess.run(['git','status','--porcelain','--ignored'], capture_output=True, text=True).stdout)"  # noqa: E501
     command = [sys.executable, "-m", "pytest_aiops", "run", "--resource", "git-worktree"]
     common = ["--worktree-root", str(tmp_path / "wt"), "--", sys.executable, "-c", show]
     on = subprocess.run(
-        [*command, "--working-state", *common],
+        [*command, "--working-state", "--worktree-include", ".env", *common],
         cwd=repo,
         env=child_env(),
         capture_output=True,
@@ -448,7 +448,7 @@ def test_cli_run_working_state(tmp_path: Path) -> None:
     )
     assert on.returncode == 0, on.stderr
     assert sorted(on.stdout.strip("\n").splitlines()) == sorted(
-        [*EXPECTED_STATUS, "?? .agent-context/", "?? notes/"]
+        [*EXPECTED_STATUS, "?? .agent-context/", "?? notes/", "!! .env"]
     )
     off = subprocess.run(
         [*command, *common],
