@@ -212,6 +212,23 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(_asyncio_ports, "aiops-asyncio-ports")
 
 
+#: Fixtures that provision worktrees: a run collecting a test that uses one snapshots the
+#: working state when collection ends, before any test can change the user's checkout.
+_WORKTREE_FIXTURES = frozenset({"git_worktree", "aiops_worktree_factory"})
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    state = session.config.stash.get(_STATE_KEY, None)
+    if state is None or state.worker_factory is None or not state.settings.working_state:
+        return
+    if any(
+        _WORKTREE_FIXTURES.intersection(getattr(item, "fixturenames", ())) for item in session.items
+    ):
+        worker = state.worker
+        if worker is not None:
+            worker.snapshot_working_state()
+
+
 def pytest_report_header(config: pytest.Config) -> list[str]:
     state = config.stash.get(_STATE_KEY, None)
     if state is None:

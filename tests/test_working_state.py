@@ -227,6 +227,33 @@ def test_the_factory_gives_the_state_unless_asked_not_to(
     assert fingerprint(user_repo) == before
 
 
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["plain", "xdist"])
+def test_the_snapshot_is_the_state_the_run_started_with(
+    pytester: pytest.Pytester, user_repo: Path, tmp_path: Path, workers: list[str]
+) -> None:
+    """A test that changes the user's checkout before the first worktree is provisioned
+    (here: the first module) does not change what the worktrees hold."""
+    (user_repo / "test_a_writes.py").write_text(
+        "import os\n"
+        "def test_writes():\n"
+        f"    with open({str(user_repo / 'late.txt')!r}, 'w') as handle:\n"
+        "        handle.write('late')\n"
+    )
+    (user_repo / "test_b_uses.py").write_text(
+        "import os, time\n"
+        f"LATE = {str(user_repo / 'late.txt')!r}\n"
+        "def test_uses(git_worktree):\n"
+        "    deadline = time.monotonic() + 60\n"
+        "    while not os.path.exists(LATE) and time.monotonic() < deadline:\n"
+        "        time.sleep(0.05)  # under -n 2 the other worker writes it\n"
+        "    assert os.path.exists(LATE)\n"
+        "    assert (git_worktree.path / 'staged.txt').is_file()\n"
+        "    assert not (git_worktree.path / 'late.txt').exists()\n"
+    )
+    args = [*workers, "--dist=loadfile"] if workers else []
+    inner(pytester, user_repo, tmp_path, *args).assert_outcomes(passed=2)
+
+
 def test_a_bad_setting_is_one_line(
     pytester: pytest.Pytester, user_repo: Path, tmp_path: Path
 ) -> None:

@@ -364,6 +364,22 @@ class AiopsWorker:
                 self._snapshot_directory = self._snapshot_run.path
             return self._snapshot_directory
 
+    def snapshot_working_state(self) -> None:
+        """Take the run's snapshot of the working state now (at the start of the run), if
+        the settings ask for one and nobody has taken it yet. A failure is left for the
+        first worktree to report, where it is requested."""
+        settings = self.settings
+        if not settings.working_state or settings.base_ref != "HEAD":
+            return
+        from .._worktrees.provider import take_run_snapshot
+
+        try:
+            directory = self.snapshot_directory()
+            if directory is not None:
+                take_run_snapshot(directory, self.repo, settings.worktree_include)
+        except (AiopsError, OSError):
+            pass
+
     @property
     def child_count(self) -> int | None:
         """How many slices the xdist parent range is split into (``None`` outside xdist)."""

@@ -36,7 +36,7 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,6 +89,7 @@ __all__ = [
     "default_worktree_root",
     "list_worktrees",
     "reclaim_orphans",
+    "take_run_snapshot",
     "worktree_env",
     "worktree_import_roots",
 ]
@@ -670,6 +671,20 @@ def worktree_env(
     existing = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p not in roots]
     env["PYTHONPATH"] = os.pathsep.join([*roots, *existing])
     return env
+
+
+def take_run_snapshot(
+    snapshot_directory: str, workspace_root: str, include: Sequence[str] = ()
+) -> None:
+    """Take the run's snapshot of the working state now, if nobody has yet.
+
+    What a ``snapshotDirectory`` request would do on first use, done at the start of a run
+    instead: the state captured is the one the run started with, not whatever the tests
+    that ran before the first worktree left in the user's checkout.
+    """
+    info, commit = inspect_repo(workspace_root, DEFAULT_BASE_REF)
+    patterns = include_patterns(info.repo_root, include)
+    shared_snapshot(snapshot_directory, info, commit, patterns)
 
 
 def create_git_worktree_provider(
