@@ -108,8 +108,8 @@ class XdistController:
             from .._worktrees.provider import SnapshotRun
 
             try:
-                # A directory and a lock, no git: the first worker that provisions a
-                # worktree takes the snapshot in it, under a lock, for all of them.
+                # A directory and a lock, no git: the first worker that collected a test
+                # using a worktree takes the snapshot in it, under a lock, for all of them.
                 self.snapshot_run = SnapshotRun.create(self.settings.worktree_root)
             except (AiopsError, OSError) as error:
                 warnings.warn(
