@@ -221,6 +221,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     state = session.config.stash.get(_STATE_KEY, None)
     if state is None or state.worker_factory is None or not state.settings.working_state:
         return
+    if session.config.getoption("collectonly", False):
+        return  # nothing will run
     if any(
         _WORKTREE_FIXTURES.intersection(getattr(item, "fixturenames", ())) for item in session.items
     ):
