@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._core.discovery import DiscoverySnapshot
 from .._core.orchestrator import RequestLike, ResourceProvisioningOrchestrator
@@ -32,6 +32,9 @@ from .._ports.pool import KernelPorts, PortRange
 from .._worktrees.defaults import DEFAULT_ISOLATION
 from .._worktrees.locate import find_repository
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from .._worktrees.provider import SnapshotRun
 
 
 @dataclass(frozen=True)
@@ -343,7 +346,7 @@ class AiopsWorker:
         self._closed = False
         #: The run's snapshot directory: the xdist controller's, else made here on first use.
         self._snapshot_directory = snapshot_directory
-        self._snapshot_run: Any = None
+        self._snapshot_run: SnapshotRun | None = None
         self.worktrees = WorktreeFactory(
             self._orchestrator,
             settings,
@@ -355,12 +358,16 @@ class AiopsWorker:
 
     def snapshot_directory(self) -> str | None:
         """Where the run's one snapshot of the working state is (made on first call when
-        this process is the whole run). ``None``: each checkout snapshots for itself."""
+        this process is the whole run). ``None`` if it cannot be made: then each checkout
+        snapshots for itself, and reports in one line what keeps it from doing so."""
         with self._lock:
             if self._snapshot_directory is None and self._snapshot_run is None:
                 from .._worktrees.provider import SnapshotRun
 
-                self._snapshot_run = SnapshotRun.create(self.settings.worktree_root)
+                try:
+                    self._snapshot_run = SnapshotRun.create(self.settings.worktree_root)
+                except (AiopsError, OSError):
+                    return None
                 self._snapshot_directory = self._snapshot_run.path
             return self._snapshot_directory
 
