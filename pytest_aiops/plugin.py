@@ -224,7 +224,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     if session.config.getoption("collectonly", False):
         return  # nothing will run
     if any(
-        _WORKTREE_FIXTURES.intersection(getattr(item, "fixturenames", ())) for item in session.items
+        not _WORKTREE_FIXTURES.isdisjoint(getattr(item, "fixturenames", ()))
+        for item in session.items
     ):
         worker = state.worker
         if worker is not None:
