@@ -256,8 +256,8 @@ class GitWorktreeProvider:
                     base = store.control_dir(worktree_root)
                     snapshot = private_snapshot(info, commit, patterns, base)
             except GitError as error:
-                # The remedy is the option: say so, with git's reason (e.g. an unreadable
-                # untracked file that `git add -A` cannot read).
+                # The remedy is the option: say so, with git's reason (e.g. a required
+                # clean filter that is not installed, which `git add -A` must run).
                 reason = " ".join(str(error).split())
                 raise OptionError(
                     "workingState",
