@@ -212,8 +212,9 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(_asyncio_ports, "aiops-asyncio-ports")
 
 
-#: Fixtures that provision worktrees: a run collecting a test that uses one snapshots the
-#: working state when collection ends, before any test can change the user's checkout.
+#: Fixtures that provision worktrees (and provisioned_session with --aiops-resources naming
+#: git-worktree): a run collecting a test that uses one snapshots the working state when
+#: collection ends, before any test can change the user's checkout.
 _WORKTREE_FIXTURES = frozenset({"git_worktree", "aiops_worktree_factory"})
 
 
@@ -223,10 +224,10 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         return
     if session.config.getoption("collectonly", False):
         return  # nothing will run
-    if any(
-        not _WORKTREE_FIXTURES.isdisjoint(getattr(item, "fixturenames", ()))
-        for item in session.items
-    ):
+    fixtures = _WORKTREE_FIXTURES
+    if "git-worktree" in state.settings.resources:
+        fixtures = fixtures | {"provisioned_session"}
+    if any(not fixtures.isdisjoint(getattr(item, "fixturenames", ())) for item in session.items):
         worker = state.worker
         if worker is not None:
             worker.snapshot_working_state()

@@ -254,6 +254,23 @@ def test_the_snapshot_is_the_state_the_run_started_with(
     inner(pytester, user_repo, tmp_path, *args).assert_outcomes(passed=2)
 
 
+def test_provisioned_session_with_a_worktree_holds_the_state(
+    pytester: pytest.Pytester, user_repo: Path, tmp_path: Path
+) -> None:
+    (user_repo / "test_session.py").write_text(
+        "from pathlib import Path\n"
+        "def test_session(provisioned_session):\n"
+        "    allocation = provisioned_session.allocation('git-worktree')\n"
+        "    assert allocation['workingState'] is True\n"
+        "    path = Path(allocation['worktreePath'])\n"
+        "    assert (path / 'staged.txt').is_file() and not (path / 'gone.txt').exists()\n"
+    )
+    before = fingerprint(user_repo)
+    result = inner(pytester, user_repo, tmp_path, "--aiops-resources=git-worktree")
+    result.assert_outcomes(passed=1)
+    assert fingerprint(user_repo) == before
+
+
 def test_a_bad_setting_is_one_line(
     pytester: pytest.Pytester, user_repo: Path, tmp_path: Path
 ) -> None:
