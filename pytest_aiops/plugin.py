@@ -67,7 +67,11 @@ _MARKER_KEYS = {
     "target_path": "target_path",
     "targetPath": "target_path",
     "isolation": "isolation",
+    "working_state": "working_state",
+    "workingState": "working_state",
 }
+#: Marker options that take true or false rather than a string.
+_MARKER_BOOLS = frozenset({"working_state"})
 
 
 @dataclass
@@ -196,6 +200,7 @@ def pytest_configure(config: pytest.Config) -> None:
             workspace_root=root,
             xdist=xdist,
             extra_requests=extra_requests,
+            snapshot_directory=(data or {}).get("snapshot") or None,
         )
 
     state.worker_factory = build_worker
@@ -205,6 +210,27 @@ def pytest_configure(config: pytest.Config) -> None:
         # Registered after every entry-point plugin, pytest-asyncio's included, so these
         # definitions of its port fixtures are the ones tests get (conftest ones still win).
         config.pluginmanager.register(_asyncio_ports, "aiops-asyncio-ports")
+
+
+#: Fixtures that provision worktrees (and provisioned_session with --aiops-resources naming
+#: git-worktree): a run collecting a test that uses one snapshots the working state when
+#: collection ends, before any test can change the user's checkout.
+_WORKTREE_FIXTURES = frozenset({"git_worktree", "aiops_worktree_factory"})
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    state = session.config.stash.get(_STATE_KEY, None)
+    if state is None or state.worker_factory is None or not state.settings.working_state:
+        return
+    if session.config.getoption("collectonly", False):
+        return  # nothing will run
+    fixtures = _WORKTREE_FIXTURES
+    if "git-worktree" in state.settings.resources:
+        fixtures = fixtures | {"provisioned_session"}
+    if any(not fixtures.isdisjoint(getattr(item, "fixturenames", ())) for item in session.items):
+        worker = state.worker
+        if worker is not None:
+            worker.snapshot_working_state()
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -231,6 +257,8 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 
     repo = find_repository(settings.repo or str(config.rootpath))
     worktrees = f"worktrees of {repo} at {settings.base_ref}" if repo else "no git repository"
+    if repo and settings.working_state and settings.base_ref == "HEAD":
+        worktrees += " with the working state"
     return [
         f"aiops: {ports}; lock dir {lock_dir}; {worktrees}",
         f"aiops: reproduce with {settings.as_cli()} --aiops-lock-dir={lock_dir}",
@@ -392,6 +420,8 @@ _OPTION_HINTS = {
     "baseRef": "set --aiops-base-ref (ini aiops_base_ref) or the module's "
     "pytest.mark.aiops(base_ref=...) to an existing commit",
     "targetPath": "fix the module's pytest.mark.aiops(target_path=...)",
+    "workingState": "or set --aiops-working-state=false (ini aiops_working_state, env "
+    "PYTEST_AIOPS_WORKING_STATE) or the module's pytest.mark.aiops(working_state=False)",
 }
 
 
@@ -501,10 +531,12 @@ def git_worktree(request: pytest.FixtureRequest) -> Iterator[GitWorktree]:
     """An isolated worktree of the repository under test, one per test module.
 
     ``path`` (a pathlib.Path), ``base_ref``, ``repo_root``, ``working_directory``,
-    ``env()``; edit freely, the repository's own checkout is never touched. Checked out
-    at --aiops-base-ref (default HEAD) from the repository holding pytest's rootdir (or
-    --aiops-repo); a module may choose with ``pytestmark = pytest.mark.aiops(base_ref=...,
-    target_path=..., isolation=...)``. Provisioned on first use (a run that never asks
+    ``working_state``, ``env()``; edit freely, the repository's own checkout is never
+    touched. Checked out at --aiops-base-ref (default HEAD) from the repository holding
+    pytest's rootdir (or --aiops-repo), with your uncommitted changes and untracked files
+    on top of HEAD unless --aiops-working-state=false (one snapshot per run); a module may
+    choose with ``pytestmark = pytest.mark.aiops(base_ref=..., target_path=...,
+    isolation=..., working_state=...)``. Provisioned on first use (a run that never asks
     for it runs no git command), released at the end of the module unless --aiops-keep
     says to keep it."""
     config = request.config
@@ -545,7 +577,7 @@ def provisioned_session(
     pytest.fail(failure, pytrace=False)
 
 
-def marker_options(marker: pytest.Mark | None) -> dict[str, str]:
+def marker_options(marker: pytest.Mark | None) -> dict[str, Any]:
     """``pytest.mark.aiops(...)`` keyword arguments as WorktreeFactory.provision arguments."""
     if marker is None:
         return {}
@@ -553,7 +585,7 @@ def marker_options(marker: pytest.Mark | None) -> dict[str, str]:
         raise OptionError(
             "aiops", f"pytest.mark.aiops takes keyword arguments only, not {marker.args!r}"
         )
-    options: dict[str, str] = {}
+    options: dict[str, Any] = {}
     for key, value in marker.kwargs.items():
         name = _MARKER_KEYS.get(key)
         if name is None:
@@ -561,6 +593,13 @@ def marker_options(marker: pytest.Mark | None) -> dict[str, str]:
             raise OptionError(
                 key, f"pytest.mark.aiops got unknown option {key!r} (allowed: {allowed})"
             )
+        if name in _MARKER_BOOLS:
+            if not isinstance(value, bool):
+                raise OptionError(
+                    key, f"pytest.mark.aiops({key}=...) must be True or False, not {value!r}"
+                )
+            options[name] = value
+            continue
         if not isinstance(value, str) or not value.strip():
             raise OptionError(
                 key, f"pytest.mark.aiops({key}=...) must be a non-empty string, not {value!r}"

@@ -517,7 +517,7 @@ def test_marker_is_registered_and_validated(pytester: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(
         [
             "git_worktree: pytest.mark.aiops got unknown option 'branch' "
-            "(allowed: base_ref, isolation, target_path)"
+            "(allowed: base_ref, isolation, target_path, working_state)"
         ]
     )
 

@@ -111,6 +111,20 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
         "git-worktree and port-range)",
     )
     parser.add_argument(
+        "--working-state",
+        action="store_true",
+        help="the worktree also holds your working state: staged and unstaged changes, "
+        "deletions and untracked files that are not ignored, on top of HEAD",
+    )
+    parser.add_argument(
+        "--worktree-include",
+        metavar="PATTERN",
+        action="append",
+        default=[],
+        help="with --working-state, also copy the ignored paths matching this gitignore "
+        "pattern, e.g. .env or '*.so' (repeatable; .worktreeinclude adds its lines)",
+    )
+    parser.add_argument(
         "--discovery-file",
         metavar="PATH",
         help="where to write the discovery JSON, relative to the working directory or "

@@ -54,13 +54,21 @@ def _default_resources() -> list[ResourceRequest]:
 
 
 def _orchestrator_for(
-    lock_dir: str | None, worktree_root: str | None
+    lock_dir: str | None,
+    worktree_root: str | None,
+    *,
+    working_state: bool = False,
+    include: Sequence[str] = (),
 ) -> ResourceProvisioningOrchestrator:
-    """The default orchestrator with ``--lock-dir`` / ``--worktree-root`` as provider defaults."""
+    """The default orchestrator with ``--lock-dir`` / ``--worktree-root`` /
+    ``--working-state`` / ``--worktree-include`` as provider defaults."""
     # No pool: a session's checkout is deleted when it ends, so nothing is left on disk
     # ('git-worktree:{"pool": true}' opts in to reuse by later sessions on the same root).
     worktree_config = GitWorktreeProviderConfig(
-        root_directory=os.path.abspath(worktree_root) if worktree_root else None, pool=False
+        root_directory=os.path.abspath(worktree_root) if worktree_root else None,
+        pool=False,
+        working_state=working_state,
+        worktree_include=tuple(include),
     )
     port_config = (
         PortRangeProviderConfig(lock_directory=os.path.abspath(lock_dir)) if lock_dir else None
@@ -312,7 +320,12 @@ def cmd_run(args: argparse.Namespace) -> int:
             "include a worktree of it; cd into a repository or choose resources with "
             "--resource (e.g. --resource port-range)",
         )
-    orchestrator = _orchestrator_for(args.lock_dir, args.worktree_root)
+    orchestrator = _orchestrator_for(
+        args.lock_dir,
+        args.worktree_root,
+        working_state=bool(getattr(args, "working_state", False)),
+        include=list(getattr(args, "worktree_include", None) or ()),
+    )
 
     # Until the signals are blocked, a SIGTERM or ^C must not kill us halfway through
     # provisioning (the worktree would be left): record it, act on it once we can release.

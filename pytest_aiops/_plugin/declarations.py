@@ -21,8 +21,9 @@ from .settings import add_options
 
 MARKER = "aiops"
 MARKER_HELP = (
-    "aiops(base_ref=None, target_path=None, isolation=None): module-level options for this "
-    "module's git_worktree (baseRef/targetPath/isolation; camelCase keys accepted too)."
+    "aiops(base_ref=None, target_path=None, isolation=None, working_state=None): module-level "
+    "options for this module's git_worktree (baseRef/targetPath/isolation/workingState; "
+    "camelCase keys accepted too)."
 )
 _declared: weakref.WeakSet[pytest.Parser] = weakref.WeakSet()
 _MARKED = pytest.StashKey[bool]()

@@ -50,6 +50,7 @@ class _Option:
     help: str
     metavar: str | None = None
     flag: bool = False  # a store_true switch on the command line
+    switch: bool = False  # ``--aiops-x`` means true, ``--aiops-x=false`` false
 
     @property
     def cli(self) -> str:
@@ -120,6 +121,20 @@ OPTIONS: tuple[_Option, ...] = (
     ),
     _Option("base_ref", "commit-ish git_worktree checks out (default HEAD).", "REF"),
     _Option(
+        "working_state",
+        "git_worktree holds your working state (staged and unstaged changes, deletions, "
+        "untracked files that are not ignored) on top of HEAD, one snapshot per run "
+        "(default true; false: HEAD alone; an explicit --aiops-base-ref: that commit alone).",
+        "BOOL",
+        switch=True,
+    ),
+    _Option(
+        "worktree_include",
+        "comma-separated gitignore patterns of ignored paths to copy into git_worktree with "
+        "the working state (e.g. .env,*.so); the lines of .worktreeinclude add to them.",
+        "PATTERNS",
+    ),
+    _Option(
         "isolation",
         "how git_worktree isolates: 'worktree' (git worktree, shares objects) or 'clone' "
         "(independent clone); default worktree.",
@@ -155,6 +170,8 @@ class Settings:
     repo: str | None = None
     worktree_root: str | None = None
     base_ref: str = DEFAULT_BASE_REF
+    working_state: bool = True
+    worktree_include: tuple[str, ...] = ()
     isolation: str = DEFAULT_ISOLATION
     resources: tuple[str, ...] = DEFAULT_RESOURCES
     keep: str = "none"
@@ -190,6 +207,8 @@ class Settings:
             "repo": _parse_path(config),
             "worktree_root": _parse_path(config),
             "base_ref": _parse_ref,
+            "working_state": _parse_bool,
+            "worktree_include": _parse_patterns,
             "isolation": _parse_choice(ISOLATIONS),
             "resources": _parse_kinds,
             "keep": _parse_choice(KEEP_POLICIES),
@@ -312,6 +331,15 @@ def add_options(parser: pytest.Parser) -> None:
         help_text = f"{option.help} [env {option.env}, ini {option.ini}]"
         if option.flag:
             group.addoption(option.cli, action="store_true", default=None, help=help_text)
+        elif option.switch:
+            group.addoption(
+                option.cli,
+                nargs="?",
+                const="true",
+                default=None,
+                metavar=option.metavar,
+                help=help_text,
+            )
         else:
             group.addoption(option.cli, default=None, metavar=option.metavar, help=help_text)
         parser.addini(option.ini, option.help, type="string", default="")
@@ -407,6 +435,10 @@ def _parse_ref(value: str, source: str) -> str:
     if not text or text.startswith("-") or any(c.isspace() for c in text):
         raise _Invalid("a git commit-ish without spaces that does not start with '-'")
     return text
+
+
+def _parse_patterns(value: str, source: str) -> tuple[str, ...]:
+    return tuple(p.strip() for p in re.split(r"[,\n]", value) if p.strip())
 
 
 def _parse_choice(choices: tuple[str, ...]) -> Callable[[str, str], str]:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._core.discovery import DiscoverySnapshot
 from .._core.orchestrator import RequestLike, ResourceProvisioningOrchestrator
@@ -34,6 +34,9 @@ from .._worktrees.locate import find_repository
 from .hook_env import repo_variables
 from .settings import Settings
 
+if TYPE_CHECKING:
+    from .._worktrees.provider import SnapshotRun
+
 
 @dataclass(frozen=True)
 class GitWorktree:
@@ -46,6 +49,8 @@ class GitWorktree:
     target_path: str | None = None
     isolation: str = DEFAULT_ISOLATION
     session_id: str = ""
+    #: Whether the checkout holds the user's working state on top of ``base_ref``.
+    working_state: bool = False
     resources: ProvisionedResources | None = field(default=None, compare=False, repr=False)
 
     def env(self, base_env: Mapping[str, str | None] | None = None) -> dict[str, str]:
@@ -84,8 +89,10 @@ class WorktreeFactory:
         repo: str,
         session_prefix: str,
         repo_hint: str = "set --aiops-repo (ini aiops_repo)",
+        snapshot_directory: Callable[[], str | None] = lambda: None,
     ) -> None:
         self._orchestrator = orchestrator
+        self._snapshot_directory = snapshot_directory
         self.settings = settings
         self.repo = repo
         self.session_prefix = session_prefix
@@ -101,12 +108,20 @@ class WorktreeFactory:
         base_ref: str | None = None,
         target_path: str | None = None,
         isolation: str | None = None,
+        working_state: bool | None = None,
     ) -> ResourceRequest:
         """The ``git-worktree`` request :meth:`provision` would make."""
         options: dict[str, Any] = {
             "baseRef": base_ref or self.settings.base_ref,
             "isolation": isolation or self.settings.isolation,
         }
+        if self.settings.working_state if working_state is None else working_state:
+            options["workingState"] = True
+            if self.settings.worktree_include:
+                options["worktreeInclude"] = list(self.settings.worktree_include)
+            directory = self._snapshot_directory()
+            if directory is not None:
+                options["snapshotDirectory"] = directory
         if self.settings.worktree_root:
             options["rootDirectory"] = self.settings.worktree_root
         if target_path:
@@ -119,9 +134,13 @@ class WorktreeFactory:
         base_ref: str | None = None,
         target_path: str | None = None,
         isolation: str | None = None,
+        working_state: bool | None = None,
         name: str = "",
     ) -> GitWorktree:
-        """A new worktree at ``base_ref`` (default: the configured one); ``name`` is a label."""
+        """A new worktree at ``base_ref`` (default: the configured one); ``name`` is a label.
+
+        ``working_state`` (default: the setting) lays the user's working state on ``HEAD``.
+        """
         is_dir = os.path.isdir(self.repo)
         repo = find_repository(self.repo) if is_dir else None
         with self._lock:
@@ -136,7 +155,12 @@ class WorktreeFactory:
                 session_id=session_id,
                 kind="git-worktree",
             )
-        request = self.request(base_ref=base_ref, target_path=target_path, isolation=isolation)
+        request = self.request(
+            base_ref=base_ref,
+            target_path=target_path,
+            isolation=isolation,
+            working_state=working_state,
+        )
         resources = self._orchestrator().provision_session(
             session_id=session_id, resources=[request], workspace_root=self.repo
         )
@@ -149,6 +173,7 @@ class WorktreeFactory:
             target_path=allocation.get("targetPath") or None,
             isolation=str(allocation.get("isolation", isolation or self.settings.isolation)),
             session_id=session_id,
+            working_state=allocation.get("workingState") is True,
             resources=resources,
         )
         with self._lock:
@@ -190,9 +215,15 @@ class WorktreeFactory:
         base_ref: str | None = None,
         target_path: str | None = None,
         isolation: str | None = None,
+        working_state: bool | None = None,
     ) -> Iterator[GitWorktree]:
         """``with factory.worktree() as wt:`` -- provisioned on entry, released on exit."""
-        worktree = self.provision(base_ref=base_ref, target_path=target_path, isolation=isolation)
+        worktree = self.provision(
+            base_ref=base_ref,
+            target_path=target_path,
+            isolation=isolation,
+            working_state=working_state,
+        )
         failed = True
         try:
             yield worktree
@@ -300,6 +331,7 @@ class AiopsWorker:
         workspace_root: str,
         xdist: XdistSlice | None = None,
         extra_requests: Callable[[], Sequence[RequestLike]] = tuple,
+        snapshot_directory: str | None = None,
     ) -> None:
         self.settings = settings
         self.registry = registry
@@ -321,10 +353,48 @@ class AiopsWorker:
         self._session: WorkerSession | None = None
         self._session_hides = False
         self._closed = False
+        #: The run's snapshot directory: the xdist controller's, else made here on first use.
+        self._snapshot_directory = snapshot_directory
+        self._snapshot_run: SnapshotRun | None = None
         self.worktrees = WorktreeFactory(
-            self._orchestrator, settings, repo=self.repo, session_prefix=session_id
+            self._orchestrator,
+            settings,
+            repo=self.repo,
+            session_prefix=session_id,
+            snapshot_directory=self.snapshot_directory,
         )
         self._cached_orchestrator: ResourceProvisioningOrchestrator | None = None
+
+    def snapshot_directory(self) -> str | None:
+        """Where the run's one snapshot of the working state is (made on first call when
+        this process is the whole run). ``None`` if it cannot be made: then each checkout
+        snapshots for itself, and reports in one line what keeps it from doing so."""
+        with self._lock:
+            if self._snapshot_directory is None and self._snapshot_run is None:
+                from .._worktrees.provider import SnapshotRun
+
+                try:
+                    self._snapshot_run = SnapshotRun.create(self.settings.worktree_root)
+                except (AiopsError, OSError):
+                    return None
+                self._snapshot_directory = self._snapshot_run.path
+            return self._snapshot_directory
+
+    def snapshot_working_state(self) -> None:
+        """Take the run's snapshot of the working state now (at the start of the run), if
+        the settings ask for one and nobody has taken it yet. A failure is left for the
+        first worktree to report, where it is requested."""
+        settings = self.settings
+        if not settings.working_state or settings.base_ref != "HEAD":
+            return
+        from .._worktrees.provider import take_run_snapshot
+
+        try:
+            directory = self.snapshot_directory()
+            if directory is not None:
+                take_run_snapshot(directory, self.repo, settings.worktree_include)
+        except (AiopsError, OSError):
+            pass
 
     @property
     def child_count(self) -> int | None:
@@ -517,6 +587,11 @@ class AiopsWorker:
                 errors.extend(_release(grown))
             if self._ports_session is not None:
                 errors.extend(_release(self._ports_session))
+            if self._snapshot_run is not None:
+                try:
+                    self._snapshot_run.close()
+                except OSError as error:
+                    errors.append(error)
             return errors
 
     def summary(self) -> dict[str, Any]:

@@ -94,6 +94,8 @@ class XdistController:
         self._assigned: dict[str, int] = {}
         self.summaries: list[dict[str, Any]] = []
         self.crashed: list[str] = []
+        #: The run's snapshot directory (working state), shared by every worker.
+        self.snapshot_run: Any = None
 
     def start(self) -> None:
         """Lease the parent range (ports only: this never runs git).
@@ -102,6 +104,20 @@ class XdistController:
         range) are the caller's to route: the plugin re-issues them as config-time warnings.
         The caller has checked that the range fits (``Settings.check_ports_fit``).
         """
+        if self.settings.working_state:
+            from .._worktrees.provider import SnapshotRun
+
+            try:
+                # A directory and a lock, no git: the first worker that collected a test
+                # using a worktree takes the snapshot in it, under a lock, for all of them.
+                self.snapshot_run = SnapshotRun.create(self.settings.worktree_root)
+            except (AiopsError, OSError) as error:
+                warnings.warn(
+                    f"pytest-aiops could not make the run's snapshot directory ({error}); "
+                    "each worker snapshots the working state for itself",
+                    AiopsWarning,
+                    stacklevel=2,
+                )
         size = self.settings.ports_per_worker * self.worker_count
         try:
             self.parent = self.registry.orchestrator().provision_session(
@@ -126,6 +142,8 @@ class XdistController:
     def stop(self) -> None:
         if self.parent is not None:
             self.parent.release()
+        if self.snapshot_run is not None:
+            self.snapshot_run.close()
 
     @property
     def parent_range(self) -> tuple[int, int] | None:
@@ -142,6 +160,8 @@ class XdistController:
         # Only a worker on this host can join locks in this host's lock directory.
         local = bool(getattr(spec, "popen", False)) and not getattr(spec, "via", None)
         data: dict[str, Any] = {"count": self.worker_count, "index": None, "parent": None}
+        if local and self.snapshot_run is not None:
+            data["snapshot"] = self.snapshot_run.path
         if local and self.parent is not None and self._free:
             index = min(self._free)
             self._free.remove(index)

@@ -12,6 +12,14 @@ Options (camelCase, as the reference; each defaults to the provider config):
   clone borrowing the user's objects (shares nothing writable).
 - ``pool`` (bool, default ``True``): return released checkouts to a per-root pool and hand
   them out again, restored to exactly ``baseRef``'s tree.
+- ``workingState`` (bool, default ``False``): with ``baseRef`` ``"HEAD"``, the checkout also
+  holds the user's working state (staged and unstaged changes, deletions, untracked files
+  that are not ignored; see :mod:`.snapshot`). Any other ``baseRef`` means that commit alone.
+- ``worktreeInclude`` (list of gitignore patterns): ignored paths copied too with
+  ``workingState`` (``.env``, extension modules built in place), besides the lines of the
+  repository's ``.worktreeinclude``.
+- ``snapshotDirectory`` (str): a :class:`SnapshotRun`'s directory; every request naming it
+  gets the run's one snapshot, taken by the first (the plugin's xdist workers share it).
 
 See "How worktrees work" in docs/how-it-works.md for the design. Ownership, the pool and crash
 recovery live in :mod:`.store` (records: :mod:`.record`); the user's repository in
@@ -28,7 +36,7 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,6 +65,15 @@ from .repository import (
     unpark_registration,
 )
 from .restore import CheckoutDir, RestorePlan, Sweep, index_identity, make_stamp, restore
+from .snapshot import (
+    Snapshot,
+    SnapshotRun,
+    apply_snapshot,
+    discard_snapshot,
+    include_patterns,
+    private_snapshot,
+    shared_snapshot,
+)
 from .store import (
     WorktreeRecord,
     default_worktree_root,
@@ -69,11 +86,13 @@ __all__ = [
     "REPO_ENV",
     "GitWorktreeProvider",
     "GitWorktreeProviderConfig",
+    "SnapshotRun",
     "WorktreeRecord",
     "create_git_worktree_provider",
     "default_worktree_root",
     "list_worktrees",
     "reclaim_orphans",
+    "take_run_snapshot",
     "worktree_env",
     "worktree_import_roots",
 ]
@@ -87,6 +106,8 @@ class GitWorktreeProviderConfig:
 
     ``root_directory=None`` means :func:`default_worktree_root` of the repository.
     ``pool_size`` caps how many released checkouts one root keeps for reuse.
+    ``working_state`` / ``worktree_include``: the ``workingState`` / ``worktreeInclude``
+    defaults (off: a checkout of ``baseRef`` alone, as the reference).
     """
 
     root_directory: str | None = None
@@ -95,19 +116,54 @@ class GitWorktreeProviderConfig:
     isolation: str = WORKTREE
     pool: bool = True
     pool_size: int = 8
+    working_state: bool = False
+    worktree_include: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.isolation not in ISOLATIONS:
             raise OptionError("isolation", _isolation_message(self.isolation))
         if self.pool_size < 0:
             raise OptionError("pool_size", f"pool_size must be >= 0, not {self.pool_size!r}")
+        if not isinstance(self.working_state, bool):
+            raise OptionError(
+                "workingState",
+                f'Option "workingState" must be true or false, not {self.working_state!r}.',
+            )
+        # Checked as a request option would be (a bare string would be split into letters).
+        _read_patterns({"worktreeInclude": self.worktree_include}, "worktreeInclude", ())
 
 
 def _isolation_message(value: object) -> str:
     return f'Option "isolation" must be "worktree" or "clone", not {value!r}.'
 
 
-KNOWN_OPTIONS = frozenset({"rootDirectory", "baseRef", "targetPath", "isolation", "pool"})
+def _read_patterns(options: Mapping[str, Any], key: str, fallback: tuple[str, ...]) -> list[str]:
+    if key not in options or options.get(key) is None:
+        return list(fallback)
+    value = options[key]
+    if not isinstance(value, (list, tuple)) or not all(
+        isinstance(item, str) and "\0" not in item and "\n" not in item for item in value
+    ):
+        raise OptionError(
+            key,
+            f'Option "{key}" must be a list of gitignore patterns (strings without newlines), '
+            f"not {value!r}.",
+        )
+    return [item for item in value if item.strip()]
+
+
+KNOWN_OPTIONS = frozenset(
+    {
+        "rootDirectory",
+        "baseRef",
+        "targetPath",
+        "isolation",
+        "pool",
+        "workingState",
+        "worktreeInclude",
+        "snapshotDirectory",
+    }
+)
 
 
 class GitWorktreeProvider:
@@ -161,7 +217,12 @@ class GitWorktreeProvider:
         if isolation not in ISOLATIONS:
             raise OptionError("isolation", _isolation_message(isolation))
         pool = read_boolean(options, "pool", self.config.pool)
+        working_state = read_boolean(options, "workingState", self.config.working_state)
+        include = _read_patterns(options, "worktreeInclude", self.config.worktree_include)
+        snapshot_dir = read_optional_string(options, "snapshotDirectory")
         info, commit = inspect_repo(workspace_root, base_ref)
+        # Only HEAD has a working state: an explicit other ref means that commit alone.
+        working_state = working_state and base_ref == DEFAULT_BASE_REF
         if target:
             check_target(info.repo_root, commit, target, base_ref)
         if root_option is None:
@@ -174,16 +235,41 @@ class GitWorktreeProvider:
             worktree_root = resolve_path(info.repo_root, root_option)
             worktree_root = store.ensure_root(worktree_root)
 
-        checkout = _Checkout.provide(
-            root=worktree_root,
-            info=info,
-            commit=commit,
-            target=target,
-            isolation=str(isolation),
-            session_id=session_id,
-            pool=pool,
-            pool_size=self.config.pool_size,
-        )
+        snapshot: Snapshot | None = None
+        if working_state:
+            patterns = include_patterns(info.repo_root, include)
+            try:
+                if snapshot_dir is not None:
+                    snapshot = shared_snapshot(snapshot_dir, info, commit, patterns)
+                    commit = snapshot.head  # every checkout of the run: same HEAD and state
+                else:
+                    base = store.control_dir(worktree_root)
+                    snapshot = private_snapshot(info, commit, patterns, base)
+            except GitError as error:
+                # The remedy is the option: say so, with git's reason (e.g. a required
+                # clean filter that is not installed, which `git add -A` must run).
+                reason = " ".join(str(error).split())
+                raise OptionError(
+                    "workingState",
+                    f"could not snapshot the working state of {info.repo_root} ({reason}); "
+                    'set the "workingState" option to false to check out the base ref alone',
+                ) from error
+        try:
+            checkout = _Checkout.provide(
+                root=worktree_root,
+                info=info,
+                commit=commit,
+                target=target,
+                isolation=str(isolation),
+                session_id=session_id,
+                pool=pool,
+                pool_size=self.config.pool_size,
+            )
+            if snapshot is not None:
+                checkout.apply(snapshot)
+        finally:
+            if snapshot is not None:
+                discard_snapshot(snapshot)
         worktree_path = checkout.path
         with self._held_lock:
             self._held[worktree_path] = checkout
@@ -212,6 +298,13 @@ class GitWorktreeProvider:
             sections.append(f"Worktree target path: {target} (sparse-checkout enabled)")
         hard["commit"] = commit
         hard["isolation"] = isolation
+        hard["workingState"] = snapshot is not None
+        if snapshot is not None:
+            metadata["git_worktree_working_state"] = True
+            sections.append(
+                f"Worktree holds the working state of {info.repo_root} (its uncommitted "
+                "changes and untracked files) on top of the base ref"
+            )
         soft = ResourceContextPatch(
             env={
                 "AGENT_REPO_ROOT": info.repo_root,
@@ -411,6 +504,21 @@ class _Checkout:
             return False
         return True
 
+    def apply(self, snapshot: Snapshot) -> None:
+        """Lay the user's working state on the checkout (released again if that fails).
+
+        The record's index identity is cleared: the index now differs from the commit's, so
+        the restore at release runs a full ``git checkout`` back to the commit.
+        """
+        entry = self.entry
+        try:
+            apply_snapshot(snapshot, self.path, self.target, entry.git_started)
+            now = time.time()
+            entry.save(index_id=None, filled_at=now, handed_at=now, settled=False)
+        except BaseException:
+            self.release()
+            raise
+
     def _hand_back(self) -> bool:
         """Mark the checkout given back (kept or released) and forget it as held; ``False``
         if that already happened (release is idempotent, keep after release a no-op)."""
@@ -558,6 +666,20 @@ def worktree_env(
     existing = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p not in roots]
     env["PYTHONPATH"] = os.pathsep.join([*roots, *existing])
     return env
+
+
+def take_run_snapshot(
+    snapshot_directory: str, workspace_root: str, include: Sequence[str] = ()
+) -> None:
+    """Take the run's snapshot of the working state now, if nobody has yet.
+
+    What a ``snapshotDirectory`` request would do on first use, done at the start of a run
+    instead: the state captured is the one the run started with, not whatever the tests
+    that ran before the first worktree left in the user's checkout.
+    """
+    info, commit = inspect_repo(workspace_root, DEFAULT_BASE_REF)
+    patterns = include_patterns(info.repo_root, include)
+    shared_snapshot(snapshot_directory, info, commit, patterns)
 
 
 def create_git_worktree_provider(
