@@ -167,7 +167,9 @@ def test_runs_whose_modules_initialise_submodules_reuse_without_a_warning(
         """
     pytester.makepyfile(test_a=module, test_b=module, test_c=module)
     pytester.makeini("[pytest]\nfilterwarnings = error\n")
-    (repo / ".gitignore").write_text("__pycache__/\n")
+    # runpytest_subprocess puts its basetemp (runpytest-*) and its stdout/stderr files in the
+    # repository: ignored, so the working state (on by default) does not carry them along.
+    (repo / ".gitignore").write_text("__pycache__/\nrunpytest-*\nstdout\nstderr\n")
     git(repo, *FILE_PROTOCOL, "submodule", "add", "-q", str(library), "vendor/lib")
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "tests and a submodule")
