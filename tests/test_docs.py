@@ -28,6 +28,9 @@ DOCS = ROOT / "docs"
 PAGES = sorted(DOCS.glob("*.md"))
 DEMO_COMMAND = "python -m pip install -e '.[test]' && python -m pytest -n 4 examples"
 TEST_COMMAND = "python -m pip install -e '.[test]' && python -m pytest"
+INSTALL_COMMAND = "python -m pip install pytest-aiops"
+DOCS_SITE = "https://pytest-aiops.readthedocs.io/en/latest/"
+REPOSITORY = "https://github.com/pytest-aiops/pytest-aiops/"
 
 pytest_plugins = ["pytester"]
 
@@ -51,11 +54,23 @@ def shell_lines(path: Path) -> list[str]:
 
 def test_readme_is_short_and_links_only_to_pages_that_exist() -> None:
     text = README.read_text()
-    assert len(text.splitlines()) <= 150
-    links = re.findall(r"\]\((docs/[^)#]+)(?:#[^)]*)?\)", text)
-    assert links
-    for link in links:
-        assert (ROOT / link).is_file(), link
+    # Link reference definitions (``[name]: https://...``) are targets, not text to read.
+    prose = [line for line in text.splitlines() if not re.match(r"\[[\w-]+\]: ", line)]
+    assert len(prose) <= 150
+    inline = re.findall(r"\]\(([^)]+)\)", text)
+    defined = re.findall(r"^\[[\w-]+\]: (\S+)$", text, re.M)
+    used = set(re.findall(r"\]\[([\w-]+)\]", text))
+    assert used == set(re.findall(r"^\[([\w-]+)\]: ", text, re.M))
+    assert defined
+    for link in [*inline, *defined]:
+        # Absolute, so they work on the package index's page too; each names a real page/file.
+        if link.startswith(DOCS_SITE):
+            page = link.removeprefix(DOCS_SITE).split("#")[0].removesuffix(".html") or "index"
+            assert (DOCS / f"{page}.md").is_file(), link
+        else:
+            assert link.startswith(REPOSITORY), link
+            path = re.sub(r"^(blob|tree)/main/", "", link.removeprefix(REPOSITORY))
+            assert (ROOT / path).exists(), link
 
 
 def test_readme_commands_are_the_ones_ci_runs() -> None:

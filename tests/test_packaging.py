@@ -1,0 +1,54 @@
+"""What a user meets first: the installed command's version, the licence, the package index's
+metadata. (Building and installing the distributions is `.ci/run`'s packaging step: it needs
+the network-free but slow ``python -m build`` in a throwaway environment.)"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import pytest_aiops
+
+from .helpers import REPO_ROOT, child_env
+
+
+def _script() -> str:
+    script = shutil.which("pytest-aiops", path=str(Path(sys.executable).parent))
+    script = script or shutil.which("pytest-aiops")
+    assert script is not None, "pytest-aiops console script is not installed"
+    return script
+
+
+@pytest.mark.parametrize("how", ["script", "module"])
+def test_version_prints_the_one_version(how: str) -> None:
+    command = [_script()] if how == "script" else [sys.executable, "-m", "pytest_aiops"]
+    result = subprocess.run(
+        [*command, "--version"], capture_output=True, text=True, env=child_env(), check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"pytest-aiops {pytest_aiops.__version__}\n"
+
+
+def test_the_version_and_the_licence_have_one_source() -> None:
+    # Read as text: tomllib is 3.11+ and the minimum leg runs 3.10.
+    text = (REPO_ROOT / "pyproject.toml").read_text()
+    project = text.split("\n[project]\n", 1)[1].split("\n[", 1)[0]
+    assert not re.search(r"^version\s*=", project, re.M)
+    assert 'dynamic = ["version"]' in project
+    assert 'version = {attr = "pytest_aiops.__version__"}' in text
+    assert 'license = "MIT"' in project
+    assert 'license-files = ["LICENSE"]' in project
+    assert (REPO_ROOT / "LICENSE").read_text().startswith("MIT License\n")
+    assert '"Development Status :: 3 - Alpha"' in project
+    urls = text.split("\n[project.urls]\n", 1)[1].split("\n\n", 1)[0]
+    assert set(re.findall(r"^(\w+) = \"https://", urls, re.M)) == {
+        "Homepage",
+        "Documentation",
+        "Issues",
+        "Changelog",
+    }
