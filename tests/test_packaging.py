@@ -52,3 +52,17 @@ def test_the_version_and_the_licence_have_one_source() -> None:
         "Issues",
         "Changelog",
     }
+
+
+def test_the_docs_install_the_released_package_and_say_each_thing_once() -> None:
+    install = "```sh\npython -m pip install pytest-aiops\n```"
+    readme = (REPO_ROOT / "README.md").read_text()
+    page = (REPO_ROOT / "docs" / "getting-started.md").read_text()
+    assert install in readme
+    assert install in page
+    assert page.count("| leg | Python | pytest |") == 1
+    assert page.count("filterwarnings = error") == 1
+    assert "(supported-versions)=" in page
+    # The page opens with what a user needs, not the project's history.
+    assert "it was declared" not in page
+    assert page.index("## Install") < page.index("## Platforms")
