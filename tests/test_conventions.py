@@ -4,11 +4,20 @@ are ``pytest.PytestWarning``s pointing at the user's code, booleans are ``bool``
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import warnings
 from pathlib import Path
 
 import pytest
 
-from .helpers import git
+import pytest_aiops.plugin
+from pytest_aiops import AiopsWarning
+from pytest_aiops._plugin.settings import OPTIONS
+from pytest_aiops._ports.defaults import PORT_FALLBACK_ENV
+from pytest_aiops._ports.pool import KernelPorts, PortRange
+
+from .helpers import child_env, git
 
 pytest_plugins = ["pytester"]
 
@@ -98,3 +107,155 @@ def test_a_failed_release_fails_the_run(pytester: pytest.Pytester, xdist: list[s
         ["aiops *: release failed: ReleaseError: *the leaky resource would not go*"]
     )
     assert result.ret == pytest.ExitCode.TESTS_FAILED
+
+
+def test_a_quiet_successful_run_still_says_what_it_left(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_tree="def test_tree(git_worktree):\n    assert git_worktree.path\n")
+    git(pytester.path, "init", "-q", "-b", "main")
+    git(pytester.path, "add", "-A")
+    git(pytester.path, "commit", "-q", "-m", "snapshot")
+    result = pytester.runpytest_subprocess(*QUIET, "-q", "--aiops-keep=all")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["aiops master: *kept worktree *", "aiops: worktrees kept by *"])
+    kept = next(line for line in result.outlines if "kept worktree " in line)
+    git(pytester.path, "worktree", "remove", "--force", kept.split("kept worktree ")[1])
+
+
+# -- warnings ---------------------------------------------------------------------------------
+
+
+def test_aiops_warning_is_a_pytest_warning_and_a_user_warning() -> None:
+    from pytest_aiops import AiopsWarning
+
+    assert issubclass(AiopsWarning, pytest.PytestWarning)
+    assert issubclass(AiopsWarning, UserWarning)
+
+
+def test_without_pytest_aiops_warning_is_a_user_warning_and_the_core_works(
+    tmp_path: Path, lock_dir: Path
+) -> None:
+    # pytest made unimportable in a child, as where the core is used without it installed.
+    script = (
+        "import sys\n"
+        "sys.modules['pytest'] = sys.modules['_pytest'] = None\n"
+        "from pytest_aiops import AiopsWarning, ResourceRequest, create_default_orchestrator\n"
+        "assert AiopsWarning.__mro__[1:] == (UserWarning, Warning, Exception, BaseException,"
+        " object), AiopsWarning.__mro__\n"
+        "with create_default_orchestrator().provision_session(session_id='s', resources=["
+        "ResourceRequest('port-range', {'blockSize': 2})], workspace_root=sys.argv[1]) as s:\n"
+        "    print(s.allocation('port-range')['startPort'])\n"
+    )
+    env = child_env(PYTEST_AIOPS_LOCK_DIR=str(lock_dir))
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().isdigit()
+
+
+def test_filtering_pytest_warnings_silences_the_plugins(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_port="def test_port(aiops_port):\n    assert aiops_port\n")
+    result = pytester.runpytest_subprocess(
+        *QUIET, "--aiops-disable", "-W", "error", "-W", "ignore::pytest.PytestWarning"
+    )
+    result.assert_outcomes(passed=1)
+    error = pytester.runpytest_subprocess(*QUIET, "--aiops-disable", "-W", "error")
+    error.assert_outcomes(errors=1)  # so the run above can fail
+    error.stdout.fnmatch_lines(["*AiopsWarning: pytest-aiops is disabled*"])
+
+
+def test_kernel_port_warnings_point_at_the_callers_code() -> None:
+    stand_in = KernelPorts("pytest-aiops is disabled (for this test)")
+    full = PortRange(28990, 28990, probe=False, fallback="kernel")
+    full.next_port()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        stand_in.next_port()
+        full.next_port()
+    assert [Path(w.filename) for w in caught] == [Path(__file__)] * 2
+    assert all(issubclass(w.category, AiopsWarning) for w in caught)
+
+
+TAKE_OUTSIDE = """
+import warnings
+from pytest_aiops import take_port
+
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    port = take_port()
+[warning] = caught
+print(warning.filename)
+print(warning.message)
+"""
+
+
+def test_take_port_outside_pytest_warns_at_the_caller_and_names_the_variable(
+    tmp_path: Path,
+) -> None:
+    script = tmp_path / "helper.py"
+    script.write_text(TAKE_OUTSIDE)
+    out = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, env=child_env(), check=True
+    ).stdout.splitlines()
+    assert out[0] == str(script)
+    assert out[1] == (
+        "no pytest-aiops worker runs in this process: ports come from the kernel (bind to port "
+        "0) instead, so nothing keeps other runs off them and they differ run after run; set "
+        "PYTEST_AIOPS_PORT_FALLBACK=error to fail instead"
+    )
+    assert "--aiops" not in out[1]
+
+
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [
+        (
+            "error",
+            "PortsExhaustedError: no pytest-aiops worker runs in this process and "
+            "PYTEST_AIOPS_PORT_FALLBACK=error asks to fail rather than hand out kernel-chosen "
+            "ports; take ports inside a pytest run with pytest-aiops, or unset "
+            "PYTEST_AIOPS_PORT_FALLBACK",
+        ),
+        (
+            "never",
+            "OptionError: PYTEST_AIOPS_PORT_FALLBACK must be one of kernel, error, not 'never'; "
+            "set it to one of those or unset it",
+        ),
+    ],
+)
+def test_take_port_outside_pytest_honours_the_fallback_variable(value: str, error: str) -> None:
+    script = (
+        "from pytest_aiops import take_port\n"
+        "try:\n"
+        "    take_port()\n"
+        "except Exception as e:\n"
+        "    print(f'{type(e).__name__}: {e}')\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-W", "error", "-c", script],
+        capture_output=True,
+        text=True,
+        env=child_env(PYTEST_AIOPS_PORT_FALLBACK=value),
+        check=True,
+    ).stdout
+    assert out == error + "\n"
+
+
+def test_the_fallback_variable_is_the_settings_one() -> None:
+    option = next(o for o in OPTIONS if o.cli == "--aiops-port-fallback")
+    assert option.env == PORT_FALLBACK_ENV
+
+
+@pytest.mark.inner_warnings("*AiopsWarning: pytest-aiops is disabled*")
+def test_a_port_fixtures_warning_points_at_the_fixture_not_pytest(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(test_port="def test_port(aiops_port):\n    assert aiops_port\n")
+    result = pytester.runpytest_subprocess(*QUIET, "--aiops-disable")
+    result.assert_outcomes(passed=1, warnings=1)
+    [line] = [line for line in result.outlines if "AiopsWarning: " in line]
+    assert line.strip().startswith(str(Path(pytest_aiops.plugin.__file__)) + ":"), line
