@@ -259,3 +259,45 @@ def test_a_port_fixtures_warning_points_at_the_fixture_not_pytest(
     result.assert_outcomes(passed=1, warnings=1)
     [line] = [line for line in result.outlines if "AiopsWarning: " in line]
     assert line.strip().startswith(str(Path(pytest_aiops.plugin.__file__)) + ":"), line
+
+
+# -- options ----------------------------------------------------------------------------------
+
+
+def test_switches_are_bool_ini_values_and_help_matches_the_docs(
+    pytester: pytest.Pytester,
+) -> None:
+    result = pytester.runpytest_subprocess(*QUIET, "--help")
+    result.stdout.fnmatch_lines(["  aiops_disable (bool):*", "  aiops_asyncio_ports (bool):*"])
+    text = " ".join(result.stdout.str().split())
+    assert "the port fixtures hand out kernel-chosen ports with one warning" in text
+    assert "its fixtures raise" not in text
+    page = (Path(__file__).parent.parent / "docs" / "fixtures.md").read_text()
+    assert "the port fixtures fall back to kernel-chosen ports with one warning" in " ".join(
+        page.split()
+    )
+
+
+@pytest.mark.inner_warnings("*AiopsWarning: pytest-aiops is disabled (from ini aiops_disable)*")
+@pytest.mark.parametrize("value", ["y", "True", "on"])
+def test_a_bool_ini_switch_takes_what_pytest_reads_as_true(
+    pytester: pytest.Pytester, value: str
+) -> None:
+    pytester.makeini(f"[pytest]\naiops_disable = {value}\n")
+    pytester.makepyfile(test_port="def test_port(aiops_port):\n    assert aiops_port\n")
+    result = pytester.runpytest_subprocess(*QUIET)
+    result.assert_outcomes(passed=1, warnings=1)
+
+
+def test_a_bad_bool_ini_switch_is_one_usage_line(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\naiops_disable = maybe\n")
+    pytester.makepyfile(test_x="def test_x():\n    pass\n")
+    result = pytester.runpytest_subprocess(*QUIET)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [
+            "ERROR: --aiops-disable must be one of 1, true, yes, on, 0, false, no, off, "
+            "not 'maybe' (from ini aiops_disable)"
+        ]
+    )
+    assert "Traceback" not in result.stderr.str()
