@@ -98,7 +98,7 @@ class DiscoveryError(AiopsError, ValueError):
 class ProvisioningError(AiopsError, RuntimeError):
     """Provisioning a session failed; everything it had leased was released again.
 
-    The message starts with ``Resource provisioning failed: `` (the reference's wording)
+    The message starts with "Resource provisioning failed:" (the reference's wording)
     and the original exception is chained as ``__cause__``.
     """
 

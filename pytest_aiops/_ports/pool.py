@@ -51,7 +51,7 @@ def _check_protocol(protocol: str) -> str:
 
 
 class PortRange:
-    """A worker's leased ports: a pool over its first block ``start``..``end`` and any more.
+    """A worker's leased ports: a pool over its first block (``start`` to ``end``) and more.
 
     ``start``, ``end``, ``primary`` and :attr:`ports` describe the first lease (what
     ``AGENT_PORT_RANGE_*`` say); ``len``, iteration and ``in`` cover every port the pool has
