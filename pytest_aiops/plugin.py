@@ -281,8 +281,8 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         return
     from ._plugin.xdist import summary_lines
 
-    # Said when it matters (a problem, a fallback, busy ports, kept worktrees, a failed run)
-    # or when asked for (-v, -rA); a successful run prints nothing extra, like other plugins.
+    # Said when it matters (a fallback, kernel-chosen ports, kept worktrees, a failed release
+    # or run) or when asked for (-v, -rA); a run that went well prints nothing extra.
     verbose = (
         exitstatus not in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED)
         or config.option.verbose > 0
