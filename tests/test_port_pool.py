@@ -88,6 +88,7 @@ def test_800_server_tests_at_the_default_settings_three_runs_the_same_ports(
             "-p",
             "no:benchmark",
             "-q",
+            "-rA",  # the end-of-run lines (a run that went well prints them only when asked)
             "-n",
             workers,
             f"--aiops-port-range={SERVER_SUITE_RANGES[workers]}",
