@@ -66,3 +66,12 @@ def test_the_docs_install_the_released_package_and_say_each_thing_once() -> None
     # The page opens with what a user needs, not the project's history.
     assert "it was declared" not in page
     assert page.index("## Install") < page.index("## Platforms")
+
+
+def test_ci_installs_the_built_wheel_with_the_docs_install_line() -> None:
+    package = (REPO_ROOT / ".ci" / "package").read_text()
+    run = (REPO_ROOT / ".ci" / "run").read_text()
+    assert '\n.ci/package "$WORK/package"\n' in run
+    assert 'pip install -q --find-links "$DIST" pytest-aiops=="$VERSION"' in package
+    assert "twine check --strict" in package
+    assert "-W error" in package
