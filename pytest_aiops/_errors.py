@@ -23,7 +23,8 @@
     └── RegistrationError(AiopsError, ValueError, TypeError) -- not a provider, duplicate kind
         └── UnknownKindError(RegistrationError, LookupError) -- no provider for a kind
 
-    AiopsWarning(UserWarning)                      -- works, but risky (e.g. ephemeral ports)
+    AiopsWarning(pytest.PytestWarning)             -- works, but risky (e.g. ephemeral ports);
+                                                      a UserWarning where pytest is absent
 
 Every error pytest-aiops raises on purpose is one of these; a builtin error escaping a private
 module is a bug. :func:`escape` is here too: every message that quotes a field read from disk
@@ -34,6 +35,7 @@ from __future__ import annotations
 
 import errno
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 
 def escape(value: object) -> str:
@@ -96,7 +98,7 @@ class DiscoveryError(AiopsError, ValueError):
 class ProvisioningError(AiopsError, RuntimeError):
     """Provisioning a session failed; everything it had leased was released again.
 
-    The message starts with ``Resource provisioning failed: `` (the reference's wording)
+    The message starts with "Resource provisioning failed:" (the reference's wording)
     and the original exception is chained as ``__cause__``.
     """
 
@@ -216,5 +218,21 @@ class UnknownKindError(RegistrationError, LookupError):
     """A request names a resource kind no provider is registered for."""
 
 
-class AiopsWarning(UserWarning):
-    """Something works but is risky, e.g. a port range inside the OS ephemeral range."""
+if TYPE_CHECKING:
+    from _pytest.warning_types import PytestWarning as _WarningBase
+else:
+    try:
+        # The class ``pytest.PytestWarning`` is, from the one small module that defines it:
+        # importing all of pytest would cost the command line and core users ~0.3 s.
+        from _pytest.warning_types import PytestWarning as _WarningBase
+    except ImportError:  # the core used where pytest is not installed
+        _WarningBase = UserWarning
+
+
+class AiopsWarning(_WarningBase):
+    """Something works but is risky, e.g. a port range inside the OS ephemeral range.
+
+    A ``pytest.PytestWarning`` (so ``-W ignore::pytest.PytestWarning`` and pytest's docs on
+    plugin warnings cover it), and so a ``UserWarning``; only a ``UserWarning`` where pytest
+    is not installed, since the core works without it.
+    """

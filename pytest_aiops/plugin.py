@@ -269,8 +269,11 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 def pytest_sessionfinish(session: pytest.Session) -> None:
     config = session.config
     state = config.stash.get(_STATE_KEY, None)
-    worker = state.worker_built if state is not None else None
-    if state is None or worker is None:
+    if state is None:
+        return
+    worker = state.worker_built
+    if worker is None:
+        _fail_on_release_errors(session, state)  # an xdist controller: its workers' releases
         return
     errors = worker.close()
     state.release_errors.extend(f"{type(e).__name__}: {e}" for e in errors)
@@ -279,9 +282,21 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         summary = worker.summary()
         summary["errors"] = state.release_errors
         workeroutput[WORKERINPUT_KEY] = summary
+    _fail_on_release_errors(session, state)
 
 
-def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+def _fail_on_release_errors(session: pytest.Session, state: _State) -> None:
+    """A failed release (a leak) fails the run, as a failed fixture teardown does: exit
+    status 1 where it would have been 0 (or 5). pytest returns ``session.exitstatus`` as set
+    after ``pytest_sessionfinish``; an xdist controller sees its workers' failures here too
+    (they arrived with ``pytest_testnodedown``)."""
+    summaries = state.controller.summaries if state.controller is not None else []
+    failed = state.release_errors or any(s.get("errors") for s in summaries)
+    if failed and session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     state = config.stash.get(_STATE_KEY, None)
     if state is None:
         return
@@ -294,7 +309,14 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         return
     from ._plugin.xdist import summary_lines
 
-    lines = summary_lines(summaries)
+    # Said when it matters (a fallback, kernel-chosen ports, kept worktrees, a failed release
+    # or run) or when asked for (-v, -rA); a run that went well prints nothing extra.
+    verbose = (
+        exitstatus not in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED)
+        or config.option.verbose > 0
+        or "A" in (config.option.reportchars or "")
+    )
+    lines = summary_lines(summaries, verbose=verbose)
     if any(s.get("kept") for s in summaries):
         lines.append(
             "aiops: worktrees kept by --aiops-keep stay until you remove them: "

@@ -9,6 +9,7 @@ reference.
 from __future__ import annotations
 
 import ast
+import inspect
 import os
 import re
 import subprocess
@@ -28,6 +29,9 @@ DOCS = ROOT / "docs"
 PAGES = sorted(DOCS.glob("*.md"))
 DEMO_COMMAND = "python -m pip install -e '.[test]' && python -m pytest -n 4 examples"
 TEST_COMMAND = "python -m pip install -e '.[test]' && python -m pytest"
+INSTALL_COMMAND = "python -m pip install pytest-aiops"
+DOCS_SITE = "https://pytest-aiops.readthedocs.io/en/latest/"
+REPOSITORY = "https://github.com/pytest-aiops/pytest-aiops/"
 
 pytest_plugins = ["pytester"]
 
@@ -51,11 +55,23 @@ def shell_lines(path: Path) -> list[str]:
 
 def test_readme_is_short_and_links_only_to_pages_that_exist() -> None:
     text = README.read_text()
-    assert len(text.splitlines()) <= 150
-    links = re.findall(r"\]\((docs/[^)#]+)(?:#[^)]*)?\)", text)
-    assert links
-    for link in links:
-        assert (ROOT / link).is_file(), link
+    # Link reference definitions (``[name]: https://...``) are targets, not text to read.
+    prose = [line for line in text.splitlines() if not re.match(r"\[[\w-]+\]: ", line)]
+    assert len(prose) <= 150
+    inline = re.findall(r"\]\(([^)]+)\)", text)
+    defined = re.findall(r"^\[[\w-]+\]: (\S+)$", text, re.M)
+    used = set(re.findall(r"\]\[([\w-]+)\]", text))
+    assert used == set(re.findall(r"^\[([\w-]+)\]: ", text, re.M))
+    assert defined
+    for link in [*inline, *defined]:
+        # Absolute, so they work on the package index's page too; each names a real page/file.
+        if link.startswith(DOCS_SITE):
+            page = link.removeprefix(DOCS_SITE).split("#")[0].removesuffix(".html") or "index"
+            assert (DOCS / f"{page}.md").is_file(), link
+        else:
+            assert link.startswith(REPOSITORY), link
+            path = re.sub(r"^(blob|tree)/main/", "", link.removeprefix(REPOSITORY))
+            assert (ROOT / path).exists(), link
 
 
 def test_readme_commands_are_the_ones_ci_runs() -> None:
@@ -114,6 +130,60 @@ def test_every_public_name_is_in_the_api_reference() -> None:
     documented = re.findall(r"^\.\. auto(?:class|function|exception):: (\w+)", page, re.M)
     assert len(documented) == len(set(documented))
     assert set(documented) == set(pytest_aiops.__all__) - {"__version__"}
+
+
+#: reStructuredText's inline literals and roles, with its rules for what may stand around
+#: them: ``x``..``y`` or ``text: `` (a space before the end) render as raw backticks.
+_BEFORE = r"(?<![^\s'\"(\[{<\-/:])"
+_AFTER = r"(?=$|[\s'\")\]}>\-/:.,;!?\\])"
+_MARKUP = re.compile(
+    rf"{_BEFORE}``(?=\S)(?:[^`]|`(?!`))*?(?<=\S)``{_AFTER}"
+    rf"|{_BEFORE}:[\w:.+-]+:`(?=\S)[^`]*?(?<=\S)`{_AFTER}",
+    re.MULTILINE,
+)
+
+
+def _rendered_docstrings() -> list[tuple[str, str]]:
+    """(name, docstring) of every public name and of the members autodoc renders."""
+    found: list[tuple[str, str]] = []
+    seen: set[int] = set()
+
+    def visit(name: str, obj: object) -> None:
+        if id(obj) in seen:
+            return
+        seen.add(id(obj))
+        doc = inspect.getdoc(obj)
+        if doc:
+            found.append((name, doc))
+        if inspect.isclass(obj):
+            for attribute, member in vars(obj).items():
+                if attribute.startswith("_") and attribute != "__init__":
+                    continue
+                target = getattr(member, "fget", None) or getattr(member, "__func__", member)
+                if callable(target):
+                    visit(f"{name}.{attribute}", target)
+
+    for name in pytest_aiops.__all__:
+        if name != "__version__":
+            visit(name, getattr(pytest_aiops, name))
+    return found
+
+
+def test_rendered_docstrings_have_no_raw_backticks() -> None:
+    raw = [
+        f"{name}: {line.strip()}"
+        for name, doc in _rendered_docstrings()
+        for line in _MARKUP.sub("", doc).splitlines()
+        if "`" in line
+    ]
+    assert raw == []
+
+
+def test_the_backtick_check_can_fail() -> None:
+    for bad in ("``a``..``b``", "starts with ``failed: `` here", "a `single` one"):
+        assert "`" in _MARKUP.sub("", bad), bad
+    for good in ("``a`` to ``b``", ":class:`X` and ``y``.", "(``z``)"):
+        assert "`" not in _MARKUP.sub("", good), good
 
 
 def test_cli_options_in_the_docs_exist() -> None:

@@ -90,6 +90,7 @@ def test_800_server_tests_at_the_default_settings_twice_back_to_back(
             "-p",
             "no:benchmark",
             "-q",
+            "-rA",  # the end-of-run lines (a run that went well prints them only when asked)
             "-n",
             workers,
             f"--aiops-port-range={SERVER_SUITE_RANGES[workers]}",

@@ -17,11 +17,15 @@ WHERE = "import pytest_aiops.plugin as p; print(p.__file__)"
 
 @pytest.fixture
 def decoy(tmp_path: Path) -> Path:
-    """A directory holding another, empty copy of ``pytest_aiops`` (with a ``plugin`` module)."""
+    """A directory holding another, empty copy of ``pytest_aiops``: a module for each
+    ``pytest11`` entry point (``plugin`` and ``_plugin.declarations``), so the decoy loads
+    whole whether the tree under test is installed editable or not (as from the sdist)."""
     package = tmp_path / "decoy" / "pytest_aiops"
-    package.mkdir(parents=True)
+    (package / "_plugin").mkdir(parents=True)
     (package / "__init__.py").write_text('"""A decoy."""\n')
     (package / "plugin.py").write_text('"""A decoy plugin: no hooks."""\n')
+    (package / "_plugin" / "__init__.py").write_text("")
+    (package / "_plugin" / "declarations.py").write_text('"""A decoy: no hooks."""\n')
     return package.parent
 
 

@@ -104,7 +104,7 @@ def test_four_workers_get_disjoint_slices_of_one_parent_range(
     pytester.makeconftest(RECORDER)
     pytester.makepyfile(**{f"test_m{i}": TAKE_PORTS for i in range(4)})
     # 16 ports each: under --dist load one worker may run all 16 tests.
-    result = run(pytester, "-n", "4", "--aiops-ports-per-worker=16")
+    result = run(pytester, "-n", "4", "--aiops-ports-per-worker=16", "-rA")
     result.assert_outcomes(passed=16)
     low, high = parent_range(result)
     assert high - low + 1 == 64
@@ -334,7 +334,7 @@ def test_too_many_ports_for_the_range_is_a_usage_error(pytester: pytest.Pytester
 def test_without_xdist_a_worker_leases_its_own_block(pytester: pytest.Pytester) -> None:
     pytester.makeconftest(RECORDER)
     pytester.makepyfile(TAKE_PORTS)
-    result = run(pytester, "-p", "no:xdist", "--aiops-ports-per-worker=4")
+    result = run(pytester, "-p", "no:xdist", "--aiops-ports-per-worker=4", "-v")
     result.assert_outcomes(passed=4)
     result.stdout.fnmatch_lines(
         ["aiops: 4 ports per worker from 20000-26399, leased on first use; *", "aiops master: *"]

@@ -17,6 +17,7 @@ Exit statuses (``run`` passes its COMMAND's through):
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import os
 import signal
@@ -223,6 +224,15 @@ _COMMANDS = (
 )
 
 
+def _version() -> str:
+    """The installed distribution's version, which the build reads from ``__version__``
+    (one source); the package itself is not imported, the CLI sits below its public API."""
+    try:
+        return importlib.metadata.version("pytest-aiops")
+    except importlib.metadata.PackageNotFoundError:  # run from a bare checkout, not installed
+        return "(not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``pytest-aiops`` parser with its subcommands."""
     parser = _Parser(
@@ -233,6 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=f"Run '{PROG} COMMAND --help' for the options and examples of each command.",
     )
+    parser.add_argument("--version", action="version", version=f"{PROG} {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="{run,status,gc,init-lock-dir}")
     commands.required = True
     for command in _COMMANDS:

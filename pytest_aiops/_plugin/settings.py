@@ -68,8 +68,9 @@ class _Option:
 OPTIONS: tuple[_Option, ...] = (
     _Option(
         "disable",
-        "turn pytest-aiops off: its fixtures raise, nothing is leased, no header "
-        "(same as -p no:aiops, but the fixtures and marker stay known).",
+        "turn pytest-aiops off: nothing is leased, no header; the port fixtures hand out "
+        "kernel-chosen ports with one warning (see --aiops-port-fallback), the others fail "
+        "saying so (unlike -p no:aiops, the fixtures and marker stay known).",
         flag=True,
     ),
     _Option(
@@ -325,7 +326,8 @@ class _Invalid(Exception):
 
 
 def add_options(parser: pytest.Parser) -> None:
-    """Register the ``aiops`` option group and the ini keys (all read as strings)."""
+    """Register the ``aiops`` option group and the ini keys (switches as ``bool``, the rest
+    as strings this module parses)."""
     group = parser.getgroup("aiops", "pytest-aiops: isolated ports and git worktrees")
     for option in OPTIONS:
         help_text = f"{option.help} [env {option.env}, ini {option.ini}]"
@@ -342,17 +344,32 @@ def add_options(parser: pytest.Parser) -> None:
             )
         else:
             group.addoption(option.cli, default=None, metavar=option.metavar, help=help_text)
-        parser.addini(option.ini, option.help, type="string", default="")
+        if option.flag:  # shown as (bool) in --help; pytest reads it (TOML true too)
+            parser.addini(option.ini, option.help, type="bool", default=None)
+        else:
+            parser.addini(option.ini, option.help, type="string", default="")
 
 
 def _lookup(config: pytest.Config, option: _Option) -> tuple[str, str] | None:
+    import pytest
+
     cli = config.getoption("aiops_" + option.dest)
     if cli is not None:
         return ("true" if cli is True else str(cli)), option.cli
     env = os.environ.get(option.env)
     if env is not None and env.strip():
         return env, f"env {option.env}"
-    ini = config.getini(option.ini)
+    try:
+        ini = config.getini(option.ini)
+    except (ValueError, pytest.UsageError) as error:  # a bool ini pytest cannot read
+        # (pytest < 9 raises ValueError, later ones UsageError; both quote the value.)
+        quoted = re.search(r"invalid truth value (.+?)$", str(error))
+        raise pytest.UsageError(
+            f"{option.cli} must be one of {', '.join(_TRUE + _FALSE)}, "
+            f"not {quoted.group(1) if quoted else 'that'} (from ini {option.ini})"
+        ) from None
+    if isinstance(ini, bool):
+        return ("true" if ini else "false"), f"ini {option.ini}"
     if isinstance(ini, str) and ini.strip():
         return ini, f"ini {option.ini}"
     return None

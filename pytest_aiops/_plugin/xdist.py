@@ -189,11 +189,18 @@ class XdistController:
             self.summaries.append(summary)
 
 
-def summary_lines(summaries: Sequence[dict[str, Any]]) -> list[str]:
-    """One line per worker that leased ports or kept worktrees."""
+def summary_lines(summaries: Sequence[dict[str, Any]], *, verbose: bool = True) -> list[str]:
+    """One line per worker that leased ports or kept worktrees.
+
+    Not ``verbose`` (``-v``/``-rA`` not given, the run passed): only the lines that matter, a
+    worker that fell back (another slice, kernel-chosen ports) or kept a worktree. Ports busy
+    at lease are the pool doing its job (on a shared machine, most runs meet some), so they
+    are told with the rest; a run where all went well prints nothing, as pytest-xdist does.
+    """
     lines: list[str] = []
     for summary in sorted(summaries, key=lambda s: str(s.get("workerId"))):
         parts: list[str] = []
+        matters = False
         port_range = summary.get("range")
         if port_range:
             where = (
@@ -214,14 +221,17 @@ def summary_lines(summaries: Sequence[dict[str, Any]]) -> list[str]:
             more = f" and {len(pool['busy']) - 10} more" if len(pool["busy"]) > 10 else ""
             parts.append(f"busy at lease, kept back until free: {busy}{more}")
         if pool.get("kernelPorts"):
+            matters = True
             parts.append(
                 f"{pool['kernelPorts']} kernel-chosen port(s) handed out ({pool.get('growError')})"
             )
         if summary.get("fallback"):
+            matters = True
             moved = "took another slice" if summary.get("childIndex") is not None else "own block"
             parts.append(f"{moved} because {summary['fallback']}")
         for path in summary.get("kept") or ():
+            matters = True
             parts.append(f"kept worktree {path}")
-        if parts:
+        if parts and (matters or verbose):
             lines.append(f"aiops {summary.get('workerId')}: " + "; ".join(parts))
     return lines

@@ -30,6 +30,8 @@ DEFAULT_MAX_PORTS_PER_WORKER = 4096
 #: picks, with one warning, or fail.
 PORT_FALLBACKS = ("kernel", "error")
 DEFAULT_PORT_FALLBACK = "kernel"
+#: The setting's environment variable: what take_port() reads outside a pytest run too.
+PORT_FALLBACK_ENV = "PYTEST_AIOPS_PORT_FALLBACK"
 
 LOCK_DIR_ENV = "PYTEST_AIOPS_LOCK_DIR"
 #: The machine-wide lock directory as help texts and docs show it (POSIX; on Windows the

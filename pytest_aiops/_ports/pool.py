@@ -17,15 +17,17 @@ at least as robust as one that binds port 0 itself.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from types import FrameType
 from typing import Any
 
 from .._errors import AiopsWarning, InvalidArgumentError, OptionError, PortsExhaustedError
-from .defaults import PORT_FALLBACKS
+from .defaults import PORT_FALLBACK_ENV, PORT_FALLBACKS
 from .probe import PROTOCOLS, TCP, ephemeral_range, kernel_port, port_is_free
 
 #: Whoever took a port when no test or fixture was running: given back at the pool's close.
@@ -51,12 +53,12 @@ def _check_protocol(protocol: str) -> str:
 
 
 class PortRange:
-    """A worker's leased ports: a pool over its first block ``start``..``end`` and any more.
+    """A worker's leased ports: a pool over its first block (``start`` to ``end``) and more.
 
     ``start``, ``end``, ``primary``, :attr:`env` and :attr:`ports` describe the first lease
     only (what ``AGENT_PORT_RANGE_*`` say); ``len``, iteration and ``in`` cover every port
     of every block the pool has leased (:attr:`blocks`), grown blocks included, so a port
-    handed out is always ``in`` the range but may lie outside ``start``..``end``. Every port
+    handed out is always in the range but may lie outside ``start`` to ``end``. Every port
     of a block bound when it was leased, except those the lease reported busy (only in
     TIME_WAIT, when no clean block was left): those are handed out last, once free.
     :meth:`next_port` hands out a free port (thread-safe), which is
@@ -264,17 +266,16 @@ class PortRange:
             f"{message}: handing out ports the kernel picks instead (bind to port 0), "
             "which no other pytest-aiops run is kept away from; "
             f"{PORTS_HINT}, or set --aiops-port-fallback=error to fail instead",
-            stacklevel=4,
         )
 
-    def _from_kernel(self, protocol: str, warning: str, *, stacklevel: int) -> int:
+    def _from_kernel(self, protocol: str, warning: str) -> int:
         """A port the kernel picks (bind to port 0), counted in :attr:`kernel_ports`; the
-        first one warns ``warning``, as if from ``stacklevel`` of the caller."""
+        first one warns ``warning``, pointing at the user's code (:func:`_user_stacklevel`)."""
         with self._lock:
             self.kernel_ports += 1
             first, self._warned = not self._warned, True
         if first:
-            warnings.warn(warning, AiopsWarning, stacklevel=stacklevel + 1)
+            warnings.warn(warning, AiopsWarning, stacklevel=_user_stacklevel())
         return self._probed_kernel_port(protocol)
 
     def _probed_kernel_port(self, protocol: str) -> int:
@@ -360,8 +361,15 @@ class KernelPorts(PortRange):
 
     leased = False
 
-    def __init__(self, reason: str, *, owner: str = "master") -> None:
+    def __init__(
+        self,
+        reason: str,
+        *,
+        owner: str = "master",
+        hint: str = "set --aiops-port-fallback=error to fail instead",
+    ) -> None:
         low, high = ephemeral_range()
+        self.hint = hint
         super().__init__(low, low, owner=owner, probe=False, fallback="kernel")
         self.start, self.end, self.primary = low, high, low
         self._blocks.clear()
@@ -377,9 +385,7 @@ class KernelPorts(PortRange):
         return self._from_kernel(
             _check_protocol(protocol),
             f"{self.grow_error}: ports come from the kernel (bind to port 0) instead, "
-            "so nothing keeps other runs off them and they differ run after run; "
-            "set --aiops-port-fallback=error to fail instead",
-            stacklevel=3,
+            f"so nothing keeps other runs off them and they differ run after run; {self.hint}",
         )
 
 
@@ -415,10 +421,52 @@ def current_pool() -> PortRange:
     with _current_lock:
         factory = _current
         if factory is None:
-            stand_in = KernelPorts("no pytest-aiops worker runs in this process", owner="none")
+            stand_in = _outside_pytest()
             _current = lambda: stand_in  # noqa: E731 - one stand-in per process
             factory = _current
     return factory()
+
+
+def _outside_pytest() -> KernelPorts:
+    """The stand-in pool of a process no pytest-aiops run configured: kernel-chosen ports
+    with one warning, or, with ``PYTEST_AIOPS_PORT_FALLBACK=error`` (the one setting that
+    reaches here), a one-line error; the pytest options do not exist here, so it names the
+    variable."""
+    reason = "no pytest-aiops worker runs in this process"
+    value = os.environ.get(PORT_FALLBACK_ENV, "").strip() or "kernel"
+    if value not in PORT_FALLBACKS:
+        raise OptionError(
+            "port_fallback",
+            f"{PORT_FALLBACK_ENV} must be one of {', '.join(PORT_FALLBACKS)}, not {value!r}; "
+            f"set it to one of those or unset it",
+        )
+    if value == "error":
+        raise PortsExhaustedError(
+            f"{reason} and {PORT_FALLBACK_ENV}=error asks to fail rather than hand out "
+            "kernel-chosen ports; take ports inside a pytest run with pytest-aiops, or unset "
+            f"{PORT_FALLBACK_ENV}"
+        )
+    return KernelPorts(reason, owner="none", hint=f"set {PORT_FALLBACK_ENV}=error to fail instead")
+
+
+#: Files whose frames a warning skips to reach the user's code: this package's, and the
+#: fixture machinery's (pytest, pluggy) that calls a port fixture.
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+
+
+def _user_stacklevel() -> int:
+    """The ``stacklevel`` that makes a warning issued by the caller of this function point at
+    the first frame outside pytest-aiops (a test, a helper calling :func:`take_port` or
+    :meth:`PortRange.next_port`). When that frame is pytest's own (a port fixture was being
+    set up), the fixture is the nearest code a user can read, and the warning points there."""
+    frame: FrameType | None = sys._getframe(2)  # the warning caller's caller: stacklevel 2
+    level = 2
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frame = frame.f_back
+        level += 1
+    if frame is not None and os.sep + "_pytest" + os.sep in frame.f_code.co_filename:
+        level -= 1
+    return level
 
 
 def take_port(*, protocol: str = TCP) -> int:
@@ -426,7 +474,8 @@ def take_port(*, protocol: str = TCP) -> int:
 
     Held by the running fixture or test and given back when it ends (or earlier with
     :func:`give_back_port`). Usable from any code: helper classes, ``unittest`` tests,
-    fixtures of any scope. Outside a pytest-aiops run, a kernel-chosen port with one warning.
+    fixtures of any scope. Outside a pytest-aiops run, a kernel-chosen port with one warning
+    (or, with ``PYTEST_AIOPS_PORT_FALLBACK=error``, a :class:`~pytest_aiops.PortsExhaustedError`).
     Inside one where no port can be leased and ``--aiops-port-fallback=error`` is set, it
     fails the running test (pytest's ``Failed``) with the one-line reason, as the port
     fixtures do.

@@ -1,0 +1,303 @@
+"""The conventions of pytest plugins: quiet when all is well, a leak fails the run, warnings
+are ``pytest.PytestWarning``s pointing at the user's code, booleans are ``bool`` ini values."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+
+import pytest_aiops.plugin
+from pytest_aiops import AiopsWarning
+from pytest_aiops._plugin.settings import OPTIONS
+from pytest_aiops._ports.defaults import PORT_FALLBACK_ENV
+from pytest_aiops._ports.pool import KernelPorts, PortRange
+
+from .helpers import child_env, git
+
+pytest_plugins = ["pytester"]
+
+QUIET = ("-p", "no:benchmark", "-p", "no:cacheprovider")
+
+USES_PORTS = """
+import socket
+
+def test_port(aiops_port, port_range):
+    with socket.create_server(("127.0.0.1", aiops_port)):
+        pass
+    assert port_range.next_port()
+"""
+
+#: A third-party provider whose release fails, as one of a user's could: the fault is real
+#: (the release callable raises), nothing in pytest-aiops is patched.
+FAILING_RELEASE = """
+from pytest_aiops import ResourceLease
+
+class Leaky:
+    kind = "leaky"
+
+    def provision(self, *, session_id, workspace_root, options):
+        def release():
+            raise OSError("the leaky resource would not go")
+        return ResourceLease("leaky", {}, release, {})
+
+def pytest_aiops_register_providers(register):
+    register(Leaky())
+
+def pytest_aiops_session_resources(config, worker_id):
+    return [{"kind": "leaky", "options": {}}]
+"""
+
+USES_SESSION = """
+def test_session(provisioned_session):
+    assert provisioned_session.allocation("leaky") == {}
+"""
+
+
+@pytest.fixture(autouse=True)
+def environment(private_lock_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    for key in list(os.environ):
+        if key.startswith("PYTEST_XDIST_"):
+            monkeypatch.delenv(key)
+    return private_lock_dir
+
+
+def _aiops_lines(result: pytest.RunResult) -> list[str]:
+    return [line for line in result.outlines if line.startswith("aiops")]
+
+
+@pytest.mark.parametrize("xdist", [[], ["-n", "2"]], ids=["plain", "n2"])
+def test_a_quiet_successful_run_prints_nothing_extra(
+    pytester: pytest.Pytester, xdist: list[str]
+) -> None:
+    pytester.makepyfile(test_ports=USES_PORTS)
+    quiet = pytester.runpytest_subprocess(*QUIET, "-q", *xdist, "--aiops-port-range=28000-28999")
+    quiet.assert_outcomes(passed=1)
+    assert _aiops_lines(quiet) == []
+    # Asked for, the same run says what it leased (so the assertion above can fail).
+    for flag in ("-v", "-rA"):
+        told = pytester.runpytest_subprocess(*QUIET, flag, *xdist, "--aiops-port-range=28000-28999")
+        told.assert_outcomes(passed=1)
+        told.stdout.fnmatch_lines(["aiops * ports 28*-28*"])
+
+
+def test_a_failed_run_says_what_it_leased(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_ports=USES_PORTS + "\n\ndef test_fails():\n    assert False\n")
+    result = pytester.runpytest_subprocess(*QUIET, "-q", "--aiops-port-range=28000-28999")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["aiops master: ports 28*-28*"])
+
+
+@pytest.mark.parametrize("xdist", [[], ["-n", "2"]], ids=["plain", "n2"])
+def test_a_failed_release_fails_the_run(pytester: pytest.Pytester, xdist: list[str]) -> None:
+    pytester.makeconftest(FAILING_RELEASE)
+    pytester.makepyfile(test_session=USES_SESSION)
+    git(pytester.path, "init", "-q", "-b", "main")
+    git(pytester.path, "add", "-A")
+    git(pytester.path, "commit", "-q", "-m", "snapshot")
+    result = pytester.runpytest_subprocess(
+        *QUIET, "-q", *xdist, "--aiops-resources=port-range", "--aiops-port-range=28000-28999"
+    )
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(
+        ["aiops *: release failed: ReleaseError: *the leaky resource would not go*"]
+    )
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+
+
+def test_a_quiet_successful_run_still_says_what_it_left(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_tree="def test_tree(git_worktree):\n    assert git_worktree.path\n")
+    git(pytester.path, "init", "-q", "-b", "main")
+    git(pytester.path, "add", "-A")
+    git(pytester.path, "commit", "-q", "-m", "snapshot")
+    result = pytester.runpytest_subprocess(*QUIET, "-q", "--aiops-keep=all")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["aiops master: *kept worktree *", "aiops: worktrees kept by *"])
+    kept = next(line for line in result.outlines if "kept worktree " in line)
+    git(pytester.path, "worktree", "remove", "--force", kept.split("kept worktree ")[1])
+
+
+# -- warnings ---------------------------------------------------------------------------------
+
+
+def test_aiops_warning_is_a_pytest_warning_and_a_user_warning() -> None:
+    from pytest_aiops import AiopsWarning
+
+    assert issubclass(AiopsWarning, pytest.PytestWarning)
+    assert issubclass(AiopsWarning, UserWarning)
+
+
+def test_without_pytest_aiops_warning_is_a_user_warning_and_the_core_works(
+    tmp_path: Path, lock_dir: Path
+) -> None:
+    # pytest made unimportable in a child, as where the core is used without it installed.
+    script = (
+        "import sys\n"
+        "sys.modules['pytest'] = sys.modules['_pytest'] = None\n"
+        "from pytest_aiops import AiopsWarning, ResourceRequest, create_default_orchestrator\n"
+        "assert AiopsWarning.__mro__[1:] == (UserWarning, Warning, Exception, BaseException,"
+        " object), AiopsWarning.__mro__\n"
+        "with create_default_orchestrator().provision_session(session_id='s', resources=["
+        "ResourceRequest('port-range', {'blockSize': 2})], workspace_root=sys.argv[1]) as s:\n"
+        "    print(s.allocation('port-range')['startPort'])\n"
+    )
+    env = child_env(PYTEST_AIOPS_LOCK_DIR=str(lock_dir))
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().isdigit()
+
+
+def test_filtering_pytest_warnings_silences_the_plugins(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_port="def test_port(aiops_port):\n    assert aiops_port\n")
+    result = pytester.runpytest_subprocess(
+        *QUIET, "--aiops-disable", "-W", "error", "-W", "ignore::pytest.PytestWarning"
+    )
+    result.assert_outcomes(passed=1)
+    error = pytester.runpytest_subprocess(*QUIET, "--aiops-disable", "-W", "error")
+    error.assert_outcomes(errors=1)  # so the run above can fail
+    error.stdout.fnmatch_lines(["*AiopsWarning: pytest-aiops is disabled*"])
+
+
+def test_kernel_port_warnings_point_at_the_callers_code() -> None:
+    stand_in = KernelPorts("pytest-aiops is disabled (for this test)")
+    full = PortRange(28990, 28990, probe=False, fallback="kernel")
+    full.next_port()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        stand_in.next_port()
+        full.next_port()
+    assert [Path(w.filename) for w in caught] == [Path(__file__)] * 2
+    assert all(issubclass(w.category, AiopsWarning) for w in caught)
+
+
+TAKE_OUTSIDE = """
+import warnings
+from pytest_aiops import take_port
+
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    port = take_port()
+[warning] = caught
+print(warning.filename)
+print(warning.message)
+"""
+
+
+def test_take_port_outside_pytest_warns_at_the_caller_and_names_the_variable(
+    tmp_path: Path,
+) -> None:
+    script = tmp_path / "helper.py"
+    script.write_text(TAKE_OUTSIDE)
+    out = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, env=child_env(), check=True
+    ).stdout.splitlines()
+    assert out[0] == str(script)
+    assert out[1] == (
+        "no pytest-aiops worker runs in this process: ports come from the kernel (bind to port "
+        "0) instead, so nothing keeps other runs off them and they differ run after run; set "
+        "PYTEST_AIOPS_PORT_FALLBACK=error to fail instead"
+    )
+    assert "--aiops" not in out[1]
+
+
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [
+        (
+            "error",
+            "PortsExhaustedError: no pytest-aiops worker runs in this process and "
+            "PYTEST_AIOPS_PORT_FALLBACK=error asks to fail rather than hand out kernel-chosen "
+            "ports; take ports inside a pytest run with pytest-aiops, or unset "
+            "PYTEST_AIOPS_PORT_FALLBACK",
+        ),
+        (
+            "never",
+            "OptionError: PYTEST_AIOPS_PORT_FALLBACK must be one of kernel, error, not 'never'; "
+            "set it to one of those or unset it",
+        ),
+    ],
+)
+def test_take_port_outside_pytest_honours_the_fallback_variable(value: str, error: str) -> None:
+    script = (
+        "from pytest_aiops import take_port\n"
+        "try:\n"
+        "    take_port()\n"
+        "except Exception as e:\n"
+        "    print(f'{type(e).__name__}: {e}')\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-W", "error", "-c", script],
+        capture_output=True,
+        text=True,
+        env=child_env(PYTEST_AIOPS_PORT_FALLBACK=value),
+        check=True,
+    ).stdout
+    assert out == error + "\n"
+
+
+def test_the_fallback_variable_is_the_settings_one() -> None:
+    option = next(o for o in OPTIONS if o.cli == "--aiops-port-fallback")
+    assert option.env == PORT_FALLBACK_ENV
+
+
+@pytest.mark.inner_warnings("*AiopsWarning: pytest-aiops is disabled*")
+def test_a_port_fixtures_warning_points_at_the_fixture_not_pytest(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(test_port="def test_port(aiops_port):\n    assert aiops_port\n")
+    result = pytester.runpytest_subprocess(*QUIET, "--aiops-disable")
+    result.assert_outcomes(passed=1, warnings=1)
+    [line] = [line for line in result.outlines if "AiopsWarning: " in line]
+    assert line.strip().startswith(str(Path(pytest_aiops.plugin.__file__)) + ":"), line
+
+
+# -- options ----------------------------------------------------------------------------------
+
+
+def test_switches_are_bool_ini_values_and_help_matches_the_docs(
+    pytester: pytest.Pytester,
+) -> None:
+    result = pytester.runpytest_subprocess(*QUIET, "--help")
+    result.stdout.fnmatch_lines(["  aiops_disable (bool):*", "  aiops_asyncio_ports (bool):*"])
+    text = " ".join(result.stdout.str().split())
+    assert "the port fixtures hand out kernel-chosen ports with one warning" in text
+    assert "its fixtures raise" not in text
+    page = (Path(__file__).parent.parent / "docs" / "fixtures.md").read_text()
+    assert "the port fixtures fall back to kernel-chosen ports with one warning" in " ".join(
+        page.split()
+    )
+
+
+@pytest.mark.inner_warnings("*AiopsWarning: pytest-aiops is disabled (from ini aiops_disable)*")
+@pytest.mark.parametrize("value", ["y", "True", "on"])
+def test_a_bool_ini_switch_takes_what_pytest_reads_as_true(
+    pytester: pytest.Pytester, value: str
+) -> None:
+    pytester.makeini(f"[pytest]\naiops_disable = {value}\n")
+    pytester.makepyfile(test_port="def test_port(aiops_port):\n    assert aiops_port\n")
+    result = pytester.runpytest_subprocess(*QUIET)
+    result.assert_outcomes(passed=1, warnings=1)
+
+
+def test_a_bad_bool_ini_switch_is_one_usage_line(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\naiops_disable = maybe\n")
+    pytester.makepyfile(test_x="def test_x():\n    pass\n")
+    result = pytester.runpytest_subprocess(*QUIET)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [
+            "ERROR: --aiops-disable must be one of 1, true, yes, on, 0, false, no, off, "
+            "not 'maybe' (from ini aiops_disable)"
+        ]
+    )
+    assert "Traceback" not in result.stderr.str()
