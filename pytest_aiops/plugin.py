@@ -143,7 +143,9 @@ def pytest_configure(config: pytest.Config) -> None:
     if settings.disable:
         return
     from ._core.registry import ProviderRegistry
+    from ._plugin.interrupt import install as install_sigterm_handler
 
+    install_sigterm_handler(config)  # SIGTERM tears down as Ctrl-C does (xdist workers too)
     config.pluginmanager.register(BuiltinProviders(), "aiops-builtin-providers")
     registry = ProviderRegistry()
     config.hook.pytest_aiops_register_providers(register=registry, config=config)
@@ -294,6 +296,11 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         worker.close()  # no-op after sessionfinish; covers runs that stopped earlier
     if state.controller is not None:
         state.controller.stop()
+    if worker_input(config) is None:  # the controller (or a plain run), not each worker
+        from ._plugin.orphans import reclaim
+
+        # What runs killed by os._exit, SIGKILL or a crashed worker left: ports-only runs too.
+        reclaim(state.settings.repo or str(config.rootpath), state.settings.worktree_root)
 
 
 def _activate_reporter(config: pytest.Config, worker: AiopsWorker) -> Reporter:

@@ -8,7 +8,10 @@ imports only the standard library at load time, so the plugin can use it at star
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import tempfile
 from dataclasses import dataclass
 
 
@@ -71,3 +74,50 @@ def locate_repository(path: str) -> RepoInfo | None:
     if result.returncode != 0 or len(lines) < 4:
         return None
     return RepoInfo(repo_root=lines[0], common_dir=lines[1], object_format=lines[3])
+
+
+#: A worktree root's control directory: owner locks and records (see :mod:`.store`).
+CONTROL = ".pytest-aiops"
+
+
+def default_root_candidates(repo_root: str) -> list[str]:
+    """Where the default worktree root of ``repo_root`` may be, the preferred first:
+    ``/dev/shm/pytest-aiops-<uid>/worktrees/<repo>-<hash>``, then the same under the temp
+    dir. :func:`.store.default_worktree_root` picks one; this only names them (no I/O)."""
+    real = os.path.realpath(repo_root)
+    digest = hashlib.sha256(real.encode("utf-8", "surrogateescape")).hexdigest()[:12]
+    leaf = f"{os.path.basename(real)[:32] or 'repo'}-{digest}"
+    bases = [tempfile.gettempdir()]
+    if os.path.isdir("/dev/shm"):
+        bases.insert(0, "/dev/shm")
+    return [os.path.join(base, f"pytest-aiops-{os.geteuid()}", "worktrees", leaf) for base in bases]
+
+
+#: Record states that never make an orphan while their directory exists (see :mod:`.store`).
+_RESTING = ("pooled", "kept")
+
+
+def may_hold_orphans(root: str) -> bool:
+    """Whether ``root`` has a record that is neither pooled nor kept (only such a record can
+    be an orphan): a few ``listdir``/``read`` calls, no lock, no git, nothing imported.
+
+    A cheap filter for the end of every pytest run: ``True`` only says the store must look
+    (:func:`.store.reclaim_orphans` decides, by the owner locks); a record another process
+    is writing right now counts as ``True``.
+    """
+    control = os.path.join(root, CONTROL)
+    try:
+        names = os.listdir(control)
+    except OSError:
+        return False
+    for name in names:
+        if not (name.startswith("aiops-") and name.endswith(".json")):
+            continue
+        try:
+            with open(os.path.join(control, name), "rb") as handle:
+                data = json.loads(handle.read(1 << 20))
+        except (OSError, ValueError):
+            return True
+        if not isinstance(data, dict) or data.get("state") not in _RESTING:
+            return True
+    return False
