@@ -209,6 +209,46 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(_asyncio_ports, "aiops-asyncio-ports")
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Refuse ``pytest.mark.aiops`` on a test function or class: ``git_worktree`` is one
+    checkout per module and reads the module's marker, so the mark would be ignored."""
+    if _STATE_KEY not in config.stash:
+        return
+    misplaced: dict[str, str] = {}
+    for item in items:
+        node: Any = item
+        while node is not None and not isinstance(node, pytest.File):
+            if any(mark.name == MARKER for mark in node.own_markers):
+                misplaced[item.nodeid] = _misplaced_marker(node)
+                break
+            node = node.parent
+    if misplaced:  # a plugin only for runs that have such a mark: no cost per test otherwise
+        config.pluginmanager.register(_MisplacedMarkers(misplaced), "aiops-misplaced-markers")
+
+
+def _misplaced_marker(node: pytest.Item | pytest.Collector) -> str:
+    where = f"class {node.name}" if isinstance(node, pytest.Class) else f"test {node.name}"
+    return (
+        f"pytest.mark.aiops on {where} is not applied: git_worktree is one checkout per module "
+        "and takes its options from the module; set them there with "
+        "pytestmark = pytest.mark.aiops(base_ref=...), or use "
+        "aiops_worktree_factory.worktree(base_ref=...) in the test"
+    )
+
+
+class _MisplacedMarkers:
+    """Fails, at setup, each test whose function or class carries ``pytest.mark.aiops``."""
+
+    def __init__(self, messages: dict[str, str]) -> None:
+        self.messages = messages
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_setup(self, item: pytest.Item) -> None:
+        message = self.messages.get(item.nodeid)
+        if message is not None:
+            pytest.fail(message, pytrace=False)
+
+
 def pytest_report_header(config: pytest.Config) -> list[str]:
     state = config.stash.get(_STATE_KEY, None)
     if state is None:

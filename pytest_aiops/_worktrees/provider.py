@@ -12,6 +12,8 @@ Options (camelCase, as the reference; each defaults to the provider config):
   clone borrowing the user's objects (shares nothing writable).
 - ``pool`` (bool, default ``True``): return released checkouts to a per-root pool and hand
   them out again, restored to exactly ``baseRef``'s tree.
+- ``poolSize`` (int >= 0, default 8): how many released checkouts the root keeps for reuse,
+  in all; the least recently released is deleted first. ``0`` keeps none.
 
 See "How worktrees work" in docs/how-it-works.md for the design. Ownership, the pool and crash
 recovery live in :mod:`.store` (records: :mod:`.record`); the user's repository in
@@ -44,7 +46,7 @@ from .._core.types import ResourceContextPatch, ResourceLease
 from .._errors import AiopsWarning, GitError, OptionError, UnsupportedPlatformError, escape
 from . import store
 from .create import create_clone, create_worktree, no_space
-from .defaults import CLONE, DEFAULT_BASE_REF, ISOLATIONS, WORKTREE
+from .defaults import CLONE, DEFAULT_BASE_REF, DEFAULT_POOL_SIZE, ISOLATIONS, WORKTREE
 from .locate import RepoInfo
 from .record import CheckoutRecord, PoolKey, State
 from .repository import (
@@ -87,7 +89,8 @@ class GitWorktreeProviderConfig:
     """Defaults for ``git-worktree`` requests (each overridable per request by its option).
 
     ``root_directory=None`` means :func:`default_worktree_root` of the repository.
-    ``pool_size`` caps how many released checkouts one root keeps for reuse.
+    ``pool_size`` caps how many released checkouts one root keeps for reuse, in all (the
+    least recently released is deleted first).
     """
 
     root_directory: str | None = None
@@ -95,17 +98,34 @@ class GitWorktreeProviderConfig:
     target_path: str | None = None
     isolation: str = WORKTREE
     pool: bool = True
-    pool_size: int = 8
+    pool_size: int = DEFAULT_POOL_SIZE
 
     def __post_init__(self) -> None:
         if self.isolation not in ISOLATIONS:
             raise OptionError("isolation", _isolation_message(self.isolation))
+        if isinstance(self.pool_size, bool) or not isinstance(self.pool_size, int):
+            raise OptionError("poolSize", _pool_size_message(self.pool_size))
         if self.pool_size < 0:
-            raise OptionError("pool_size", f"pool_size must be >= 0, not {self.pool_size!r}")
+            raise OptionError("poolSize", _pool_size_message(self.pool_size))
 
 
 def _isolation_message(value: object) -> str:
     return f'Option "isolation" must be "worktree" or "clone", not {value!r}.'
+
+
+def _pool_size_message(value: object) -> str:
+    return (
+        f'Option "poolSize" must be an integer >= 0 (0 keeps no checkout for reuse), not {value!r}.'
+    )
+
+
+def _read_pool_size(options: Mapping[str, Any], fallback: int) -> int:
+    value = options.get("poolSize")
+    if value is None:
+        return fallback
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise OptionError("poolSize", _pool_size_message(value))
+    return value
 
 
 def _read_bool(options: Mapping[str, Any], key: str, fallback: bool) -> bool:
@@ -117,7 +137,9 @@ def _read_bool(options: Mapping[str, Any], key: str, fallback: bool) -> bool:
     return value
 
 
-KNOWN_OPTIONS = frozenset({"rootDirectory", "baseRef", "targetPath", "isolation", "pool"})
+KNOWN_OPTIONS = frozenset(
+    {"rootDirectory", "baseRef", "targetPath", "isolation", "pool", "poolSize"}
+)
 
 
 class GitWorktreeProvider:
@@ -171,6 +193,7 @@ class GitWorktreeProvider:
         if isolation not in ISOLATIONS:
             raise OptionError("isolation", _isolation_message(isolation))
         pool = _read_bool(options, "pool", self.config.pool)
+        pool_size = _read_pool_size(options, self.config.pool_size)
         info, commit = inspect_repo(workspace_root, base_ref)
         if target:
             check_target(info.repo_root, commit, target, base_ref)
@@ -192,7 +215,7 @@ class GitWorktreeProvider:
             isolation=str(isolation),
             session_id=session_id,
             pool=pool,
-            pool_size=self.config.pool_size,
+            pool_size=pool_size,
         )
         worktree_path = checkout.path
         with self._held_lock:
@@ -454,8 +477,10 @@ class _Checkout:
 
     def _restore_for_pool(self) -> bool:
         entry = self.entry
-        if self.pool_size == 0 or store.count_pooled(entry.root, self.key) >= self.pool_size:
+        if self.pool_size == 0:
             return False
+        # The bound is the whole root's (RAM on /dev/shm): make room for this one first.
+        store.evict_pooled(entry.root, keep=self.pool_size - 1)
         record = entry.record
         git_dir = str(record.git_dir)
         started = time.time()

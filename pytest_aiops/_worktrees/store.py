@@ -712,14 +712,34 @@ def sweep_deleted_repositories(base: str) -> None:
                     os.rmdir(directory)
 
 
-def count_pooled(root: str, key: PoolKey) -> int:
-    """How many pooled entries match ``key``, commit included (advisory: read without locks)."""
-    count = 0
-    for token in _tokens(root):
-        record = _read_record(root, token)
-        if record.state is State.POOLED and record.matches(key, commit=True):
-            count += 1
-    return count
+def evict_pooled(root: str, keep: int) -> int:
+    """Delete the least recently released pooled checkouts of ``root`` until at most ``keep``
+    remain (whatever their repository state, commit or isolation); how many were deleted.
+
+    The pool's bound (``poolSize``) is for the whole root: checkouts live in RAM on
+    ``/dev/shm``. Each is taken by its owner lock first, so one another process is handing
+    out right now is neither counted nor touched; two processes releasing at the same moment
+    may each leave ``keep`` and then pool one more, which the next release evicts.
+    """
+    pooled: list[tuple[float, Entry]] = []
+    try:
+        for token in _tokens(root):
+            entry = take_entry(root, token)
+            if entry is None:
+                continue
+            if entry.classify() == POOLED:
+                pooled.append((entry.record.released_at or 0.0, entry))
+            else:
+                entry.close()
+        pooled.sort(key=lambda item: item[0])
+        evicted = 0
+        for _, entry in pooled[: max(0, len(pooled) - keep)]:
+            entry.discard()
+            evicted += 1
+        return evicted
+    finally:
+        for _, entry in pooled:
+            entry.close()
 
 
 def claim_name(entry: Entry, base: str) -> str:
