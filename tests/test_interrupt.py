@@ -285,3 +285,58 @@ def test_only_the_default_sigterm_handler_is_replaced(
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", *args)
     result.assert_outcomes(passed=1)
     assert (pytester.path / "handler.txt").read_text() == expected
+
+
+EDITS_THEN_WAITS = """
+import os, time
+from pathlib import Path
+
+def test_edits(git_worktree):
+    signals = Path(os.environ["SIGNAL_DIR"])
+    (git_worktree.path / "blocked.txt").write_text("changed\\n")  # restore must rewrite it
+    (signals / "arm").write_text("")  # from now on the smudge filter blocks
+    (signals / f"ready-{os.getpid()}").write_text(str(git_worktree.path))
+    while not (signals / "never").exists():
+        time.sleep(0.02)
+"""
+
+
+def test_a_second_sigterm_during_teardown_still_leaves_nothing(
+    make_repo: MakeRepo, tmp_path: Path
+) -> None:
+    """The first SIGTERM starts teardown; the restore for the pool runs git, whose smudge
+    filter blocks; a second SIGTERM interrupts that git: the checkout is deleted, not left
+    registered until some later run."""
+    signals = tmp_path / "signals"
+    script = tmp_path / "smudge.sh"
+    script.write_text(
+        f'#!/bin/sh\nif [ -e "{signals}/arm" ]; then : > "{signals}/filter-$$"; '
+        "exec sleep 3600; fi\nexec cat\n"
+    )
+    repo = make_repo({"top.txt": "top\n", "blocked.txt": "data\n"})
+    (repo / ".gitattributes").write_text("blocked.txt filter=block\n")
+    git(repo, "add", ".gitattributes")
+    git(repo, "commit", "-q", "-m", "filter")
+    git(repo, "config", "filter.block.smudge", f"sh {script}")
+    _write(repo, test_edits=EDITS_THEN_WAITS)
+    run = start_pytest(repo, ["test_edits.py"], inner_env(tmp_path))
+    pids: list[int] = []
+    try:
+        wait_ready(run, signals, 1)
+        run.process.send_signal(signal.SIGTERM)
+        (stuck,) = wait_ready(run, signals, 1, prefix="filter-")
+        pids.append(int(stuck.name.split("-", 1)[1]))
+        run.process.send_signal(signal.SIGTERM)
+        # As after a second Ctrl-C: the interrupt escapes pytest's teardown, so Python ends
+        # by SIGINT (or pytest catches it and exits 2, depending on where it landed).
+        assert run.wait() in (2, -signal.SIGINT)
+    finally:
+        kill_run(run)
+        for pid in pids:
+            if not process_gone(pid):
+                os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: all(process_gone(pid) for pid in pids), "the filter process to die")
+    out, err = run.output()
+    assert worktree_list(repo) == [str(repo)], out + err
+    assert registrations(repo) == []
+    assert list_worktrees(str(tmp_path / "wt")) == []

@@ -470,7 +470,15 @@ class _Checkout:
             # skips until the children are gone, and then reclaims like any other.
             entry.close()
             return
-        if self.pool and self._restore_for_pool():
+        try:
+            pooled = self.pool and self._restore_for_pool()
+        except BaseException:
+            # Interrupted mid-restore (a second SIGTERM or Ctrl-C during teardown; its git
+            # was killed with its group): delete it now. Left to a later reclaim, it would
+            # stay registered until then, since this process holds its lock till it exits.
+            entry.discard()
+            raise
+        if pooled:
             entry.close()
             return
         entry.discard()
