@@ -37,7 +37,8 @@ from pathlib import Path
 
 def test_waits(git_worktree, aiops_port):
     signals = Path(os.environ["SIGNAL_DIR"])
-    (signals / f"ready-{os.getpid()}").write_text(str(git_worktree.path))
+    (signals / f"tmp-{os.getpid()}").write_text(str(git_worktree.path))
+    (signals / f"tmp-{os.getpid()}").rename(signals / f"ready-{os.getpid()}")  # appears whole
     while not (signals / "never").exists():
         time.sleep(0.02)
 """
@@ -149,7 +150,9 @@ import os
 from pathlib import Path
 
 def test_dies(git_worktree):
-    Path(os.environ["SIGNAL_DIR"], "ready-exit").write_text(str(git_worktree.path))
+    signals = Path(os.environ["SIGNAL_DIR"])
+    (signals / f"tmp-{os.getpid()}").write_text(str(git_worktree.path))
+    (signals / f"tmp-{os.getpid()}").rename(signals / "ready-exit")  # appears whole
     os._exit(3)  # as pytest-timeout's thread method does
 """
 
@@ -199,7 +202,9 @@ import os
 from pathlib import Path
 
 def test_crash(git_worktree):
-    Path(os.environ["SIGNAL_DIR"], "crashed").write_text(str(git_worktree.path))
+    signals = Path(os.environ["SIGNAL_DIR"])
+    (signals / f"tmp-{os.getpid()}").write_text(str(git_worktree.path))
+    (signals / f"tmp-{os.getpid()}").rename(signals / "crashed")  # appears whole
     os._exit(3)
 """
 
@@ -295,7 +300,8 @@ def test_edits(git_worktree):
     signals = Path(os.environ["SIGNAL_DIR"])
     (git_worktree.path / "blocked.txt").write_text("changed\\n")  # restore must rewrite it
     (signals / "arm").write_text("")  # from now on the smudge filter blocks
-    (signals / f"ready-{os.getpid()}").write_text(str(git_worktree.path))
+    (signals / f"tmp-{os.getpid()}").write_text(str(git_worktree.path))
+    (signals / f"tmp-{os.getpid()}").rename(signals / f"ready-{os.getpid()}")  # appears whole
     while not (signals / "never").exists():
         time.sleep(0.02)
 """
