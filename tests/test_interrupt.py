@@ -9,16 +9,29 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from pytest_aiops._plugin.interrupt import MESSAGE
+from pytest_aiops._plugin.orphans import reclaim
 from pytest_aiops._ports.records import read_records
+from pytest_aiops._worktrees.locate import may_hold_orphans
 from pytest_aiops._worktrees.provider import list_worktrees
 
-from .helpers import MakeRepo, check_inner_warnings, git, registrations, wait_for
+from .helpers import (
+    MakeRepo,
+    check_inner_warnings,
+    child_env,
+    git,
+    registrations,
+    wait_for,
+    worktree_lease,
+    worktree_provider,
+)
 from .interrupt_helpers import (
     InnerRun,
     inner_env,
@@ -346,3 +359,35 @@ def test_a_second_sigterm_during_teardown_still_leaves_nothing(
     assert worktree_list(repo) == [str(repo)], out + err
     assert registrations(repo) == []
     assert list_worktrees(str(tmp_path / "wt")) == []
+
+
+DIES_HOLDING = """
+import os, sys
+from pytest_aiops._worktrees.provider import GitWorktreeProvider, GitWorktreeProviderConfig
+provider = GitWorktreeProvider(GitWorktreeProviderConfig(root_directory=sys.argv[2]))
+provider.provision(session_id="dies", workspace_root=sys.argv[1], options={"pool": False})
+os._exit(3)
+"""
+
+
+def test_the_end_of_run_filter_looks_only_when_a_dead_owners_record_exists(
+    repo: Path, tmp_path: Path
+) -> None:
+    """The filter every run ends with: pooled records and live ones (their owner lock held,
+    here by this very process) need no look; a dead owner's record does."""
+    root = tmp_path / "wt"
+    assert not may_hold_orphans(str(root))  # no root at all
+    prov = worktree_provider(root)
+    live = worktree_lease(prov, repo, "live")
+    worktree_lease(prov, repo, "pooled").release()
+    assert sorted(r.state for r in list_worktrees(str(root))) == ["live", "pooled"]
+    assert not may_hold_orphans(str(root))
+    died = subprocess.run(
+        [sys.executable, "-c", DIES_HOLDING, str(repo), str(root)], check=False, env=child_env()
+    )
+    assert died.returncode == 3
+    assert may_hold_orphans(str(root))
+    assert reclaim(str(repo), str(root)) == 1
+    assert not may_hold_orphans(str(root))
+    assert sorted(r.state for r in list_worktrees(str(root))) == ["live", "pooled"]
+    live.release()

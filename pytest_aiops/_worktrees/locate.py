@@ -98,12 +98,13 @@ _RESTING = ("pooled", "kept")
 
 
 def may_hold_orphans(root: str) -> bool:
-    """Whether ``root`` has a record that is neither pooled nor kept (only such a record can
-    be an orphan): a few ``listdir``/``read`` calls, no lock, no git, nothing imported.
+    """Whether ``root`` has a record that is neither pooled nor kept and whose owner lock
+    nobody holds (only such a record can be an orphan): a few ``listdir``/``read``/``flock``
+    calls, no git, nothing imported.
 
-    A cheap filter for the end of every pytest run: ``True`` only says the store must look
-    (:func:`.store.reclaim_orphans` decides, by the owner locks); a record another process
-    is writing right now counts as ``True``.
+    A cheap filter for the end of every pytest run: a record whose owner lock a live process
+    holds (another run, an agent session) is skipped with one ``flock`` probe. ``True`` only
+    says the store must look (:func:`.store.reclaim_orphans` decides, taking the locks).
     """
     control = os.path.join(root, CONTROL)
     try:
@@ -118,6 +119,27 @@ def may_hold_orphans(root: str) -> bool:
                 data = json.loads(handle.read(1 << 20))
         except (OSError, ValueError):
             return True
-        if not isinstance(data, dict) or data.get("state") not in _RESTING:
-            return True
+        resting = isinstance(data, dict) and data.get("state") in _RESTING
+        if not resting and not _held(os.path.join(control, name[: -len(".json")] + ".lock")):
+            return True  # its owner is gone (or never locked it): the store must look
+    return False
+
+
+def _held(lock_path: str) -> bool:
+    """Whether a live process holds the owner lock: a shared ``flock`` probe is refused (the
+    same probe as :meth:`.store.OwnerLock.held_elsewhere`, held for an instant)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no owner locks, nothing provisioned
+        return False
+    try:
+        fd = os.open(lock_path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
     return False
