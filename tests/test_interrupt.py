@@ -391,3 +391,32 @@ def test_the_end_of_run_filter_looks_only_when_a_dead_owners_record_exists(
     assert not may_hold_orphans(str(root))
     assert sorted(r.state for r in list_worktrees(str(root))) == ["live", "pooled"]
     live.release()
+
+
+FORKS = """
+import multiprocessing, signal, time
+
+def sleep_forever():
+    while True:
+        time.sleep(0.05)
+
+def test_a_forked_child_still_dies_of_sigterm():
+    for _ in range(20):  # terminate() right after start(): the signal lands during the fork
+        child = multiprocessing.get_context("fork").Process(target=sleep_forever)
+        child.start()
+        try:
+            child.terminate()  # SIGTERM
+            child.join(60)
+            assert child.exitcode == -signal.SIGTERM
+        finally:
+            if child.is_alive():
+                child.kill()
+                child.join()
+"""
+
+
+def test_a_process_forked_by_a_test_still_dies_of_sigterm(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_forks=FORKS)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-s")
+    result.assert_outcomes(passed=1)
+    assert "KeyboardInterrupt" not in result.stdout.str() + result.stderr.str()
