@@ -28,7 +28,12 @@ from .._ports.defaults import (
     DEFAULT_PORTS_PER_WORKER,
     PORT_FALLBACKS,
 )
-from .._worktrees.defaults import DEFAULT_BASE_REF, DEFAULT_ISOLATION, ISOLATIONS
+from .._worktrees.defaults import (
+    DEFAULT_BASE_REF,
+    DEFAULT_ISOLATION,
+    DEFAULT_POOL_SIZE,
+    ISOLATIONS,
+)
 
 if TYPE_CHECKING:
     import pytest
@@ -142,6 +147,12 @@ OPTIONS: tuple[_Option, ...] = (
         "LEVEL",
     ),
     _Option(
+        "pool_size",
+        "how many released worktrees the worktree root keeps for reuse, in all; the least "
+        f"recently used is deleted first, 0 keeps none (default {DEFAULT_POOL_SIZE}).",
+        "N",
+    ),
+    _Option(
         "resources",
         "comma-separated resource kinds provisioned_session provisions, in order "
         "(default port-range; e.g. port-range,git-worktree).",
@@ -176,6 +187,7 @@ class Settings:
     isolation: str = DEFAULT_ISOLATION
     resources: tuple[str, ...] = DEFAULT_RESOURCES
     keep: str = "none"
+    pool_size: int = DEFAULT_POOL_SIZE
     sources: Mapping[str, str] | None = None
 
     @property
@@ -213,6 +225,7 @@ class Settings:
             "isolation": _parse_choice(ISOLATIONS),
             "resources": _parse_kinds,
             "keep": _parse_choice(KEEP_POLICIES),
+            "pool_size": _parse_count,
         }
         values: dict[str, Any] = {}
         sources: dict[str, str] = {}
@@ -388,6 +401,13 @@ def _parse_positive_int(value: str, source: str) -> int:
     text = value.strip()
     if not re.fullmatch(r"\+?\d+", text) or int(text) < 1:
         raise _Invalid("an integer >= 1")
+    return int(text)
+
+
+def _parse_count(value: str, source: str) -> int:
+    text = value.strip()
+    if not re.fullmatch(r"\+?\d+", text):
+        raise _Invalid("an integer >= 0")
     return int(text)
 
 
