@@ -22,7 +22,7 @@ import time
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from .._errors import AiopsWarning, InvalidArgumentError, OptionError, PortsExhaustedError
 from .defaults import PORT_FALLBACKS
@@ -364,6 +364,19 @@ class KernelPorts(PortRange):
             "set --aiops-port-fallback=error to fail instead",
             stacklevel=3,
         )
+
+
+class PortFactory(Protocol):
+    """The type of the ``aiops_port_factory`` fixture, for annotating tests under mypy.
+
+    ``aiops_port_factory()`` is a TCP port, ``aiops_port_factory(protocol="udp")`` a UDP
+    one, each held by the fixture or test that called it::
+
+        def test_server(aiops_port_factory: PortFactory) -> None:
+            port: int = aiops_port_factory()
+    """
+
+    def __call__(self, protocol: str = TCP) -> int: ...
 
 
 def hold_port(pool: PortRange, protocol: str = TCP) -> Iterator[int]:
