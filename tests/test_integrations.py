@@ -1,4 +1,4 @@
-"""Other plugins' servers on pool ports: --aiops-aiohttp-ports, -httpserver-ports, -localserver-ports.
+"""Other plugins' servers on pool ports: --aiops-{aiohttp,httpserver,localserver}-ports.
 
 Each against the real plugin, in a real ``pytest -n 2`` run: the inner tests serve and fetch
 over loopback and check the served port against their worker's ``port_range`` (in it with the
@@ -345,7 +345,7 @@ def test_a_setting_whose_plugin_is_not_installed_is_one_line(
     # package and its metadata, as the only path entries (python -S: no site-packages).
     site = tmp_path / "site"
     site.mkdir()
-    packages = Path(metadata.distribution("pytest").locate_file(""))
+    packages = Path(pytest.__file__).resolve().parents[1]  # site-packages
     for entry in packages.iterdir():
         if entry.name == module or entry.name.lower().startswith(f"{module}-"):
             continue
@@ -354,16 +354,15 @@ def test_a_setting_whose_plugin_is_not_installed_is_one_line(
     env = child_env(PYTHONPATH="", PYTEST_ADDOPTS="-p no:asyncio -p no:aiohttp")
     env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1]), str(site)])
     env.pop("EXPECT_POOL", None)
-    ini = f"[pytest]\naiops_{setting.removeprefix('--aiops-').replace('-', '_')} = true\n"
-    (tmp_path / "pytest.ini").write_text(ini)
+    key = "aiops_" + setting.removeprefix("--aiops-").replace("-", "_")
+    (tmp_path / "pytest.ini").write_text(f"[pytest]\n{key} = true\n")
     result = subprocess.run(
         [sys.executable, "-S", "-m", "pytest", "-p", "no:cacheprovider", "-n", "2"],
         cwd=tmp_path, env=env, capture_output=True, text=True, check=False,
     )  # fmt: skip
     check_inner_warnings(result.stdout, result.stderr, [])
     assert result.returncode == pytest.ExitCode.USAGE_ERROR, result.stdout + result.stderr
-    ini_name = ini.split("\n")[1].split(" ")[0]
     assert result.stderr.strip().splitlines() == [
-        f"ERROR: {setting} is on (from ini {ini_name}) to serve {package}'s fixtures from the "
+        f"ERROR: {setting} is on (from ini {key}) to serve {package}'s fixtures from the "
         f"port pool, but {package} is not installed: pip install {package}, or turn {setting} off"
     ]
