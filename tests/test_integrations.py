@@ -161,9 +161,29 @@ def _asyncio_ini(pytester: pytest.Pytester) -> None:
 
 
 @pytest.fixture
-def inner(
-    pytester: pytest.Pytester, private_lock_dir: Path, monkeypatch: pytest.MonkeyPatch
-) -> pytest.Pytester:
+def shared_lock_dir(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Path:
+    """One lock directory for every inner run of this module, whichever outer worker runs it.
+
+    The inner runs lease from the same range at once (this suite runs under xdist too), so
+    they must see each other's leases, as runs sharing the machine-wide directory do; private
+    directories would let two of them hand out the same port.
+    """
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # shared by this run's workers
+    path = base / "integration-locks"
+    path.mkdir(exist_ok=True)
+    for key in list(os.environ):
+        if key.startswith("PYTEST_AIOPS_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("PYTEST_AIOPS_LOCK_DIR", str(path))
+    return path
+
+
+@pytest.fixture
+def inner(pytester: pytest.Pytester, shared_lock_dir: Path) -> pytest.Pytester:
     pytester.makepyfile(common=COMMON)
     return pytester
 
@@ -339,7 +359,7 @@ def test_a_setting_whose_plugin_is_not_loaded_is_one_line(
 
 @pytest.mark.parametrize(("setting", "package", "name", "module"), PLUGINS)
 def test_a_setting_whose_plugin_is_not_installed_is_one_line(
-    tmp_path: Path, private_lock_dir: Path, setting: str, package: str, name: str, module: str
+    tmp_path: Path, shared_lock_dir: Path, setting: str, package: str, name: str, module: str
 ) -> None:
     # An environment without the package: this interpreter's site-packages, less the
     # package and its metadata, as the only path entries (python -S: no site-packages).
