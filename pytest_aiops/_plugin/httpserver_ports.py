@@ -6,7 +6,7 @@ takes port 0's kernel-chosen port. Registered by :mod:`pytest_aiops.plugin` only
 setting is on, after every entry-point plugin: this ``httpserver_listen_address`` requests
 pytest-httpserver's and fills in a pool port where it has none (an explicit
 ``PYTEST_HTTPSERVER_PORT``, or a conftest's own ``httpserver_listen_address``, still wins).
-The IPv4/IPv6 variants (``httpserver_ipv4``/``httpserver_ipv6``, pytest-httpserver >= 1.1),
+The IPv4/IPv6 variants (``httpserver_ipv4``/``httpserver_ipv6``, where the plugin has them),
 which always bind port 0, are made the same way on pool ports. The ports are held by these
 session fixtures for the whole session, as the server is.
 """
