@@ -203,8 +203,8 @@ def pytest_configure(config: pytest.Config) -> None:
     for integration in integrations:
         # Registered after every entry-point plugin, the served one included, so these
         # definitions of its fixtures are the ones tests get (conftest ones still win).
-        module = import_module(f"{__package__}._plugin.{integration.module}")
-        config.pluginmanager.register(module, "aiops-" + integration.module.replace("_", "-"))
+        module = import_module(f"{__package__}._plugin.{integration.dest}")
+        config.pluginmanager.register(module, "aiops-" + integration.dest.replace("_", "-"))
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:

@@ -3,7 +3,7 @@
 Each against the real plugin, in a real ``pytest -n 2`` run: the inner tests serve and fetch
 over loopback and check the served port against their worker's ``port_range`` (in it with the
 setting on; a kernel-chosen port, outside it, with the setting off, when pytest-aiops loads
-none of its wrappers). Ports 17200-17399 are this module's (no other test uses them).
+none of its wrappers). Ports 17200-17391 are this module's (no other test uses them).
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import pytest
 from .helpers import check_inner_warnings, child_env
 
 RANGE = ["--aiops-port-range=17200-17389", "--aiops-ports-per-worker=16"]
-#: A "library default" port (as aiohttp's web.run_app has 8080), outside the pool's range.
-DEFAULT_PORT = 17390
+#: A fixed port outside the pool's range, for PYTEST_HTTPSERVER_PORT.
+FIXED_PORT = 17391
 
 COMMON = """
 import os, sys
@@ -228,7 +228,7 @@ def test_pytest_httpserver_listens_on_a_pool_port(inner: pytest.Pytester, on: bo
 def test_pytest_httpserver_port_set_by_its_own_variable_wins(
     inner: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("PYTEST_HTTPSERVER_PORT", str(DEFAULT_PORT))
+    monkeypatch.setenv("PYTEST_HTTPSERVER_PORT", str(FIXED_PORT))
     inner.makepyfile(
         """
         def test_port(httpserver, port_range):
@@ -306,12 +306,12 @@ async def test_on_aiohttp_server(aiohttp_server, aiohttp_client, port_range, n):
 
 @pytest.fixture
 def default_port_taken() -> Iterator[int]:
-    """The library's default port held, as another worker's server or another run would."""
+    """A "library default" port (8080 to web.run_app), held as another worker's server or
+    another run would hold it: one the kernel picked, outside the pool's range."""
     with socket.socket() as holder:
-        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        holder.bind(("127.0.0.1", DEFAULT_PORT))
+        holder.bind(("127.0.0.1", 0))
         holder.listen()
-        yield DEFAULT_PORT
+        yield holder.getsockname()[1]
 
 
 def test_a_library_default_port_collides_and_pool_ports_do_not(

@@ -162,38 +162,31 @@ _BY_DEST = {option.dest: option for option in OPTIONS}
 class Integration:
     """Another plugin's fixtures served from the pool when the setting ``dest`` is on.
 
-    ``module`` (in ``pytest_aiops._plugin``) redefines them; it is registered after every
+    The module ``pytest_aiops._plugin.<dest>`` redefines them; it is registered after every
     entry-point plugin, so its definitions win (and can wrap the other plugin's by requesting
     the same name). ``requires`` is the other plugin's module, which must be loaded
-    (``None``: the fixtures stand alone); ``package`` is what to install for it.
+    (``None``: the fixtures stand alone); ``package`` is what to install for it and
+    ``plugin_name`` its ``-p`` name.
     """
 
     dest: str
-    module: str
     requires: str | None
     package: str
-    plugin_name: str  # the other plugin's -p name, for "-p no:NAME" in the error
+    plugin_name: str
 
 
 #: One row per integration: adding one is a row here, an option above and a module.
 INTEGRATIONS: tuple[Integration, ...] = (
-    Integration("asyncio_ports", "asyncio_ports", None, "pytest-asyncio", "asyncio"),
+    Integration("asyncio_ports", None, "pytest-asyncio", "asyncio"),
+    Integration("aiohttp_ports", "pytest_aiohttp.plugin", "pytest-aiohttp", "aiohttp"),
     Integration(
-        "aiohttp_ports", "aiohttp_ports", "pytest_aiohttp.plugin", "pytest-aiohttp", "aiohttp"
-    ),
-    Integration(
-        "httpserver_ports",
         "httpserver_ports",
         "pytest_httpserver.pytest_plugin",
         "pytest-httpserver",
         "pytest_httpserver",
     ),
     Integration(
-        "localserver_ports",
-        "localserver_ports",
-        "pytest_localserver.plugin",
-        "pytest-localserver",
-        "localserver",
+        "localserver_ports", "pytest_localserver.plugin", "pytest-localserver", "localserver"
     ),
 )
 
