@@ -3,7 +3,9 @@
 Each against the real plugin, in a real ``pytest -n 2`` run: the inner tests serve and fetch
 over loopback and check the served port against their worker's ``port_range`` (in it with the
 setting on; a kernel-chosen port, outside it, with the setting off, when pytest-aiops loads
-none of its wrappers). Ports 17200-17391 are this module's (no other test uses them).
+none of its wrappers). Ports 17000-17899 and 17991 are this module's (no other test uses
+them); the range is wide because a port a server closed connections on stays in TIME_WAIT,
+out of every pool, for a minute after the run that used it.
 """
 
 from __future__ import annotations
@@ -20,9 +22,9 @@ import pytest
 
 from .helpers import check_inner_warnings, child_env
 
-RANGE = ["--aiops-port-range=17200-17389", "--aiops-ports-per-worker=16"]
+RANGE = ["--aiops-port-range=17000-17899", "--aiops-ports-per-worker=16"]
 #: A fixed port outside the pool's range, for PYTEST_HTTPSERVER_PORT.
-FIXED_PORT = 17391
+FIXED_PORT = 17991
 
 COMMON = """
 import os, sys
@@ -162,7 +164,9 @@ def _asyncio_ini(pytester: pytest.Pytester) -> None:
 
 @pytest.fixture
 def shared_lock_dir(
-    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+    tmp_path_factory: pytest.TempPathFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    pytestconfig: pytest.Config,
 ) -> Path:
     """One lock directory for every inner run of this module, whichever outer worker runs it.
 
@@ -171,7 +175,7 @@ def shared_lock_dir(
     directories would let two of them hand out the same port.
     """
     base = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
+    if hasattr(pytestconfig, "workerinput"):  # not the environment: pytester clears it
         base = base.parent  # shared by this run's workers
     path = base / "integration-locks"
     path.mkdir(exist_ok=True)
