@@ -3,9 +3,9 @@
 Each against the real plugin, in a real ``pytest -n 2`` run: the inner tests serve and fetch
 over loopback and check the served port against their worker's ``port_range`` (in it with the
 setting on; a kernel-chosen port, outside it, with the setting off, when pytest-aiops loads
-none of its wrappers). Ports 17000-17899 and 17991 are this module's (no other test uses
-them); the range is wide because a port a server closed connections on stays in TIME_WAIT,
-out of every pool, for a minute after the run that used it.
+none of its wrappers). Ports 29000-29899 and 29991 are this module's (no other test uses
+them): room for several inner runs at once, each growing its pool past ports left in
+TIME_WAIT by the one before.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ import pytest
 
 from .helpers import check_inner_warnings, child_env
 
-RANGE = ["--aiops-port-range=17000-17899", "--aiops-ports-per-worker=16"]
+RANGE = ["--aiops-port-range=29000-29899", "--aiops-ports-per-worker=16"]
 #: A fixed port outside the pool's range, for PYTEST_HTTPSERVER_PORT.
-FIXED_PORT = 17991
+FIXED_PORT = 29991
 
 COMMON = """
 import os, sys
