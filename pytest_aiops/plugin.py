@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from ._plugin.report import Reporter
     from ._plugin.worker import AiopsWorker, GitWorktree, WorkerSession, WorktreeFactory
     from ._plugin.xdist import XdistController
-    from ._ports.pool import PortRange
+    from ._ports.pool import PortFactory, PortRange
 
 _LAZY_EXPORTS = {
     "AiopsWorker": "_plugin.worker",
@@ -154,6 +154,7 @@ def pytest_configure(config: pytest.Config) -> None:
     registry = ProviderRegistry()
     config.hook.pytest_aiops_register_providers(register=registry, config=config)
     settings.check_kinds(registry.kinds)
+    integrations = settings.integrations(config)  # other plugins' fixtures on pool ports
     root = str(config.rootpath)
     state = _State(settings, registry, project_session_id(root))
     config.stash[_STATE_KEY] = state
@@ -206,12 +207,11 @@ def pytest_configure(config: pytest.Config) -> None:
         )
 
     state.worker_factory = build_worker
-    if settings.asyncio_ports:
-        from ._plugin import asyncio_ports as _asyncio_ports
-
-        # Registered after every entry-point plugin, pytest-asyncio's included, so these
-        # definitions of its port fixtures are the ones tests get (conftest ones still win).
-        config.pluginmanager.register(_asyncio_ports, "aiops-asyncio-ports")
+    for integration in integrations:
+        # Registered after every entry-point plugin, the served one included, so these
+        # definitions of its fixtures are the ones tests get (conftest ones still win).
+        module = import_module(f"{__package__}._plugin.{integration.dest}")
+        config.pluginmanager.register(module, "aiops-" + integration.dest.replace("_", "-"))
 
 
 #: Fixtures that provision worktrees (and provisioned_session with --aiops-resources naming
@@ -572,7 +572,7 @@ def aiops_udp_port() -> Iterator[int]:
 
 
 @pytest.fixture(scope="session")
-def aiops_port_factory(port_range: PortRange) -> Callable[..., int]:
+def aiops_port_factory(port_range: PortRange) -> PortFactory:
     """``aiops_port_factory()`` (or ``(protocol="udp")``): a port for a fixture of any scope.
 
     The port belongs to whichever fixture or test is running when it is called, and goes
