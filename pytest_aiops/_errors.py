@@ -27,8 +27,9 @@
                                                       a UserWarning where pytest is absent
 
 Every error pytest-aiops raises on purpose is one of these, and each pickles (for process
-pools); a builtin error escaping a private module is a bug. :func:`escape` is here too: every message that quotes a field read from disk
-(possibly another user's) goes through it, and this module is the bottom layer.
+pools); a builtin error escaping a private module is a bug. :func:`escape` is here too: every
+message that quotes a field read from disk (possibly another user's) goes through it, and this
+module is the bottom layer.
 """
 
 from __future__ import annotations
