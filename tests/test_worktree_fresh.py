@@ -31,6 +31,11 @@ Act = Callable[[Path], None]
 def observe(path: str, isolation: str) -> dict[str, Any]:
     """What a test sees of a checkout: files, status, git dir, config (by scope)."""
     state = checkout_state(path)
+    # A split index's shared file is named by its content's hash, which holds stat data: one
+    # such file, or a stale one beside it (git expires those itself), is the same state.
+    state["git_dir"] = sorted(
+        {"sharedindex.<sha>" if n.startswith("sharedindex.") else n for n in state["git_dir"]}
+    )
     git_dir = Path(run(path, "rev-parse", "--absolute-git-dir").stdout.strip())
     state["config"] = run(path, "config", "--list", "--show-scope").stdout
     state["config.worktree"] = (
@@ -209,6 +214,25 @@ def test_per_worktree_config_is_the_same_fresh_and_reused(
         crlf = hashlib.sha256(b"one\r\ntwo\r\n").hexdigest()[:16]
         assert expected["files"]["a.txt"][2] == crlf  # written as the user's checkout would
         assert "sparse" not in (expected["config.worktree"] or b"").decode().lower()
+
+
+@pytest.mark.parametrize("isolation", ["worktree", "clone"])
+def test_a_split_index_is_the_same_fresh_and_reused(
+    make_repo: MakeRepo, tmp_path: Path, isolation: str
+) -> None:
+    """``core.splitIndex``: the checkout's index names a ``sharedindex.<sha>`` file beside it;
+    a restore that dropped it left an index git cannot open (found in review)."""
+    repo = make_repo({"a.txt": "one\n", "b/c.txt": "two\n"})
+    git(repo, "config", "core.splitIndex", "true")
+    git(repo, "update-index", "--split-index")
+
+    def edit(path: Path) -> None:
+        (path / "a.txt").write_text("changed\n")
+        (path / "new.txt").write_text("new\n")
+        git(path, "add", "-A")
+
+    expected = assert_reused_is_fresh(repo, tmp_path, edit, isolation=isolation)
+    assert expected["status"] == ""
 
 
 # -- sparse checkouts ---------------------------------------------------------------------------

@@ -96,6 +96,8 @@ class XdistController:
         self.crashed: list[str] = []
         #: The run's snapshot directory (working state), shared by every worker.
         self.snapshot_run: Any = None
+        #: Why the controller could not make it (each worker then snapshots for itself).
+        self.snapshot_problem: str | None = None
 
     def start(self) -> None:
         """Lease the parent range (ports only: this never runs git).
@@ -112,12 +114,11 @@ class XdistController:
                 # using a worktree takes the snapshot in it, under a lock, for all of them.
                 self.snapshot_run = SnapshotRun.create(self.settings.worktree_root)
             except (AiopsError, OSError) as error:
-                warnings.warn(
-                    f"pytest-aiops could not make the run's snapshot directory ({error}); "
-                    "each worker snapshots the working state for itself",
-                    AiopsWarning,
-                    stacklevel=2,
-                )
+                # No warning here: this runs for every -n run, ports-only ones and projects
+                # outside git included, where it would fail a `filterwarnings = error` suite
+                # for nothing. Each worker then snapshots for itself (the same state unless
+                # the checkout changes during collection); the reason is kept for the record.
+                self.snapshot_problem = f"{error}"
         size = self.settings.ports_per_worker * self.worker_count
         try:
             self.parent = self.registry.orchestrator().provision_session(
