@@ -185,6 +185,31 @@ def test_runs_whose_modules_initialise_submodules_reuse_without_a_warning(
     assert len(git(repo, "worktree", "list").splitlines()) == 1
 
 
+def test_a_submodule_parent_replaced_by_a_symlink_is_not_followed(
+    make_repo: MakeRepo, tmp_path: Path
+) -> None:
+    """A test replaces ``vendor/`` (the submodule's parent) with a symlink to a directory
+    outside: restoring empties nothing and changes no mode there (found in review)."""
+    repo = repo_with_submodule(make_repo)
+    outside = tmp_path / "outside"
+    (outside / "lib").mkdir(parents=True)
+    (outside / "lib" / "keep.txt").write_text("not ours\n")
+    (outside / "lib").chmod(0o500)
+
+    def replace_parent(path: Path) -> None:
+        vendor = path / "vendor"
+        if vendor.is_symlink():
+            vendor.unlink()
+        else:
+            (vendor / "lib").rmdir()
+            vendor.rmdir()
+        vendor.symlink_to(outside)
+
+    assert_reused_is_fresh(repo, tmp_path, replace_parent, isolation="worktree")
+    assert oct((outside / "lib").stat().st_mode & 0o777) == oct(0o500)
+    assert (outside / "lib" / "keep.txt").read_text() == "not ours\n"
+
+
 # -- per-worktree config ----------------------------------------------------------------------
 
 
