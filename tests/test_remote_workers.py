@@ -1,0 +1,273 @@
+"""xdist workers through other gateways: ``--px``/``via``, ``--tx socket=`` on loopback.
+
+Real ``pytest`` runs whose workers run through execnet's proxy gateways or its socket server
+(a real process with a clean environment, in a UTS namespace of its own where the machine
+allows it: "another host" that shares this machine's loopback and files). What the tests
+check is what a remote worker gets: the controller's settings whatever their source, the
+controller's commit, its host's name in the reports, one actionable line where it cannot work.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+from .helpers import git
+from .remote_helpers import OTHER_HOST, socket_server, uts_problem
+
+pytest_plugins = ["pytester"]
+
+#: Plugins that are not ours and only slow the inner runs down (or warn in a worker whose
+#: environment lacks the PYTEST_ADDOPTS pytester sets: a remote one).
+QUIET = ("-p", "no:benchmark", "-p", "no:hypothesispytest", "-p", "no:cacheprovider")
+QUIET += ("-p", "no:asyncio")
+
+#: A range of ports no other test uses, given to the controller in its environment only.
+RANGE = (44200, 44999)
+
+RSYNC_DEPRECATED = "*DeprecationWarning: The --rsyncdir command line argument*"
+
+WHERE = """
+import json, os, socket, subprocess, uuid
+from pathlib import Path
+
+RECORDS = Path({records!r})
+
+
+def record(**data):
+    data.update(host=socket.gethostname(), env=os.environ.get("PYTEST_AIOPS_PORT_RANGE"))
+    (RECORDS / f"{{uuid.uuid4().hex}}.json").write_text(json.dumps(data))
+
+
+def test_where(port_range, git_worktree):
+    head = subprocess.run(
+        ["git", "-C", str(git_worktree.path), "rev-parse", "HEAD"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()
+    record(worker=port_range.owner, start=port_range.start, end=port_range.end, head=head)
+"""
+
+needs_uts = pytest.mark.skipif(uts_problem() is not None, reason=str(uts_problem()))
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester, private_lock_dir: Path, tmp_path: Path) -> Path:
+    """A git repository with ``tests/test_where.py`` committed, and its records directory."""
+    records = tmp_path / "records"
+    records.mkdir()
+    tests = pytester.path / "tests"
+    tests.mkdir()
+    (tests / "test_where.py").write_text(WHERE.format(records=str(records)))
+    git(pytester.path, "init", "-q", "-b", "main")
+    git(pytester.path, "add", "tests")
+    git(pytester.path, "commit", "-qm", "first")
+    return records
+
+
+def records(directory: Path) -> list[dict[str, object]]:
+    return [json.loads(p.read_text()) for p in sorted(directory.glob("*.json"))]
+
+
+def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    # The test directory as an absolute path: xdist maps the arguments that are paths onto
+    # the rsync roots for a remote worker, and fails on a relative one.
+    tests = str(pytester.path / "tests")
+    return pytester.runpytest_subprocess(*QUIET, "-rA", tests, *args, timeout=180)
+
+
+def in_range(record: dict[str, object]) -> bool:
+    return RANGE[0] <= int(str(record["start"])) <= int(str(record["end"])) <= RANGE[1]
+
+
+def test_via_gateway_on_this_host_takes_the_settings_and_leases_here(
+    pytester: pytest.Pytester, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--px id=px//popen --tx popen//via=px``: a gateway that may be remote, found to be on
+    this host; the parent range is for the plain popen worker alone."""
+    monkeypatch.setenv("PYTEST_AIOPS_PORT_RANGE", "{}-{}".format(*RANGE))
+    result = run(
+        pytester, "--dist", "each", "--px", "id=px//popen", "--tx", "popen//via=px", "--tx", "popen"
+    )
+    result.assert_outcomes(passed=2)
+    result.stdout.re_match_lines(
+        [r"aiops: ports \d+-\d+ for 1 workers x 32; 1 worker\(s\) through other gateways .*"]
+    )
+    found = records(project)
+    head = git(pytester.path, "rev-parse", "HEAD")
+    assert len(found) == 2 and all(in_range(r) and r["head"] == head for r in found), found
+    assert {r["host"] for r in found} == {socket.gethostname()}
+    lines = [line for line in result.outlines if line.startswith("aiops gw")]
+    assert len(lines) == 2 and not any(" on " in line for line in lines), lines
+
+
+def test_disable_in_the_controllers_environment_reaches_a_socket_worker(
+    pytester: pytest.Pytester, project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PYTEST_AIOPS_DISABLE=1 on the controller: the socket server's worker, which never
+    sees that variable, leases nothing either."""
+    pytester.makepyfile(
+        **{
+            "tests/test_disabled.py": """
+            import pytest
+
+            def test_disabled(request):
+                with pytest.raises(pytest.fail.Exception, match="disabled .from env PYTEST_AIOPS_DISABLE"):
+                    request.getfixturevalue("aiops_worker")
+            """
+        }
+    )
+    server = tmp_path / "server"
+    server.mkdir()
+    monkeypatch.setenv("PYTEST_AIOPS_DISABLE", "1")
+    with socket_server(server, hostname=None) as port:
+        result = run(pytester, "-k", "disabled", "--tx", f"socket=127.0.0.1:{port}", "-d")
+    result.assert_outcomes(passed=1)
+    assert not any(line.startswith("aiops") for line in result.outlines)
+
+
+@needs_uts
+@pytest.mark.inner_warnings(RSYNC_DEPRECATED)
+def test_socket_worker_on_another_host_checks_out_the_controllers_commit(
+    pytester: pytest.Pytester, project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The other host has a clone whose HEAD is behind: its worker checks out the
+    controller's HEAD once it has that commit, and says in one line when it has not."""
+    clone = tmp_path / "other-host-clone"
+    git(tmp_path, "clone", "-q", str(pytester.path), str(clone))
+    (pytester.path / "README").write_text("newer\n")
+    git(pytester.path, "add", "README")
+    git(pytester.path, "commit", "-qm", "a commit the other host does not have")
+    head = git(pytester.path, "rev-parse", "HEAD")
+    assert git(clone, "rev-parse", "HEAD") != head
+    monkeypatch.setenv("PYTEST_AIOPS_PORT_RANGE", "{}-{}".format(*RANGE))
+    server = tmp_path / "server"
+    server.mkdir()
+    args = (
+        "--dist",
+        "each",
+        "--tx",
+        "popen",
+        f"--rsyncdir={pytester.path / 'tests'}",
+    )
+    with socket_server(server, hostname=OTHER_HOST) as port:
+        gateway = ("--tx", f"socket=127.0.0.1:{port}//chdir={clone}")
+        missing = run(pytester, *gateway, *args)
+        missing.assert_outcomes(passed=1, errors=1)
+        missing.stdout.fnmatch_lines(
+            [
+                f"git_worktree: commit {head} (HEAD on the controller's host "
+                f"{socket.gethostname()}) is missing from {clone} on host {OTHER_HOST}; push "
+                f"it from the controller's repository and fetch it into {clone} on "
+                f"{OTHER_HOST} *"
+            ]
+        )
+        git(clone, "fetch", "-q", "origin")  # the commit is there now; the clone's HEAD is not
+        assert git(clone, "rev-parse", "HEAD") != head
+        for path in project.glob("*.json"):
+            path.unlink()
+        result = run(pytester, *gateway, *args)
+    result.assert_outcomes(passed=2)
+    found = records(project)
+    assert sorted(str(r["host"]) for r in found) == sorted([OTHER_HOST, socket.gethostname()])
+    assert all(in_range(r) and r["head"] == head for r in found), found
+    remote = next(r for r in found if r["host"] == OTHER_HOST)
+    assert remote["env"] is None  # not from its own environment: from the controller
+    result.stdout.re_match_lines_random(
+        [
+            rf"aiops {remote['worker']} on {OTHER_HOST}: ports {remote['start']}-{remote['end']}$",
+            r"aiops gw\d: ports \d+-\d+ \(slice 0\)$",
+            r"aiops: .*1 worker\(s\) through other gateways lease on their own host.*"
+            rf"\(on other hosts: commit {head[:12]} alone\)",
+        ]
+    )
+
+
+@needs_uts
+@pytest.mark.inner_warnings(RSYNC_DEPRECATED)
+def test_rsynced_copy_without_git_says_what_to_do(
+    pytester: pytest.Pytester, project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only remote workers: no parent range is leased; --rsyncdir copies no .git, and
+    git_worktree there says to point --aiops-repo at a clone on that host."""
+    pytester.makepyfile(
+        **{
+            "tests/test_ports_only.py": f"""
+            import json, socket
+            from pathlib import Path
+
+            def test_ports_only(port_range):
+                data = {{"host": socket.gethostname(), "start": port_range.start,
+                        "end": port_range.end}}
+                Path({str(tmp_path / "ports.json")!r}).write_text(json.dumps(data))
+            """
+        }
+    )
+    monkeypatch.setenv("PYTEST_AIOPS_PORT_RANGE", "{}-{}".format(*RANGE))
+    server = tmp_path / "server"
+    server.mkdir()
+    with socket_server(server, hostname=OTHER_HOST) as port:
+        result = run(
+            pytester,
+            "--tx",
+            f"socket=127.0.0.1:{port}",
+            "-d",
+            f"--rsyncdir={pytester.path / 'tests'}",
+        )
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.re_match_lines(
+        [
+            r"aiops: 32 ports per worker from 44200-44999, leased on first use; 1 worker\(s\) "
+            r"through other gateways lease on their own host; .*"
+        ]
+    )
+    copy = server / "pyexecnetcache" / "tests"
+    result.stdout.fnmatch_lines(
+        [
+            f"git_worktree needs a git repository, but {copy} is not inside one; this worker "
+            f"runs on host {OTHER_HOST}, whose copy has no .git (--rsyncdir copies none): set "
+            f"--aiops-repo to the path of a clone of the repository under test that exists on "
+            f"{OTHER_HOST} *"
+        ]
+    )
+    ports = json.loads((tmp_path / "ports.json").read_text())
+    assert ports["host"] == OTHER_HOST and in_range(ports), ports
+
+
+@needs_uts
+@pytest.mark.inner_warnings(RSYNC_DEPRECATED)
+def test_crash_on_another_host_is_named(
+    pytester: pytest.Pytester, project: Path, tmp_path: Path
+) -> None:
+    """A worker that dies on the other host: the controller's report says where."""
+    pytester.makepyfile(
+        **{
+            "tests/test_crash.py": """
+            import os
+
+            def test_crash(port_range):
+                os._exit(3)
+            """
+        }
+    )
+    server = tmp_path / "server"
+    server.mkdir()
+    with socket_server(server, hostname=OTHER_HOST) as port:
+        result = run(
+            pytester,
+            "-k",
+            "crash",
+            "--tx",
+            f"socket=127.0.0.1:{port}",
+            "-d",
+            "--max-worker-restart=0",
+            f"--rsyncdir={pytester.path / 'tests'}",
+        )
+    assert result.ret != 0
+    result.stdout.fnmatch_lines(
+        [f"aiops gw0 on {OTHER_HOST}: crashed; its ports were freed on {OTHER_HOST} *"]
+    )
+    assert os.path.isdir(pytester.path)
