@@ -27,7 +27,7 @@ QUIET = ("-p", "no:benchmark", "-p", "no:hypothesispytest", "-p", "no:cacheprovi
 QUIET += ("-p", "no:asyncio")
 
 #: A range of ports no other test uses, given to the controller in its environment only.
-RANGE = (44200, 44999)
+RANGE = (28600, 29399)
 
 RSYNC_DEPRECATED = "*DeprecationWarning: The --rsyncdir command line argument*"
 
@@ -104,6 +104,7 @@ def test_via_gateway_on_this_host_takes_the_settings_and_leases_here(
     assert len(lines) == 2 and not any(" on " in line for line in lines), lines
 
 
+@pytest.mark.inner_warnings(RSYNC_DEPRECATED)
 def test_disable_in_the_controllers_environment_reaches_a_socket_worker(
     pytester: pytest.Pytester, project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -124,7 +125,15 @@ def test_disable_in_the_controllers_environment_reaches_a_socket_worker(
     server.mkdir()
     monkeypatch.setenv("PYTEST_AIOPS_DISABLE", "1")
     with socket_server(server, hostname=None) as port:
-        result = run(pytester, "-k", "disabled", "--tx", f"socket=127.0.0.1:{port}", "-d")
+        result = run(
+            pytester,
+            "-k",
+            "disabled",
+            "--tx",
+            f"socket=127.0.0.1:{port}",
+            "-d",
+            f"--rsyncdir={pytester.path / 'tests'}",
+        )
     result.assert_outcomes(passed=1)
     assert not any(line.startswith("aiops") for line in result.outlines)
 
@@ -220,11 +229,11 @@ def test_rsynced_copy_without_git_says_what_to_do(
     result.assert_outcomes(passed=1, errors=1)
     result.stdout.re_match_lines(
         [
-            r"aiops: 32 ports per worker from 44200-44999, leased on first use; 1 worker\(s\) "
+            r"aiops: 32 ports per worker from 28600-29399, leased on first use; 1 worker\(s\) "
             r"through other gateways lease on their own host; .*"
         ]
     )
-    copy = server / "pyexecnetcache" / "tests"
+    copy = server / "pyexecnetcache"  # the worker's rootdir: where the copy of tests/ is
     result.stdout.fnmatch_lines(
         [
             f"git_worktree needs a git repository, but {copy} is not inside one; this worker "
