@@ -66,9 +66,7 @@ def socket_server(cwd: Path, *, hostname: str | None) -> Iterator[int]:
         script = 'hostname "$0" && exec "$@"'
         command = ["unshare", "-u", "sh", "-c", script, hostname, *command]
     with open(log, "wb") as out:
-        process = subprocess.Popen(
-            command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT
-        )
+        process = subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
         port: list[int] = []
 

@@ -98,10 +98,12 @@ def test_via_gateway_on_this_host_takes_the_settings_and_leases_here(
     )
     found = records(project)
     head = git(pytester.path, "rev-parse", "HEAD")
-    assert len(found) == 2 and all(in_range(r) and r["head"] == head for r in found), found
+    assert len(found) == 2, found
+    assert all(in_range(r) and r["head"] == head for r in found), found
     assert {r["host"] for r in found} == {socket.gethostname()}
     lines = [line for line in result.outlines if line.startswith("aiops gw")]
-    assert len(lines) == 2 and not any(" on " in line for line in lines), lines
+    assert len(lines) == 2, lines
+    assert not any(" on " in line for line in lines), lines
 
 
 @pytest.mark.inner_warnings(RSYNC_DEPRECATED)
@@ -116,7 +118,8 @@ def test_disable_in_the_controllers_environment_reaches_a_socket_worker(
             import pytest
 
             def test_disabled(request):
-                with pytest.raises(pytest.fail.Exception, match="disabled .from env PYTEST_AIOPS_DISABLE"):
+                disabled = "disabled .from env PYTEST_AIOPS_DISABLE"
+                with pytest.raises(pytest.fail.Exception, match=disabled):
                     request.getfixturevalue("aiops_worker")
             """
         }
@@ -243,7 +246,8 @@ def test_rsynced_copy_without_git_says_what_to_do(
         ]
     )
     ports = json.loads((tmp_path / "ports.json").read_text())
-    assert ports["host"] == OTHER_HOST and in_range(ports), ports
+    assert ports["host"] == OTHER_HOST, ports
+    assert in_range(ports), ports
 
 
 @needs_uts
