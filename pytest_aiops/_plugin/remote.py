@@ -102,14 +102,13 @@ class PinnedBase:
 
 def resolve_base(repo: str, ref: str) -> tuple[str | None, str | None]:
     """(commit, None) for ``ref`` in the repository holding ``repo``, else (None, why)."""
-    from .._worktrees.locate import find_repository
-    from .._worktrees.repository import inspect_repo
+    from .._worktrees.locate import find_repository, resolve_commit
 
     root = find_repository(repo) if os.path.isdir(repo) else None
     if root is None:
         return None, f"{repo} is not in a git repository"
     try:
-        return inspect_repo(root, ref)[1], None
+        return resolve_commit(root, ref), None
     except AiopsError as error:
         return None, " ".join(str(error).split())
 

@@ -200,10 +200,10 @@ class WorktreeFactory:
         if pinned.commit is None:
             message = pinned.unresolved()
         else:
-            from .._worktrees.repository import inspect_repo
+            from .._worktrees.locate import resolve_commit
 
             try:
-                inspect_repo(repo, pinned.commit)
+                resolve_commit(repo, pinned.commit)
                 return
             except AiopsError:
                 message = pinned.missing(repo)
