@@ -189,6 +189,13 @@ class XdistController:
         host = str(sent["host"]) if sent.get("remote") else None
         if error is not None:
             self.crashed.append((str(node.gateway.id), host))
+            if host is None:
+                from .orphans import reclaim
+
+                # Its worktrees stay registered in the user's repository until reclaimed: now,
+                # not at the end of the run (only what no live process holds is touched). On
+                # another host they are out of reach: crash_lines() says so.
+                reclaim(self.settings.repo or self.workspace_root, self.settings.worktree_root)
         output = getattr(node, "workeroutput", None) or {}
         summary = output.get(WORKERINPUT_KEY)
         if isinstance(summary, dict):
