@@ -19,12 +19,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import execnet
-
 from .helpers import checkout_pythonpath, wait_for
 
-#: execnet's socket server script (serves one gateway at a time, then the next).
-SOCKET_SERVER = Path(execnet.__file__).parent / "script" / "socketserver.py"
+#: execnet's socket server script (serves one gateway at a time, then the next), run as a
+#: module: run as a file, its directory would come first on ``sys.path`` and its name
+#: shadow the standard library's ``socketserver`` in the workers it serves.
+SOCKET_SERVER = ("-m", "execnet.script.socketserver")
 
 #: The name of the socket server's "host" (its UTS namespace).
 OTHER_HOST = "aiops-other-host"
@@ -61,7 +61,7 @@ def socket_server(cwd: Path, *, hostname: str | None) -> Iterator[int]:
         "HOME": os.environ.get("HOME", "/"),
         "PYTHONPATH": checkout_pythonpath(),
     }
-    command = [sys.executable, "-u", str(SOCKET_SERVER), "127.0.0.1:0"]
+    command = [sys.executable, "-u", *SOCKET_SERVER, "127.0.0.1:0"]
     if hostname is not None:
         script = 'hostname "$0" && exec "$@"'
         command = ["unshare", "-u", "sh", "-c", script, hostname, *command]
@@ -88,3 +88,117 @@ def socket_server(cwd: Path, *, hostname: str | None) -> Iterator[int]:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+def two_host_problem() -> str | None:
+    """Why this machine cannot build two "hosts" of namespaces joined by veth (``None``: it can)."""
+    problem = uts_problem()
+    if problem is not None:
+        return problem
+    for tool in ("ip", "mount", "umount"):
+        if shutil.which(tool) is None:
+            return f"needs {tool}"
+    probe = subprocess.run(
+        [
+            "unshare",
+            "-n",
+            "-m",
+            "-u",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            "ip link set lo up && mount -t tmpfs tmpfs /tmp",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if probe.returncode:
+        return f"cannot make network and mount namespaces: {probe.stderr.strip()}"
+    return None
+
+
+#: Shell run as a "host" starts (in fresh network, mount and UTS namespaces): its own name,
+#: loopback up, fresh tmpfs on /tmp and /dev/shm, with only ``$SHARE`` (the test's directory)
+#: seen at the same path, as a shared file system would be.
+HOST_SETUP = """
+set -e
+hostname "$HOST_NAME" 2>/dev/null || true
+ip link set lo up
+mount -t tmpfs tmpfs /dev/shm
+mkdir /dev/shm/share
+mount --bind "$SHARE" /dev/shm/share
+mount -t tmpfs tmpfs /tmp
+mkdir -p "$SHARE"
+mount --bind /dev/shm/share "$SHARE"
+umount /dev/shm/share
+rmdir /dev/shm/share
+"""
+
+#: Then wait for the veth end ``$LINK`` to arrive, and give it ``$ADDRESS``.
+HOST_LINK = """
+while ! ip link show "$LINK" >/dev/null 2>&1; do sleep 0.05; done
+ip addr add "$ADDRESS/24" dev "$LINK"
+ip link set "$LINK" up
+"""
+
+
+def start_host(
+    name: str,
+    share: Path,
+    link: str,
+    address: str,
+    command: list[str],
+    *,
+    env: dict[str, str],
+    cwd: Path,
+    log: Path,
+) -> subprocess.Popen[bytes]:
+    """Start ``command`` as the only process of a new "host" (network, mount and UTS
+    namespaces of its own; see :data:`HOST_SETUP`), once its veth end ``link`` is up."""
+    script = HOST_SETUP + HOST_LINK + 'exec "$@"'
+    host_env = {**env, "SHARE": str(share), "HOST_NAME": name, "LINK": link, "ADDRESS": address}
+    with open(log, "wb") as out:
+        return subprocess.Popen(
+            [
+                "unshare",
+                "-n",
+                "-m",
+                "-u",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                script,
+                name,
+                *command,
+            ],
+            cwd=cwd,
+            env=host_env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def join_hosts(first: subprocess.Popen[bytes], second: subprocess.Popen[bytes]) -> None:
+    """A veth pair between the two hosts' network namespaces (never in this one's)."""
+    subprocess.run(
+        [
+            "ip",
+            "link",
+            "add",
+            "va",
+            "netns",
+            str(first.pid),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "vb",
+            "netns",
+            str(second.pid),
+        ],
+        check=True,
+        capture_output=True,
+    )

@@ -12,19 +12,28 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
 from pathlib import Path
 
 import pytest
 
-from .helpers import git
-from .remote_helpers import OTHER_HOST, socket_server, uts_problem
+from .helpers import check_inner_warnings, child_env, git
+from .remote_helpers import (
+    OTHER_HOST,
+    SOCKET_SERVER,
+    join_hosts,
+    socket_server,
+    start_host,
+    two_host_problem,
+    uts_problem,
+)
 
 pytest_plugins = ["pytester"]
 
 #: Plugins that are not ours and only slow the inner runs down (or warn in a worker whose
 #: environment lacks the PYTEST_ADDOPTS pytester sets: a remote one).
 QUIET = ("-p", "no:benchmark", "-p", "no:hypothesispytest", "-p", "no:cacheprovider")
-QUIET += ("-p", "no:asyncio")
+QUIET += ("-p", "no:asyncio", "-p", "no:aiohttp")
 
 #: A range of ports no other test uses, given to the controller in its environment only.
 RANGE = (28600, 29399)
@@ -284,3 +293,87 @@ def test_crash_on_another_host_is_named(
         [f"aiops gw0 on {OTHER_HOST}: crashed; its ports were freed on {OTHER_HOST} *"]
     )
     assert os.path.isdir(pytester.path)
+
+
+@pytest.mark.skipif(two_host_problem() is not None, reason=str(two_host_problem()))
+@pytest.mark.inner_warnings(RSYNC_DEPRECATED)
+def test_two_hosts_joined_by_veth(pytester: pytest.Pytester, project: Path, tmp_path: Path) -> None:
+    """Two "hosts" built of namespaces: each its own network (joined by a veth pair the test
+    makes), its own /tmp and /dev/shm (so its own default lock directory) and its own name.
+    The controller on host A, with PYTEST_AIOPS_PORT_RANGE in its environment only, runs one
+    local worker and one on host B (execnet's socket server there, in a clone whose HEAD is
+    behind): both lease from that range, each on its host, at the controller's commit."""
+    clone = tmp_path / "b-clone"
+    git(tmp_path, "clone", "-q", str(pytester.path), str(clone))
+    (pytester.path / "README").write_text("newer\n")
+    git(pytester.path, "add", "README")
+    git(pytester.path, "commit", "-qm", "newer than host B's HEAD")
+    git(clone, "fetch", "-q", "origin")
+    head = git(pytester.path, "rev-parse", "HEAD")
+    assert git(clone, "rev-parse", "HEAD") != head
+    share = Path(os.path.commonpath([pytester.path, tmp_path]))
+    server_dir = tmp_path / "b-server"
+    server_dir.mkdir()
+    server_log = tmp_path / "b-server.log"
+    clean = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/")}
+    server = start_host(
+        "aiops-host-b",
+        share,
+        "vb",
+        "10.231.7.2",
+        [sys.executable, "-u", *SOCKET_SERVER, "10.231.7.2:8888"],
+        env=child_env(clean),
+        cwd=server_dir,
+        log=server_log,
+    )
+    env = child_env(PYTEST_AIOPS_PORT_RANGE="{}-{}".format(*RANGE), SERVER_LOG=str(server_log))
+    for key in list(env):
+        if key.startswith(("PYTEST_XDIST_", "PYTEST_AIOPS_LOCK_DIR", "PYTEST_ADDOPTS")):
+            del env[key]
+    wait = 'while ! grep -q "Entering Accept loop" "$SERVER_LOG"; do sleep 0.05; done; exec "$@"'
+    controller_log = tmp_path / "a-controller.log"
+    controller = start_host(
+        "aiops-host-a",
+        share,
+        "va",
+        "10.231.7.1",
+        [
+            "sh",
+            "-c",
+            wait,
+            "wait",
+            sys.executable,
+            "-m",
+            "pytest",
+            *QUIET,
+            "-rA",
+            str(pytester.path / "tests"),
+            "--dist",
+            "each",
+            "--tx",
+            "popen",
+            "--tx",
+            f"socket=10.231.7.2:8888//chdir={clone}",
+            f"--rsyncdir={pytester.path / 'tests'}",
+        ],
+        env=env,
+        cwd=pytester.path,
+        log=controller_log,
+    )
+    try:
+        join_hosts(controller, server)
+        controller.wait(timeout=int(os.environ.get("AIOPS_TWO_HOST_TIMEOUT", "300")))
+    finally:
+        for process in (controller, server):
+            if process.poll() is None:
+                process.terminate()
+                process.wait(timeout=30)
+    output = controller_log.read_text()
+    assert controller.returncode == 0, output + server_log.read_text()
+    check_inner_warnings(output, "", [RSYNC_DEPRECATED])
+    found = records(project)
+    assert sorted(str(r["host"]) for r in found) == ["aiops-host-a", "aiops-host-b"], found
+    assert all(in_range(r) and r["head"] == head for r in found), found
+    remote = next(r for r in found if r["host"] == "aiops-host-b")
+    assert remote["env"] is None
+    assert f"aiops {remote['worker']} on aiops-host-b: ports {remote['start']}-" in output
