@@ -34,6 +34,9 @@ pytest_plugins = ["pytester"]
 #: environment lacks the PYTEST_ADDOPTS pytester sets: a remote one).
 QUIET = ("-p", "no:benchmark", "-p", "no:hypothesispytest", "-p", "no:cacheprovider")
 QUIET += ("-p", "no:asyncio", "-p", "no:aiohttp")
+#: A worker that dies is not replaced: a replacement through execnet's socket server would
+#: wait for the server, which serves one gateway at a time, to finish with the dead one.
+QUIET += ("--max-worker-restart=0",)
 
 #: A range of ports no other test uses, given to the controller in its environment only.
 RANGE = (28600, 29399)
@@ -285,7 +288,6 @@ def test_crash_on_another_host_is_named(
             "--tx",
             f"socket=127.0.0.1:{port}",
             "-d",
-            "--max-worker-restart=0",
             f"--rsyncdir={pytester.path / 'tests'}",
         )
     assert result.ret != 0
