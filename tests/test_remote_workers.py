@@ -379,3 +379,39 @@ def test_two_hosts_joined_by_veth(pytester: pytest.Pytester, project: Path, tmp_
     remote = next(r for r in found if r["host"] == "aiops-host-b")
     assert remote["env"] is None
     assert f"aiops {remote['worker']} on aiops-host-b: ports {remote['start']}-" in output
+
+
+def test_gateway_specs_counted_for_the_parent_range() -> None:
+    """Only plain popen gateways (``python=`` and ``chdir=`` included) are surely local."""
+    from pytest_aiops._plugin.remote import local_worker_count
+
+    specs = [
+        "2*popen",
+        "popen//python=python3",
+        "popen//chdir=/somewhere",
+        "popen//via=px",
+        "3*popen//via=px",
+        "socket=127.0.0.1:8888",
+        "ssh=build-2//python=python3",
+    ]
+    assert local_worker_count(specs) == (4, 6)
+    assert local_worker_count([]) == (0, 0)
+
+
+def test_settings_travel_as_json_whatever_their_bytes() -> None:
+    """What a worker gets equals what the controller resolved, a non-UTF-8 path (lone
+    surrogates from the environment) included: the JSON is ASCII, which execnet carries."""
+    from pytest_aiops._plugin.settings import Settings
+
+    settings = Settings(
+        disable=True,
+        port_range=(28600, 29399),
+        lock_dir="/srv/locks-\udcff",
+        worktree_include=(".env", "*.so"),
+        resources=("port-range", "git-worktree"),
+        sources={"port_range": "from env PYTEST_AIOPS_PORT_RANGE"},
+    )
+    text = settings.to_json()
+    assert text.isascii()
+    assert Settings.from_json(text) == settings
+    assert Settings.from_json(Settings().to_json()) == Settings(sources={})
