@@ -341,7 +341,8 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         commit, error = sender.base
         at = f"commit {commit[:12]} alone" if commit else f"no commit ({error})"
         ports += f"; {others} worker(s) through other gateways lease on their own host"
-        worktrees += f" (on other hosts: {at})"
+        if repo:
+            worktrees += f" (on other hosts: {at})"
     return [
         f"aiops: {ports}; lock dir {lock_dir}; {worktrees}",
         f"aiops: reproduce with {settings.as_cli()} --aiops-lock-dir={lock_dir}",
