@@ -167,7 +167,19 @@ def test_socket_worker_on_another_host_checks_out_the_controllers_commit(
     git(pytester.path, "commit", "-qm", "a commit the other host does not have")
     head = git(pytester.path, "rev-parse", "HEAD")
     assert git(clone, "rev-parse", "HEAD") != head
+    pytester.makepyfile(
+        **{
+            "tests/test_session.py": """
+            import subprocess
+
+            def test_session(provisioned_session):
+                path = provisioned_session.allocation("git-worktree")["worktreePath"]
+                subprocess.run(["git", "-C", path, "rev-parse", "HEAD"], check=True)
+            """
+        }
+    )
     monkeypatch.setenv("PYTEST_AIOPS_PORT_RANGE", "{}-{}".format(*RANGE))
+    monkeypatch.setenv("PYTEST_AIOPS_RESOURCES", "port-range,git-worktree")
     server = tmp_path / "server"
     server.mkdir()
     args = (
@@ -180,21 +192,22 @@ def test_socket_worker_on_another_host_checks_out_the_controllers_commit(
     with socket_server(server, hostname=OTHER_HOST) as port:
         gateway = ("--tx", f"socket=127.0.0.1:{port}//chdir={clone}")
         missing = run(pytester, *gateway, *args)
-        missing.assert_outcomes(passed=1, errors=1)
-        missing.stdout.fnmatch_lines(
-            [
-                f"git_worktree: commit {head} (HEAD on the controller's host "
-                f"{socket.gethostname()}) is missing from {clone} on host {OTHER_HOST}; push "
-                f"it from the controller's repository and fetch it into {clone} on "
-                f"{OTHER_HOST} *"
-            ]
-        )
+        missing.assert_outcomes(passed=2, errors=2)
+        for fixture in ("git_worktree", "provisioned_session"):
+            missing.stdout.fnmatch_lines(
+                [
+                    f"{fixture}: commit {head} (HEAD on the controller's host "
+                    f"{socket.gethostname()}) is missing from {clone} on host {OTHER_HOST}; "
+                    f"push it from the controller's repository and fetch it into {clone} on "
+                    f"{OTHER_HOST} *"
+                ]
+            )
         git(clone, "fetch", "-q", "origin")  # the commit is there now; the clone's HEAD is not
         assert git(clone, "rev-parse", "HEAD") != head
         for path in project.glob("*.json"):
             path.unlink()
         result = run(pytester, *gateway, *args)
-    result.assert_outcomes(passed=2)
+    result.assert_outcomes(passed=4)
     found = records(project)
     assert sorted(str(r["host"]) for r in found) == sorted([OTHER_HOST, socket.gethostname()])
     assert all(in_range(r) and r["head"] == head for r in found), found

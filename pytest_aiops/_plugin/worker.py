@@ -196,6 +196,15 @@ class WorktreeFactory:
         repo_variables().hide()
         return worktree
 
+    def check_pinned(self, session_id: str) -> None:
+        """Fail in one line if this host lacks the controller's commit (a remote xdist worker
+        about to check it out; a missing repository is left to the provider to report)."""
+        if self.pinned is None or not os.path.isdir(self.repo):
+            return
+        repo = find_repository(self.repo)
+        if repo is not None:
+            self._check_pinned(repo, session_id)
+
     def _check_pinned(self, repo: str, session_id: str) -> None:
         """Fail in one line if the controller's commit cannot be checked out on this host."""
         pinned = self.pinned
@@ -579,6 +588,7 @@ class AiopsWorker:
                     )
                     requests.append(ResourceRequest(kind))
                 elif kind == "git-worktree":
+                    self.worktrees.check_pinned(f"{self.session_id}:session:{os.getpid()}")
                     requests.append(self.worktrees.request())
                 else:
                     requests.append(ResourceRequest(kind))
