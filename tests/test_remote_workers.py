@@ -116,6 +116,8 @@ def test_via_gateway_on_this_host_takes_the_settings_and_leases_here(
     lines = [line for line in result.outlines if line.startswith("aiops gw")]
     assert len(lines) == 2, lines
     assert not any(" on " in line for line in lines), lines
+    # The via worker leases a block of its own on this host; the popen one its slice.
+    assert sorted("(slice 0)" in line for line in lines) == [False, True], lines
 
 
 @pytest.mark.inner_warnings(RSYNC_DEPRECATED)
