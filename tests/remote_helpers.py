@@ -1,11 +1,13 @@
-"""execnet's socket server as a "remote host" on loopback, for xdist's ``--tx socket=`` runs.
+"""execnet's socket server as a "remote host", for xdist's ``--tx socket=`` runs; two hosts.
 
-The server is execnet's own ``execnet/script/socketserver.py``, started as a real process on
-127.0.0.1 on a port the kernel picks (it prints it), with a clean environment (no
-``PYTEST_AIOPS_*``: whatever a worker there knows of the settings came from the controller)
-and, where this machine allows it, in a UTS namespace of its own with another host name
-(``unshare -u``, as root): its workers are on "another host" by name, while sharing this
-machine's loopback and files so the test can see what they did.
+The server is execnet's own ``execnet.script.socketserver``, started as a real process on
+127.0.0.1 of a network namespace of its own (it runs whatever a connection sends: no other
+user of the machine may reach it; the inner pytest joins it with ``nsenter``) on a port the
+kernel picks (it prints it), with a clean environment (no ``PYTEST_AIOPS_*``: whatever a
+worker there knows of the settings came from the controller) and, where asked, a UTS
+namespace with another host name: its workers are on "another host" by name, while sharing
+this machine's files so the test can see what they did. :func:`start_host` and
+:func:`join_hosts` build two whole hosts (network, mount and UTS namespaces, a veth pair).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from .helpers import checkout_pythonpath, wait_for
@@ -31,29 +34,54 @@ OTHER_HOST = "aiops-other-host"
 
 
 def uts_problem() -> str | None:
-    """Why this machine cannot give a process its own host name (``None``: it can)."""
+    """Why this machine cannot run the socket server in network and UTS namespaces of its
+    own (``None``: it can)."""
     if os.geteuid() != 0:
-        return "needs root (a UTS namespace for the socket server's host name)"
-    if shutil.which("unshare") is None or shutil.which("hostname") is None:
-        return "needs unshare and hostname"
+        return "needs root (network and UTS namespaces for execnet's socket server)"
+    for tool in ("unshare", "nsenter", "hostname", "ip"):
+        if shutil.which(tool) is None:
+            return f"needs {tool}"
     probe = subprocess.run(
-        ["unshare", "-u", "sh", "-c", f"hostname {OTHER_HOST} && hostname"],
+        [
+            "unshare",
+            "-n",
+            "-u",
+            "sh",
+            "-c",
+            f"ip link set lo up && hostname {OTHER_HOST} && hostname",
+        ],
         capture_output=True,
         text=True,
         check=False,
     )
     if probe.returncode or probe.stdout.strip() != OTHER_HOST:
-        return f"cannot make a UTS namespace: {probe.stderr.strip()}"
+        return f"cannot make network and UTS namespaces: {probe.stderr.strip()}"
     return None
 
 
-@contextmanager
-def socket_server(cwd: Path, *, hostname: str | None) -> Iterator[int]:
-    """Run execnet's socket server in ``cwd`` (as host ``hostname`` if given); its port.
+@dataclass(frozen=True)
+class SocketServer:
+    """execnet's socket server, listening on ``port`` of 127.0.0.1 in the network namespace
+    of process ``pid``, which only processes the test puts there can reach."""
 
-    Its environment holds only ``PATH``, ``HOME`` and this checkout on ``PYTHONPATH``. The
-    server is stopped (SIGTERM, then SIGKILL) when the block ends, unless it already died
-    (a worker that crashes takes the server with it: the gateway runs in its process).
+    port: int
+    pid: int
+
+    def enter(self) -> list[str]:
+        """The command prefix that runs a command in the server's network namespace."""
+        return ["nsenter", "-t", str(self.pid), "-n", "--"]
+
+
+@contextmanager
+def socket_server(cwd: Path, *, hostname: str | None) -> Iterator[SocketServer]:
+    """Run execnet's socket server in ``cwd`` (as host ``hostname`` if given).
+
+    It executes whatever code a connection sends, so it listens on 127.0.0.1 of a network
+    namespace of its own: only what the test runs there (:meth:`SocketServer.enter`) reaches
+    it, never another user of this machine. Its environment holds only ``PATH``, ``HOME`` and
+    this checkout on ``PYTHONPATH``. The server is stopped (SIGTERM, then SIGKILL) when the
+    block ends, unless it already died (a worker that crashes takes the server with it: the
+    gateway runs in its process).
     """
     log = cwd.parent / f"{cwd.name}-server.log"
     env = {
@@ -62,9 +90,12 @@ def socket_server(cwd: Path, *, hostname: str | None) -> Iterator[int]:
         "PYTHONPATH": checkout_pythonpath(),
     }
     command = [sys.executable, "-u", *SOCKET_SERVER, "127.0.0.1:0"]
+    script = 'ip link set lo up && exec "$@"'
+    flags = ["-n"]
     if hostname is not None:
-        script = 'hostname "$0" && exec "$@"'
-        command = ["unshare", "-u", "sh", "-c", script, hostname, *command]
+        script = 'ip link set lo up && hostname "$0" && exec "$@"'
+        flags.append("-u")
+    command = ["unshare", *flags, "sh", "-c", script, hostname or "-", *command]
     with open(log, "wb") as out:
         process = subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
@@ -79,7 +110,7 @@ def socket_server(cwd: Path, *, hostname: str | None) -> Iterator[int]:
             return bool(match)
 
         wait_for(listening, "execnet's socket server to listen")
-        yield port[0]
+        yield SocketServer(port[0], process.pid)
     finally:
         if process.poll() is None:
             process.terminate()
@@ -182,7 +213,26 @@ def start_host(
 
 
 def join_hosts(first: subprocess.Popen[bytes], second: subprocess.Popen[bytes]) -> None:
-    """A veth pair between the two hosts' network namespaces (never in this one's)."""
+    """A veth pair between the two hosts' network namespaces (never in this one's).
+
+    Only once both processes are in namespaces of their own: ``Popen`` returns before
+    ``unshare`` has made them, and an end added to a process still in this namespace would
+    be an interface of this machine.
+    """
+    ours = os.readlink("/proc/self/ns/net")
+
+    def apart() -> bool:
+        for process in (first, second):
+            if process.poll() is not None:
+                raise AssertionError(f"a host exited early (status {process.returncode})")
+            try:
+                if os.readlink(f"/proc/{process.pid}/ns/net") == ours:
+                    return False
+            except OSError:
+                return False
+        return True
+
+    wait_for(apart, "both hosts to be in network namespaces of their own")
     subprocess.run(
         [
             "ip",

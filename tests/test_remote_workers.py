@@ -21,6 +21,7 @@ from .helpers import check_inner_warnings, child_env, git
 from .remote_helpers import (
     OTHER_HOST,
     SOCKET_SERVER,
+    SocketServer,
     join_hosts,
     socket_server,
     start_host,
@@ -84,11 +85,20 @@ def records(directory: Path) -> list[dict[str, object]]:
     return [json.loads(p.read_text()) for p in sorted(directory.glob("*.json"))]
 
 
-def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+def run(
+    pytester: pytest.Pytester, *args: str, server: SocketServer | None = None
+) -> pytest.RunResult:
+    """An inner run (in the socket server's network namespace, to reach it), warning-free."""
     # The test directory as an absolute path: xdist maps the arguments that are paths onto
     # the rsync roots for a remote worker, and fails on a relative one.
     tests = str(pytester.path / "tests")
-    return pytester.runpytest_subprocess(*QUIET, "-rA", tests, *args, timeout=180)
+    if server is None:
+        return pytester.runpytest_subprocess(*QUIET, "-rA", tests, *args, timeout=180)
+    basetemp = f"--basetemp={pytester.path / 'basetemp'}"
+    command = [*server.enter(), sys.executable, "-m", "pytest", basetemp, *QUIET, "-rA", tests]
+    result = pytester.run(*command, *args, timeout=180)
+    check_inner_warnings(result.stdout.str(), result.stderr.str(), [RSYNC_DEPRECATED])
+    return result
 
 
 def in_range(record: dict[str, object]) -> bool:
@@ -120,7 +130,7 @@ def test_via_gateway_on_this_host_takes_the_settings_and_leases_here(
     assert sorted("(slice 0)" in line for line in lines) == [False, True], lines
 
 
-@pytest.mark.inner_warnings(RSYNC_DEPRECATED)
+@needs_uts
 def test_disable_in_the_controllers_environment_reaches_a_socket_worker(
     pytester: pytest.Pytester, project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -138,25 +148,25 @@ def test_disable_in_the_controllers_environment_reaches_a_socket_worker(
             """
         }
     )
-    server = tmp_path / "server"
-    server.mkdir()
+    server_dir = tmp_path / "server"
+    server_dir.mkdir()
     monkeypatch.setenv("PYTEST_AIOPS_DISABLE", "1")
-    with socket_server(server, hostname=None) as port:
+    with socket_server(server_dir, hostname=None) as server:
         result = run(
             pytester,
             "-k",
             "disabled",
             "--tx",
-            f"socket=127.0.0.1:{port}",
+            f"socket=127.0.0.1:{server.port}",
             "-d",
             f"--rsyncdir={pytester.path / 'tests'}",
+            server=server,
         )
     result.assert_outcomes(passed=1)
     assert not any(line.startswith("aiops") for line in result.outlines)
 
 
 @needs_uts
-@pytest.mark.inner_warnings(RSYNC_DEPRECATED)
 def test_socket_worker_on_another_host_checks_out_the_controllers_commit(
     pytester: pytest.Pytester, project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -182,8 +192,8 @@ def test_socket_worker_on_another_host_checks_out_the_controllers_commit(
     )
     monkeypatch.setenv("PYTEST_AIOPS_PORT_RANGE", "{}-{}".format(*RANGE))
     monkeypatch.setenv("PYTEST_AIOPS_RESOURCES", "port-range,git-worktree")
-    server = tmp_path / "server"
-    server.mkdir()
+    server_dir = tmp_path / "server"
+    server_dir.mkdir()
     args = (
         "--dist",
         "each",
@@ -191,9 +201,9 @@ def test_socket_worker_on_another_host_checks_out_the_controllers_commit(
         "popen",
         f"--rsyncdir={pytester.path / 'tests'}",
     )
-    with socket_server(server, hostname=OTHER_HOST) as port:
-        gateway = ("--tx", f"socket=127.0.0.1:{port}//chdir={clone}")
-        missing = run(pytester, *gateway, *args)
+    with socket_server(server_dir, hostname=OTHER_HOST) as server:
+        gateway = ("--tx", f"socket=127.0.0.1:{server.port}//chdir={clone}")
+        missing = run(pytester, *gateway, *args, server=server)
         missing.assert_outcomes(passed=2, errors=2)
         for fixture in ("git_worktree", "provisioned_session"):
             missing.stdout.fnmatch_lines(
@@ -208,7 +218,7 @@ def test_socket_worker_on_another_host_checks_out_the_controllers_commit(
         assert git(clone, "rev-parse", "HEAD") != head
         for path in project.glob("*.json"):
             path.unlink()
-        result = run(pytester, *gateway, *args)
+        result = run(pytester, *gateway, *args, server=server)
     result.assert_outcomes(passed=4)
     found = records(project)
     assert sorted(str(r["host"]) for r in found) == sorted([OTHER_HOST, socket.gethostname()])
@@ -226,7 +236,6 @@ def test_socket_worker_on_another_host_checks_out_the_controllers_commit(
 
 
 @needs_uts
-@pytest.mark.inner_warnings(RSYNC_DEPRECATED)
 def test_rsynced_copy_without_git_says_what_to_do(
     pytester: pytest.Pytester, project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -246,15 +255,16 @@ def test_rsynced_copy_without_git_says_what_to_do(
         }
     )
     monkeypatch.setenv("PYTEST_AIOPS_PORT_RANGE", "{}-{}".format(*RANGE))
-    server = tmp_path / "server"
-    server.mkdir()
-    with socket_server(server, hostname=OTHER_HOST) as port:
+    server_dir = tmp_path / "server"
+    server_dir.mkdir()
+    with socket_server(server_dir, hostname=OTHER_HOST) as server:
         result = run(
             pytester,
             "--tx",
-            f"socket=127.0.0.1:{port}",
+            f"socket=127.0.0.1:{server.port}",
             "-d",
             f"--rsyncdir={pytester.path / 'tests'}",
+            server=server,
         )
     result.assert_outcomes(passed=1, errors=1)
     result.stdout.re_match_lines(
@@ -263,7 +273,7 @@ def test_rsynced_copy_without_git_says_what_to_do(
             r"through other gateways lease on their own host; .*"
         ]
     )
-    copy = server / "pyexecnetcache"  # the worker's rootdir: where the copy of tests/ is
+    copy = server_dir / "pyexecnetcache"  # the worker's rootdir: where the copy of tests/ is
     result.stdout.fnmatch_lines(
         [
             f"git_worktree needs a git repository, but {copy} is not inside one; this worker "
@@ -278,7 +288,6 @@ def test_rsynced_copy_without_git_says_what_to_do(
 
 
 @needs_uts
-@pytest.mark.inner_warnings(RSYNC_DEPRECATED)
 def test_crash_on_another_host_is_named(
     pytester: pytest.Pytester, project: Path, tmp_path: Path
 ) -> None:
@@ -293,17 +302,18 @@ def test_crash_on_another_host_is_named(
             """
         }
     )
-    server = tmp_path / "server"
-    server.mkdir()
-    with socket_server(server, hostname=OTHER_HOST) as port:
+    server_dir = tmp_path / "server"
+    server_dir.mkdir()
+    with socket_server(server_dir, hostname=OTHER_HOST) as server:
         result = run(
             pytester,
             "-k",
             "crash",
             "--tx",
-            f"socket=127.0.0.1:{port}",
+            f"socket=127.0.0.1:{server.port}",
             "-d",
             f"--rsyncdir={pytester.path / 'tests'}",
+            server=server,
         )
     assert result.ret != 0
     result.stdout.fnmatch_lines(
