@@ -389,7 +389,7 @@ def test_two_hosts_joined_by_veth(pytester: pytest.Pytester, project: Path, tmp_
     )
     try:
         join_hosts(controller, server)
-        controller.wait(timeout=int(os.environ.get("AIOPS_TWO_HOST_TIMEOUT", "300")))
+        controller.wait(timeout=300)
     finally:
         for process in (controller, server):
             if process.poll() is None:
