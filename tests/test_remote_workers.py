@@ -240,7 +240,9 @@ def test_rsynced_copy_without_git_says_what_to_do(
     pytester: pytest.Pytester, project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Only remote workers: no parent range is leased; --rsyncdir copies no .git, and
-    git_worktree there says to point --aiops-repo at a clone on that host."""
+    git_worktree there says to point --aiops-repo at a clone on that host. A setting from
+    the controller's ini file (which the copy does not hold) is honoured there too."""
+    pytester.makeini("[pytest]\naiops_ports_per_worker = 16\n")
     pytester.makepyfile(
         **{
             "tests/test_ports_only.py": f"""
@@ -269,7 +271,7 @@ def test_rsynced_copy_without_git_says_what_to_do(
     result.assert_outcomes(passed=1, errors=1)
     result.stdout.re_match_lines(
         [
-            r"aiops: 32 ports per worker from 28600-29399, leased on first use; 1 worker\(s\) "
+            r"aiops: 16 ports per worker from 28600-29399, leased on first use; 1 worker\(s\) "
             r"through other gateways lease on their own host; .*"
         ]
     )
@@ -285,6 +287,7 @@ def test_rsynced_copy_without_git_says_what_to_do(
     ports = json.loads((tmp_path / "ports.json").read_text())
     assert ports["host"] == OTHER_HOST, ports
     assert in_range(ports), ports
+    assert int(ports["end"]) - int(ports["start"]) + 1 == 16, ports
 
 
 @needs_uts
