@@ -151,20 +151,31 @@ def two_host_problem() -> str | None:
 
 
 #: Shell run as a "host" starts (in fresh network, mount and UTS namespaces): its own name,
-#: loopback up, fresh tmpfs on /tmp and /dev/shm, with only ``$SHARE`` (the test's directory)
-#: seen at the same path, as a shared file system would be.
+#: loopback up, fresh tmpfs on /tmp and /dev/shm, with only the directories ``$SHARE`` lists
+#: (``:``-separated: the test's, and this checkout and interpreter where they are under /tmp)
+#: seen at the same paths, as a shared file system would be.
 HOST_SETUP = """
 set -e
 hostname "$HOST_NAME" 2>/dev/null || true
 ip link set lo up
 mount -t tmpfs tmpfs /dev/shm
-mkdir /dev/shm/share
-mount --bind "$SHARE" /dev/shm/share
+IFS=:
+i=0
+for path in $SHARE; do
+    mkdir /dev/shm/share$i
+    mount --bind "$path" /dev/shm/share$i
+    i=$((i + 1))
+done
 mount -t tmpfs tmpfs /tmp
-mkdir -p "$SHARE"
-mount --bind /dev/shm/share "$SHARE"
-umount /dev/shm/share
-rmdir /dev/shm/share
+i=0
+for path in $SHARE; do
+    mkdir -p "$path"
+    mount --bind /dev/shm/share$i "$path"
+    umount /dev/shm/share$i
+    rmdir /dev/shm/share$i
+    i=$((i + 1))
+done
+unset IFS
 """
 
 #: Then wait for the veth end ``$LINK`` to arrive, and give it ``$ADDRESS``.
@@ -173,6 +184,19 @@ while ! ip link show "$LINK" >/dev/null 2>&1; do sleep 0.05; done
 ip addr add "$ADDRESS/24" dev "$LINK"
 ip link set "$LINK" up
 """
+
+
+def shares(directory: Path) -> list[Path]:
+    """What a host sees of this machine's /tmp: ``directory``, and this checkout and the
+    interpreter's prefix when they are under /tmp (else the host would import whatever
+    pytest-aiops is installed, not the tree under test)."""
+    found = [directory]
+    for path in (Path(checkout_pythonpath().split(os.pathsep)[0]), Path(sys.prefix)):
+        if path.resolve().is_relative_to("/tmp") and path.resolve() not in found:
+            found.append(path.resolve())
+    if any(path.resolve().is_relative_to("/dev/shm") for path in found):
+        raise AssertionError(f"the hosts get fresh /dev/shm: {found} must be outside it")
+    return found
 
 
 def start_host(
@@ -189,7 +213,8 @@ def start_host(
     """Start ``command`` as the only process of a new "host" (network, mount and UTS
     namespaces of its own; see :data:`HOST_SETUP`), once its veth end ``link`` is up."""
     script = HOST_SETUP + HOST_LINK + 'exec "$@"'
-    host_env = {**env, "SHARE": str(share), "HOST_NAME": name, "LINK": link, "ADDRESS": address}
+    shared = ":".join(str(path) for path in shares(share))
+    host_env = {**env, "SHARE": shared, "HOST_NAME": name, "LINK": link, "ADDRESS": address}
     with open(log, "wb") as out:
         return subprocess.Popen(
             [
