@@ -1,0 +1,212 @@
+"""Leases held in the network namespace itself (Linux): abstract Unix socket names.
+
+The byte-range locks of :mod:`.locks` keep apart the processes that share a lock directory,
+i.e. (by default) a mount namespace: ``/tmp``. Ports belong to a *network* namespace.
+Containers with host networking and CI runners that each get a private ``/tmp`` share the
+ports but not the lock file, and would hand out the same blocks. So on Linux every lease is
+also announced in the network namespace: a datagram Unix socket bound to an abstract name
+(``\\0pytest-aiops/...``). Abstract names live in the network namespace, not in the file
+system; a bind fails with ``EADDRINUSE`` while another socket of the namespace has the name,
+and the name disappears when the last descriptor of its socket closes -- at exit, SIGKILL
+included, exactly like an OFD lock. Sockets are close-on-exec (Python's default); a
+``fork()`` child shares the socket, so the name lives while either process does.
+
+Names (all ASCII, ``S-E`` a port range, ``ID`` the lease id of :mod:`.locks`):
+
+==============================  ============================================================
+``pytest-aiops/top/S-E/ID``     a live top-level lease of ports ``S..E`` (held for its life)
+``pytest-aiops/child/S-E/ID``   a live child slice ``S..E`` (held for its life)
+``pytest-aiops/claim/S-E``      a top-level leaser deciding on ``S..E`` (held for a moment)
+==============================  ============================================================
+
+One socket per lease, whatever its size: a socket per *port* would cost a descriptor per
+port, 4,096 for a worker pool at its bound -- past the usual limit of 1,024. Blocks of
+different sizes overlap without sharing a name, so overlap is found by reading the names
+the namespace holds (``/proc/net/unix``, which lists the sockets of the reader's network
+namespace) *after* announcing one's own: of two overlapping leasers at least one sees the
+other and gives the block up. A top-level leaser first binds the ``claim`` name of its exact
+range: two runs that choose the same blocks in lockstep (they are seeded alike) are told
+apart by that bind, one wins, the other moves on, rather than both giving every block up.
+
+The names carry no user id: ports are shared by every user of the network namespace, so a
+lease must keep every other user's leases out. Any user can bind any abstract name, as any
+user can bind any free port: a name squatted by someone else makes a block busy, like a
+listener in it, never lets two leases share it.
+
+Where this cannot work (not Linux, or no ``/proc/net/unix`` to read) :func:`available` is
+false and leases are held by the file locks alone; see docs/how-it-works.md.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from .._errors import LockError
+
+PREFIX = "pytest-aiops/"
+TOP = "top"
+CHILD = "child"
+CLAIM = "claim"
+UNIX_TABLE = "/proc/net/unix"
+
+
+@dataclass(frozen=True)
+class Name:
+    """One announced lease: its kind, ports and lease id (``None`` for a claim)."""
+
+    kind: str
+    start: int
+    end: int
+    lease_id: int | None
+
+    def text(self) -> str:
+        tail = "" if self.lease_id is None else f"/{self.lease_id}"
+        return f"{PREFIX}{self.kind}/{self.start}-{self.end}{tail}"
+
+    def overlaps(self, start: int, end: int) -> bool:
+        return self.start <= end and start <= self.end
+
+
+def available() -> bool:
+    """Whether leases are also held in the network namespace (Linux with ``/proc``)."""
+    return sys.platform.startswith("linux") and os.access(UNIX_TABLE, os.R_OK)
+
+
+def parse(path: str) -> Name | None:
+    """The :class:`Name` that a ``/proc/net/unix`` path (``@pytest-aiops/...``) stands for,
+    ``None`` for any other socket (or a name that only looks like ours)."""
+    if not path.startswith("@" + PREFIX):
+        return None
+    parts = path[1 + len(PREFIX) :].split("/")
+    if len(parts) not in (2, 3) or parts[0] not in (TOP, CHILD, CLAIM):
+        return None
+    if (parts[0] == CLAIM) != (len(parts) == 2):
+        return None
+    first, _, last = parts[1].partition("-")
+    try:
+        start, end = int(first), int(last)
+        lease_id = int(parts[2]) if len(parts) == 3 else None
+    except ValueError:
+        return None
+    return Name(parts[0], start, end, lease_id)
+
+
+def held_names() -> list[Name]:
+    """Every pytest-aiops name bound in this process's network namespace right now."""
+    try:
+        with open(UNIX_TABLE, "rb") as table:
+            lines = table.read().decode("ascii", "replace").splitlines()[1:]
+    except OSError as error:
+        raise LockError(
+            f"cannot read {UNIX_TABLE} ({error.strerror or error}), which lists the port "
+            "leases of this network namespace; mount /proc",
+            lock_path=UNIX_TABLE,
+        ) from error
+    names: list[Name] = []
+    for line in lines:
+        # Num RefCount Protocol Flags Type St Inode [Path]: the path is the 8th field.
+        fields = line.split(None, 7)
+        if len(fields) == 8:
+            name = parse(fields[7])
+            if name is not None:
+                names.append(name)
+    return names
+
+
+def _bind(name: Name) -> socket.socket | None:
+    """A socket bound to ``name``; ``None`` if another socket of the namespace has it."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)  # close-on-exec
+    try:
+        sock.bind("\0" + name.text())
+    except OSError as error:
+        sock.close()
+        if error.errno == errno.EADDRINUSE:
+            return None
+        raise LockError(
+            f"cannot bind the abstract socket {name.text()!r} ({error.strerror or error})",
+            lock_path=UNIX_TABLE,
+        ) from error
+    return sock
+
+
+def _others(names: Iterable[Name], mine: Name) -> list[Name]:
+    return [n for n in names if n != mine and n.kind != CLAIM]
+
+
+class Announcement:
+    """One lease's name in the network namespace; :meth:`close` takes it back."""
+
+    def __init__(self, sock: socket.socket, name: Name) -> None:
+        self.sock: socket.socket | None = sock
+        self.name = name
+
+    def close(self) -> None:
+        """Close the socket (idempotent): the name is free again."""
+        if self.sock is not None:
+            sock, self.sock = self.sock, None
+            sock.close()
+
+
+def announce_top(start: int, end: int, lease_id: int) -> Announcement | None:
+    """Hold ``start..end`` for a top-level lease, ``None`` if a live lease of this network
+    namespace (any lock directory) holds any of its ports, or another leaser is deciding on
+    exactly this range right now."""
+    claim = _bind(Name(CLAIM, start, end, None))
+    if claim is None:
+        return None
+    try:
+        name = Name(TOP, start, end, lease_id)
+        sock = _bind(name)
+        if sock is None:
+            return None  # the same id on the same range: astronomically rare, but busy
+        announcement = Announcement(sock, name)
+        try:
+            # Announced first, looked second: an overlapping leaser that announced before
+            # this read is seen here; one that announces after it sees us.
+            if any(n.overlaps(start, end) for n in _others(held_names(), name)):
+                announcement.close()
+                return None
+        except BaseException:
+            announcement.close()
+            raise
+        return announcement
+    finally:
+        claim.close()
+
+
+def announce_child(
+    start: int, end: int, lease_id: int, *, parent: tuple[int, int], parent_lease_id: int | None
+) -> Announcement | None:
+    """Hold the child slice ``start..end``; ``None`` if its parent lease is not announced
+    in this network namespace (gone, or leased in another one), so the slice may already
+    belong to a top-level lease of another lock directory.
+
+    Siblings are kept apart by the file locks of the parent's lock directory; the name
+    only keeps top-level leasers of other lock directories out: one that announced before
+    our look sees the parent alive here (and cannot have passed its own look while the
+    parent was announced), one that announces after sees this slice.
+    """
+    name = Name(CHILD, start, end, lease_id)
+    sock = _bind(name)
+    if sock is None:
+        return None
+    announcement = Announcement(sock, name)
+    try:
+        alive = any(
+            n.kind == TOP
+            and (n.start, n.end) == parent
+            and (parent_lease_id is None or n.lease_id == parent_lease_id)
+            for n in held_names()
+        )
+    except BaseException:
+        announcement.close()
+        raise
+    if not alive:
+        announcement.close()
+        return None
+    return announcement
