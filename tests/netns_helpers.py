@@ -26,8 +26,8 @@ from .helpers import REPO_ROOT, child_env, namespace_problem
 
 #: Ports these tests lease (disjoint from every other test of the suite and from the
 #: plugin's default range 20000-26399).
-CORE_BASE = 9300  # 9300-9427: 16 blocks of 8 ports
-SUITE_RANGE = (9500, 9899)  # the inner server suites
+CORE_BASE = 9000  # 9000-9127: 16 blocks of 8 ports
+SUITE_RANGE = (9200, 9999)  # the inner server suites: 100 blocks of 8
 
 _LEASER = """
 import json, os, sys
@@ -121,8 +121,9 @@ def unshare_problem(*flags: str) -> str | None:
     return None
 
 
-#: The server suite both runs execute: each test serves on its port, takes one connection
-#: and closes its side first (so the port goes to TIME_WAIT and the pools grow); each worker
+#: The server suite both runs execute: each test serves on its port and takes one connection;
+#: every other one closes its side first (so the port stays in TIME_WAIT for a minute and the
+#: pools of 8 ports grow, as the two runs' pools did in lockstep in issue 21); each worker
 #: then says which blocks it holds and waits, holding them, until every worker of both runs
 #: has said so: every block either run leased is then held at one moment, so two runs that
 #: shared a port would show it.
@@ -169,8 +170,9 @@ SERVER_SUITE = {
             server.listen()
             client = socket.create_connection(("127.0.0.1", aiops_port))
             conn, _ = server.accept()
-            conn.close()  # our side closes first: TIME_WAIT on aiops_port
-            client.close()
+            first, second = (conn, client) if n % 2 == 0 else (client, conn)
+            first.close()  # conn first: TIME_WAIT on aiops_port
+            second.close()
             server.close()
             time.sleep(0.01)
         """
@@ -247,8 +249,13 @@ def run_server_suites(base: Path, round_: int) -> dict[str, subprocess.Completed
         "2",
         "-p",
         "no:cacheprovider",
+        "-p",
+        "no:asyncio",
+        "-p",
+        "no:benchmark",
         "-q",
         f"--aiops-port-range={SUITE_RANGE[0]}-{SUITE_RANGE[1]}",
+        "--aiops-ports-per-worker=8",
         "-W",
         "error",
     ]

@@ -166,6 +166,7 @@ def test_another_network_namespace_may_lease_the_same_block(tmp_path: Path) -> N
 def test_server_suites_sharing_the_network_but_not_tmp_pass_10_rounds(
     tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
+    grown = 0
     for round_ in range(10):
         runs = run_server_suites(tmp_path, round_)
         for name, run in runs.items():
@@ -178,3 +179,5 @@ def test_server_suites_sharing_the_network_but_not_tmp_pass_10_rounds(
         private = {p for s, e in held_blocks(sync, "private") for p in range(s, e + 1)}
         assert host and private, round_
         assert not host & private, f"round {round_}: both runs held {sorted(host & private)}"
+        grown += len(held_blocks(sync, "host") + held_blocks(sync, "private")) - 4
+    assert grown > 0  # pools grew (each worker starts with one block)
