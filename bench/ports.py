@@ -4,7 +4,9 @@ Run: ``python bench/ports.py [--rounds N]``. Prints, in microseconds:
 
 - ``baseline``: probing the 32 ports of a block (bind 0.0.0.0 without SO_REUSEADDR) plus
   one ``fcntl`` lock syscall -- the least any probing allocator must do;
-- ``lease``: ``PortRangeProvider.provision`` + ``release`` in an empty lock directory;
+- ``lease``: ``PortRangeProvider.provision`` + ``release`` in an empty lock directory, on
+  ports of its own (``EMPTY_BASE``): on Linux leases of every lock directory meet in the
+  network namespace (``bench/netns.py`` measures that);
 - ``lease@90%``: the same with 90% of the blocks held by another process.
 
 Each lease case runs once per lock backend (``ofd``, ``posix``; issue 13), in this one
@@ -34,6 +36,7 @@ from pytest_aiops._ports.probe import busy_ports, host_has_ipv6
 from pytest_aiops._ports.provider import PortRangeProvider, PortRangeProviderConfig
 
 BASE, SIZE, COUNT = 20000, 32, 200
+EMPTY_BASE = 12000  # 12000-18399: clear of the occupier's leases
 
 _OCCUPIER = """
 import sys
@@ -78,12 +81,13 @@ def main() -> None:
 
     def make_lease(directory: str, backend: str) -> Callable[[], None]:
         provider = PortRangeProvider(PortRangeProviderConfig(lock_directory=directory))
+        options = {"basePort": EMPTY_BASE} if directory != busy else {}
 
         def run() -> None:
             os.environ[BACKEND_ENV] = backend
             try:
                 provider.provision(
-                    session_id="bench", workspace_root=directory, options={}
+                    session_id="bench", workspace_root=directory, options=options
                 ).release()
             finally:
                 del os.environ[BACKEND_ENV]

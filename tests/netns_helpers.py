@@ -96,7 +96,8 @@ def leaser(
     try:
         yield Leaser(process)
     finally:
-        assert process.stdin is not None and process.stdout is not None
+        assert process.stdin is not None
+        assert process.stdout is not None
         with suppress(BrokenPipeError):
             process.stdin.close()  # the leaser's cue to end
         try:
@@ -113,9 +114,7 @@ def unshare_problem(*flags: str) -> str | None:
         return "needs unshare (util-linux)"
     if os.geteuid() != 0:
         return "needs root to make namespaces"
-    probe = subprocess.run(
-        ["unshare", *flags, "true"], capture_output=True, text=True, check=False
-    )
+    probe = subprocess.run(["unshare", *flags, "true"], capture_output=True, text=True, check=False)
     if probe.returncode:
         return f"cannot run unshare {' '.join(flags)}: {probe.stderr.strip()}"
     return None
@@ -266,17 +265,28 @@ def run_server_suites(base: Path, round_: int) -> dict[str, subprocess.Completed
             env.pop(name)
     host_env = {**env, "NETNS_RUN": "host", "PYTEST_AIOPS_LOCK_DIR": str(base / "host-locks")}
     private_env = {**env, "NETNS_RUN": "private"}
-    wrapped = namespaced(["sh", "-c", 'cd "$0" && exec "$@"', str(project), *argv], {
-        other: project,
-        sync: sync,
-    })
+    wrapped = namespaced(
+        ["sh", "-c", 'cd "$0" && exec "$@"', str(project), *argv],
+        {
+            other: project,
+            sync: sync,
+        },
+    )
     runs = {
         "host": subprocess.Popen(
-            argv, cwd=project, env=host_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            argv,
+            cwd=project,
+            env=host_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
         ),
         "private": subprocess.Popen(
-            wrapped, cwd="/", env=private_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            wrapped,
+            cwd="/",
+            env=private_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
         ),
     }

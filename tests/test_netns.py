@@ -70,7 +70,8 @@ def test_blocks_of_different_sizes_overlap_nowhere(tmp_path: Path) -> None:
         two.go()
         first, second = one.held(), two.held()
     assert not _ports(first) & _ports(second)
-    assert len(_ports(first)) == 24 and len(_ports(second)) == 24
+    assert len(_ports(first)) == 24
+    assert len(_ports(second)) == 24
 
 
 def test_a_sigkilled_leaser_frees_its_block_in_the_network_namespace(tmp_path: Path) -> None:
@@ -177,7 +178,8 @@ def test_server_suites_sharing_the_network_but_not_tmp_pass_10_rounds(
         sync = tmp_path / f"sync-{round_}"
         host = {p for s, e in held_blocks(sync, "host") for p in range(s, e + 1)}
         private = {p for s, e in held_blocks(sync, "private") for p in range(s, e + 1)}
-        assert host and private, round_
+        assert host, round_
+        assert private, round_
         assert not host & private, f"round {round_}: both runs held {sorted(host & private)}"
         grown += len(held_blocks(sync, "host") + held_blocks(sync, "private")) - 4
     assert grown > 0  # pools grew (each worker starts with one block)

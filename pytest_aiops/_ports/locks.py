@@ -624,6 +624,7 @@ class TopLevelScanner:
         self.lease_id: int | None = None
         self.announcement: netns.Announcement | None = None
         self.in_network = netns.available()
+        self.seen = netns.Seen()  # the names the last attempt saw
 
     def try_block(self, start: int, end: int) -> bool:
         """Exclusive lock on ``start..end``, announced in the network namespace; ``True``
@@ -635,7 +636,7 @@ class TopLevelScanner:
         try:
             if self.lease_id is None:
                 self.lease_id = self.handle.take_lease_id()
-            self.announcement = netns.announce_top(start, end, self.lease_id)
+            self.announcement = netns.announce_top(start, end, self.lease_id, self.seen)
         except BaseException:
             self.handle.unlock(start, end)
             raise
