@@ -37,6 +37,7 @@ _EXPORTS: dict[str, str] = {
     "OptionError": "._errors",
     "ParentGoneError": "._errors",
     "KernelPorts": "._ports.pool",
+    "PortFactory": "._ports.pool",
     "PortRange": "._ports.pool",
     "PortRangeProvider": "._ports.provider",
     "PortRangeProviderConfig": "._ports.provider",
@@ -91,6 +92,7 @@ __all__ = [
     "NoSpaceError",
     "OptionError",
     "ParentGoneError",
+    "PortFactory",
     "PortRange",
     "PortRangeProvider",
     "PortRangeProviderConfig",
@@ -206,6 +208,7 @@ if TYPE_CHECKING:
     )
     from ._ports.pool import (
         KernelPorts,
+        PortFactory,
         PortRange,
         give_back_port,
         take_port,

@@ -126,6 +126,8 @@ class WorktreeFactory:
             options["rootDirectory"] = self.settings.worktree_root
         if target_path:
             options["targetPath"] = target_path
+        if "pool_size" in (self.settings.sources or {}):  # else the provider's default
+            options["poolSize"] = self.settings.pool_size
         return ResourceRequest("git-worktree", options)
 
     def provision(
