@@ -81,8 +81,9 @@ def test_a_sigkilled_leaser_frees_its_block_in_the_network_namespace(tmp_path: P
         (held,) = holder.held()
         name = netns.Name(netns.TOP, held["start"], held["end"], held["leaseId"])
         assert name in netns.held_names()
-        with pytest.raises(PortsExhaustedError):
-            _lease(tmp_path / "b", "k", **only)  # another lock directory: refused all the same
+        # Another lock directory: refused all the same, and the error says by whom.
+        with pytest.raises(PortsExhaustedError, match=r"leased \(1; 1 by runs of this network"):
+            _lease(tmp_path / "b", "k", **only)
         os.kill(holder.process.pid, signal.SIGKILL)
         assert holder.process.wait() == -signal.SIGKILL
     assert name not in netns.held_names()

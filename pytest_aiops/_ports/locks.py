@@ -625,6 +625,7 @@ class TopLevelScanner:
         self.announcement: netns.Announcement | None = None
         self.in_network = netns.available()
         self.seen = netns.Seen()  # the names the last attempt saw
+        self.elsewhere = 0  # blocks refused by names only: leases of other lock directories
 
     def try_block(self, start: int, end: int) -> bool:
         """Exclusive lock on ``start..end``, announced in the network namespace; ``True``
@@ -642,6 +643,7 @@ class TopLevelScanner:
             raise
         if self.announcement is None:
             self.handle.unlock(start, end)  # held by a lease of another lock directory
+            self.elsewhere += 1
             return False
         return True
 
