@@ -169,6 +169,11 @@ class Announcement:
             sock, self.sock = self.sock, None
             sock.close()
 
+    def __del__(self) -> None:
+        # A lease garbage-collected unreleased frees its name too, without a ResourceWarning
+        # (as its lock file does).
+        self.close()
+
 
 def announce_top(
     start: int, end: int, lease_id: int, seen: Seen | None = None
