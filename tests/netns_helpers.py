@@ -252,6 +252,8 @@ def run_server_suites(base: Path, round_: int) -> dict[str, subprocess.Completed
         "no:asyncio",
         "-p",
         "no:benchmark",
+        "-p",
+        "no:aiohttp",
         "-q",
         f"--aiops-port-range={SUITE_RANGE[0]}-{SUITE_RANGE[1]}",
         "--aiops-ports-per-worker=8",
