@@ -105,9 +105,12 @@ def held_names() -> list[Name]:
     chunks: list[bytes] = []
     try:
         # Unbuffered, in big reads: the kernel renders the table a page at a time anyway.
-        with open(UNIX_TABLE, "rb", buffering=0) as table:
-            while chunk := table.read(1 << 20):
+        fd = os.open(UNIX_TABLE, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            while chunk := os.read(fd, 1 << 20):
                 chunks.append(chunk)
+        finally:
+            os.close(fd)
     except OSError as error:
         raise LockError(
             f"cannot read {UNIX_TABLE} ({error.strerror or error}), which lists the port "
