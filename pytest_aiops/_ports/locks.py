@@ -46,6 +46,10 @@ by platform or forced with ``$PYTEST_AIOPS_LOCK_BACKEND=ofd|posix``:
 On Linux OFD and POSIX locks on one file conflict with each other, so processes using
 either backend share one lock directory safely. The lock file is never unlinked
 (unlinking races with a process that has just opened it).
+
+The locks keep apart the processes that share the lock file (by default: ``/tmp``). On
+Linux each lease is also a name in the network namespace (:mod:`.netns`), which keeps apart
+the processes that share the ports but not the file; a block is won only with both.
 """
 
 from __future__ import annotations
