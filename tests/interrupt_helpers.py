@@ -16,7 +16,18 @@ import pytest
 from .helpers import child_env, git, wait_for
 
 #: Plugins that are not ours and only slow the inner runs down (or warn under xdist).
-QUIET = ("-p", "no:cacheprovider", "-p", "no:asyncio", "-p", "no:aiohttp", "-p", "no:randomly")
+QUIET = (
+    "-p",
+    "no:cacheprovider",
+    "-p",
+    "no:asyncio",
+    "-p",
+    "no:aiohttp",
+    "-p",
+    "no:benchmark",
+    "-p",
+    "no:randomly",
+)
 #: Ports no other test of the suite uses (and not the plugin's default range).
 PORT_RANGE = "28400-28527"
 

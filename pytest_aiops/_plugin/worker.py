@@ -1,8 +1,9 @@
 """Plain objects behind the fixtures: a worker's ports, its worktrees, its provisioned session.
 
-Nothing here imports pytest (STYLE 1): :mod:`pytest_aiops.plugin` builds one
-:class:`AiopsWorker` per process from the frozen :class:`~pytest_aiops._plugin.settings.Settings`
-(passed down whole, never spread into arguments) and the fixtures hand out what it makes.
+Nothing here imports pytest (objects usable without it, as pytest's ``TempPathFactory`` is):
+:mod:`pytest_aiops.plugin` builds one :class:`AiopsWorker` per process from the frozen
+:class:`~pytest_aiops._plugin.settings.Settings` (passed down whole, never spread into
+arguments) and the fixtures hand out what it makes.
 Everything is lazy: constructing these objects leases nothing and runs no git command.
 """
 
