@@ -27,7 +27,14 @@ from pytest_aiops._ports.locks import range_is_leased
 from pytest_aiops._ports.provider import create_port_range_provider
 
 from .helpers import child_env, inner_warnings
-from .shared_lock_helpers import PROBLEM, USERS, run_as_root_in_namespace
+from .shared_lock_helpers import (
+    AS_FIRST_USER,
+    PROBLEM,
+    SITE_PACKAGES,
+    USERS,
+    run_as_root_in_namespace,
+    user_python,
+)
 
 needs_namespace = pytest.mark.skipif(PROBLEM is not None, reason=str(PROBLEM))
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="init-lock-dir runs as root")
@@ -399,11 +406,16 @@ def test_init_lock_dir_refuses_a_symlink_another_user_owns_and_follows_roots(
 
 def test_init_lock_dir_must_run_as_root(tmp_path: Path) -> None:
     argv = [sys.executable, "-m", "pytest_aiops", "init-lock-dir", "/nonexistent/locks"]
+    env = child_env()
     if os.geteuid() == 0:
-        argv = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *argv]
-    run = subprocess.run(
-        argv, capture_output=True, text=True, env=child_env(), cwd="/", check=False
-    )
+        # As another uid, with an interpreter that uid can run (pyenv's under a private
+        # /root cannot even load its libpython there).
+        python = user_python()
+        if python is None:
+            pytest.skip("no interpreter another uid can run that imports pytest_aiops")
+        argv = [*AS_FIRST_USER, python, *argv[1:]]
+        env["PYTHONPATH"] = os.pathsep.join([env["PYTHONPATH"], SITE_PACKAGES])
+    run = subprocess.run(argv, capture_output=True, text=True, env=env, cwd="/", check=False)
     assert run.returncode == 1, run.stderr
     [line] = run.stderr.splitlines()
     assert line.startswith("pytest-aiops: error: pytest-aiops init-lock-dir must run as root")
