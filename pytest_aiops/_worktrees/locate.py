@@ -8,6 +8,7 @@ imports only the standard library at load time, so the plugin can use it at star
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -130,24 +131,36 @@ def may_hold_orphans(root: str) -> bool:
     return False
 
 
-def _held(lock_path: str) -> bool:
-    """Whether a live process holds the owner lock: a shared ``flock`` probe is refused (the
-    same probe as :meth:`.store.OwnerLock.held_elsewhere`, held for an instant)."""
+def lock_held_elsewhere(path: str) -> bool:
+    """Whether another open file holds the ``flock`` on ``path``: a *shared* probe would not
+    be granted. Held for an instant and dropped; two such probes never conflict. (The one
+    implementation: :meth:`.store.OwnerLock.held_elsewhere` is this.)"""
     try:
         import fcntl
     except ImportError:  # pragma: no cover - Windows: no owner locks, nothing provisioned
         return False
     try:
-        fd = os.open(lock_path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
     except OSError:
         return False
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError as error:
+        if error.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+            return True
+        raise
+    finally:
+        os.close(fd)  # drops our probe's lock with it
+    return False
+
+
+def _held(lock_path: str) -> bool:
+    """Whether a live process holds the owner lock (an unexpected error: taken as held,
+    so the store looks and decides under the lock itself)."""
+    try:
+        return lock_held_elsewhere(lock_path)
     except OSError:
         return True
-    finally:
-        os.close(fd)
-    return False
 
 
 def resolve_commit(path: str, ref: str) -> str:

@@ -69,7 +69,7 @@ from .defaults import WORKTREE
 from .files import remove_tree
 from .git import boot_ticks, end_session
 from .locate import CONTROL as _CONTROL_NAME
-from .locate import default_root_candidates
+from .locate import default_root_candidates, lock_held_elsewhere
 from .record import CheckoutRecord, PoolKey, State
 from .repository import remove_registrations
 
@@ -288,21 +288,8 @@ class OwnerLock:
 
     @staticmethod
     def held_elsewhere(path: str) -> bool:
-        """Whether another open file holds the lock: a *shared* ``flock`` would not be
-        granted. It is held for an instant and dropped; two such probes never conflict."""
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-        except OSError:
-            return False
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except OSError as error:
-            if error.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                return True
-            raise
-        finally:
-            os.close(fd)  # drops our probe's lock with it
-        return False
+        """Whether another open file holds the lock (:func:`.locate.lock_held_elsewhere`)."""
+        return lock_held_elsewhere(path)
 
     def _try(self) -> bool:
         try:
