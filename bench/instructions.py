@@ -154,7 +154,7 @@ def drop_rewrite_cache(python: str) -> None:
         [python, "-c", "import pytest_aiops; print(pytest_aiops.__path__[0])"],
         capture_output=True, text=True, check=True,
     ).stdout.strip()
-    for cached in Path(where).rglob("__pycache__/*-pytest-*.pyc"):
+    for cached in Path(where).rglob("*-pytest-*.pyc"):
         cached.unlink()
 
 

@@ -79,7 +79,8 @@ class _State:
     """Per-process state, kept in ``config.stash``."""
 
     settings: Settings
-    registry: ProviderRegistry
+    #: The providers, registered on first use (or at configure when a setting needs them).
+    registry: ProviderRegistry | None
     session_id: str
     worker_factory: Callable[[], AiopsWorker] | None = None
     _worker: AiopsWorker | None = None
@@ -129,6 +130,29 @@ class BuiltinProviders:
             register(provider)
 
 
+#: The kinds BuiltinProviders registers: --aiops-resources naming only these needs no check.
+_BUILTIN_KINDS = frozenset({"git-worktree", "port-range"})
+
+
+def _register_providers(config: pytest.Config, settings: Settings) -> ProviderRegistry:
+    """The built-in providers and those of ``pytest_aiops_register_providers`` hooks; a kind
+    in --aiops-resources that none of them provides is a usage error."""
+    from ._core.registry import ProviderRegistry
+
+    if not config.pluginmanager.has_plugin("aiops-builtin-providers"):
+        config.pluginmanager.register(BuiltinProviders(), "aiops-builtin-providers")
+    registry = ProviderRegistry()
+    config.hook.pytest_aiops_register_providers(register=registry, config=config)
+    settings.check_kinds(registry.kinds)
+    return registry
+
+
+def _registry(config: pytest.Config, state: _State) -> ProviderRegistry:
+    if state.registry is None:
+        state.registry = _register_providers(config, state.settings)
+    return state.registry
+
+
 def project_session_id(root: str) -> str:
     """Session id of a project: the same rootdir leases the same ports run after run."""
     return f"pytest-aiops:{os.path.realpath(root)}"
@@ -139,19 +163,18 @@ def pytest_configure(config: pytest.Config) -> None:
     declare_marker(config)
     settings = Settings.from_config(config)
     config.stash[SETTINGS_KEY] = settings
-    from ._ports.pool import set_current_pool
+    from ._ports.current import set_current_pool
 
     # take_port() and the per-test port fixtures take from here (disabled too: the kernel
     # fallback, or the error --aiops-port-fallback=error asks for).
     config.stash[_OUTER_POOL_KEY] = set_current_pool(lambda: _pool(config))
     if settings.disable:
         return
-    from ._core.registry import ProviderRegistry
-
-    config.pluginmanager.register(BuiltinProviders(), "aiops-builtin-providers")
-    registry = ProviderRegistry()
-    config.hook.pytest_aiops_register_providers(register=registry, config=config)
-    settings.check_kinds(registry.kinds)
+    # The providers are registered when first needed: at once only to check a kind
+    # --aiops-resources names beyond the built-ins (or for an xdist controller, below).
+    registry = None
+    if not _BUILTIN_KINDS.issuperset(settings.resources):
+        registry = _register_providers(config, settings)
     root = str(config.rootpath)
     state = _State(settings, registry, project_session_id(root))
     config.stash[_STATE_KEY] = state
@@ -163,7 +186,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
         controller = XdistController(
             settings=settings,
-            registry=registry,
+            registry=_registry(config, state),
             worker_count=workers,
             session_id=state.session_id,
             workspace_root=root,
@@ -194,7 +217,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
         return AiopsWorker(
             settings,
-            registry=registry,
+            registry=_registry(config, state),
             worker_id=worker_id,
             session_id=f"{state.session_id}/{worker_id}",
             workspace_root=root,
@@ -352,7 +375,7 @@ def pytest_runtest_makereport(
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    from ._ports.pool import set_current_pool
+    from ._ports.current import set_current_pool
 
     if _OUTER_POOL_KEY in config.stash:  # not if configure never got that far (UsageError)
         set_current_pool(config.stash[_OUTER_POOL_KEY])  # the enclosing run's, if any
@@ -414,7 +437,7 @@ def _pool(config: pytest.Config) -> PortRange:
         # attribute ports): attribute the ports this first test takes to it too.
         current = os.environ.get("PYTEST_CURRENT_TEST", "")
         pool.current_user = current.rsplit(" ", 1)[0] or None
-    from ._ports.pool import set_current_pool
+    from ._ports.current import set_current_pool
 
     set_current_pool(lambda: pool)  # made and wired once: later hand-outs go straight to it
     return pool

@@ -27,6 +27,8 @@ from types import FrameType
 from typing import Any
 
 from .._errors import AiopsWarning, InvalidArgumentError, OptionError, PortsExhaustedError
+from . import current
+from .current import set_current_pool as set_current_pool
 from .defaults import PORT_FALLBACK_ENV, PORT_FALLBACKS
 from .probe import PROTOCOLS, TCP, ephemeral_range, kernel_port, port_is_free
 
@@ -399,31 +401,13 @@ def hold_port(pool: PortRange, protocol: str = TCP) -> Iterator[int]:
 
 # -- from any code in a test process ----------------------------------------------------------
 
-_current: Callable[[], PortRange] | None = None
-_current_lock = threading.Lock()
-
-
-def set_current_pool(
-    pool: Callable[[], PortRange] | None,
-) -> Callable[[], PortRange] | None:
-    """Make ``pool()`` (called on first use) the pool :func:`take_port` takes from; return
-    the one it replaces, for the caller to put back (a pytest run inside a test's process,
-    as pytester's in-process runs are, must not leave the outer run without its pool)."""
-    global _current
-    with _current_lock:
-        previous, _current = _current, pool
-    return previous
-
-
 def current_pool() -> PortRange:
     """This process's pool: the pytest-aiops worker's, else a :class:`KernelPorts`."""
-    global _current
-    with _current_lock:
-        factory = _current
+    with current.lock:
+        factory = current.factory
         if factory is None:
             stand_in = _outside_pytest()
-            _current = lambda: stand_in  # noqa: E731 - one stand-in per process
-            factory = _current
+            current.factory = factory = lambda: stand_in  # noqa: E731 - one stand-in per process
     return factory()
 
 
