@@ -152,7 +152,10 @@ def drop_rewrite_cache(python: str) -> None:
     package: files pytest itself wrote and rewrites again when missing."""
     where = subprocess.run(
         [python, "-c", "import pytest_aiops; print(pytest_aiops.__path__[0])"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tempfile.gettempdir(),  # the installed package, not a checkout in the cwd
     ).stdout.strip()
     for cached in Path(where).rglob("*-pytest-*.pyc"):
         cached.unlink()
@@ -175,9 +178,15 @@ def main(argv: list[str] | None = None) -> int:
     wanted = set(options.only or ("start-up", "per-test", "per-lease"))
     python = options.python
     probe = subprocess.run(
-        [python, "-c", "from importlib.metadata import entry_points as e; "
-         "print(' '.join(p.name for p in e(group='pytest11')))"],
-        capture_output=True, text=True, check=True,
+        [
+            python,
+            "-c",
+            "from importlib.metadata import entry_points as e; "
+            "print(' '.join(p.name for p in e(group='pytest11')))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     present = set(probe.stdout.split())
     anchors = {dist: names for dist, names in ANCHORS.items() if set(names) <= present}
@@ -221,13 +230,17 @@ def main(argv: list[str] | None = None) -> int:
                 directory = root / f"locks-{case}"
                 directory.mkdir()
                 for rounds in (0, options.rounds):
-                    jobs[f"{case} {rounds}"] = ([str(script), case, str(directory), str(rounds)],
-                                                root, env)
+                    jobs[f"{case} {rounds}"] = (
+                        [str(script), case, str(directory), str(rounds)],
+                        root,
+                        env,
+                    )
         # Warm-up (not counted): .pyc files for the warm cases, the lock directories.
         for args, cwd, run_env in jobs.values():
             if "PYTHONDONTWRITEBYTECODE" not in run_env:
-                subprocess.run([python, *args], cwd=cwd, env=run_env, capture_output=True,
-                               check=False)
+                subprocess.run(
+                    [python, *args], cwd=cwd, env=run_env, capture_output=True, check=False
+                )
         counts: dict[str, int] = {}
         # Warm cases first; then the no-.pyc ones, with pytest's cached rewrites of the
         # plugin's modules removed (as in an image built with PYTHONDONTWRITEBYTECODE=1,
@@ -247,9 +260,12 @@ def main(argv: list[str] | None = None) -> int:
             for case in ("lease", "probe"):
                 args, cwd, run_env = jobs[f"{case} {options.rounds}"]
                 lease_calls[case] = syscalls(python, args, cwd, run_env)
-    version = subprocess.run([python, "-c", "import sys, pytest; print(sys.version.split()[0], "
-                              "pytest.__version__)"], capture_output=True, text=True,
-                             check=True).stdout.split()
+    version = subprocess.run(
+        [python, "-c", "import sys, pytest; print(sys.version.split()[0], pytest.__version__)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     print(f"python {version[0]}, pytest {version[1]}; instructions (callgrind, user space)")
     ok = True
 
@@ -269,8 +285,12 @@ def main(argv: list[str] | None = None) -> int:
     if "start-up" in wanted:
         base = counts["pytest"]
         row("start-up: pytest-aiops, unused", counts["aiops"], base, 1.02)
-        row("  with PYTHONDONTWRITEBYTECODE=1", counts["aiops no-pyc"], counts["pytest no-pyc"],
-            1.04)
+        row(
+            "  with PYTHONDONTWRITEBYTECODE=1",
+            counts["aiops no-pyc"],
+            counts["pytest no-pyc"],
+            1.04,
+        )
         for dist in anchors:
             row(f"  reference: {dist}", counts[dist], base)
     if "per-test" in wanted:

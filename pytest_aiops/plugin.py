@@ -12,14 +12,12 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Callable, Generator, Iterator
-from dataclasses import dataclass, field
 from importlib import import_module
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from ._errors import AiopsError, NoSpaceError, OptionError, ProvisioningError
 from ._plugin.declarations import MARKER, declare_hooks, declare_marker, declare_options
 from ._plugin.settings import Settings
 from ._plugin.xdist import WORKERINPUT_KEY, worker_input, worker_slice, xdist_worker_count
@@ -28,6 +26,7 @@ if TYPE_CHECKING:
     # Imported when first needed: a run that never uses the fixtures does not load them.
     from ._core.registry import ProviderRegistry
     from ._core.session import ProvisionedResources
+    from ._errors import AiopsError
     from ._plugin.report import Reporter
     from ._plugin.worker import AiopsWorker, GitWorktree, WorkerSession, WorktreeFactory
     from ._plugin.xdist import XdistController
@@ -74,21 +73,24 @@ _MARKER_KEYS = {
 _MARKER_BOOLS = frozenset({"working_state"})
 
 
-@dataclass
 class _State:
-    """Per-process state, kept in ``config.stash``."""
+    """Per-process state, kept in ``config.stash`` (a plain class: a dataclass would compile
+    its methods at import, in every pytest run)."""
 
-    settings: Settings
-    #: The providers, registered on first use (or at configure when a setting needs them).
-    registry: ProviderRegistry | None
-    session_id: str
-    worker_factory: Callable[[], AiopsWorker] | None = None
-    _worker: AiopsWorker | None = None
-    controller: XdistController | None = None
-    reporter: Reporter | None = None
-    release_errors: list[str] = field(default_factory=list)
-    #: Why this process's ports could not be leased: said again, not retried, per test.
-    pool_failure: str | None = None
+    def __init__(
+        self, settings: Settings, registry: ProviderRegistry | None, session_id: str
+    ) -> None:
+        self.settings = settings
+        #: The providers, registered on first use (or at configure when a setting needs them).
+        self.registry = registry
+        self.session_id = session_id
+        self.worker_factory: Callable[[], AiopsWorker] | None = None
+        self._worker: AiopsWorker | None = None
+        self.controller: XdistController | None = None
+        self.reporter: Reporter | None = None
+        self.release_errors: list[str] = []
+        #: Why this process's ports could not be leased: said again, not retried, per test.
+        self.pool_failure: str | None = None
 
     @property
     def worker(self) -> AiopsWorker | None:
@@ -424,6 +426,8 @@ def _pool(config: pytest.Config) -> PortRange:
         pytest.fail(state.pool_failure, pytrace=False)
     worker = state.worker
     reporter = _activate_reporter(config, worker)
+    from ._errors import AiopsError
+
     try:
         pool = worker.port_range()
     except AiopsError as error:
@@ -477,12 +481,12 @@ def _provisioning_failure(fixture: str, error: AiopsError) -> str:
     provider's own error, which names the option and value. The caller fails the test with
     it outside its ``except`` block, so no chained traceback is shown either.
     """
+    from ._errors import AiopsError, NoSpaceError, ProvisioningError, UnsafeDirectoryError
+
     cause: BaseException = error
     if isinstance(error, ProvisioningError) and isinstance(error.__cause__, AiopsError):
         cause = error.__cause__
     message = " ".join(str(cause).split())
-    from ._errors import UnsafeDirectoryError
-
     setting = "--aiops-worktree-root (ini aiops_worktree_root, env PYTEST_AIOPS_WORKTREE_ROOT)"
     if isinstance(cause, UnsafeDirectoryError):  # name the plugin's setting, not the core's
         message = cause.for_setting("--aiops-worktree-root", setting)
@@ -589,6 +593,8 @@ def git_worktree(request: pytest.FixtureRequest) -> Iterator[GitWorktree]:
     reporter = _activate_reporter(config, worker)
     factory = worker.worktrees
     failure: str | None = None
+    from ._errors import AiopsError
+
     try:
         options = marker_options(request.node.get_closest_marker(MARKER))
         worktree = factory.provision(**options, name=request.node.nodeid)
@@ -615,6 +621,8 @@ def provisioned_session(
     if "port-range" in worker.resource_kinds:
         _activate_reporter(pytestconfig, worker)
     directory = tmp_path_factory.getbasetemp() / f"aiops-{worker.worker_id}"
+    from ._errors import AiopsError
+
     try:
         return worker.session(Path(directory) / "resources.json")
     except AiopsError as error:
@@ -626,6 +634,8 @@ def marker_options(marker: pytest.Mark | None) -> dict[str, Any]:
     """``pytest.mark.aiops(...)`` keyword arguments as WorktreeFactory.provision arguments."""
     if marker is None:
         return {}
+    from ._errors import OptionError
+
     if marker.args:
         raise OptionError(
             "aiops", f"pytest.mark.aiops takes keyword arguments only, not {marker.args!r}"

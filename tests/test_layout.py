@@ -30,7 +30,7 @@ ALLOWED = {
 
 #: The modules through which other folders reach a subpackage: its small interface.
 INTERFACES = {
-    "_ports": {"provider", "pool", "defaults", "sockets", "admin"},
+    "_ports": {"provider", "pool", "current", "defaults", "sockets", "admin"},
     "_worktrees": {"provider", "locate", "defaults"},
 }
 
@@ -150,7 +150,6 @@ def test_loading_the_plugin_loads_only_its_start_up_modules() -> None:
     ).stdout.split()
     assert out == [
         "pytest_aiops",
-        "pytest_aiops._errors",
         "pytest_aiops._plugin",
         "pytest_aiops._plugin.declarations",
         "pytest_aiops._plugin.settings",

@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .._ports.defaults import (
@@ -42,15 +41,28 @@ _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 
 
-@dataclass(frozen=True)
 class _Option:
-    """One setting's names and help text; ``dest`` is the settings field name."""
+    """One setting's names and help text; ``dest`` is the settings field name.
 
-    dest: str
-    help: str
-    metavar: str | None = None
-    flag: bool = False  # a store_true switch on the command line
-    switch: bool = False  # ``--aiops-x`` means true, ``--aiops-x=false`` false
+    A plain class, as :class:`Settings`: a dataclass compiles its generated methods when the
+    module is imported, in every pytest run (issue 23: a few million instructions each).
+    """
+
+    __slots__ = ("dest", "flag", "help", "metavar", "switch")
+
+    def __init__(
+        self,
+        dest: str,
+        help: str,
+        metavar: str | None = None,
+        flag: bool = False,  # a store_true switch on the command line
+        switch: bool = False,  # ``--aiops-x`` means true, ``--aiops-x=false`` false
+    ) -> None:
+        self.dest = dest
+        self.help = help
+        self.metavar = metavar
+        self.flag = flag
+        self.switch = switch
 
     @property
     def cli(self) -> str:
@@ -157,26 +169,91 @@ OPTIONS: tuple[_Option, ...] = (
 _BY_DEST = {option.dest: option for option in OPTIONS}
 
 
-@dataclass(frozen=True)
 class Settings:
-    """The resolved settings; ``sources`` says where each came from (for messages/header)."""
+    """The resolved settings; ``sources`` says where each came from (for messages/header).
 
-    disable: bool = False
-    ports_per_worker: int = DEFAULT_PORTS_PER_WORKER
-    max_ports_per_worker: int = DEFAULT_MAX_PORTS_PER_WORKER
-    port_fallback: str = DEFAULT_PORT_FALLBACK
-    asyncio_ports: bool = False
-    port_range: tuple[int, int] = DEFAULT_PORT_RANGE
-    lock_dir: str | None = None
-    repo: str | None = None
-    worktree_root: str | None = None
-    base_ref: str = DEFAULT_BASE_REF
-    working_state: bool = True
-    worktree_include: tuple[str, ...] = ()
-    isolation: str = DEFAULT_ISOLATION
-    resources: tuple[str, ...] = DEFAULT_RESOURCES
-    keep: str = "none"
-    sources: Mapping[str, str] | None = None
+    Read-only once made. A plain class rather than a frozen dataclass: see :class:`_Option`.
+    """
+
+    __slots__ = (
+        "asyncio_ports",
+        "base_ref",
+        "disable",
+        "isolation",
+        "keep",
+        "lock_dir",
+        "max_ports_per_worker",
+        "port_fallback",
+        "port_range",
+        "ports_per_worker",
+        "repo",
+        "resources",
+        "sources",
+        "working_state",
+        "worktree_include",
+        "worktree_root",
+    )
+    disable: bool
+    ports_per_worker: int
+    max_ports_per_worker: int
+    port_fallback: str
+    asyncio_ports: bool
+    port_range: tuple[int, int]
+    lock_dir: str | None
+    repo: str | None
+    worktree_root: str | None
+    base_ref: str
+    working_state: bool
+    worktree_include: tuple[str, ...]
+    isolation: str
+    resources: tuple[str, ...]
+    keep: str
+    sources: Mapping[str, str] | None
+
+    def __init__(
+        self,
+        *,
+        disable: bool = False,
+        ports_per_worker: int = DEFAULT_PORTS_PER_WORKER,
+        max_ports_per_worker: int = DEFAULT_MAX_PORTS_PER_WORKER,
+        port_fallback: str = DEFAULT_PORT_FALLBACK,
+        asyncio_ports: bool = False,
+        port_range: tuple[int, int] = DEFAULT_PORT_RANGE,
+        lock_dir: str | None = None,
+        repo: str | None = None,
+        worktree_root: str | None = None,
+        base_ref: str = DEFAULT_BASE_REF,
+        working_state: bool = True,
+        worktree_include: tuple[str, ...] = (),
+        isolation: str = DEFAULT_ISOLATION,
+        resources: tuple[str, ...] = DEFAULT_RESOURCES,
+        keep: str = "none",
+        sources: Mapping[str, str] | None = None,
+    ) -> None:
+        values = dict(locals())
+        del values["self"]
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"Settings are read-only: cannot set {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"Settings are read-only: cannot delete {name!r}")
+
+    def _values(self) -> tuple[object, ...]:
+        return tuple(getattr(self, name) for name in self.__slots__)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Settings):
+            return NotImplemented
+        return self._values() == other._values()
+
+    __hash__ = None  # type: ignore[assignment]  # sources is a dict: as the dataclass was
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+        return f"Settings({fields})"
 
     @property
     def port_range_size(self) -> int:

@@ -28,7 +28,6 @@ from typing import Any
 
 from .._errors import AiopsWarning, InvalidArgumentError, OptionError, PortsExhaustedError
 from . import current
-from .current import set_current_pool as set_current_pool
 from .defaults import PORT_FALLBACK_ENV, PORT_FALLBACKS
 from .probe import PROTOCOLS, TCP, ephemeral_range, kernel_port, port_is_free
 
@@ -401,13 +400,17 @@ def hold_port(pool: PortRange, protocol: str = TCP) -> Iterator[int]:
 
 # -- from any code in a test process ----------------------------------------------------------
 
+#: Where the plugin wires a run's pool (kept in :mod:`.current`, importable without this one).
+set_current_pool = current.set_current_pool
+
+
 def current_pool() -> PortRange:
     """This process's pool: the pytest-aiops worker's, else a :class:`KernelPorts`."""
     with current.lock:
         factory = current.factory
         if factory is None:
             stand_in = _outside_pytest()
-            current.factory = factory = lambda: stand_in  # noqa: E731 - one stand-in per process
+            current.factory = factory = lambda: stand_in  # one stand-in per process
     return factory()
 
 
