@@ -62,6 +62,7 @@ def load(name: str) -> ModuleType:
 
 def __getattr__(name: str) -> ModuleType:
     """``plugin`` or ``declarations``: each loads only what it needs, on first access."""
+    modules: tuple[str, ...]
     if name == "plugin":
         modules = PLUGIN
     elif name == "declarations":
