@@ -361,10 +361,18 @@ def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     """Any test that failed with "address already in use", on any port, gets a note of who
-    holds the port (``_plugin/report.py``); other reports pass through untouched."""
+    holds the port (``_plugin/report.py``); other reports pass through untouched. A failure
+    is also noted for --aiops-keep=failed once the fixtures are in use: one wrapper for both,
+    as cheap as can be for a passing test (issue 23)."""
     report = yield
+    if not report.failed:
+        return report
     state = item.config.stash.get(_STATE_KEY, None)
-    if not report.failed or call.excinfo is None or state is None:
+    if state is None:
+        return report
+    if state.reporter is not None:
+        state.reporter.note_failure(item)
+    if call.excinfo is None:
         return report
     from ._plugin.binds import is_address_in_use
 
@@ -394,11 +402,9 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 def _activate_reporter(config: pytest.Config, worker: AiopsWorker) -> Reporter:
     state = config.stash[_STATE_KEY]
     if state.reporter is None:
-        from ._plugin.report import SETUP_GUARD, Reporter
+        from ._plugin.report import Reporter
 
         state.reporter = reporter = Reporter(worker)
-        if os.environ.get("PYTEST_CURRENT_TEST", "").endswith(" (setup)"):
-            reporter.holders.append(SETUP_GUARD)
         config.pluginmanager.register(reporter, "aiops-reporter")
     return state.reporter
 
@@ -434,13 +440,7 @@ def _pool(config: pytest.Config) -> PortRange:
         state.pool_failure = _provisioning_failure("port_range", error)
     if state.pool_failure is not None:
         pytest.fail(state.pool_failure, pytrace=False)
-    if pool.holders is not reporter.holders:
-        pool.holders = reporter.holders
-    if pool.current_user is None:
-        # The reporter was registered after this test's logstart (which it uses to
-        # attribute ports): attribute the ports this first test takes to it too.
-        current = os.environ.get("PYTEST_CURRENT_TEST", "")
-        pool.current_user = current.rsplit(" ", 1)[0] or None
+    reporter.wire(pool)  # who takes a port: looked up when one is taken
     from ._ports.current import set_current_pool
 
     set_current_pool(lambda: pool)  # made and wired once: later hand-outs go straight to it

@@ -114,8 +114,12 @@ class PortRange:
         self.grow_error: str | None = None
         self.kernel_ports = 0  # handed out from the kernel after the pool could not serve
         self._warned = False
-        self.holders: list[object] = []  # the plugin's stack of running fixtures
-        self.current_user: str | None = None  # set by the plugin to the running test's id
+        self.holders: list[object] = []  # a stack of running fixtures, innermost last
+        self._current_user: str | None = None
+        #: Set by the plugin: the fixture being set up on the caller's stack (or None), and
+        #: the running test's id (or None), looked up only when a port is taken.
+        self.find_holder: Callable[[], object | None] | None = None
+        self.find_user: Callable[[], str | None] | None = None
         # Hand out the primary port first, then upwards, wrapping round to start.
         self._add_block(start, end, busy, first=primary)
 
@@ -180,9 +184,24 @@ class PortRange:
         self._blocks.append((start, end))
         self.busy_at_lease.extend(waiting)
 
+    @property
+    def current_user(self) -> str | None:
+        """The running test's id: what :attr:`find_user` says, else as set."""
+        if self.find_user is not None:
+            return self.find_user()
+        return self._current_user
+
+    @current_user.setter
+    def current_user(self, user: str | None) -> None:
+        self._current_user = user
+
     def holder(self) -> object:
         """Who a port taken now belongs to: the running fixture, else the test, else the
         session."""
+        if self.find_holder is not None:
+            found = self.find_holder()
+            if found is not None:
+                return found
         if self.holders:
             return self.holders[-1]
         return self.current_user or SESSION
