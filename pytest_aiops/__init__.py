@@ -38,6 +38,7 @@ _EXPORTS: dict[str, str] = {
     "OptionError": "._errors",
     "ParentGoneError": "._errors",
     "KernelPorts": "._ports.pool",
+    "PortFactory": "._ports.pool",
     "PortRange": "._ports.pool",
     "PortRangeProvider": "._ports.provider",
     "PortRangeProviderConfig": "._ports.provider",
@@ -92,6 +93,7 @@ __all__ = [
     "NoSpaceError",
     "OptionError",
     "ParentGoneError",
+    "PortFactory",
     "PortRange",
     "PortRangeProvider",
     "PortRangeProviderConfig",
@@ -207,6 +209,7 @@ if TYPE_CHECKING:
     )
     from ._ports.pool import (
         KernelPorts,
+        PortFactory,
         PortRange,
         give_back_port,
         take_port,

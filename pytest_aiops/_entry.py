@@ -30,11 +30,12 @@ DECLARATIONS = (
     "pytest_aiops._plugin.settings",
     "pytest_aiops._plugin.declarations",
 )
-#: What ``pytest11: aiops`` loads besides, dependencies first (``_ports/current.py`` is
-#: imported at configure).
+#: What ``pytest11: aiops`` loads besides, dependencies first (``_ports/current.py`` and
+#: ``_plugin/interrupt.py`` are imported at configure).
 PLUGIN = (
     *DECLARATIONS,
     "pytest_aiops._ports.current",
+    "pytest_aiops._plugin.interrupt",
     "pytest_aiops._plugin.xdist",
     "pytest_aiops.plugin",
 )

@@ -26,9 +26,10 @@
     AiopsWarning(pytest.PytestWarning)             -- works, but risky (e.g. ephemeral ports);
                                                       a UserWarning where pytest is absent
 
-Every error pytest-aiops raises on purpose is one of these; a builtin error escaping a private
-module is a bug. :func:`escape` is here too: every message that quotes a field read from disk
-(possibly another user's) goes through it, and this module is the bottom layer.
+Every error pytest-aiops raises on purpose is one of these, and each pickles (for process
+pools); a builtin error escaping a private module is a bug. :func:`escape` is here too: every
+message that quotes a field read from disk (possibly another user's) goes through it, and this
+module is the bottom layer.
 """
 
 from __future__ import annotations
@@ -48,7 +49,32 @@ def escape(value: object) -> str:
 
 
 class AiopsError(Exception):
-    """Base class of every error pytest-aiops raises on purpose."""
+    """Base class of every error pytest-aiops raises on purpose.
+
+    Every subclass pickles (a core-API user's process pool sends errors back across
+    processes): :meth:`__reduce__` rebuilds one from its ``args`` and attributes without
+    calling the subclass's ``__init__``, whose signature differs from ``args``.
+    """
+
+    def __reduce__(self) -> tuple[object, tuple[object, ...]]:
+        state = dict(self.__dict__)
+        if isinstance(self, OSError):  # not in args once OSError has parsed them
+            for name in ("filename", "filename2"):
+                if getattr(self, name) is not None:
+                    state[name] = getattr(self, name)
+        return (_rebuild, (type(self), self.args, state))
+
+
+def _rebuild(
+    cls: type[AiopsError], args: tuple[object, ...], state: dict[str, object]
+) -> AiopsError:
+    """An instance of ``cls`` as :meth:`AiopsError.__reduce__` described it."""
+    error = cls.__new__(cls, *args)
+    # OSError's errno and strerror come from its own __init__ over the same args.
+    (OSError if issubclass(cls, OSError) else Exception).__init__(error, *args)
+    for name, value in state.items():
+        setattr(error, name, value)
+    return error
 
 
 class OptionError(AiopsError, ValueError):

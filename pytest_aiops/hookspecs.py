@@ -12,7 +12,8 @@ provider of a new resource kind that every worker's ``provisioned_session`` then
         return [{"kind": "my-database", "options": {"size": "small"}}]
 
 The built-in ``port-range`` and ``git-worktree`` providers are registered through the same
-hook, by a plugin named ``aiops-builtin-providers``.
+hook, by a plugin named ``aiops-builtin-providers``. Both specifications are marked
+``@pytest.hookspec`` (plain calls: every implementation runs, results collected).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from ._core.types import ResourceRequest
 
 
+@pytest.hookspec
 def pytest_aiops_register_providers(register: ProviderRegistry, config: pytest.Config) -> None:
     """Register resource providers: call ``register(provider)`` for each.
 
@@ -39,6 +41,7 @@ def pytest_aiops_register_providers(register: ProviderRegistry, config: pytest.C
     """
 
 
+@pytest.hookspec
 def pytest_aiops_session_resources(
     config: pytest.Config, worker_id: str
 ) -> Sequence[ResourceRequest | Mapping[str, Any]] | None:

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from ._plugin.report import Reporter
     from ._plugin.worker import AiopsWorker, GitWorktree, WorkerSession, WorktreeFactory
     from ._plugin.xdist import XdistController
-    from ._ports.pool import PortRange
+    from ._ports.pool import PortFactory, PortRange
 
 _LAZY_EXPORTS = {
     "AiopsWorker": "_plugin.worker",
@@ -172,11 +172,15 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[_OUTER_POOL_KEY] = set_current_pool(lambda: _pool(config))
     if settings.disable:
         return
+    from ._plugin.interrupt import install as install_sigterm_handler
+
+    install_sigterm_handler(config)  # SIGTERM tears down as Ctrl-C does (xdist workers too)
     # The providers are registered when first needed: at once only to check a kind
     # --aiops-resources names beyond the built-ins (or for an xdist controller, below).
     registry = None
     if not _BUILTIN_KINDS.issuperset(settings.resources):
         registry = _register_providers(config, settings)
+    integrations = settings.integrations(config)  # other plugins' fixtures on pool ports
     root = str(config.rootpath)
     state = _State(settings, registry, project_session_id(root))
     config.stash[_STATE_KEY] = state
@@ -229,12 +233,11 @@ def pytest_configure(config: pytest.Config) -> None:
         )
 
     state.worker_factory = build_worker
-    if settings.asyncio_ports:
-        from ._plugin import asyncio_ports as _asyncio_ports
-
-        # Registered after every entry-point plugin, pytest-asyncio's included, so these
-        # definitions of its port fixtures are the ones tests get (conftest ones still win).
-        config.pluginmanager.register(_asyncio_ports, "aiops-asyncio-ports")
+    for integration in integrations:
+        # Registered after every entry-point plugin, the served one included, so these
+        # definitions of its fixtures are the ones tests get (conftest ones still win).
+        module = import_module(f"{__package__}._plugin.{integration.dest}")
+        config.pluginmanager.register(module, "aiops-" + integration.dest.replace("_", "-"))
 
 
 #: Fixtures that provision worktrees (and provisioned_session with --aiops-resources naming
@@ -256,6 +259,46 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         worker = state.worker
         if worker is not None:
             worker.snapshot_working_state()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Refuse ``pytest.mark.aiops`` on a test function or class: ``git_worktree`` is one
+    checkout per module and reads the module's marker, so the mark would be ignored."""
+    if _STATE_KEY not in config.stash:
+        return
+    misplaced: dict[str, str] = {}
+    for item in items:
+        node: Any = item
+        while node is not None and not isinstance(node, pytest.File):
+            if any(mark.name == MARKER for mark in node.own_markers):
+                misplaced[item.nodeid] = _misplaced_marker(node)
+                break
+            node = node.parent
+    if misplaced:  # a plugin only for runs that have such a mark: no cost per test otherwise
+        config.pluginmanager.register(_MisplacedMarkers(misplaced), "aiops-misplaced-markers")
+
+
+def _misplaced_marker(node: pytest.Item | pytest.Collector) -> str:
+    where = f"class {node.name}" if isinstance(node, pytest.Class) else f"test {node.name}"
+    return (
+        f"pytest.mark.aiops on {where} is not applied: git_worktree is one checkout per module "
+        "and takes its options from the module; set them there with "
+        "pytestmark = pytest.mark.aiops(base_ref=...), or use "
+        "aiops_worktree_factory.worktree(base_ref=...) in the test"
+    )
+
+
+class _MisplacedMarkers:
+    """Fails, at setup, each test whose function or class carries ``pytest.mark.aiops``."""
+
+    def __init__(self, messages: dict[str, str]) -> None:
+        self.messages = messages
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_setup(self, item: pytest.Item) -> None:
+        message = self.messages.get(item.nodeid)
+        if message is not None:
+            pytest.fail(message, pytrace=False)
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -397,6 +440,11 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         worker.close()  # no-op after sessionfinish; covers runs that stopped earlier
     if state.controller is not None:
         state.controller.stop()
+    if worker_input(config) is None:  # the controller (or a plain run), not each worker
+        from ._plugin.orphans import reclaim
+
+        # What runs killed by os._exit, SIGKILL or a crashed worker left: ports-only runs too.
+        reclaim(state.settings.repo or str(config.rootpath), state.settings.worktree_root)
 
 
 def _activate_reporter(config: pytest.Config, worker: AiopsWorker) -> Reporter:
@@ -552,7 +600,7 @@ def aiops_udp_port() -> Iterator[int]:
 
 
 @pytest.fixture(scope="session")
-def aiops_port_factory(port_range: PortRange) -> Callable[..., int]:
+def aiops_port_factory(port_range: PortRange) -> PortFactory:
     """``aiops_port_factory()`` (or ``(protocol="udp")``): a port for a fixture of any scope.
 
     The port belongs to whichever fixture or test is running when it is called, and goes

@@ -158,8 +158,10 @@ def pytester(
         if key.startswith("PYTEST_XDIST_"):
             monkeypatch.delenv(key)
     # pytest-asyncio (a test dependency) warns in every run of a project that has not set
-    # its loop scope; inner runs leave it out unless a test asks for it (-p asyncio).
-    monkeypatch.setenv("PYTEST_ADDOPTS", "-p no:asyncio")
+    # its loop scope; inner runs leave it out unless a test asks for it (-p asyncio), and
+    # pytest-aiohttp with it (it fails to configure without pytest-asyncio's options); and
+    # pytest-benchmark, where the interpreter has it, warns under xdist.
+    monkeypatch.setenv("PYTEST_ADDOPTS", "-p no:asyncio -p no:aiohttp -p no:benchmark")
     allowed = allowed_inner_warnings(request)
     inprocess = pytester.runpytest_inprocess
     subprocess_run = pytester.runpytest_subprocess

@@ -143,7 +143,7 @@ def start(uid, *args, name, wait_for=None, env=None):
     if wait_for:
         environ["SHARED_TEST_WAIT_FOR"] = wait_for
     argv = [*as_user(uid), USER_PY, "-m", "pytest", "-p", "no:cacheprovider",
-            "-p", "no:benchmark", "-p", "no:asyncio", "-q", "-rA",
+            "-p", "no:benchmark", "-p", "no:asyncio", "-p", "no:aiohttp", "-q", "-rA",
             f"--aiops-port-range={PORT_RANGE}", *args, project(uid)]
     return subprocess.Popen(argv, cwd=project(uid), env=environ, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)

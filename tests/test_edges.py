@@ -177,7 +177,8 @@ def test_a_full_disk_in_the_fixture_and_the_cli_is_one_line_with_their_setting(
         f"""
         root = os.path.join(FULL, "root")
         plugin = sh(sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p",
-                    "no:benchmark", "-p", "no:asyncio", "-n", "0", "-q", "-rE",
+                    "no:benchmark", "-p", "no:asyncio", "-p", "no:aiohttp", "-n", "0", "-q",
+                    "-rE",
                     "--aiops-repo", REPO, "--aiops-worktree-root", root, {str(project)!r},
                     cwd={str(project)!r})
         cli = sh(sys.executable, "-m", "pytest_aiops", "run", "--worktree-root", root,
@@ -286,7 +287,7 @@ def test_a_non_utf8_lock_dir_works_under_xdist_and_is_refused_on_its_command_lin
         "def test_port(port_range):\n    assert port_range.start\n"
     )
     locks = os.fsdecode(os.fsencode(lock_dir) + b"/l\xff")
-    env = child_env(PYTEST_ADDOPTS="-p no:asyncio")
+    env = child_env(PYTEST_ADDOPTS="-p no:asyncio -p no:aiohttp")
     env = {k: v for k, v in env.items() if not k.startswith("PYTEST_XDIST_")}
 
     def run(*args: str, **extra: str) -> subprocess.CompletedProcess[str]:

@@ -23,7 +23,7 @@ from .helpers import GIT_IDENTITY, MakeRepo, check_inner_warnings, child_env, gi
 pytestmark = pytest.mark.usefixtures("private_lock_dir")
 
 #: Every inner run: no plugin that is not ours, warnings are errors.
-_ADDOPTS = "-p no:asyncio -p no:benchmark -p no:cacheprovider -W error"
+_ADDOPTS = "-p no:asyncio -p no:aiohttp -p no:benchmark -p no:cacheprovider -W error"
 
 
 def _hook_env(**extra: str) -> dict[str, str]:

@@ -343,7 +343,8 @@ def test_plugin_under_xdist_moves_off_a_foreign_listener_in_last_runs_gw0_block(
     """``-n 2`` twice; between the runs a foreign process listens on one port of the first
     run's gw0 block: the second run's tests bind every port of their ``port_range``."""
     pytester.makepyfile(test_bind=BIND_EVERY_PORT)
-    args = ["-p", "no:benchmark", "-p", "no:randomly", "-q", "-n", "2"]
+    # -rA: the end-of-run lines (which name gw0's block) print only when asked for.
+    args = ["-p", "no:benchmark", "-p", "no:randomly", "-q", "-rA", "-n", "2"]
     args += [f"--aiops-port-range={PLUGIN}", "--aiops-ports-per-worker=8"]
     first = pytester.runpytest_subprocess(*args, "-k", "binds")
     first.assert_outcomes(passed=1)
@@ -383,7 +384,7 @@ def test_demo_passes_again_with_every_port_of_its_last_ranges_in_time_wait(
     git(project, "init", "-q", "-b", "main")
     git(project, "add", "-A")
     git(project, "commit", "-q", "-m", "the demo")
-    argv = [sys.executable, "-m", "pytest", "-n", "4", "examples"]
+    argv = [sys.executable, "-m", "pytest", "-n", "4", "-rA", "examples"]  # -rA: the ranges
     argv += [f"--aiops-port-range={DEMO}", f"--aiops-worktree-root={tmp_path / 'worktrees'}"]
 
     def run() -> str:

@@ -179,13 +179,17 @@ pytest_plugins = ["pytester"]
 
 def test_an_inner_run_leaves_the_outer_pool_in_place(aiops_port, port_range, pytester):
     pytester.makepyfile(test_inner="def test_x(aiops_port): pass")
-    inner = pytester.runpytest("-p", "no:cacheprovider", "-p", "no:xdist", "-p", "no:asyncio")
+    inner = pytester.runpytest(
+        "-p", "no:cacheprovider", "-p", "no:xdist", "-p", "no:asyncio", "-p", "no:aiohttp"
+    )
     inner.assert_outcomes(passed=1)
     # The inner run configured and unconfigured pytest-aiops in this process: the outer
     # run's pool must still be the one take_port() and aiops_port take from.
     assert take_port() in port_range
     # Also after an inner run that stopped at a usage error, before wiring a pool of its own.
-    refused = pytester.runpytest("-p", "no:xdist", "-p", "no:asyncio", "--aiops-ports-per-worker=0")
+    refused = pytester.runpytest(
+        "-p", "no:xdist", "-p", "no:asyncio", "-p", "no:aiohttp", "--aiops-ports-per-worker=0"
+    )
     assert refused.ret == pytest.ExitCode.USAGE_ERROR
     assert take_port() in port_range
 """

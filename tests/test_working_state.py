@@ -627,7 +627,7 @@ def test_a_planted_default_is_refused_and_the_root_setting_moves_the_snapshot_to
                 "    assert (git_worktree.path / 'test_x.py').is_file()\\n"
             )
         base = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:benchmark",
-                "-p", "no:asyncio", "--rootdir", "/tmp/proj", "/tmp/proj"]
+                "-p", "no:asyncio", "-p", "no:aiohttp", "--rootdir", "/tmp/proj", "/tmp/proj"]
         runs = {}
         for name, extra in (("refused", ["-n", "0"]),
                             ("plain", ["-n", "0", "--aiops-worktree-root", "/tmp/wt"]),

@@ -164,13 +164,33 @@ def test_crash_once(record, port_range, worker_id):
 """
 
 SLOW = """
-import time
+import os, time
+from pathlib import Path
 import pytest
 
 @pytest.mark.parametrize("i", range(6))
 def test_slow(record, i):
+    directory = Path(os.environ["RECORD_DIR"])
+    if (directory / "crashed").exists():
+        # After the crash, hold the surviving worker until the replacement (gw2) has started:
+        # the survivor then holds at most the two tests xdist queued for it, and the rest go
+        # to the replacement, which must lease. Without this, a fast survivor sometimes ran
+        # every test before the replacement came up (the test's old flake).
+        for _ in range(2400):  # a hang guard (about two minutes of polls), no timing asserted
+            if (directory / "started-gw2").exists():
+                break
+            time.sleep(0.05)
     time.sleep(0.3)
     record()
+"""
+
+#: Each worker marks its start (the replacement's is what SLOW waits for).
+STARTED = """
+
+def pytest_configure(config):
+    worker = getattr(config, "workerinput", {}).get("workerid")
+    if worker:
+        (Path(os.environ["RECORD_DIR"]) / f"started-{worker}").touch()
 """
 
 
@@ -187,7 +207,7 @@ def reap_orphan(environment: Path) -> Iterator[None]:
 def test_replacement_of_a_crashed_worker_overlaps_no_live_lease(
     pytester: pytest.Pytester, environment: Path
 ) -> None:
-    pytester.makeconftest(RECORDER)
+    pytester.makeconftest(RECORDER + STARTED)
     pytester.makepyfile(test_a_crash=CRASHING, test_b_slow=SLOW, test_c_crash_again=CRASHING)
     result = run(pytester, "-n", "2", "--max-worker-restart=1", "--aiops-ports-per-worker=4")
     result.stdout.fnmatch_lines(["*replacing crashed worker gw*"])

@@ -11,6 +11,7 @@ from typing import Any
 
 from .._errors import escape
 from .._ports.provider import LeaseRecord, read_records, reap_stale
+from .._worktrees.defaults import DEFAULT_POOL_SIZE
 from .._worktrees.provider import WorktreeRecord, list_worktrees, reclaim_orphans
 from .locations import lock_directory, worktree_root
 from .output import EXIT_OK, PROG
@@ -18,7 +19,12 @@ from .output import EXIT_OK, PROG
 #: The worktree states ``status`` counts under its table, and what to do about them.
 _WORKTREE_ADVICE = (
     ("orphaned", f"orphaned; '{PROG} gc' reclaims them"),
-    ("pooled", f"pooled for reuse; '{PROG} gc --pooled' frees them"),
+    (
+        "pooled",
+        f"pooled for reuse (at most {DEFAULT_POOL_SIZE} per root unless pytest "
+        "--aiops-pool-size / poolSize says otherwise; the least recently used is deleted "
+        f"first); '{PROG} gc --pooled' frees them",
+    ),
     (
         "kept",
         f"kept by --aiops-keep; 'git worktree remove --force PATH' or '{PROG} gc --kept' "

@@ -45,7 +45,7 @@ def read_optional_string(options: Mapping[str, Any], key: str) -> str | None:
 
 
 def read_integer(options: Mapping[str, Any], key: str, fallback: int, *, minimum: int) -> int:
-    """An integer option ``>= minimum``; booleans and integral floats like ``1.5`` are refused.
+    """An integer option ``>= minimum``; booleans and non-integral floats like ``1.5`` are refused.
 
     JSON has one number type, so ``2.0`` (what ``JSON.parse("2")`` may round-trip to in other
     tools) is accepted as 2, as JavaScript's ``Number.isInteger(2.0)`` does.

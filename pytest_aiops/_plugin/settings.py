@@ -27,7 +27,12 @@ from .._ports.defaults import (
     DEFAULT_PORTS_PER_WORKER,
     PORT_FALLBACKS,
 )
-from .._worktrees.defaults import DEFAULT_BASE_REF, DEFAULT_ISOLATION, ISOLATIONS
+from .._worktrees.defaults import (
+    DEFAULT_BASE_REF,
+    DEFAULT_ISOLATION,
+    DEFAULT_POOL_SIZE,
+    ISOLATIONS,
+)
 
 if TYPE_CHECKING:
     import pytest
@@ -110,6 +115,23 @@ OPTIONS: tuple[_Option, ...] = (
         flag=True,
     ),
     _Option(
+        "aiohttp_ports",
+        "serve pytest-aiohttp's aiohttp_server, aiohttp_raw_server and aiohttp_client "
+        "(given an Application) on ports from this worker's port pool.",
+        flag=True,
+    ),
+    _Option(
+        "httpserver_ports",
+        "make pytest-httpserver's httpserver listen on a port from this worker's port pool.",
+        flag=True,
+    ),
+    _Option(
+        "localserver_ports",
+        "serve pytest-localserver's httpserver, httpsserver and smtpserver on ports from "
+        "this worker's port pool.",
+        flag=True,
+    ),
+    _Option(
         "port_range",
         "ports pytest-aiops may lease from, START-END inclusive "
         f"(default {DEFAULT_PORT_RANGE[0]}-{DEFAULT_PORT_RANGE[1]}).",
@@ -154,6 +176,12 @@ OPTIONS: tuple[_Option, ...] = (
         "LEVEL",
     ),
     _Option(
+        "pool_size",
+        "how many released worktrees the worktree root keeps for reuse, in all; the least "
+        f"recently used is deleted first, 0 keeps none (default {DEFAULT_POOL_SIZE}).",
+        "N",
+    ),
+    _Option(
         "resources",
         "comma-separated resource kinds provisioned_session provisions, in order "
         "(default port-range; e.g. port-range,git-worktree).",
@@ -169,6 +197,42 @@ OPTIONS: tuple[_Option, ...] = (
 _BY_DEST = {option.dest: option for option in OPTIONS}
 
 
+class Integration:
+    """Another plugin's fixtures served from the pool when the setting ``dest`` is on.
+
+    The module ``pytest_aiops._plugin.<dest>`` redefines them; it is registered after every
+    entry-point plugin, so its definitions win (and can wrap the other plugin's by requesting
+    the same name). ``requires`` is the other plugin's module, which must be loaded
+    (``None``: the fixtures stand alone); ``package`` is what to install for it and
+    ``plugin_name`` its ``-p`` name.
+    """
+
+    __slots__ = ("dest", "package", "plugin_name", "requires")
+
+    def __init__(self, dest: str, requires: str | None, package: str, plugin_name: str) -> None:
+        # A plain class, as Settings: no dataclass compiled at start-up (issue 23).
+        self.dest = dest
+        self.requires = requires
+        self.package = package
+        self.plugin_name = plugin_name
+
+
+#: One row per integration: adding one is a row here, an option above and a module.
+INTEGRATIONS: tuple[Integration, ...] = (
+    Integration("asyncio_ports", None, "pytest-asyncio", "asyncio"),
+    Integration("aiohttp_ports", "pytest_aiohttp.plugin", "pytest-aiohttp", "aiohttp"),
+    Integration(
+        "httpserver_ports",
+        "pytest_httpserver.pytest_plugin",
+        "pytest-httpserver",
+        "pytest_httpserver",
+    ),
+    Integration(
+        "localserver_ports", "pytest_localserver.plugin", "pytest-localserver", "localserver"
+    ),
+)
+
+
 class Settings:
     """The resolved settings; ``sources`` says where each came from (for messages/header).
 
@@ -176,13 +240,17 @@ class Settings:
     """
 
     __slots__ = (
+        "aiohttp_ports",
         "asyncio_ports",
         "base_ref",
         "disable",
+        "httpserver_ports",
         "isolation",
         "keep",
+        "localserver_ports",
         "lock_dir",
         "max_ports_per_worker",
+        "pool_size",
         "port_fallback",
         "port_range",
         "ports_per_worker",
@@ -198,6 +266,9 @@ class Settings:
     max_ports_per_worker: int
     port_fallback: str
     asyncio_ports: bool
+    aiohttp_ports: bool
+    httpserver_ports: bool
+    localserver_ports: bool
     port_range: tuple[int, int]
     lock_dir: str | None
     repo: str | None
@@ -208,6 +279,7 @@ class Settings:
     isolation: str
     resources: tuple[str, ...]
     keep: str
+    pool_size: int
     sources: Mapping[str, str] | None
 
     def __init__(
@@ -218,6 +290,9 @@ class Settings:
         max_ports_per_worker: int = DEFAULT_MAX_PORTS_PER_WORKER,
         port_fallback: str = DEFAULT_PORT_FALLBACK,
         asyncio_ports: bool = False,
+        aiohttp_ports: bool = False,
+        httpserver_ports: bool = False,
+        localserver_ports: bool = False,
         port_range: tuple[int, int] = DEFAULT_PORT_RANGE,
         lock_dir: str | None = None,
         repo: str | None = None,
@@ -228,6 +303,7 @@ class Settings:
         isolation: str = DEFAULT_ISOLATION,
         resources: tuple[str, ...] = DEFAULT_RESOURCES,
         keep: str = "none",
+        pool_size: int = DEFAULT_POOL_SIZE,
         sources: Mapping[str, str] | None = None,
     ) -> None:
         values = dict(locals())
@@ -279,7 +355,7 @@ class Settings:
             "ports_per_worker": _parse_positive_int,
             "max_ports_per_worker": _parse_positive_int,
             "port_fallback": _parse_choice(PORT_FALLBACKS),
-            "asyncio_ports": _parse_bool,
+            **{integration.dest: _parse_bool for integration in INTEGRATIONS},
             "port_range": _parse_port_range,
             "lock_dir": _parse_lock_dir(config),
             "repo": _parse_path(config),
@@ -290,6 +366,7 @@ class Settings:
             "isolation": _parse_choice(ISOLATIONS),
             "resources": _parse_kinds,
             "keep": _parse_choice(KEEP_POLICIES),
+            "pool_size": _parse_count,
         }
         values: dict[str, Any] = {}
         sources: dict[str, str] = {}
@@ -318,6 +395,40 @@ class Settings:
                     "resources",
                     f"names unknown resource kind {kind!r} (registered kinds: {allowed})",
                 )
+
+    def integrations(self, config: pytest.Config) -> list[Integration]:
+        """The integrations whose setting is on; refuse one whose plugin is not loaded.
+
+        Checked where the other plugin would be: it is loaded (an entry point, ``-p``, a
+        root conftest's ``pytest_plugins``) before any ``pytest_configure`` runs.
+        """
+        import importlib.util
+        import sys
+
+        import pytest
+
+        chosen = [i for i in INTEGRATIONS if getattr(self, i.dest)]
+        for integration in chosen:
+            if integration.requires is None:
+                continue
+            module = sys.modules.get(integration.requires)
+            if module is not None and config.pluginmanager.is_registered(module):
+                continue
+            cli = _BY_DEST[integration.dest].cli
+            top = integration.requires.partition(".")[0]
+            if importlib.util.find_spec(top) is None:
+                why = f"{integration.package} is not installed"
+                fix = f"pip install {integration.package}"
+            else:
+                why = f"{integration.package} is installed but not loaded"
+                name = integration.plugin_name
+                fix = f"load it (drop -p no:{name}, or add -p {name})"
+            raise pytest.UsageError(
+                f"{cli} is on ({self.source(integration.dest)}) to serve "
+                f"{integration.package}'s fixtures from the port pool, but {why}: {fix}, "
+                f"or turn {cli} off"
+            )
+        return chosen
 
     def check_ports_fit(self, workers: int = 0) -> None:
         """Refuse ports per worker that do not fit in the port range.
@@ -465,6 +576,13 @@ def _parse_positive_int(value: str, source: str) -> int:
     text = value.strip()
     if not re.fullmatch(r"\+?\d+", text) or int(text) < 1:
         raise _Invalid("an integer >= 1")
+    return int(text)
+
+
+def _parse_count(value: str, source: str) -> int:
+    text = value.strip()
+    if not re.fullmatch(r"\+?\d+", text):
+        raise _Invalid("an integer >= 0")
     return int(text)
 
 

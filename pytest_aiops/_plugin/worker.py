@@ -1,8 +1,9 @@
 """Plain objects behind the fixtures: a worker's ports, its worktrees, its provisioned session.
 
-Nothing here imports pytest (STYLE 1): :mod:`pytest_aiops.plugin` builds one
-:class:`AiopsWorker` per process from the frozen :class:`~pytest_aiops._plugin.settings.Settings`
-(passed down whole, never spread into arguments) and the fixtures hand out what it makes.
+Nothing here imports pytest (objects usable without it, as pytest's ``TempPathFactory`` is):
+:mod:`pytest_aiops.plugin` builds one :class:`AiopsWorker` per process from the frozen
+:class:`~pytest_aiops._plugin.settings.Settings` (passed down whole, never spread into
+arguments) and the fixtures hand out what it makes.
 Everything is lazy: constructing these objects leases nothing and runs no git command.
 """
 
@@ -126,6 +127,8 @@ class WorktreeFactory:
             options["rootDirectory"] = self.settings.worktree_root
         if target_path:
             options["targetPath"] = target_path
+        if "pool_size" in (self.settings.sources or {}):  # else the provider's default
+            options["poolSize"] = self.settings.pool_size
         return ResourceRequest("git-worktree", options)
 
     def provision(

@@ -183,6 +183,11 @@ class XdistController:
             self._free.append(index)
         if error is not None:
             self.crashed.append(str(node.gateway.id))
+            from .orphans import reclaim
+
+            # Its worktrees stay registered in the user's repository until reclaimed: now,
+            # not at the end of the run (only what no live process holds is touched).
+            reclaim(self.settings.repo or self.workspace_root, self.settings.worktree_root)
         output = getattr(node, "workeroutput", None) or {}
         summary = output.get(WORKERINPUT_KEY)
         if isinstance(summary, dict):

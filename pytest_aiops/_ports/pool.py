@@ -24,7 +24,7 @@ import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import FrameType
-from typing import Any
+from typing import Any, Protocol
 
 from .._errors import AiopsWarning, InvalidArgumentError, OptionError, PortsExhaustedError
 from . import current
@@ -407,6 +407,19 @@ class KernelPorts(PortRange):
             f"{self.grow_error}: ports come from the kernel (bind to port 0) instead, "
             f"so nothing keeps other runs off them and they differ run after run; {self.hint}",
         )
+
+
+class PortFactory(Protocol):
+    """The type of the ``aiops_port_factory`` fixture, for annotating tests under mypy.
+
+    ``aiops_port_factory()`` is a TCP port, ``aiops_port_factory(protocol="udp")`` a UDP
+    one, each held by the fixture or test that called it::
+
+        def test_server(aiops_port_factory: PortFactory) -> None:
+            port: int = aiops_port_factory()
+    """
+
+    def __call__(self, protocol: str = TCP) -> int: ...
 
 
 def hold_port(pool: PortRange, protocol: str = TCP) -> Iterator[int]:

@@ -14,3 +14,6 @@ WORKTREE = "worktree"
 CLONE = "clone"
 ISOLATIONS = (WORKTREE, CLONE)
 DEFAULT_ISOLATION = WORKTREE
+#: How many released checkouts a worktree root keeps for reuse (all repositories' states
+#: together; the least recently released is deleted first). 0: none.
+DEFAULT_POOL_SIZE = 8

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -120,11 +121,36 @@ def summarize(output: str, *, keep: int = 3) -> str:
     return "\n".join([*lines[:keep], f"... ({skipped} more lines)", lines[-1]])
 
 
+_DUBIOUS = re.compile(r"dubious ownership in repository at '([^']*)'")
+
+
+def dubious_ownership(stderr: str) -> str | None:
+    """One line for git's refusal of a repository another user owns, ``None`` otherwise.
+
+    git (2.35.2+) refuses to work in a repository whose directory is owned by another user
+    than the one running it (CVE-2022-24765: a planted ``.git`` could run its hooks or
+    config). Its message is five lines; this says the same, and what to do, in one.
+    """
+    match = _DUBIOUS.search(stderr)
+    if match is None:
+        return None
+    path = match.group(1)
+    return (
+        f"git refuses to work in {path}: another user owns it (git's 'dubious ownership' "
+        "check, which keeps a repository someone else planted from running its hooks and "
+        f"config); if you trust it, run: git config --global --add safe.directory {path}"
+    )
+
+
 def git_failure(args: Sequence[str], result: subprocess.CompletedProcess[str]) -> GitError:
     """The error for a git command that exited non-zero: ``git command failed (<code>):
-    git <args>: <git's message>`` (stderr, else stdout, see :func:`summarize`)."""
+    git <args>: <git's message>`` (stderr, else stdout, see :func:`summarize`); git's
+    "dubious ownership" refusal as one line saying what to do (:func:`dubious_ownership`)."""
     shown = " ".join(["git", *args])
     detail = summarize(result.stderr) or summarize(result.stdout)
+    dubious = dubious_ownership(result.stderr)
+    if dubious is not None:
+        detail = dubious
     return GitError(
         f"git command failed ({result.returncode}): {shown}: {detail}",
         command=list(result.args),

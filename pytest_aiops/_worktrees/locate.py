@@ -8,7 +8,10 @@ imports only the standard library at load time, so the plugin can use it at star
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import tempfile
 from dataclasses import dataclass
 
 
@@ -76,3 +79,72 @@ def locate_repository(path: str) -> RepoInfo | None:
     return RepoInfo(
         repo_root=lines[0], common_dir=lines[1], object_format=lines[3], git_dir=lines[2]
     )
+
+
+#: A worktree root's control directory: owner locks and records (see :mod:`.store`).
+CONTROL = ".pytest-aiops"
+
+
+def default_root_candidates(repo_root: str) -> list[str]:
+    """Where the default worktree root of ``repo_root`` may be, the preferred first:
+    ``/dev/shm/pytest-aiops-<uid>/worktrees/<repo>-<hash>``, then the same under the temp
+    dir. :func:`.store.default_worktree_root` picks one; this only names them (no I/O)."""
+    real = os.path.realpath(repo_root)
+    digest = hashlib.sha256(real.encode("utf-8", "surrogateescape")).hexdigest()[:12]
+    leaf = f"{os.path.basename(real)[:32] or 'repo'}-{digest}"
+    bases = [tempfile.gettempdir()]
+    if os.path.isdir("/dev/shm"):
+        bases.insert(0, "/dev/shm")
+    return [os.path.join(base, f"pytest-aiops-{os.geteuid()}", "worktrees", leaf) for base in bases]
+
+
+#: Record states that never make an orphan while their directory exists (see :mod:`.store`).
+_RESTING = ("pooled", "kept")
+
+
+def may_hold_orphans(root: str) -> bool:
+    """Whether ``root`` has a record that is neither pooled nor kept and whose owner lock
+    nobody holds (only such a record can be an orphan): a few ``listdir``/``read``/``flock``
+    calls, no git, nothing imported.
+
+    A cheap filter for the end of every pytest run: a record whose owner lock a live process
+    holds (another run, an agent session) is skipped with one ``flock`` probe. ``True`` only
+    says the store must look (:func:`.store.reclaim_orphans` decides, taking the locks).
+    """
+    control = os.path.join(root, CONTROL)
+    try:
+        names = os.listdir(control)
+    except OSError:
+        return False
+    for name in names:
+        if not (name.startswith("aiops-") and name.endswith(".json")):
+            continue
+        try:
+            with open(os.path.join(control, name), "rb") as handle:
+                data = json.loads(handle.read(1 << 20))
+        except (OSError, ValueError):
+            return True
+        resting = isinstance(data, dict) and data.get("state") in _RESTING
+        if not resting and not _held(os.path.join(control, name[: -len(".json")] + ".lock")):
+            return True  # its owner is gone (or never locked it): the store must look
+    return False
+
+
+def _held(lock_path: str) -> bool:
+    """Whether a live process holds the owner lock: a shared ``flock`` probe is refused (the
+    same probe as :meth:`.store.OwnerLock.held_elsewhere`, held for an instant)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no owner locks, nothing provisioned
+        return False
+    try:
+        fd = os.open(lock_path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+    return False

@@ -20,6 +20,8 @@ Options (camelCase, as the reference; each defaults to the provider config):
   repository's ``.worktreeinclude``.
 - ``snapshotDirectory`` (str): a :class:`SnapshotRun`'s directory; every request naming it
   gets the run's one snapshot, taken by the first (the plugin's xdist workers share it).
+- ``poolSize`` (int >= 0, default 8): how many released checkouts the root keeps for reuse,
+  in all; the least recently released is deleted first. ``0`` keeps none.
 
 See "How worktrees work" in docs/how-it-works.md for the design. Ownership, the pool and crash
 recovery live in :mod:`.store` (records: :mod:`.record`); the user's repository in
@@ -53,7 +55,7 @@ from .._core.types import ResourceContextPatch, ResourceLease
 from .._errors import AiopsWarning, GitError, OptionError, UnsupportedPlatformError, escape
 from . import store
 from .create import create_clone, create_worktree, no_space
-from .defaults import CLONE, DEFAULT_BASE_REF, ISOLATIONS, WORKTREE
+from .defaults import CLONE, DEFAULT_BASE_REF, DEFAULT_POOL_SIZE, ISOLATIONS, WORKTREE
 from .git import REPO_ENV, without_repo_env
 from .locate import RepoInfo
 from .record import CheckoutRecord, PoolKey, State
@@ -105,7 +107,8 @@ class GitWorktreeProviderConfig:
     """Defaults for ``git-worktree`` requests (each overridable per request by its option).
 
     ``root_directory=None`` means :func:`default_worktree_root` of the repository.
-    ``pool_size`` caps how many released checkouts one root keeps for reuse.
+    ``pool_size`` caps how many released checkouts one root keeps for reuse, in all (the
+    least recently released is deleted first).
     ``working_state`` / ``worktree_include``: the ``workingState`` / ``worktreeInclude``
     defaults (off: a checkout of ``baseRef`` alone, as the reference).
     """
@@ -115,15 +118,14 @@ class GitWorktreeProviderConfig:
     target_path: str | None = None
     isolation: str = WORKTREE
     pool: bool = True
-    pool_size: int = 8
+    pool_size: int = DEFAULT_POOL_SIZE
     working_state: bool = False
     worktree_include: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.isolation not in ISOLATIONS:
             raise OptionError("isolation", _isolation_message(self.isolation))
-        if self.pool_size < 0:
-            raise OptionError("pool_size", f"pool_size must be >= 0, not {self.pool_size!r}")
+        _read_pool_size({"poolSize": self.pool_size}, DEFAULT_POOL_SIZE)
         if not isinstance(self.working_state, bool):
             raise OptionError(
                 "workingState",
@@ -135,6 +137,21 @@ class GitWorktreeProviderConfig:
 
 def _isolation_message(value: object) -> str:
     return f'Option "isolation" must be "worktree" or "clone", not {value!r}.'
+
+
+def _pool_size_message(value: object) -> str:
+    return (
+        f'Option "poolSize" must be an integer >= 0 (0 keeps no checkout for reuse), not {value!r}.'
+    )
+
+
+def _read_pool_size(options: Mapping[str, Any], fallback: int) -> int:
+    value = options.get("poolSize")
+    if value is None:
+        return fallback
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise OptionError("poolSize", _pool_size_message(value))
+    return value
 
 
 def _read_patterns(options: Mapping[str, Any], key: str, fallback: tuple[str, ...]) -> list[str]:
@@ -159,6 +176,7 @@ KNOWN_OPTIONS = frozenset(
         "targetPath",
         "isolation",
         "pool",
+        "poolSize",
         "workingState",
         "worktreeInclude",
         "snapshotDirectory",
@@ -220,6 +238,7 @@ class GitWorktreeProvider:
         working_state = read_boolean(options, "workingState", self.config.working_state)
         include = _read_patterns(options, "worktreeInclude", self.config.worktree_include)
         snapshot_dir = read_optional_string(options, "snapshotDirectory")
+        pool_size = _read_pool_size(options, self.config.pool_size)
         info, commit = inspect_repo(workspace_root, base_ref)
         # Only HEAD has a working state: an explicit other ref means that commit alone.
         working_state = working_state and base_ref == DEFAULT_BASE_REF
@@ -263,7 +282,7 @@ class GitWorktreeProvider:
                 isolation=str(isolation),
                 session_id=session_id,
                 pool=pool,
-                pool_size=self.config.pool_size,
+                pool_size=pool_size,
             )
             if snapshot is not None:
                 checkout.apply(snapshot)
@@ -551,15 +570,25 @@ class _Checkout:
             # skips until the children are gone, and then reclaims like any other.
             entry.close()
             return
-        if self.pool and self._restore_for_pool():
+        try:
+            pooled = self.pool and self._restore_for_pool()
+        except BaseException:
+            # Interrupted mid-restore (a second SIGTERM or Ctrl-C during teardown; its git
+            # was killed with its group): delete it now. Left to a later reclaim, it would
+            # stay registered until then, since this process holds its lock till it exits.
+            entry.discard()
+            raise
+        if pooled:
             entry.close()
             return
         entry.discard()
 
     def _restore_for_pool(self) -> bool:
         entry = self.entry
-        if self.pool_size == 0 or store.count_pooled(entry.root, self.key) >= self.pool_size:
+        if self.pool_size == 0:
             return False
+        # The bound is the whole root's (RAM on /dev/shm): make room for this one first.
+        store.evict_pooled(entry.root, keep=self.pool_size - 1)
         record = entry.record
         git_dir = str(record.git_dir)
         started = time.time()

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 
 from .._errors import GitError, InvalidArgumentError, OptionError
 from .files import read_bytes, read_text, remove_tree, write_text
-from .git import run_git
+from .git import dubious_ownership, run_git
 from .locate import LOCATE, RepoInfo
 
 #: What a pooled worktree's registration keeps its ``gitdir`` file as (see
@@ -87,6 +87,11 @@ def inspect_repo(workspace_root: str, base_ref: str) -> tuple[RepoInfo, str]:
         check=False,
     )
     lines = result.stdout.splitlines()
+    dubious = dubious_ownership(result.stderr)
+    if dubious is not None:
+        raise GitError(
+            dubious, command=list(result.args), returncode=result.returncode, stderr=result.stderr
+        )
     if len(lines) < 4:
         raise GitError(
             f"workspace root {workspace_root!r} is not inside a git repository "
@@ -101,12 +106,37 @@ def inspect_repo(workspace_root: str, base_ref: str) -> tuple[RepoInfo, str]:
     )
     _REPOS[workspace_root] = (info, lines[2])
     if result.returncode != 0 or len(lines) < 5:
+        unborn = _unborn_head(info) if base_ref == "HEAD" else None
+        if unborn is not None:
+            raise OptionError("baseRef", unborn)
         raise OptionError(
             "baseRef",
             f'Option "baseRef" must name a commit in {info.repo_root}, not {base_ref!r} '
             "(git rev-parse found no such commit).",
         )
     return info, lines[4]
+
+
+def _unborn_head(info: RepoInfo) -> str | None:
+    """Why ``HEAD`` names no commit, if it is a branch not born yet (asked only after
+    ``rev-parse HEAD`` failed): a new repository, or an orphan branch just made."""
+    branch = run_git(["-C", info.repo_root, "symbolic-ref", "-q", "--short", "HEAD"], check=False)
+    if branch.returncode != 0:
+        return None
+    name = branch.stdout.strip()
+    anything = run_git(
+        ["-C", info.repo_root, "for-each-ref", "--count=1", "--format=%(objectname)"],
+        check=False,
+    )
+    if not anything.stdout.strip():
+        return (
+            f"the repository {info.repo_root} has no commits yet (HEAD is the unborn branch "
+            f"{name!r}); commit once, or pass baseRef naming a commit"
+        )
+    return (
+        f"HEAD of {info.repo_root} is the branch {name!r}, which has no commits yet; "
+        "commit once, or pass baseRef naming a commit"
+    )
 
 
 def check_target(repo_root: str, commit: str, target: str, base_ref: str) -> None:

@@ -43,14 +43,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import json
 import os
 import secrets
 import socket
 import stat
 import sys
-import tempfile
 import time
 import warnings
 from collections.abc import Iterator
@@ -70,13 +68,15 @@ from .._errors import (
 from .defaults import WORKTREE
 from .files import remove_tree
 from .git import boot_ticks, end_session
+from .locate import CONTROL as _CONTROL_NAME
+from .locate import default_root_candidates
 from .record import CheckoutRecord, PoolKey, State
 from .repository import remove_registrations
 
 if sys.platform != "win32":  # importing must work on Windows; provisioning says it cannot
     import fcntl
 
-CONTROL = ".pytest-aiops"
+CONTROL = _CONTROL_NAME
 
 # What list_worktrees reports (WorktreeRecord.state): a record's State seen with its lock.
 LIVE = "live"
@@ -130,10 +130,6 @@ class WorktreeRecord:
 # --- default location ------------------------------------------------------------------
 
 
-def _user_base(parent: str) -> str:
-    return os.path.join(parent, f"pytest-aiops-{os.geteuid()}", "worktrees")
-
-
 def _shm_usable() -> bool:
     try:
         info = os.statvfs("/dev/shm")
@@ -153,12 +149,9 @@ def default_worktree_root(repo_root: str) -> str:
     and 0.2 s on tmpfs. Once a root exists for a repository it is kept (so ``list`` and
     ``reclaim`` find earlier checkouts even if /dev/shm later runs low).
     """
-    real = os.path.realpath(repo_root)
-    digest = hashlib.sha256(real.encode("utf-8", "surrogateescape")).hexdigest()[:12]
-    leaf = f"{os.path.basename(real)[:32] or 'repo'}-{digest}"
-    candidates = [_user_base(tempfile.gettempdir())]
-    if os.path.isdir("/dev/shm"):
-        candidates.insert(0, _user_base("/dev/shm"))
+    roots = default_root_candidates(repo_root)
+    candidates = [os.path.dirname(root) for root in roots]
+    leaf = os.path.basename(roots[0])
     for base in candidates:
         # Only a root another user cannot have planted counts as "ours already": an
         # attacker's /tmp/pytest-aiops-<uid> must never win over our real /dev/shm one.
@@ -719,14 +712,34 @@ def sweep_deleted_repositories(base: str) -> None:
                     os.rmdir(directory)
 
 
-def count_pooled(root: str, key: PoolKey) -> int:
-    """How many pooled entries match ``key``, commit included (advisory: read without locks)."""
-    count = 0
-    for token in _tokens(root):
-        record = _read_record(root, token)
-        if record.state is State.POOLED and record.matches(key, commit=True):
-            count += 1
-    return count
+def evict_pooled(root: str, keep: int) -> int:
+    """Delete the least recently released pooled checkouts of ``root`` until at most ``keep``
+    remain (whatever their repository state, commit or isolation); how many were deleted.
+
+    The pool's bound (``poolSize``) is for the whole root: checkouts live in RAM on
+    ``/dev/shm``. Each is taken by its owner lock first, so one another process is handing
+    out right now is neither counted nor touched; two processes releasing at the same moment
+    may each leave ``keep`` and then pool one more, which the next release evicts.
+    """
+    pooled: list[tuple[float, Entry]] = []
+    try:
+        for token in _tokens(root):
+            entry = take_entry(root, token)
+            if entry is None:
+                continue
+            if entry.classify() == POOLED:
+                pooled.append((entry.record.released_at or 0.0, entry))
+            else:
+                entry.close()
+        pooled.sort(key=lambda item: item[0])
+        evicted = 0
+        for _, entry in pooled[: max(0, len(pooled) - keep)]:
+            entry.discard()
+            evicted += 1
+        return evicted
+    finally:
+        for _, entry in pooled:
+            entry.close()
 
 
 def claim_name(entry: Entry, base: str) -> str:
