@@ -31,13 +31,16 @@ DECLARATIONS = (
     "pytest_aiops._plugin.declarations",
 )
 #: What ``pytest11: aiops`` loads besides, dependencies first (``_ports/current.py`` and
-#: ``_plugin/interrupt.py`` are imported at configure).
+#: ``_plugin/interrupt.py`` are imported at configure, ``_plugin/orphans.py`` at the end of
+#: every run).
 PLUGIN = (
     *DECLARATIONS,
     "pytest_aiops._ports.current",
     "pytest_aiops._plugin.interrupt",
     "pytest_aiops._plugin.xdist",
     "pytest_aiops.plugin",
+    "pytest_aiops._worktrees.locate",
+    "pytest_aiops._plugin.orphans",
 )
 
 

@@ -154,6 +154,7 @@ def test_loading_the_plugin_loads_only_its_start_up_modules() -> None:
         "pytest_aiops._plugin",
         "pytest_aiops._plugin.declarations",
         "pytest_aiops._plugin.interrupt",
+        "pytest_aiops._plugin.orphans",
         "pytest_aiops._plugin.settings",
         "pytest_aiops._plugin.xdist",
         "pytest_aiops._ports",
@@ -161,6 +162,7 @@ def test_loading_the_plugin_loads_only_its_start_up_modules() -> None:
         "pytest_aiops._ports.defaults",
         "pytest_aiops._worktrees",
         "pytest_aiops._worktrees.defaults",
+        "pytest_aiops._worktrees.locate",
         "pytest_aiops.hookspecs",
         "pytest_aiops.plugin",
     ]
@@ -173,9 +175,9 @@ def test_a_run_that_uses_no_fixture_loads_only_the_start_up_modules(tmp_path: Pa
     (tmp_path / "pytest.ini").write_text("[pytest]\n")
     (tmp_path / "conftest.py").write_text(
         "import sys\n\n"
-        "def pytest_sessionfinish(session):\n"
+        "def pytest_unconfigure(config):\n"
         "    loaded = sorted(m for m in sys.modules if m.startswith('pytest_aiops'))\n"
-        "    (session.config.rootpath / 'loaded.txt').write_text(' '.join(loaded))\n"
+        "    (config.rootpath / 'loaded.txt').write_text(' '.join(loaded))\n"
     )
     (tmp_path / "test_one.py").write_text("def test_one():\n    pass\n")
     env = child_env()
