@@ -38,6 +38,7 @@ import argparse
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -84,8 +85,9 @@ from pytest_aiops._ports.locks import F_OFD_SETLK, PORTS_FILE, _flock
 from pytest_aiops._ports.probe import busy_ports
 from pytest_aiops._ports.provider import PortRangeProvider, PortRangeProviderConfig
 
-case, directory, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
-options = {"basePort": 21000, "blockSize": 32, "blockCount": 64}
+case, directory, rounds, base = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+last = base + 31
+options = {"basePort": base, "blockSize": 32, "blockCount": 64}
 if case == "lease":
     provider = PortRangeProvider(PortRangeProviderConfig(lock_directory=directory))
 
@@ -95,9 +97,9 @@ else:
     fd = os.open(os.path.join(directory, PORTS_FILE), os.O_RDWR | os.O_CREAT, 0o666)
 
     def run():
-        busy_ports(21000, 21031)
-        fcntl.fcntl(fd, F_OFD_SETLK, _flock(fcntl.F_WRLCK, 21000, 21031))
-        fcntl.fcntl(fd, F_OFD_SETLK, _flock(fcntl.F_UNLCK, 21000, 21031))
+        busy_ports(base, last)
+        fcntl.fcntl(fd, F_OFD_SETLK, _flock(fcntl.F_WRLCK, base, last))
+        fcntl.fcntl(fd, F_OFD_SETLK, _flock(fcntl.F_UNLCK, base, last))
 
 run()  # set-up: lazy imports, first files
 for _ in range(rounds):
@@ -145,6 +147,28 @@ def syscalls(python: str, args: Sequence[str], cwd: Path, env: dict[str, str]) -
         if len(parts) == 2 and parts[1].isdigit():
             counts[parts[0]] = int(parts[1])
     return counts
+
+
+def free_block(start: int = 21000, size: int = 32) -> int:
+    """The first block of ``size`` ports from ``start`` that all bind now (IPv4 and IPv6):
+    a busy block would make the lease probe the next one too, and the figure depend on
+    what else runs on the machine."""
+    families = [(socket.AF_INET, "0.0.0.0")]
+    if socket.has_ipv6:
+        families.append((socket.AF_INET6, "::"))
+    base = start
+    while base + size <= 65535:
+        for port in range(base, base + size):
+            try:
+                for family, host in families:
+                    with socket.socket(family) as sock:
+                        sock.bind((host, port))
+            except OSError:
+                break
+        else:
+            return base
+        base += size
+    raise SystemExit("no free block of ports to measure a lease with")
 
 
 def drop_rewrite_cache(python: str) -> None:
@@ -226,12 +250,13 @@ def main(argv: list[str] | None = None) -> int:
         if "per-lease" in wanted:
             script = root / "leases.py"
             script.write_text(LEASES)
+            lease_base = str(free_block())
             for case in ("lease", "probe"):
                 directory = root / f"locks-{case}"
                 directory.mkdir()
                 for rounds in (0, options.rounds):
                     jobs[f"{case} {rounds}"] = (
-                        [str(script), case, str(directory), str(rounds)],
+                        [str(script), case, str(directory), str(rounds), lease_base],
                         root,
                         env,
                     )
