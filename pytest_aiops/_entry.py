@@ -68,11 +68,11 @@ def __getattr__(name: str) -> ModuleType:
     """``plugin`` or ``declarations``: each loads only what it needs, on first access."""
     modules: tuple[str, ...]
     if name == "plugin":
-        modules = PLUGIN
+        modules, entry = PLUGIN, "pytest_aiops.plugin"
     elif name == "declarations":
-        modules = DECLARATIONS
+        modules, entry = DECLARATIONS, "pytest_aiops._plugin.declarations"
     else:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     for module in modules:
         load(module)
-    return sys.modules[modules[-1]]
+    return sys.modules[entry]

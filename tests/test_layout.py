@@ -194,6 +194,8 @@ def test_a_run_that_uses_no_fixture_loads_only_the_start_up_modules(tmp_path: Pa
     assert "warning" not in result.stdout.lower()
     from pytest_aiops import _entry
 
+    assert _entry.plugin is sys.modules["pytest_aiops.plugin"]
+    assert _entry.declarations is sys.modules["pytest_aiops._plugin.declarations"]
     assert (tmp_path / "loaded.txt").read_text().split() == sorted(
         {"pytest_aiops", "pytest_aiops._entry", *_entry.PLUGIN}
     )
