@@ -7,6 +7,10 @@ Run: ``python bench/ports.py [--rounds N]``. Prints, in microseconds:
 - ``lease``: ``PortRangeProvider.provision`` + ``release`` in an empty lock directory;
 - ``lease@90%``: the same with 90% of the blocks held by another process.
 
+The idle cases run first, the ``@90%`` cases once the other process holds its blocks: on
+Linux leases of every lock directory meet in the network namespace, so the other process's
+leases would make the idle cases busy too (``bench/netns.py`` measures that layer).
+
 Each lease case runs once per lock backend (``ofd``, ``posix``; issue 13), in this one
 process: ``PYTEST_AIOPS_LOCK_BACKEND`` is switched around each round.
 
@@ -60,15 +64,6 @@ def main() -> None:
     empty = tempfile.mkdtemp(prefix="aiops-bench-")
     empty_posix = tempfile.mkdtemp(prefix="aiops-bench-")
     busy = tempfile.mkdtemp(prefix="aiops-bench-")
-    occupier = subprocess.Popen(
-        [sys.executable, "-c", _OCCUPIER, busy, str(COUNT * 9 // 10)]
-        + [str(n) for n in (BASE, SIZE, COUNT)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert occupier.stdout is not None
-    assert occupier.stdout.readline().strip() == "ready"
     fd = os.open(os.path.join(empty, PORTS_FILE), os.O_RDWR | os.O_CREAT, 0o666)
     start = BASE + 10 * SIZE
 
@@ -109,14 +104,28 @@ def main() -> None:
         "probe-all-families": probe_every_family,
     }
     samples: dict[str, list[float]] = {name: [] for name in cases}
-    for _ in range(50):  # warm-up: imports, page cache, socket tables
-        for run in cases.values():
-            run()
-    for _ in range(args.rounds):
-        for name, run in cases.items():
-            began = time.perf_counter()
-            run()
-            samples[name].append((time.perf_counter() - began) * 1e6)
+
+    def measure(names: list[str]) -> None:
+        for _ in range(50):  # warm-up: imports, page cache, socket tables
+            for name in names:
+                cases[name]()
+        for _ in range(args.rounds):
+            for name in names:
+                began = time.perf_counter()
+                cases[name]()
+                samples[name].append((time.perf_counter() - began) * 1e6)
+
+    measure([name for name in cases if "@" not in name])
+    occupier = subprocess.Popen(
+        [sys.executable, "-c", _OCCUPIER, busy, str(COUNT * 9 // 10)]
+        + [str(n) for n in (BASE, SIZE, COUNT)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert occupier.stdout is not None
+    assert occupier.stdout.readline().strip() == "ready"
+    measure([name for name in cases if "@" in name])
     occupier.communicate("")
     os.close(fd)
     report = {

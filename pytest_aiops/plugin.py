@@ -163,8 +163,14 @@ def project_session_id(root: str) -> str:
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     declare_marker(config)
-    settings = Settings.from_config(config)
+    data = worker_input(config)
+    sent = (data or {}).get("settings")
+    # An xdist worker uses the controller's settings (another host sees none of its
+    # environment); a controller resolves them here and sends them (_plugin/remote.py).
+    settings = Settings.from_json(sent) if isinstance(sent, str) else Settings.from_config(config)
     config.stash[SETTINGS_KEY] = settings
+    if data is None and xdist_worker_count(config):
+        _send_settings(config, settings)
     from ._ports.current import set_current_pool
 
     # take_port() and the per-test port fixtures take from here (disabled too: the kernel
@@ -184,16 +190,16 @@ def pytest_configure(config: pytest.Config) -> None:
     root = str(config.rootpath)
     state = _State(settings, registry, project_session_id(root))
     config.stash[_STATE_KEY] = state
-    data = worker_input(config)
     workers = 0 if data is not None else xdist_worker_count(config)
-    settings.check_ports_fit(workers)
+    local = _local_workers(config) if workers else 0
+    settings.check_ports_fit(local)
     if workers:
         from ._plugin.xdist import XdistController
 
         controller = XdistController(
             settings=settings,
             registry=_registry(config, state),
-            worker_count=workers,
+            worker_count=local,  # the parent range is for the workers on this host only
             session_id=state.session_id,
             workspace_root=root,
         )
@@ -213,12 +219,14 @@ def pytest_configure(config: pytest.Config) -> None:
     workerinput = getattr(config, "workerinput", None) or {}
     worker_id = str(workerinput.get("workerid", "master"))
     xdist = worker_slice(data)
+    remote = bool((data or {}).get("remote"))
 
     def extra_requests() -> list[Any]:
         results = config.hook.pytest_aiops_session_resources(config=config, worker_id=worker_id)
         return [request for result in results for request in (result or ())]
 
     def build_worker() -> AiopsWorker:
+        from ._plugin.remote import pinned_base, remote_hint  # on first use, as the worker
         from ._plugin.worker import AiopsWorker
 
         return AiopsWorker(
@@ -229,7 +237,10 @@ def pytest_configure(config: pytest.Config) -> None:
             workspace_root=root,
             xdist=xdist,
             extra_requests=extra_requests,
-            snapshot_directory=(data or {}).get("snapshot") or None,
+            snapshot_directory=None if remote else (data or {}).get("snapshot") or None,
+            pinned=pinned_base(data),
+            host=str((data or {}).get("host")) if remote else None,
+            repo_hint=remote_hint(str((data or {}).get("host"))) if remote else None,
         )
 
     state.worker_factory = build_worker
@@ -238,6 +249,26 @@ def pytest_configure(config: pytest.Config) -> None:
         # definitions of its fixtures are the ones tests get (conftest ones still win).
         module = import_module(f"{__package__}._plugin.{integration.dest}")
         config.pluginmanager.register(module, "aiops-" + integration.dest.replace("_", "-"))
+
+
+def _local_workers(config: pytest.Config) -> int:
+    """How many of xdist's workers start on this host (plain ``popen`` gateways)."""
+    from ._plugin.remote import local_worker_count
+
+    return local_worker_count(config.getoption("tx", None) or ())[0]
+
+
+def _send_settings(config: pytest.Config, settings: Settings) -> None:
+    """Register the controller's hook that sends every worker the settings (and, when a
+    gateway may be on another host, the commit the base ref names here: one git call)."""
+    from ._plugin.remote import SettingsSender, local_worker_count, resolve_base
+
+    remote = local_worker_count(config.getoption("tx", None) or ())[1]
+    base = None
+    if remote and not settings.disable:
+        base = resolve_base(settings.repo or str(config.rootpath), settings.base_ref)
+    sender = SettingsSender(settings.to_json(), base_ref=settings.base_ref, base=base)
+    config.pluginmanager.register(sender, "aiops-xdist-settings")
 
 
 #: Fixtures that provision worktrees (and provisioned_session with --aiops-resources naming
@@ -327,6 +358,16 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     worktrees = f"worktrees of {repo} at {settings.base_ref}" if repo else "no git repository"
     if repo and settings.working_state and settings.base_ref == "HEAD":
         worktrees += " with the working state"
+    sender = config.pluginmanager.get_plugin("aiops-xdist-settings")
+    if controller is not None and sender is not None and sender.base is not None:
+        from ._plugin.remote import local_worker_count
+
+        others = local_worker_count(config.getoption("tx", None) or ())[1]
+        commit, error = sender.base
+        at = f"commit {commit[:12]} alone" if commit else f"no commit ({error})"
+        ports += f"; {others} worker(s) through other gateways lease on their own host"
+        if repo:
+            worktrees += f" (on other hosts: {at})"
     return [
         f"aiops: {ports}; lock dir {lock_dir}; {worktrees}",
         f"aiops: reproduce with {settings.as_cli()} --aiops-lock-dir={lock_dir}",
@@ -390,8 +431,11 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
             "aiops: worktrees kept by --aiops-keep stay until you remove them: "
             "`git worktree remove --force PATH` (or `rm -r` a clone), or `pytest-aiops gc --kept`"
         )
+    if state.controller is not None:
+        lines += state.controller.crash_lines()
     lines += [
-        f"aiops {s.get('workerId')}: release failed: {e}"
+        f"aiops {s.get('workerId')}{' on ' + s['host'] if s.get('host') else ''}: "
+        f"release failed: {e}"
         for s in summaries
         for e in s.get("errors") or ()
     ]

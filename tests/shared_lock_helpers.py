@@ -51,7 +51,26 @@ def user_python() -> str | None:
         )
         if run.returncode == 0:
             return candidate
+    system = f"/usr/bin/python{version}"
+    if os.path.exists(system) and _site_unreachable():
+        # This interpreter's packages live where the users cannot reach them (pyenv's under a
+        # private /root, as on CI): the namespace binds them at BOUND_SITE for the system's
+        # interpreter of the same version (run_as_root_in_namespace).
+        return system
     return None
+
+
+#: Where the namespace binds this interpreter's site-packages when the users cannot reach it.
+BOUND_SITE = "/mnt/site"
+
+
+@cache
+def _site_unreachable() -> bool:
+    """Whether another uid cannot list this interpreter's site-packages."""
+    run = subprocess.run(
+        [*AS_FIRST_USER, "ls", SITE_PACKAGES], capture_output=True, cwd="/", check=False
+    )
+    return run.returncode != 0
 
 
 def _problem() -> str | None:
@@ -192,6 +211,13 @@ def run_as_root_in_namespace(script: str) -> dict[str, Any]:
         "inner_test": INNER_TEST,
     }
     hidden = _hidden_paths()
+    site = SITE_PACKAGES
+    bind_site = ""
+    if _site_unreachable():
+        site = BOUND_SITE
+        bind_site = (
+            f"mkdir {BOUND_SITE} && mount --bind {shlex.quote(SITE_PACKAGES)} {BOUND_SITE} && "
+        )
     before = "".join(
         f"mkdir /mnt/keep{i} && mount --bind {shlex.quote(p)} /mnt/keep{i} && "
         for i, p in enumerate(hidden)
@@ -201,12 +227,12 @@ def run_as_root_in_namespace(script: str) -> dict[str, Any]:
         for i, p in enumerate(hidden)
     )
     shell = (
-        ("mount -t tmpfs tmpfs /mnt && " + before if hidden else "")
+        ("mount -t tmpfs tmpfs /mnt && " + bind_site + before if hidden or bind_site else "")
         + "mount -t tmpfs -o mode=1777 tmpfs /tmp && mount -t tmpfs -o mode=1777 tmpfs /dev/shm "
         + f'{after}&& exec "$0" -c "$1"'
     )
     env = child_env(TMPDIR="/tmp")
-    env["PYTHONPATH"] = os.pathsep.join([env["PYTHONPATH"], SITE_PACKAGES])
+    env["PYTHONPATH"] = os.pathsep.join([env["PYTHONPATH"], site])
     for name in list(env):
         # an inner run is a run of its own, not part of this suite's xdist worker
         if name.startswith("PYTEST_XDIST_") or name in ("PYTEST_AIOPS_LOCK_DIR", "PYTEST_ADDOPTS"):

@@ -400,7 +400,7 @@ def test_child_session_end_to_end(repo: Path, tmp_path: Path, lock_dir: Path) ->
 def test_default_orchestrator_partial_overrides(repo: Path, tmp_path: Path, lock_dir: Path) -> None:
     orchestrator = create_default_orchestrator(
         {"rootDirectory": str(tmp_path / "wt")},
-        {"lockDirectory": str(lock_dir), "blockSize": 8, "basePort": 21000, "blockCount": 4},
+        {"lockDirectory": str(lock_dir), "blockSize": 8, "basePort": 5900, "blockCount": 4},
     )
     assert orchestrator.kinds == ("git-worktree", "port-range")
     with orchestrator.provision_session(
@@ -411,7 +411,7 @@ def test_default_orchestrator_partial_overrides(repo: Path, tmp_path: Path, lock
         ports = session.allocation("port-range")
         assert ports is not None
         assert ports["blockSize"] == 8
-        assert 21000 <= ports["startPort"] < 21032
+        assert 5900 <= ports["startPort"] < 5932
         wt = session.allocation("git-worktree")
         assert wt is not None
         assert Path(wt["worktreePath"]).parent == tmp_path / "wt"

@@ -33,7 +33,7 @@ from pytest_aiops._ports.locks import (
 )
 from pytest_aiops._ports.provider import PortRangeProvider, PortRangeProviderConfig
 
-BASE = 23000  # away from the other lock tests' ports
+BASE = 5000  # 5000-5299: away from the other lock tests' ports and the default range
 
 _PROBE = """
 import json, os, sys

@@ -290,17 +290,17 @@ def test_port_range_fixture_gives_a_tests_ports_back_then_a_clear_error_at_its_b
         "--aiops-ports-per-worker=2",
         "--aiops-max-ports-per-worker=2",
         "--aiops-port-fallback=error",
-        "--aiops-port-range=24000-24099",
+        "--aiops-port-range=8100-8199",
     )
     result.assert_outcomes(passed=3, failed=1)
     result.stdout.fnmatch_lines(
         [
-            "E * pytest_aiops._errors.PortsExhaustedError: port_range 240*-240* of worker master "
+            "E * pytest_aiops._errors.PortsExhaustedError: port_range 81*-81* of worker master "
             "has no tcp port to hand out: 2 of its 2 ports are out, 0 are in use by other "
             "sockets (TIME_WAIT included), and the pool reached its bound of 2 ports; raise "
             "--aiops-max-ports-per-worker (ini aiops_max_ports_per_worker, env "
             "PYTEST_AIOPS_MAX_PORTS_PER_WORKER) (now 2)",
-            "aiops master: ports 240*-240*",
+            "aiops master: ports 81*-81*",
         ]
     )
 

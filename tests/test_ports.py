@@ -7,6 +7,7 @@ import json
 import os
 import socket
 import sys
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -35,7 +36,7 @@ from pytest_aiops._ports.records import holders_of, read_records, reap_stale
 
 from .helpers import Holder, make_time_wait
 
-BASE = 24000
+BASE = 6400  # 6400-7999: no default-range run leases there (leases are per network namespace)
 #: Ranges of their own (no other test binds there) for tests that assert which block is
 #: leased next: sibling tests under xdist bind ports around BASE.
 OWN_BASE = {"busy": 18500, "tw": 18640, "child": 18680}
@@ -306,19 +307,38 @@ def test_records_of_killed_holders_are_stale(
 def test_vectors_blocks_through_the_real_provider(lock_dir: Path) -> None:
     target = provider(lock_dir)
     for entry in VECTORS["blocks"]:
-        lease = provision(
-            target,
-            entry["sessionId"],
-            lock_dir,
-            basePort=entry["basePort"],
-            blockSize=entry["blockSize"],
-            blockCount=entry["blockCount"],
-        )
-        got = {k: lease.hard[k] for k in ("blockIndex", "startPort", "endPort")}
-        lease.release()
-        if lease.hard.get("skippedBusyPorts"):
-            continue  # this machine uses a port of the preferred block: moving is correct
-        assert got == {k: entry[k] for k in ("blockIndex", "startPort", "endPort")}, entry
+        want = {k: entry[k] for k in ("blockIndex", "startPort", "endPort")}
+        for _ in range(50):
+            lease = provision(
+                target,
+                entry["sessionId"],
+                lock_dir,
+                basePort=entry["basePort"],
+                blockSize=entry["blockSize"],
+                blockCount=entry["blockCount"],
+            )
+            got = {k: lease.hard[k] for k in ("blockIndex", "startPort", "endPort")}
+            lease.release()
+            if got == want or lease.hard.get("skippedBusyPorts"):
+                break  # a busy port of the preferred block: moving is correct
+            # A lease of another lock directory in this network namespace (this suite's own
+            # run, an inner run of another test) holds the preferred block: moving is
+            # correct then too. Seen no more: it may have just ended, try again.
+            if _held_in_network(want["startPort"], want["endPort"]):
+                break
+            time.sleep(0.1)
+        if not lease.hard.get("skippedBusyPorts") and not _held_in_network(
+            want["startPort"], want["endPort"]
+        ):
+            assert got == want, entry
+
+
+def _held_in_network(start: int, end: int) -> bool:
+    """Whether a live lease of this network namespace, any lock directory, holds a port of
+    ``start..end`` (Linux; elsewhere only the test's own lock directory counts)."""
+    from pytest_aiops._ports import netns
+
+    return netns.available() and any(n.overlaps(start, end) for n in netns.held_names())
 
 
 def test_macos_and_bsd_ephemeral_range_comes_from_sysctl(

@@ -31,6 +31,11 @@ Act = Callable[[Path], None]
 def observe(path: str, isolation: str) -> dict[str, Any]:
     """What a test sees of a checkout: files, status, git dir, config (by scope)."""
     state = checkout_state(path)
+    # A split index's shared file is named by its content's hash, which holds stat data: one
+    # such file, or a stale one beside it (git expires those itself), is the same state.
+    state["git_dir"] = sorted(
+        {"sharedindex.<sha>" if n.startswith("sharedindex.") else n for n in state["git_dir"]}
+    )
     git_dir = Path(run(path, "rev-parse", "--absolute-git-dir").stdout.strip())
     state["config"] = run(path, "config", "--list", "--show-scope").stdout
     state["config.worktree"] = (
@@ -180,6 +185,31 @@ def test_runs_whose_modules_initialise_submodules_reuse_without_a_warning(
     assert len(git(repo, "worktree", "list").splitlines()) == 1
 
 
+def test_a_submodule_parent_replaced_by_a_symlink_is_not_followed(
+    make_repo: MakeRepo, tmp_path: Path
+) -> None:
+    """A test replaces ``vendor/`` (the submodule's parent) with a symlink to a directory
+    outside: restoring empties nothing and changes no mode there (found in review)."""
+    repo = repo_with_submodule(make_repo)
+    outside = tmp_path / "outside"
+    (outside / "lib").mkdir(parents=True)
+    (outside / "lib" / "keep.txt").write_text("not ours\n")
+    (outside / "lib").chmod(0o500)
+
+    def replace_parent(path: Path) -> None:
+        vendor = path / "vendor"
+        if vendor.is_symlink():
+            vendor.unlink()
+        else:
+            (vendor / "lib").rmdir()
+            vendor.rmdir()
+        vendor.symlink_to(outside)
+
+    assert_reused_is_fresh(repo, tmp_path, replace_parent, isolation="worktree")
+    assert oct((outside / "lib").stat().st_mode & 0o777) == oct(0o500)
+    assert (outside / "lib" / "keep.txt").read_text() == "not ours\n"
+
+
 # -- per-worktree config ----------------------------------------------------------------------
 
 
@@ -209,6 +239,25 @@ def test_per_worktree_config_is_the_same_fresh_and_reused(
         crlf = hashlib.sha256(b"one\r\ntwo\r\n").hexdigest()[:16]
         assert expected["files"]["a.txt"][2] == crlf  # written as the user's checkout would
         assert "sparse" not in (expected["config.worktree"] or b"").decode().lower()
+
+
+@pytest.mark.parametrize("isolation", ["worktree", "clone"])
+def test_a_split_index_is_the_same_fresh_and_reused(
+    make_repo: MakeRepo, tmp_path: Path, isolation: str
+) -> None:
+    """``core.splitIndex``: the checkout's index names a ``sharedindex.<sha>`` file beside it;
+    a restore that dropped it left an index git cannot open (found in review)."""
+    repo = make_repo({"a.txt": "one\n", "b/c.txt": "two\n"})
+    git(repo, "config", "core.splitIndex", "true")
+    git(repo, "update-index", "--split-index")
+
+    def edit(path: Path) -> None:
+        (path / "a.txt").write_text("changed\n")
+        (path / "new.txt").write_text("new\n")
+        git(path, "add", "-A")
+
+    expected = assert_reused_is_fresh(repo, tmp_path, edit, isolation=isolation)
+    assert expected["status"] == ""
 
 
 # -- sparse checkouts ---------------------------------------------------------------------------

@@ -386,6 +386,33 @@ class Settings:
             sources[option.dest] = f"from {source}"
         return cls(**values, sources=sources)
 
+    def to_json(self) -> str:
+        """These settings as JSON text, for xdist workers (:meth:`from_json` reads it back).
+
+        Resolved here, whatever their source: a worker on another host sees none of this
+        process's environment or ini file. ASCII JSON, so a non-UTF-8 path (lone surrogates)
+        survives execnet, which carries only UTF-8 strings.
+        """
+        import json
+
+        values: dict[str, Any] = {name: getattr(self, name) for name in self.__slots__}
+        values["sources"] = dict(self.sources or {})
+        return json.dumps(values)
+
+    @classmethod
+    def from_json(cls, text: str) -> Settings:
+        """The settings :meth:`to_json` wrote (lists back to tuples); unknown keys ignored."""
+        import json
+
+        raw = json.loads(text)
+        names = set(cls.__slots__)
+        values: dict[str, Any] = {
+            key: tuple(value) if isinstance(value, list) else value
+            for key, value in raw.items()
+            if key in names
+        }
+        return cls(**values)
+
     def check_kinds(self, known: tuple[str, ...]) -> None:
         """Refuse ``resources`` naming a kind no provider was registered for."""
         for kind in self.resources:

@@ -37,6 +37,7 @@ from .settings import Settings
 
 if TYPE_CHECKING:
     from .._worktrees.provider import SnapshotRun
+    from .remote import PinnedBase
 
 
 @dataclass(frozen=True)
@@ -89,8 +90,9 @@ class WorktreeFactory:
         *,
         repo: str,
         session_prefix: str,
-        repo_hint: str = "set --aiops-repo (ini aiops_repo)",
+        repo_hint: str = "set --aiops-repo (ini aiops_repo) to the repository under test",
         snapshot_directory: Callable[[], str | None] = lambda: None,
+        pinned: PinnedBase | None = None,
     ) -> None:
         self._orchestrator = orchestrator
         self._snapshot_directory = snapshot_directory
@@ -98,6 +100,8 @@ class WorktreeFactory:
         self.repo = repo
         self.session_prefix = session_prefix
         self.repo_hint = repo_hint
+        #: On another host than the xdist controller: the commit to check out by default.
+        self.pinned = pinned
         self._lock = threading.Lock()
         self._counter = 0
         self._live: dict[int, GitWorktree] = {}
@@ -116,6 +120,10 @@ class WorktreeFactory:
             "baseRef": base_ref or self.settings.base_ref,
             "isolation": isolation or self.settings.isolation,
         }
+        if self.pinned is not None and base_ref is None:
+            # The controller's commit; its working state is not on this host.
+            options["baseRef"] = self.pinned.commit or self.settings.base_ref
+            working_state = False if working_state is None else working_state
         if self.settings.working_state if working_state is None else working_state:
             options["workingState"] = True
             if self.settings.worktree_include:
@@ -154,10 +162,12 @@ class WorktreeFactory:
             where = "inside one" if is_dir else "a directory"
             raise ProvisioningError(
                 f"git_worktree needs a git repository, but {self.repo} is not {where}; "
-                f"{self.repo_hint} to the repository under test",
+                f"{self.repo_hint}",
                 session_id=session_id,
                 kind="git-worktree",
             )
+        if self.pinned is not None and base_ref is None:
+            self._check_pinned(repo, session_id)
         request = self.request(
             base_ref=base_ref,
             target_path=target_path,
@@ -185,6 +195,31 @@ class WorktreeFactory:
         # see a hook's GIT_INDEX_FILE & co.: they would point it at the user's repository.
         repo_variables().hide()
         return worktree
+
+    def check_pinned(self, session_id: str) -> None:
+        """Fail in one line if this host lacks the controller's commit (a remote xdist worker
+        about to check it out; a missing repository is left to the provider to report)."""
+        if self.pinned is None or not os.path.isdir(self.repo):
+            return
+        repo = find_repository(self.repo)
+        if repo is not None:
+            self._check_pinned(repo, session_id)
+
+    def _check_pinned(self, repo: str, session_id: str) -> None:
+        """Fail in one line if the controller's commit cannot be checked out on this host."""
+        pinned = self.pinned
+        assert pinned is not None
+        if pinned.commit is None:
+            message = pinned.unresolved()
+        else:
+            from .._worktrees.locate import resolve_commit
+
+            try:
+                resolve_commit(repo, pinned.commit)
+                return
+            except AiopsError:
+                message = pinned.missing(repo)
+        raise ProvisioningError(message, session_id=session_id, kind="git-worktree")
 
     def release(self, worktree: GitWorktree, *, failed: bool = False) -> bool:
         """Give ``worktree`` back; keep it instead if the policy says so. True if released."""
@@ -335,6 +370,9 @@ class AiopsWorker:
         xdist: XdistSlice | None = None,
         extra_requests: Callable[[], Sequence[RequestLike]] = tuple,
         snapshot_directory: str | None = None,
+        pinned: PinnedBase | None = None,
+        host: str | None = None,
+        repo_hint: str | None = None,
     ) -> None:
         self.settings = settings
         self.registry = registry
@@ -343,6 +381,8 @@ class AiopsWorker:
         self.workspace_root = workspace_root
         self.repo = settings.repo or workspace_root
         self.xdist = xdist
+        #: The host this worker runs on when it is not the xdist controller's (for reports).
+        self.host = host
         #: The slice this worker holds (starts as the assigned one; may move to a spare).
         self.child_index = xdist.index if xdist is not None else None
         self.resource_kinds = settings.resources
@@ -365,6 +405,8 @@ class AiopsWorker:
             repo=self.repo,
             session_prefix=session_id,
             snapshot_directory=self.snapshot_directory,
+            pinned=pinned,
+            **({"repo_hint": repo_hint} if repo_hint else {}),
         )
         self._cached_orchestrator: ResourceProvisioningOrchestrator | None = None
 
@@ -390,6 +432,8 @@ class AiopsWorker:
         settings = self.settings
         if not settings.working_state or settings.base_ref != "HEAD":
             return
+        if self.worktrees.pinned is not None:
+            return  # on another host: the controller's commit alone
         from .._worktrees.provider import take_run_snapshot
 
         try:
@@ -544,6 +588,7 @@ class AiopsWorker:
                     )
                     requests.append(ResourceRequest(kind))
                 elif kind == "git-worktree":
+                    self.worktrees.check_pinned(f"{self.session_id}:session:{os.getpid()}")
                     requests.append(self.worktrees.request())
                 else:
                     requests.append(ResourceRequest(kind))
@@ -608,6 +653,7 @@ class AiopsWorker:
             "childIndex": self.child_index if self.xdist is not None else None,
             "fallback": self.fallback_reason,
             "kept": [str(w.path) for w in self.worktrees.kept],
+            **({"host": self.host} if self.host else {}),
         }
 
 

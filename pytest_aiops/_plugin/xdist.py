@@ -91,9 +91,12 @@ class XdistController:
         self._free = list(range(worker_count))
         self._assigned: dict[str, int] = {}
         self.summaries: list[dict[str, Any]] = []
-        self.crashed: list[str] = []
+        #: Workers that died: (gateway id, the other host it ran on or None).
+        self.crashed: list[tuple[str, str | None]] = []
         #: The run's snapshot directory (working state), shared by every worker.
         self.snapshot_run: Any = None
+        #: Why the controller could not make it (each worker then snapshots for itself).
+        self.snapshot_problem: str | None = None
 
     def start(self) -> None:
         """Lease the parent range (ports only: this never runs git).
@@ -112,12 +115,13 @@ class XdistController:
                 # using a worktree takes the snapshot in it, under a lock, for all of them.
                 self.snapshot_run = SnapshotRun.create(self.settings.worktree_root)
             except (AiopsError, OSError) as error:
-                warnings.warn(
-                    f"pytest-aiops could not make the run's snapshot directory ({error}); "
-                    "each worker snapshots the working state for itself",
-                    AiopsWarning,
-                    stacklevel=2,
-                )
+                # No warning here: this runs for every -n run, ports-only ones and projects
+                # outside git included, where it would fail a `filterwarnings = error` suite
+                # for nothing. Each worker then snapshots for itself (the same state unless
+                # the checkout changes during collection); the reason is kept for the record.
+                self.snapshot_problem = f"{error}"
+        if not self.worker_count:
+            return  # every worker runs through another gateway: each leases on its host
         size = self.settings.ports_per_worker * self.worker_count
         try:
             self.parent = self.registry.orchestrator().provision_session(
@@ -156,9 +160,10 @@ class XdistController:
     def pytest_configure_node(self, node: Any) -> None:
         """Give the new worker the parent snapshot and the lowest free slice index."""
         gateway_id = str(node.gateway.id)
-        spec = node.gateway.spec
+        from .remote import is_local_spec
+
         # Only a worker on this host can join locks in this host's lock directory.
-        local = bool(getattr(spec, "popen", False)) and not getattr(spec, "via", None)
+        local = is_local_spec(node.gateway.spec)
         data: dict[str, Any] = {"count": self.worker_count, "index": None, "parent": None}
         if local and self.snapshot_run is not None:
             data["snapshot"] = self.snapshot_run.path
@@ -173,7 +178,7 @@ class XdistController:
             # As JSON text: execnet carries only UTF-8 strings, and to_json escapes a
             # non-UTF-8 path (a lock directory under such a name) that a dict would carry raw.
             data["parent"] = self.parent.to_discovery_snapshot().to_json()
-        node.workerinput[WORKERINPUT_KEY] = data
+        node.workerinput.setdefault(WORKERINPUT_KEY, {}).update(data)
 
     @pytest.hookimpl
     def pytest_testnodedown(self, node: Any, error: object) -> None:
@@ -181,17 +186,35 @@ class XdistController:
         index = self._assigned.pop(str(node.gateway.id), None)
         if index is not None:
             self._free.append(index)
+        sent = node.workerinput.get(WORKERINPUT_KEY) or {}
+        host = str(sent["host"]) if sent.get("remote") else None
         if error is not None:
-            self.crashed.append(str(node.gateway.id))
-            from .orphans import reclaim
+            self.crashed.append((str(node.gateway.id), host))
+            if host is None:
+                from .orphans import reclaim
 
-            # Its worktrees stay registered in the user's repository until reclaimed: now,
-            # not at the end of the run (only what no live process holds is touched).
-            reclaim(self.settings.repo or self.workspace_root, self.settings.worktree_root)
+                # Its worktrees stay registered in the user's repository until reclaimed: now,
+                # not at the end of the run (only what no live process holds is touched). On
+                # another host they are out of reach: crash_lines() says so.
+                reclaim(self.settings.repo or self.workspace_root, self.settings.worktree_root)
         output = getattr(node, "workeroutput", None) or {}
         summary = output.get(WORKERINPUT_KEY)
         if isinstance(summary, dict):
             self.summaries.append(summary)
+
+    def crash_lines(self) -> list[str]:
+        """One line per worker that died on another host: what it may have left there.
+
+        Its port leases died with its process (kernel locks); a worktree it held is an
+        orphan that only a run or ``pytest-aiops gc`` on that host can reclaim.
+        """
+        return [
+            f"aiops {worker} on {host}: crashed; its ports were freed on {host} when its "
+            f"process died; a worktree it held stays there until a run or `pytest-aiops gc` "
+            f"on {host} reclaims it"
+            for worker, host in self.crashed
+            if host is not None
+        ]
 
 
 def summary_lines(summaries: Sequence[dict[str, Any]], *, verbose: bool = True) -> list[str]:
@@ -238,5 +261,6 @@ def summary_lines(summaries: Sequence[dict[str, Any]], *, verbose: bool = True) 
             matters = True
             parts.append(f"kept worktree {path}")
         if parts and (matters or verbose):
-            lines.append(f"aiops {summary.get('workerId')}: " + "; ".join(parts))
+            host = f" on {summary['host']}" if summary.get("host") else ""
+            lines.append(f"aiops {summary.get('workerId')}{host}: " + "; ".join(parts))
     return lines

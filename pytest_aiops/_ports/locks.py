@@ -46,6 +46,10 @@ by platform or forced with ``$PYTEST_AIOPS_LOCK_BACKEND=ofd|posix``:
 On Linux OFD and POSIX locks on one file conflict with each other, so processes using
 either backend share one lock directory safely. The lock file is never unlinked
 (unlinking races with a process that has just opened it).
+
+The locks keep apart the processes that share the lock file (by default: ``/tmp``). On
+Linux each lease is also a name in the network namespace (:mod:`.netns`), which keeps apart
+the processes that share the ports but not the file; a block is won only with both.
 """
 
 from __future__ import annotations
@@ -63,6 +67,7 @@ from collections.abc import Iterable, Iterator
 
 from .._core.trust import owner_name, shared_problem
 from .._errors import LockError, ParentGoneError, UnsupportedPlatformError, escape
+from . import netns
 from .defaults import LOCK_DIR_ENV
 
 if sys.platform != "win32":  # Windows has no fcntl: importing must work, leasing fails
@@ -590,41 +595,73 @@ class RangeLockFile:
 
 
 class RangeClaim:
-    """What a held lease owns: one open description; releasing closes it."""
+    """What a held lease owns: one open description and, on Linux, its name in the network
+    namespace (see :mod:`.netns`); releasing closes both."""
 
-    def __init__(self, handle: RangeLockFile, lease_id: int) -> None:
+    def __init__(
+        self, handle: RangeLockFile, lease_id: int, announcement: netns.Announcement | None = None
+    ) -> None:
         self.handle = handle
         self.lease_id = lease_id
+        self.announcement = announcement
 
     def release(self) -> None:
         # Close, never F_UNLCK: a fork()ed child sharing the description must not be able
-        # to drop its parent's locks, and closing drops exactly this lease's locks.
+        # to drop its parent's locks, and closing drops exactly this lease's locks. The
+        # file lock goes first: the name never ends before the lock it stands beside.
         self.handle.close()
+        if self.announcement is not None:
+            self.announcement.close()
 
 
 class TopLevelScanner:
     """Tries blocks one after another on one open description until one is won.
 
     A failed attempt holds nothing, so the same descriptor is reused: a scan past many
-    held blocks costs one ``fcntl`` per block, not an ``open``.
+    held blocks costs one ``fcntl`` per block, not an ``open``. On Linux a block is won only
+    if it is also free in the network namespace (:func:`.netns.announce_top`): the lease id
+    is taken at the first block won in the file, since the block's name carries it.
     """
 
     def __init__(self, directory: str) -> None:
         self.handle = RangeLockFile(directory)
+        self.lease_id: int | None = None
+        self.announcement: netns.Announcement | None = None
+        self.in_network = netns.available()
+        self.seen = netns.Seen()  # the names the last attempt saw
+        self.elsewhere = 0  # blocks refused by names only: leases of other lock directories
 
     def try_block(self, start: int, end: int) -> bool:
-        """Exclusive lock on ``start..end``; ``True`` if won (then :meth:`finish` or
-        :meth:`give_back`)."""
-        return self.handle.try_lock(start, end, shared=False)
+        """Exclusive lock on ``start..end``, announced in the network namespace; ``True``
+        if won (then :meth:`finish` or :meth:`give_back`)."""
+        if not self.handle.try_lock(start, end, shared=False):
+            return False
+        if not self.in_network:
+            return True
+        try:
+            if self.lease_id is None:
+                self.lease_id = self.handle.take_lease_id()
+            self.announcement = netns.announce_top(start, end, self.lease_id, self.seen)
+        except BaseException:
+            self.handle.unlock(start, end)
+            raise
+        if self.announcement is None:
+            self.handle.unlock(start, end)  # held by a lease of another lock directory
+            self.elsewhere += 1
+            return False
+        return True
 
     def give_back(self, start: int, end: int) -> None:
         """Drop a won block again (e.g. a port in it is busy)."""
         self.handle.unlock(start, end)
+        if self.announcement is not None:
+            self.announcement.close()
+            self.announcement = None
 
     def finish(self, start: int, end: int) -> RangeClaim:
         """Turn the won block into a lease: identity locks, then exclusive -> shared."""
         try:
-            lease_id = self.handle.take_lease_id()
+            lease_id = self.lease_id if self.lease_id is not None else self.handle.take_lease_id()
             if not self.handle.try_lock(*(range_byte(start, end),) * 2, shared=True):
                 # Nobody can hold it: every holder of this byte also holds our ports.
                 raise LockError(
@@ -636,12 +673,16 @@ class TopLevelScanner:
             # top-level leaser can get in between, and our children may now join.
             self.handle.try_lock(start, end, shared=True)
         except BaseException:
-            self.handle.close()
+            self.close()
             raise
-        return RangeClaim(self.handle, lease_id)
+        announcement, self.announcement = self.announcement, None
+        return RangeClaim(self.handle, lease_id, announcement)
 
     def close(self) -> None:
         self.handle.close()
+        if self.announcement is not None:
+            self.announcement.close()
+            self.announcement = None
 
 
 def claim_child(
@@ -681,10 +722,22 @@ def claim_child(
                 lock_path=handle.path,
             )
         lease_id = handle.take_lease_id()
+        announcement = None
+        if netns.available():
+            announcement = netns.announce_child(
+                start, end, lease_id, parent=parent, parent_lease_id=parent_lease_id
+            )
+            if announcement is None:
+                raise ParentGoneError(
+                    f"parent port range {parent_start}-{parent_end} is not announced in this "
+                    "network namespace (its lease ended, or it was leased in another network "
+                    "namespace); provision the parent session again in this one",
+                    lock_path=handle.path,
+                )
     except BaseException:
         handle.close()
         raise
-    return RangeClaim(handle, lease_id)
+    return RangeClaim(handle, lease_id, announcement)
 
 
 @contextlib.contextmanager

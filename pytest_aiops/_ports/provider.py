@@ -386,9 +386,16 @@ class PortRangeProvider:
             if parsed.accept_time_wait
             else "ports other processes use (listeners or TIME_WAIT)"
         )
+        elsewhere = min(scanner.elsewhere, held)
+        where = (
+            f"; {elsewhere} by runs of this network namespace with another lock directory, "
+            "which 'pytest-aiops status' does not list"
+            if elsewhere
+            else ""
+        )
         raise PortsExhaustedError(
             f"No free deterministic port block is available: all {count} blocks of {size} "
-            f"ports from {parsed.base_port} are leased ({held}) or have {busy_kind} "
+            f"ports from {parsed.base_port} are leased ({held}{where}) or have {busy_kind} "
             f"({count - held}) [lock directory {lock_directory}]; raise blockCount, "
             "pick another basePort, or end the runs holding them (pytest-aiops status)."
         )

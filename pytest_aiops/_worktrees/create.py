@@ -338,12 +338,14 @@ def reset_worktree_metadata(info: RepoInfo, git_dir: str, commit: str, target: s
     Fresh: HEAD, ORIG_HEAD, commondir, gitdir, index, logs/HEAD, plus what
     :func:`reset_worktree_config` writes (config.worktree, info/sparse-checkout). A test can
     add rebase/merge/bisect state, per-worktree refs, submodules' ``modules/``...: all
-    dropped. The reflog is cut to one line.
+    dropped. The reflog is cut to one line. Kept too, because the index or git needs them:
+    a split index's ``sharedindex.<sha>`` files (``core.splitIndex``; the kept ``index``
+    names one) and a reftable repository's ``reftable/`` (git >= 2.45).
     """
-    keep = {"HEAD", "ORIG_HEAD", "commondir", "gitdir", "index", "logs", "info"}
+    keep = {"HEAD", "ORIG_HEAD", "commondir", "gitdir", "index", "logs", "info", "reftable"}
     keep.add("config.worktree")
     for name in os.listdir(git_dir):
-        if name not in keep:
+        if name not in keep and not name.startswith("sharedindex."):
             remove_tree(os.path.join(git_dir, name))
     reset_worktree_config(info, git_dir, target)
     write_text(os.path.join(git_dir, "ORIG_HEAD"), commit + "\n")

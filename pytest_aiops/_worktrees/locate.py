@@ -148,3 +148,15 @@ def _held(lock_path: str) -> bool:
     finally:
         os.close(fd)
     return False
+
+
+def resolve_commit(path: str, ref: str) -> str:
+    """The commit ``ref`` names in the repository around ``path`` (one ``git rev-parse``).
+
+    For the xdist controller, which resolves the base ref once for workers on other hosts,
+    and for such a worker, which checks that it has that commit. Raises the provider's
+    :class:`~pytest_aiops.AiopsError` (no repository, no such commit).
+    """
+    from .repository import inspect_repo  # git's runner loads only when git is asked
+
+    return inspect_repo(path, ref)[1]

@@ -210,6 +210,11 @@ def _clear_gitlinks(path: str, links: list[str]) -> bool:
     missing = False
     for rel in links:
         full = os.path.join(path, rel)
+        if not _parents_are_directories(path, rel):
+            # A test replaced a parent by a symlink (maybe to a directory outside) or a
+            # file: nothing is done through it; the sweep removes it, the checkout remakes.
+            missing = True
+            continue
         try:
             st = os.lstat(full)
         except FileNotFoundError:
@@ -226,6 +231,19 @@ def _clear_gitlinks(path: str, links: list[str]) -> bool:
         for name in os.listdir(full):
             remove_inside(path, f"{rel}/{name}")
     return missing
+
+
+def _parents_are_directories(path: str, rel: str) -> bool:
+    """Whether every parent of ``rel`` under ``path`` is a real directory (no symlink)."""
+    current = path
+    for part in rel.split("/")[:-1]:
+        current = os.path.join(current, part)
+        try:
+            if not stat.S_ISDIR(os.lstat(current).st_mode):
+                return False
+        except OSError:
+            return False
+    return True
 
 
 def make_stamp(stamp: str) -> None:
