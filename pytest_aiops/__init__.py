@@ -1,7 +1,8 @@
 """pytest-aiops: isolated git worktrees and collision-free port ranges, per session.
 
 The core (everything here) works without pytest; :mod:`pytest_aiops.plugin` is the pytest
-glue. Everything not listed in ``__all__`` is private.
+glue. Everything not listed in ``__all__`` is private. PYTEST_DONT_REWRITE: no assert here is
+worth pytest's rewriting, which every pytest run would otherwise pay for.
 """
 
 from __future__ import annotations

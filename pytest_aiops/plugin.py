@@ -12,14 +12,12 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Callable, Generator, Iterator
-from dataclasses import dataclass, field
 from importlib import import_module
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from ._errors import AiopsError, NoSpaceError, OptionError, ProvisioningError
 from ._plugin.declarations import MARKER, declare_hooks, declare_marker, declare_options
 from ._plugin.settings import Settings
 from ._plugin.xdist import WORKERINPUT_KEY, worker_input, worker_slice, xdist_worker_count
@@ -28,6 +26,7 @@ if TYPE_CHECKING:
     # Imported when first needed: a run that never uses the fixtures does not load them.
     from ._core.registry import ProviderRegistry
     from ._core.session import ProvisionedResources
+    from ._errors import AiopsError
     from ._plugin.report import Reporter
     from ._plugin.worker import AiopsWorker, GitWorktree, WorkerSession, WorktreeFactory
     from ._plugin.xdist import XdistController
@@ -74,20 +73,24 @@ _MARKER_KEYS = {
 _MARKER_BOOLS = frozenset({"working_state"})
 
 
-@dataclass
 class _State:
-    """Per-process state, kept in ``config.stash``."""
+    """Per-process state, kept in ``config.stash`` (a plain class: a dataclass would compile
+    its methods at import, in every pytest run)."""
 
-    settings: Settings
-    registry: ProviderRegistry
-    session_id: str
-    worker_factory: Callable[[], AiopsWorker] | None = None
-    _worker: AiopsWorker | None = None
-    controller: XdistController | None = None
-    reporter: Reporter | None = None
-    release_errors: list[str] = field(default_factory=list)
-    #: Why this process's ports could not be leased: said again, not retried, per test.
-    pool_failure: str | None = None
+    def __init__(
+        self, settings: Settings, registry: ProviderRegistry | None, session_id: str
+    ) -> None:
+        self.settings = settings
+        #: The providers, registered on first use (or at configure when a setting needs them).
+        self.registry = registry
+        self.session_id = session_id
+        self.worker_factory: Callable[[], AiopsWorker] | None = None
+        self._worker: AiopsWorker | None = None
+        self.controller: XdistController | None = None
+        self.reporter: Reporter | None = None
+        self.release_errors: list[str] = []
+        #: Why this process's ports could not be leased: said again, not retried, per test.
+        self.pool_failure: str | None = None
 
     @property
     def worker(self) -> AiopsWorker | None:
@@ -129,6 +132,29 @@ class BuiltinProviders:
             register(provider)
 
 
+#: The kinds BuiltinProviders registers: --aiops-resources naming only these needs no check.
+_BUILTIN_KINDS = frozenset({"git-worktree", "port-range"})
+
+
+def _register_providers(config: pytest.Config, settings: Settings) -> ProviderRegistry:
+    """The built-in providers and those of ``pytest_aiops_register_providers`` hooks; a kind
+    in --aiops-resources that none of them provides is a usage error."""
+    from ._core.registry import ProviderRegistry
+
+    if not config.pluginmanager.has_plugin("aiops-builtin-providers"):
+        config.pluginmanager.register(BuiltinProviders(), "aiops-builtin-providers")
+    registry = ProviderRegistry()
+    config.hook.pytest_aiops_register_providers(register=registry, config=config)
+    settings.check_kinds(registry.kinds)
+    return registry
+
+
+def _registry(config: pytest.Config, state: _State) -> ProviderRegistry:
+    if state.registry is None:
+        state.registry = _register_providers(config, state.settings)
+    return state.registry
+
+
 def project_session_id(root: str) -> str:
     """Session id of a project: the same rootdir leases the same ports run after run."""
     return f"pytest-aiops:{os.path.realpath(root)}"
@@ -145,21 +171,21 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[SETTINGS_KEY] = settings
     if data is None and xdist_worker_count(config):
         _send_settings(config, settings)
-    from ._ports.pool import set_current_pool
+    from ._ports.current import set_current_pool
 
     # take_port() and the per-test port fixtures take from here (disabled too: the kernel
     # fallback, or the error --aiops-port-fallback=error asks for).
     config.stash[_OUTER_POOL_KEY] = set_current_pool(lambda: _pool(config))
     if settings.disable:
         return
-    from ._core.registry import ProviderRegistry
     from ._plugin.interrupt import install as install_sigterm_handler
 
     install_sigterm_handler(config)  # SIGTERM tears down as Ctrl-C does (xdist workers too)
-    config.pluginmanager.register(BuiltinProviders(), "aiops-builtin-providers")
-    registry = ProviderRegistry()
-    config.hook.pytest_aiops_register_providers(register=registry, config=config)
-    settings.check_kinds(registry.kinds)
+    # The providers are registered when first needed: at once only to check a kind
+    # --aiops-resources names beyond the built-ins (or for an xdist controller, below).
+    registry = None
+    if not _BUILTIN_KINDS.issuperset(settings.resources):
+        registry = _register_providers(config, settings)
     integrations = settings.integrations(config)  # other plugins' fixtures on pool ports
     root = str(config.rootpath)
     state = _State(settings, registry, project_session_id(root))
@@ -172,7 +198,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
         controller = XdistController(
             settings=settings,
-            registry=registry,
+            registry=_registry(config, state),
             worker_count=local,  # the parent range is for the workers on this host only
             session_id=state.session_id,
             workspace_root=root,
@@ -193,8 +219,6 @@ def pytest_configure(config: pytest.Config) -> None:
     workerinput = getattr(config, "workerinput", None) or {}
     worker_id = str(workerinput.get("workerid", "master"))
     xdist = worker_slice(data)
-    from ._plugin.remote import pinned_base, remote_hint
-
     remote = bool((data or {}).get("remote"))
 
     def extra_requests() -> list[Any]:
@@ -202,11 +226,12 @@ def pytest_configure(config: pytest.Config) -> None:
         return [request for result in results for request in (result or ())]
 
     def build_worker() -> AiopsWorker:
+        from ._plugin.remote import pinned_base, remote_hint  # on first use, as the worker
         from ._plugin.worker import AiopsWorker
 
         return AiopsWorker(
             settings,
-            registry=registry,
+            registry=_registry(config, state),
             worker_id=worker_id,
             session_id=f"{state.session_id}/{worker_id}",
             workspace_root=root,
@@ -423,10 +448,18 @@ def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     """Any test that failed with "address already in use", on any port, gets a note of who
-    holds the port (``_plugin/report.py``); other reports pass through untouched."""
+    holds the port (``_plugin/report.py``); other reports pass through untouched. A failure
+    is also noted for --aiops-keep=failed once the fixtures are in use: one wrapper for both,
+    as cheap as can be for a passing test (issue 23)."""
     report = yield
+    if not report.failed:
+        return report
     state = item.config.stash.get(_STATE_KEY, None)
-    if not report.failed or call.excinfo is None or state is None:
+    if state is None:
+        return report
+    if state.reporter is not None:
+        state.reporter.note_failure(item)
+    if call.excinfo is None:
         return report
     from ._plugin.binds import is_address_in_use
 
@@ -439,7 +472,7 @@ def pytest_runtest_makereport(
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    from ._ports.pool import set_current_pool
+    from ._ports.current import set_current_pool
 
     if _OUTER_POOL_KEY in config.stash:  # not if configure never got that far (UsageError)
         set_current_pool(config.stash[_OUTER_POOL_KEY])  # the enclosing run's, if any
@@ -461,11 +494,9 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 def _activate_reporter(config: pytest.Config, worker: AiopsWorker) -> Reporter:
     state = config.stash[_STATE_KEY]
     if state.reporter is None:
-        from ._plugin.report import SETUP_GUARD, Reporter
+        from ._plugin.report import Reporter
 
         state.reporter = reporter = Reporter(worker)
-        if os.environ.get("PYTEST_CURRENT_TEST", "").endswith(" (setup)"):
-            reporter.holders.append(SETUP_GUARD)
         config.pluginmanager.register(reporter, "aiops-reporter")
     return state.reporter
 
@@ -493,20 +524,16 @@ def _pool(config: pytest.Config) -> PortRange:
         pytest.fail(state.pool_failure, pytrace=False)
     worker = state.worker
     reporter = _activate_reporter(config, worker)
+    from ._errors import AiopsError
+
     try:
         pool = worker.port_range()
     except AiopsError as error:
         state.pool_failure = _provisioning_failure("port_range", error)
     if state.pool_failure is not None:
         pytest.fail(state.pool_failure, pytrace=False)
-    if pool.holders is not reporter.holders:
-        pool.holders = reporter.holders
-    if pool.current_user is None:
-        # The reporter was registered after this test's logstart (which it uses to
-        # attribute ports): attribute the ports this first test takes to it too.
-        current = os.environ.get("PYTEST_CURRENT_TEST", "")
-        pool.current_user = current.rsplit(" ", 1)[0] or None
-    from ._ports.pool import set_current_pool
+    reporter.wire(pool)  # who takes a port: looked up when one is taken
+    from ._ports.current import set_current_pool
 
     set_current_pool(lambda: pool)  # made and wired once: later hand-outs go straight to it
     return pool
@@ -546,12 +573,12 @@ def _provisioning_failure(fixture: str, error: AiopsError) -> str:
     provider's own error, which names the option and value. The caller fails the test with
     it outside its ``except`` block, so no chained traceback is shown either.
     """
+    from ._errors import AiopsError, NoSpaceError, ProvisioningError, UnsafeDirectoryError
+
     cause: BaseException = error
     if isinstance(error, ProvisioningError) and isinstance(error.__cause__, AiopsError):
         cause = error.__cause__
     message = " ".join(str(cause).split())
-    from ._errors import UnsafeDirectoryError
-
     setting = "--aiops-worktree-root (ini aiops_worktree_root, env PYTEST_AIOPS_WORKTREE_ROOT)"
     if isinstance(cause, UnsafeDirectoryError):  # name the plugin's setting, not the core's
         message = cause.for_setting("--aiops-worktree-root", setting)
@@ -658,6 +685,8 @@ def git_worktree(request: pytest.FixtureRequest) -> Iterator[GitWorktree]:
     reporter = _activate_reporter(config, worker)
     factory = worker.worktrees
     failure: str | None = None
+    from ._errors import AiopsError
+
     try:
         options = marker_options(request.node.get_closest_marker(MARKER))
         worktree = factory.provision(**options, name=request.node.nodeid)
@@ -684,6 +713,8 @@ def provisioned_session(
     if "port-range" in worker.resource_kinds:
         _activate_reporter(pytestconfig, worker)
     directory = tmp_path_factory.getbasetemp() / f"aiops-{worker.worker_id}"
+    from ._errors import AiopsError
+
     try:
         return worker.session(Path(directory) / "resources.json")
     except AiopsError as error:
@@ -695,6 +726,8 @@ def marker_options(marker: pytest.Mark | None) -> dict[str, Any]:
     """``pytest.mark.aiops(...)`` keyword arguments as WorktreeFactory.provision arguments."""
     if marker is None:
         return {}
+    from ._errors import OptionError
+
     if marker.args:
         raise OptionError(
             "aiops", f"pytest.mark.aiops takes keyword arguments only, not {marker.args!r}"

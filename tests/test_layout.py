@@ -30,7 +30,7 @@ ALLOWED = {
 
 #: The modules through which other folders reach a subpackage: its small interface.
 INTERFACES = {
-    "_ports": {"provider", "pool", "defaults", "sockets", "admin"},
+    "_ports": {"provider", "pool", "current", "defaults", "sockets", "admin"},
     "_worktrees": {"provider", "locate", "defaults"},
 }
 
@@ -142,7 +142,7 @@ def test_subpackage_init_files_are_empty(subpackage: str) -> None:
 
 def test_loading_the_plugin_loads_only_its_start_up_modules() -> None:
     probe = (
-        "import sys, pytest, pytest_aiops.plugin; "
+        "import sys, pytest, pytest_aiops._entry; pytest_aiops._entry.plugin; "
         "print(' '.join(sorted(m for m in sys.modules if m.startswith('pytest_aiops'))))"
     )
     out = subprocess.run(
@@ -150,15 +150,52 @@ def test_loading_the_plugin_loads_only_its_start_up_modules() -> None:
     ).stdout.split()
     assert out == [
         "pytest_aiops",
-        "pytest_aiops._errors",
+        "pytest_aiops._entry",
         "pytest_aiops._plugin",
         "pytest_aiops._plugin.declarations",
+        "pytest_aiops._plugin.interrupt",
+        "pytest_aiops._plugin.orphans",
         "pytest_aiops._plugin.settings",
         "pytest_aiops._plugin.xdist",
         "pytest_aiops._ports",
+        "pytest_aiops._ports.current",
         "pytest_aiops._ports.defaults",
         "pytest_aiops._worktrees",
         "pytest_aiops._worktrees.defaults",
+        "pytest_aiops._worktrees.locate",
         "pytest_aiops.hookspecs",
         "pytest_aiops.plugin",
     ]
+
+
+def test_a_run_that_uses_no_fixture_loads_only_the_start_up_modules(tmp_path: Path) -> None:
+    """A real one-test pytest run, the plugin active: at the end of the session the package
+    has loaded what the entry points load plus ``_ports/current.py`` (configure), nothing
+    of the pool, the providers or the errors (issue 23: start-up cost)."""
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")
+    (tmp_path / "conftest.py").write_text(
+        "import sys\n\n"
+        "def pytest_unconfigure(config):\n"
+        "    loaded = sorted(m for m in sys.modules if m.startswith('pytest_aiops'))\n"
+        "    (config.rootpath / 'loaded.txt').write_text(' '.join(loaded))\n"
+    )
+    (tmp_path / "test_one.py").write_text("def test_one():\n    pass\n")
+    env = child_env()
+    env = {k: v for k, v in env.items() if not k.startswith("PYTEST_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "warning" not in result.stdout.lower()
+    from pytest_aiops import _entry
+
+    assert _entry.plugin is sys.modules["pytest_aiops.plugin"]
+    assert _entry.declarations is sys.modules["pytest_aiops._plugin.declarations"]
+    assert (tmp_path / "loaded.txt").read_text().split() == sorted(
+        {"pytest_aiops", "pytest_aiops._entry", *_entry.PLUGIN}
+    )

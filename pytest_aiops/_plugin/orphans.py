@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import warnings
 
-from .._errors import AiopsError
 from .._worktrees.locate import default_root_candidates, find_repository, may_hold_orphans
 
 
@@ -40,7 +39,8 @@ def reclaim(repo_hint: str, worktree_root: str | None) -> int:
     roots = [root for root in roots_of(repo_hint, worktree_root) if may_hold_orphans(root)]
     if not roots:
         return 0
-    from .._worktrees.provider import reclaim_orphans  # only when there is something to do
+    from .._errors import AiopsError  # only when there is something to do
+    from .._worktrees.provider import reclaim_orphans
 
     removed = 0
     for root in roots:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .._ports.defaults import (
@@ -47,15 +46,28 @@ _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 
 
-@dataclass(frozen=True)
 class _Option:
-    """One setting's names and help text; ``dest`` is the settings field name."""
+    """One setting's names and help text; ``dest`` is the settings field name.
 
-    dest: str
-    help: str
-    metavar: str | None = None
-    flag: bool = False  # a store_true switch on the command line
-    switch: bool = False  # ``--aiops-x`` means true, ``--aiops-x=false`` false
+    A plain class, as :class:`Settings`: a dataclass compiles its generated methods when the
+    module is imported, in every pytest run (issue 23: a few million instructions each).
+    """
+
+    __slots__ = ("dest", "flag", "help", "metavar", "switch")
+
+    def __init__(
+        self,
+        dest: str,
+        help: str,
+        metavar: str | None = None,
+        flag: bool = False,  # a store_true switch on the command line
+        switch: bool = False,  # ``--aiops-x`` means true, ``--aiops-x=false`` false
+    ) -> None:
+        self.dest = dest
+        self.help = help
+        self.metavar = metavar
+        self.flag = flag
+        self.switch = switch
 
     @property
     def cli(self) -> str:
@@ -185,7 +197,6 @@ OPTIONS: tuple[_Option, ...] = (
 _BY_DEST = {option.dest: option for option in OPTIONS}
 
 
-@dataclass(frozen=True)
 class Integration:
     """Another plugin's fixtures served from the pool when the setting ``dest`` is on.
 
@@ -196,10 +207,14 @@ class Integration:
     ``plugin_name`` its ``-p`` name.
     """
 
-    dest: str
-    requires: str | None
-    package: str
-    plugin_name: str
+    __slots__ = ("dest", "package", "plugin_name", "requires")
+
+    def __init__(self, dest: str, requires: str | None, package: str, plugin_name: str) -> None:
+        # A plain class, as Settings: no dataclass compiled at start-up (issue 23).
+        self.dest = dest
+        self.requires = requires
+        self.package = package
+        self.plugin_name = plugin_name
 
 
 #: One row per integration: adding one is a row here, an option above and a module.
@@ -218,30 +233,103 @@ INTEGRATIONS: tuple[Integration, ...] = (
 )
 
 
-@dataclass(frozen=True)
 class Settings:
-    """The resolved settings; ``sources`` says where each came from (for messages/header)."""
+    """The resolved settings; ``sources`` says where each came from (for messages/header).
 
-    disable: bool = False
-    ports_per_worker: int = DEFAULT_PORTS_PER_WORKER
-    max_ports_per_worker: int = DEFAULT_MAX_PORTS_PER_WORKER
-    port_fallback: str = DEFAULT_PORT_FALLBACK
-    asyncio_ports: bool = False
-    aiohttp_ports: bool = False
-    httpserver_ports: bool = False
-    localserver_ports: bool = False
-    port_range: tuple[int, int] = DEFAULT_PORT_RANGE
-    lock_dir: str | None = None
-    repo: str | None = None
-    worktree_root: str | None = None
-    base_ref: str = DEFAULT_BASE_REF
-    working_state: bool = True
-    worktree_include: tuple[str, ...] = ()
-    isolation: str = DEFAULT_ISOLATION
-    resources: tuple[str, ...] = DEFAULT_RESOURCES
-    keep: str = "none"
-    pool_size: int = DEFAULT_POOL_SIZE
-    sources: Mapping[str, str] | None = None
+    Read-only once made. A plain class rather than a frozen dataclass: see :class:`_Option`.
+    """
+
+    __slots__ = (
+        "aiohttp_ports",
+        "asyncio_ports",
+        "base_ref",
+        "disable",
+        "httpserver_ports",
+        "isolation",
+        "keep",
+        "localserver_ports",
+        "lock_dir",
+        "max_ports_per_worker",
+        "pool_size",
+        "port_fallback",
+        "port_range",
+        "ports_per_worker",
+        "repo",
+        "resources",
+        "sources",
+        "working_state",
+        "worktree_include",
+        "worktree_root",
+    )
+    disable: bool
+    ports_per_worker: int
+    max_ports_per_worker: int
+    port_fallback: str
+    asyncio_ports: bool
+    aiohttp_ports: bool
+    httpserver_ports: bool
+    localserver_ports: bool
+    port_range: tuple[int, int]
+    lock_dir: str | None
+    repo: str | None
+    worktree_root: str | None
+    base_ref: str
+    working_state: bool
+    worktree_include: tuple[str, ...]
+    isolation: str
+    resources: tuple[str, ...]
+    keep: str
+    pool_size: int
+    sources: Mapping[str, str] | None
+
+    def __init__(
+        self,
+        *,
+        disable: bool = False,
+        ports_per_worker: int = DEFAULT_PORTS_PER_WORKER,
+        max_ports_per_worker: int = DEFAULT_MAX_PORTS_PER_WORKER,
+        port_fallback: str = DEFAULT_PORT_FALLBACK,
+        asyncio_ports: bool = False,
+        aiohttp_ports: bool = False,
+        httpserver_ports: bool = False,
+        localserver_ports: bool = False,
+        port_range: tuple[int, int] = DEFAULT_PORT_RANGE,
+        lock_dir: str | None = None,
+        repo: str | None = None,
+        worktree_root: str | None = None,
+        base_ref: str = DEFAULT_BASE_REF,
+        working_state: bool = True,
+        worktree_include: tuple[str, ...] = (),
+        isolation: str = DEFAULT_ISOLATION,
+        resources: tuple[str, ...] = DEFAULT_RESOURCES,
+        keep: str = "none",
+        pool_size: int = DEFAULT_POOL_SIZE,
+        sources: Mapping[str, str] | None = None,
+    ) -> None:
+        values = dict(locals())
+        del values["self"]
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"Settings are read-only: cannot set {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"Settings are read-only: cannot delete {name!r}")
+
+    def _values(self) -> tuple[object, ...]:
+        return tuple(getattr(self, name) for name in self.__slots__)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Settings):
+            return NotImplemented
+        return self._values() == other._values()
+
+    __hash__ = None  # type: ignore[assignment]  # sources is a dict: as the dataclass was
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+        return f"Settings({fields})"
 
     @property
     def port_range_size(self) -> int:
@@ -305,21 +393,19 @@ class Settings:
         process's environment or ini file. ASCII JSON, so a non-UTF-8 path (lone surrogates)
         survives execnet, which carries only UTF-8 strings.
         """
-        import dataclasses
         import json
 
-        values = dataclasses.asdict(self)
+        values: dict[str, Any] = {name: getattr(self, name) for name in self.__slots__}
         values["sources"] = dict(self.sources or {})
         return json.dumps(values)
 
     @classmethod
     def from_json(cls, text: str) -> Settings:
         """The settings :meth:`to_json` wrote (lists back to tuples); unknown keys ignored."""
-        import dataclasses
         import json
 
         raw = json.loads(text)
-        names = {f.name for f in dataclasses.fields(cls)}
+        names = set(cls.__slots__)
         values: dict[str, Any] = {
             key: tuple(value) if isinstance(value, list) else value
             for key, value in raw.items()

@@ -17,8 +17,6 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .._errors import AiopsError, AiopsWarning
-
 if TYPE_CHECKING:
     from .._core.registry import ProviderRegistry
     from .._core.session import ProvisionedResources
@@ -107,6 +105,8 @@ class XdistController:
         range) are the caller's to route: the plugin re-issues them as config-time warnings.
         The caller has checked that the range fits (``Settings.check_ports_fit``).
         """
+        from .._errors import AiopsError, AiopsWarning
+
         if self.settings.working_state:
             from .._worktrees.provider import SnapshotRun
 

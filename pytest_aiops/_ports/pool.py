@@ -27,6 +27,7 @@ from types import FrameType
 from typing import Any, Protocol
 
 from .._errors import AiopsWarning, InvalidArgumentError, OptionError, PortsExhaustedError
+from . import current
 from .defaults import PORT_FALLBACK_ENV, PORT_FALLBACKS
 from .probe import PROTOCOLS, TCP, ephemeral_range, kernel_port, port_is_free
 
@@ -113,8 +114,12 @@ class PortRange:
         self.grow_error: str | None = None
         self.kernel_ports = 0  # handed out from the kernel after the pool could not serve
         self._warned = False
-        self.holders: list[object] = []  # the plugin's stack of running fixtures
-        self.current_user: str | None = None  # set by the plugin to the running test's id
+        self.holders: list[object] = []  # a stack of running fixtures, innermost last
+        self._current_user: str | None = None
+        #: Set by the plugin: the fixture being set up on the caller's stack (or None), and
+        #: the running test's id (or None), looked up only when a port is taken.
+        self.find_holder: Callable[[], object | None] | None = None
+        self.find_user: Callable[[], str | None] | None = None
         # Hand out the primary port first, then upwards, wrapping round to start.
         self._add_block(start, end, busy, first=primary)
 
@@ -179,9 +184,24 @@ class PortRange:
         self._blocks.append((start, end))
         self.busy_at_lease.extend(waiting)
 
+    @property
+    def current_user(self) -> str | None:
+        """The running test's id: what :attr:`find_user` says, else as set."""
+        if self.find_user is not None:
+            return self.find_user()
+        return self._current_user
+
+    @current_user.setter
+    def current_user(self, user: str | None) -> None:
+        self._current_user = user
+
     def holder(self) -> object:
         """Who a port taken now belongs to: the running fixture, else the test, else the
         session."""
+        if self.find_holder is not None:
+            found = self.find_holder()
+            if found is not None:
+                return found
         if self.holders:
             return self.holders[-1]
         return self.current_user or SESSION
@@ -412,31 +432,17 @@ def hold_port(pool: PortRange, protocol: str = TCP) -> Iterator[int]:
 
 # -- from any code in a test process ----------------------------------------------------------
 
-_current: Callable[[], PortRange] | None = None
-_current_lock = threading.Lock()
-
-
-def set_current_pool(
-    pool: Callable[[], PortRange] | None,
-) -> Callable[[], PortRange] | None:
-    """Make ``pool()`` (called on first use) the pool :func:`take_port` takes from; return
-    the one it replaces, for the caller to put back (a pytest run inside a test's process,
-    as pytester's in-process runs are, must not leave the outer run without its pool)."""
-    global _current
-    with _current_lock:
-        previous, _current = _current, pool
-    return previous
+#: Where the plugin wires a run's pool (kept in :mod:`.current`, importable without this one).
+set_current_pool = current.set_current_pool
 
 
 def current_pool() -> PortRange:
     """This process's pool: the pytest-aiops worker's, else a :class:`KernelPorts`."""
-    global _current
-    with _current_lock:
-        factory = _current
+    with current.lock:
+        factory = current.factory
         if factory is None:
             stand_in = _outside_pytest()
-            _current = lambda: stand_in  # noqa: E731 - one stand-in per process
-            factory = _current
+            current.factory = factory = lambda: stand_in  # one stand-in per process
     return factory()
 
 

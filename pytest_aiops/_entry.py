@@ -1,0 +1,78 @@
+"""The pytest entry points, loaded past pytest's assertion rewriting (PYTEST_DONT_REWRITE).
+
+pytest rewrites the asserts of every module of a distribution with a ``pytest11`` entry
+point, and reads each rewritten module back from its own cache with ``marshal.load`` on an
+open file: for the dozen modules every pytest run loads, about 20 million instructions a run
+(2.5% of a one-test run), and ten times that with ``PYTHONDONTWRITEBYTECODE=1``, where it
+parses and compiles them afresh each run (issue 23), for modules with no assert worth
+rewriting. The entry points name this module's attributes (``plugin``, ``declarations``);
+each imports its modules with Python's own path finder and loader, dependencies first, so
+pytest's import hook (first on ``sys.meta_path``) never sees them. Modules imported later (on
+first use of a fixture) go through it as usual; so does anything already imported.
+"""
+
+from __future__ import annotations
+
+import sys
+from importlib import import_module
+from importlib.machinery import PathFinder
+from importlib.util import module_from_spec
+from types import ModuleType
+
+#: What ``pytest11: aiops-declarations`` loads, dependencies first.
+DECLARATIONS = (
+    "pytest_aiops._ports",
+    "pytest_aiops._ports.defaults",
+    "pytest_aiops._worktrees",
+    "pytest_aiops._worktrees.defaults",
+    "pytest_aiops.hookspecs",
+    "pytest_aiops._plugin",
+    "pytest_aiops._plugin.settings",
+    "pytest_aiops._plugin.declarations",
+)
+#: What ``pytest11: aiops`` loads besides, dependencies first (``_ports/current.py`` and
+#: ``_plugin/interrupt.py`` are imported at configure, ``_plugin/orphans.py`` at the end of
+#: every run).
+PLUGIN = (
+    *DECLARATIONS,
+    "pytest_aiops._ports.current",
+    "pytest_aiops._plugin.interrupt",
+    "pytest_aiops._plugin.xdist",
+    "pytest_aiops.plugin",
+    "pytest_aiops._worktrees.locate",
+    "pytest_aiops._plugin.orphans",
+)
+
+
+def load(name: str) -> ModuleType:
+    """``import name`` with the path finder, not ``sys.meta_path`` (its parent is loaded)."""
+    module = sys.modules.get(name)
+    if module is not None:
+        return module
+    parent, _, child = name.rpartition(".")
+    spec = PathFinder.find_spec(name, getattr(sys.modules[parent], "__path__", None))
+    if spec is None or spec.loader is None:  # not a plain file: the usual way
+        return import_module(name)
+    module = module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    setattr(sys.modules[parent], child, module)
+    return module
+
+
+def __getattr__(name: str) -> ModuleType:
+    """``plugin`` or ``declarations``: each loads only what it needs, on first access."""
+    modules: tuple[str, ...]
+    if name == "plugin":
+        modules, entry = PLUGIN, "pytest_aiops.plugin"
+    elif name == "declarations":
+        modules, entry = DECLARATIONS, "pytest_aiops._plugin.declarations"
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    for module in modules:
+        load(module)
+    return sys.modules[entry]
