@@ -449,7 +449,9 @@ def test_the_documented_shell_commands_are_the_ones_the_code_states() -> None:
 def test_init_lock_dir_on_windows_says_it_is_unsupported() -> None:
     """As tests/test_platforms.py does: the interpreter made to look like Windows."""
     code = (
-        "import os, sys\n"
+        # shutil (through tempfile) imports _winapi when it sees win32 at import (3.13): load
+        # it first, as the real Windows would have it.
+        "import os, shutil, sys, tempfile\n"
         "for name in ('fcntl', 'pwd', 'termios'):\n"
         "    sys.modules[name] = None\n"
         "for name in ('geteuid', 'getuid', 'fork', 'register_at_fork'):\n"

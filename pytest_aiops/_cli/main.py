@@ -17,7 +17,6 @@ Exit statuses (``run`` passes its COMMAND's through):
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import json
 import os
 import signal
@@ -224,10 +223,24 @@ _COMMANDS = (
 )
 
 
+class _VersionAction(argparse.Action):
+    """``--version``: the version is looked up only when asked for (importlib.metadata is
+    not free to import, and every command builds this parser)."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="show the version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
+        print(f"{PROG} {_version()}")  # on stdout, as argparse's own version action
+        parser.exit()
+
+
 def _version() -> str:
     """The installed distribution's version, which the build reads from ``__version__``
     (one source); the package itself is not imported, the CLI sits below its public API."""
     try:
+        import importlib.metadata  # only for --version: it is not free to import
+
         return importlib.metadata.version("pytest-aiops")
     except importlib.metadata.PackageNotFoundError:  # run from a bare checkout, not installed
         return "(not installed)"
@@ -243,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=f"Run '{PROG} COMMAND --help' for the options and examples of each command.",
     )
-    parser.add_argument("--version", action="version", version=f"{PROG} {_version()}")
+    parser.add_argument("--version", action=_VersionAction)
     commands = parser.add_subparsers(dest="command", metavar="{run,status,gc,init-lock-dir}")
     commands.required = True
     for command in _COMMANDS:
