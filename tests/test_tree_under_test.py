@@ -17,8 +17,9 @@ WHERE = "import pytest_aiops.plugin as p; print(p.__file__)"
 
 @pytest.fixture
 def decoy(tmp_path: Path) -> Path:
-    """A directory holding another, empty copy of ``pytest_aiops``: a module for each
-    ``pytest11`` entry point (``plugin`` and ``_plugin.declarations``), so the decoy loads
+    """A directory holding another, empty copy of ``pytest_aiops``: the ``_entry`` module the
+    ``pytest11`` entry points name, and the ``plugin`` and ``_plugin.declarations`` modules
+    it hands out, so the decoy loads
     whole whether the tree under test is installed editable or not (as from the sdist)."""
     package = tmp_path / "decoy" / "pytest_aiops"
     (package / "_plugin").mkdir(parents=True)
@@ -26,6 +27,10 @@ def decoy(tmp_path: Path) -> Path:
     (package / "plugin.py").write_text('"""A decoy plugin: no hooks."""\n')
     (package / "_plugin" / "__init__.py").write_text("")
     (package / "_plugin" / "declarations.py").write_text('"""A decoy: no hooks."""\n')
+    # The entry points name pytest_aiops._entry:plugin and :declarations.
+    (package / "_entry.py").write_text(
+        '"""A decoy."""\nfrom . import plugin\nfrom ._plugin import declarations\n'
+    )
     return package.parent
 
 
