@@ -45,6 +45,14 @@ RANGE = (28600, 29399)
 
 RSYNC_DEPRECATED = "*DeprecationWarning: The --rsyncdir command line argument*"
 
+#: execnet's socket gateway leaves its client socket to the garbage collector at the
+#: controller's exit; pytest before 8.4 let Python print that at shutdown ("sys:1:"), 8.4 and
+#: later do not. Seen with PYTEST_AIOPS_DISABLE=1 too, so not a socket of this plugin's.
+SOCKET_GATEWAY_LEAK = "sys:1: ResourceWarning: unclosed <socket.socket fd=*laddr=('127.0.0.1', *)>"
+SOCKET_RUN_ALLOWED = [RSYNC_DEPRECATED]
+if tuple(int(part) for part in pytest.__version__.split(".")[:2]) < (8, 4):
+    SOCKET_RUN_ALLOWED.append(SOCKET_GATEWAY_LEAK)
+
 WHERE = """
 import json, os, socket, subprocess, uuid
 from pathlib import Path
@@ -98,7 +106,7 @@ def run(
     basetemp = f"--basetemp={pytester.path / 'basetemp'}"
     command = [*server.enter(), sys.executable, "-m", "pytest", basetemp, *QUIET, "-rA", tests]
     result = pytester.run(*command, *args, timeout=180)
-    check_inner_warnings(result.stdout.str(), result.stderr.str(), [RSYNC_DEPRECATED])
+    check_inner_warnings(result.stdout.str(), result.stderr.str(), SOCKET_RUN_ALLOWED)
     return result
 
 
