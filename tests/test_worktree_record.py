@@ -73,14 +73,14 @@ def test_the_pool_key_matches_with_or_without_the_commit() -> None:
     [
         ({"stamped": True}, Sweep.SINCE_STAMP, False),
         ({}, Sweep.GIT, False),  # lease began in the second git wrote files
-        ({"handed_at": 102.0}, Sweep.GIT_DIRECTORIES, False),
+        ({"handedAt": 102.0}, Sweep.GIT_DIRECTORIES, False),
         ({"settled": False, "stamped": True}, Sweep.GIT, True),  # settle: a full checkout
     ],
 )
 def test_the_restore_plan_follows_the_lease(
     changes: dict[str, object], sweep: Sweep, checkout: bool
 ) -> None:
-    record = CheckoutRecord.from_json(_POOLED).replace(**changes)
+    record = CheckoutRecord.from_json({**_POOLED, **changes})
     plan = record.restore_plan(stamp="/s", tree_cache="/t", now=300.0)
     assert (plan.sweep, plan.checkout, plan.index_id) == (sweep, checkout, (123, 456))
 

@@ -58,7 +58,7 @@ from .create import create_clone, create_worktree, no_space
 from .defaults import CLONE, DEFAULT_BASE_REF, DEFAULT_POOL_SIZE, ISOLATIONS, WORKTREE
 from .git import REPO_ENV, without_repo_env
 from .locate import RepoInfo
-from .record import CheckoutRecord, PoolKey, State
+from .record import PoolKey
 from .repository import (
     check_target,
     inspect_repo,
@@ -66,7 +66,7 @@ from .repository import (
     point_registration,
     unpark_registration,
 )
-from .restore import CheckoutDir, RestorePlan, Sweep, index_identity, make_stamp, restore
+from .restore import CheckoutDir, RestorePlan, Sweep, index_identity, restore
 from .snapshot import (
     Snapshot,
     SnapshotRun,
@@ -382,28 +382,15 @@ class _Checkout:
             common_dir=info.common_dir, isolation=isolation, target_path=target, commit=commit
         )
         name = build_scoped_name(session_id)
-        owner: dict[str, Any] = {
-            "session_id": session_id,
-            "repo_root": info.repo_root,
-            "object_format": info.object_format,
-            "created_at": time.time(),
-        }
         # Every provisioning through a root first reclaims its orphans (scan_pool does);
         # with pool=False it neither takes from the pool nor gives back to it.
         entry = store.scan_pool(root, key, take=pool)
         if entry is not None and cls._reuse(
-            entry, info=info, commit=commit, target=target, name=name, owner=owner
+            entry, info=info, commit=commit, target=target, name=name, session_id=session_id
         ):
             return cls(entry, info, target=target, pool=pool, pool_size=pool_size, key=key)
         try:
-            record = CheckoutRecord(
-                common_dir=info.common_dir,
-                isolation=isolation,
-                target_path=target,
-                commit=commit,
-                **owner,
-            )
-            entry = store.new_entry(root, record)
+            entry = store.new_entry(root, key, info, session_id)
         except OSError as error:
             full = no_space(error, root, info, commit, target)
             if full is None:
@@ -432,33 +419,19 @@ class _Checkout:
         isolation: str,
         name: str,
     ) -> None:
-        build = entry.build_dir
-        os.mkdir(build, 0o755)
-        st = os.lstat(build)
-        entry.save(ino=st.st_ino, dev=st.st_dev, path=build)
+        build = entry.make_build_dir()
         if isolation == CLONE:
             git_dir = create_clone(info, commit, build, target, entry.git_started)
         else:
             git_dir = create_worktree(info, commit, build, target, entry.git_started)
         filled_at = time.time()
-        path = store.claim_name(entry, name)
-        # rename onto our own empty claim dir: atomic, and R/<name> only ever appears whole.
-        entry.save(path=path)
-        os.rename(build, path)
+        path = entry.claim_name(name)
+        entry.move_built_to(path)
         if isolation == WORKTREE:
             point_registration(git_dir, path)
         else:
             git_dir = os.path.join(path, ".git")  # moved with the clone
-        entry.save(
-            state=State.LIVE,
-            git_dir=git_dir,
-            claim=None,
-            filled_at=filled_at,
-            handed_at=time.time(),
-            settled=False,
-            index_id=index_identity(git_dir),
-            pid=os.getpid(),
-        )
+        entry.mark_created(git_dir=git_dir, filled_at=filled_at)
 
     @staticmethod
     def _reuse(
@@ -468,7 +441,7 @@ class _Checkout:
         commit: str,
         target: str | None,
         name: str,
-        owner: dict[str, Any],
+        session_id: str,
     ) -> bool:
         """Move a pooled checkout to ``name``; switch commits if needed. ``False``: discarded."""
         if entry.record.isolation == WORKTREE and not os.path.isdir(str(entry.record.git_dir)):
@@ -479,20 +452,11 @@ class _Checkout:
             entry.discard()
             return False
         try:
-            entry.trusted = True  # a pooled record's gits all finished; ours are waited for
-            # Restored and untouched since: every change from now on is the test's, and
-            # the stamp lets the next restore find them without asking git.
-            make_stamp(entry.stamp)
-            entry.save(
-                state=State.LIVE, handed_at=time.time(), stamped=True, **owner, pid=os.getpid()
-            )
-            path = store.claim_name(entry, name)
-            os.rename(entry.pooled_dir, path)  # onto our empty claim dir, atomically
-            entry.save(path=path, claim=None)
+            entry.mark_reused(info, session_id)
+            path = entry.claim_name(name)
+            entry.move_pooled_to(path)
             if entry.record.isolation == WORKTREE:
                 unpark_registration(str(entry.record.git_dir), path)
-            else:
-                entry.save(git_dir=os.path.join(path, ".git"))
             if entry.record.commit != commit:
                 # Another commit: ask git what the last lease left (the stamp predates the
                 # switch) and check the whole tree out.
@@ -507,14 +471,7 @@ class _Checkout:
                     ),
                     on_start=entry.git_started,
                 )
-                entry.save(
-                    commit=commit,
-                    stamped=False,
-                    filled_at=time.time(),
-                    handed_at=time.time(),
-                    settled=False,
-                    index_id=index_identity(str(entry.record.git_dir)),
-                )
+                entry.mark_switched(commit)
         except _EXPECTED as error:
             # git failed or the filesystem did (full, or a test left something we cannot
             # remove): a fresh checkout serves the session instead; anything else is a bug.
@@ -532,8 +489,7 @@ class _Checkout:
         entry = self.entry
         try:
             apply_snapshot(snapshot, self.path, self.target, entry.git_started)
-            now = time.time()
-            entry.save(index_id=None, filled_at=now, handed_at=now, settled=False)
+            entry.mark_working_state()
         except BaseException:
             self.release()
             raise
@@ -593,31 +549,15 @@ class _Checkout:
         git_dir = str(record.git_dir)
         started = time.time()
         plan = record.restore_plan(stamp=entry.stamp, tree_cache=entry.tree_cache, now=started)
-        filled = record.filled_at
         try:
             restore(_located(entry, self.info), plan, on_start=entry.git_started)
             index_id = index_identity(git_dir)
-            if index_id != record.index_id:
-                filled = started  # git wrote files: checkout ran
             if record.isolation == WORKTREE:
                 # Hidden from the user's repository while pooled: `git worktree list` shows
                 # only checkouts in use. The state is saved last: a crash in between leaves
                 # an orphan whose registration is found by its token name.
                 park_registration(git_dir, f"pytest-aiops: pooled checkout, see {entry.root}")
-            # Out of R/<name> too: the name is free for the next session at once, and a
-            # pooled checkout is never where anyone looks for a worktree.
-            os.rename(self.path, entry.pooled_dir)
-            if record.isolation == CLONE:
-                entry.save(git_dir=os.path.join(entry.pooled_dir, ".git"))
-            entry.save(
-                path=entry.pooled_dir,
-                state=State.POOLED,
-                settled=record.settled or plan.checkout,
-                index_id=index_id,
-                filled_at=filled,
-                stamped=False,
-                released_at=time.time(),
-            )
+            entry.move_to_pool(index_id=index_id, restored_at=started, checked_out=plan.checkout)
         except _EXPECTED as error:
             _fallback_warning("restore", entry, error, "removing it instead of pooling it")
             return False

@@ -10,7 +10,6 @@ one.
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -116,40 +115,46 @@ class CheckoutRecord:
     def from_json(cls, data: Mapping[str, Any]) -> CheckoutRecord:
         """The record in ``data`` (a parsed JSON object); values of the wrong type are
         dropped (left at their default), and stay visible in :attr:`raw`."""
-        values: dict[str, Any] = {"raw": dict(data)}
-        for name in ("token", "session_id", "repo_root", "common_dir", "object_format"):
-            values[name] = _text(data.get(_KEYS[name]))
-        values.update(
-            isolation=_text(data.get("isolation"), WORKTREE),
-            commit=_text(data.get("commit")),
-            host=_text(data.get("host")),
-            target_path=_text(data.get("targetPath")) or None,
-            path=_text(data.get("path")) or None,
-            claim=_text(data.get("claim")) or None,
-            git_dir=_text(data.get("gitDir")) or None,
-            created_at=_number(data.get("createdAt")) or 0.0,
-            pid=_integer(data.get("pid")) or 0,
-            ino=_integer(data.get("ino")),
-            dev=_integer(data.get("dev")),
-            filled_at=_number(data.get("filledAt")),
-            handed_at=_number(data.get("handedAt")),
-            released_at=_number(data.get("releasedAt")),
-            kept_at=_number(data.get("keptAt")),
-            settled=data.get("settled") is True,
-            stamped=data.get("stamped") is True,
-        )
         states = {state.value: state for state in State}
         state = data.get("state")
-        values["state"] = states.get(state) if isinstance(state, str) else None
+        git_session: tuple[int, int] | None = None
         session = data.get("gitSession")
         if isinstance(session, list) and len(session) == 2:
             pid, started = (_integer(item) for item in session)
             if pid is not None and started is not None and pid > 1:
-                values["git_session"] = (pid, started)
+                git_session = (pid, started)
+        index_id: tuple[int, ...] | None = None
         index = data.get("indexId")
         if isinstance(index, list) and all(_integer(item) is not None for item in index):
-            values["index_id"] = tuple(index)
-        return cls(**values)
+            index_id = tuple(index)
+        return cls(
+            token=_text(data.get("token")),
+            state=states.get(state) if isinstance(state, str) else None,
+            session_id=_text(data.get("sessionId")),
+            repo_root=_text(data.get("repoRoot")),
+            common_dir=_text(data.get("commonDir")),
+            object_format=_text(data.get("objectFormat")),
+            isolation=_text(data.get("isolation"), WORKTREE),
+            commit=_text(data.get("commit")),
+            target_path=_text(data.get("targetPath")) or None,
+            created_at=_number(data.get("createdAt")) or 0.0,
+            pid=_integer(data.get("pid")) or 0,
+            host=_text(data.get("host")),
+            path=_text(data.get("path")) or None,
+            claim=_text(data.get("claim")) or None,
+            ino=_integer(data.get("ino")),
+            dev=_integer(data.get("dev")),
+            git_dir=_text(data.get("gitDir")) or None,
+            git_session=git_session,
+            filled_at=_number(data.get("filledAt")),
+            handed_at=_number(data.get("handedAt")),
+            settled=data.get("settled") is True,
+            index_id=index_id,
+            stamped=data.get("stamped") is True,
+            released_at=_number(data.get("releasedAt")),
+            kept_at=_number(data.get("keptAt")),
+            raw=dict(data),
+        )
 
     def to_json(self) -> dict[str, Any]:
         """The JSON object to write: :attr:`raw` with every field this record sets laid
@@ -166,10 +171,6 @@ class CheckoutRecord:
             else:
                 data[key] = value
         return data
-
-    def replace(self, **changes: Any) -> CheckoutRecord:
-        """A copy with ``changes`` (field names) applied."""
-        return dataclasses.replace(self, **changes)
 
     def matches(self, key: PoolKey, *, commit: bool) -> bool:
         """Whether this record serves requests for ``key`` (same commit too if ``commit``)."""

@@ -37,6 +37,36 @@ it is still an empty directory.
 
 Lock files are unlinked only by a holder; whoever locks one checks afterwards that the path
 still names the inode it locked (the classic unlink-vs-waiter race), and retries if not.
+
+The record's lifecycle
+----------------------
+
+Every change of a record is one named method of :class:`Entry` (or :func:`new_entry`),
+made while holding the owner lock; each writes the whole record through
+:meth:`Entry._write`, the one place a record file is written, which refuses a ``state`` the
+table below does not allow (a bug here: the record on disk is left as it was)::
+
+    from        to          method                   what happened
+    (none)      creating    new_entry                nothing exists yet but the lock
+    creating    creating    make_build_dir           build dir made (its inode is the proof)
+                            git_started              a git runs in it (ended if we die)
+                            claim_name               R/<name> reserved (empty dir)
+                            move_built_to            renamed onto R/<name>
+    creating    live        mark_created             a fresh checkout handed to its session
+    pooled      live        mark_reused              a pooled checkout handed to a session
+    live        live        git_started, claim_name  (as above, while reusing or restoring)
+                            move_pooled_to           renamed from the pool onto R/<name>
+                            mark_switched            checked out another commit for reuse
+                            mark_working_state       the user's working state laid on it
+    live        pooled      move_to_pool             restored, parked in the control dir
+    live        kept        keep                     left for the user (--aiops-keep)
+
+A record leaves the table only by :meth:`Entry.discard` (files, registration, record and
+lock deleted). ``orphaned`` is no state that is written: it is what a free lock and any
+record but an intact ``pooled``/``kept`` one mean. A record of another version keeps the
+keys this one does not know (:attr:`.record.CheckoutRecord.raw`); one whose ``state`` this
+version cannot read (``None``) is never rewritten, since writing it would drop that state:
+it is only classified (an orphan once its lock is free) and discarded.
 """
 
 from __future__ import annotations
@@ -52,7 +82,7 @@ import sys
 import time
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .._core.trust import private_problem, verify_private
@@ -65,18 +95,16 @@ from .._errors import (
     WorktreeNameError,
     escape,
 )
-from .defaults import WORKTREE
+from .defaults import CLONE, WORKTREE
 from .files import remove_tree
 from .git import boot_ticks, end_session
-from .locate import CONTROL as _CONTROL_NAME
-from .locate import default_root_candidates, lock_held_elsewhere
+from .locate import CONTROL, RepoInfo, default_root_candidates, lock_held_elsewhere
 from .record import CheckoutRecord, PoolKey, State
 from .repository import remove_registrations
+from .restore import index_identity, make_stamp
 
 if sys.platform != "win32":  # importing must work on Windows; provisioning says it cannot
     import fcntl
-
-CONTROL = _CONTROL_NAME
 
 # What list_worktrees reports (WorktreeRecord.state): a record's State seen with its lock.
 LIVE = "live"
@@ -392,15 +420,6 @@ class Entry:
         """Where a pooled checkout waits: hidden in the control dir, never at ``R/<name>``."""
         return os.path.join(control_dir(self.root), f".{self.token}.pooled")
 
-    def git_started(self, pid: int) -> None:
-        """``on_start`` callback: record the git now writing into this checkout."""
-        self.save(git_session=(pid, boot_ticks()))
-
-    def save(self, **changes: Any) -> None:
-        """Apply ``changes`` (:class:`CheckoutRecord` fields) and rewrite the record."""
-        self.record = self.record.replace(**changes)
-        _write_json(self.record_path, self.record.to_json())
-
     def directory_is_ours(self, path: str | None) -> bool:
         """Whether ``path`` is the very directory (same inode) this record created, where
         this root puts checkouts."""
@@ -426,15 +445,6 @@ class Entry:
         if state in (State.POOLED, State.KEPT) and self.directory_is_ours(self.record.path):
             return POOLED if state is State.POOLED else KEPT
         return ORPHANED
-
-    def keep(self) -> None:
-        """Leave the checkout for the user: recorded as ``kept``, then the lock is dropped.
-
-        Its git registration stays (``git worktree list`` shows it, ``git worktree remove``
-        removes it); scans skip it until its directory is gone.
-        """
-        self.save(state=State.KEPT, kept_at=time.time())
-        self.close()
 
     def _claimed_paths(self) -> list[str]:
         """The record's ``path``/``claim`` that lie where this root puts checkouts.
@@ -502,24 +512,225 @@ class Entry:
         """Stop holding the entry (what makes a pooled record available again)."""
         self.lock.close()
 
+    # --- the record's lifecycle (the table in the module docstring) --------------------
 
-def new_entry(root: str, record: CheckoutRecord) -> Entry:
-    """A new, locked entry with ``record`` written (state ``creating``)."""
+    def _write(self, record: CheckoutRecord) -> None:
+        """Make ``record`` this entry's record, on disk first: the one writer of records.
+
+        A ``state`` the lifecycle does not allow after the current one is a bug in this
+        module; it raises before anything is written, so the record on disk (a claim the
+        next scan acts on) stays what it was.
+        """
+        before, after = self.record.state, record.state
+        if after not in _NEXT_STATES[before]:
+            raise AssertionError(
+                f"pytest-aiops: worktree record {self.record_path!r} may not go from "
+                f"{_state_name(before)} to {_state_name(after)}"
+            )
+        _write_json(self.record_path, record.to_json())
+        self.record = record
+
+    def make_build_dir(self) -> str:
+        """Make the build dir (``creating``) and record it as the checkout's ``path``, with
+        its inode: the proof that lets a reclaim delete the directory, wherever it is
+        renamed to. Returns its path."""
+        build = self.build_dir
+        os.mkdir(build, 0o755)
+        st = os.lstat(build)
+        self._write(replace(self.record, ino=st.st_ino, dev=st.st_dev, path=build))
+        return build
+
+    def git_started(self, pid: int) -> None:
+        """``on_start`` callback: record the git now writing into this checkout (a reclaim
+        ends it, and the processes it left, before deleting what it writes to)."""
+        self._write(replace(self.record, git_session=(pid, boot_ticks())))
+
+    def claim_name(self, base: str) -> str:
+        """Reserve ``R/<base>`` (or ``R/<base>-2``, ``-3``...) as an empty dir; its path.
+
+        ``mkdir`` is the atomic claim: two live leases of the same session id (two
+        processes, or a second lease in one) get different names, and a directory we did
+        not create is never reused. The record names the claim before it exists, so a crash
+        leaves it attributable; only the empty directory is ever removed for it.
+        """
+        for number in range(1, 10_000):
+            name = base if number == 1 else f"{base}-{number}"
+            path = os.path.join(self.root, name)
+            if os.path.lexists(path):
+                continue
+            self._write(replace(self.record, claim=path))
+            try:
+                os.mkdir(path, 0o755)
+            except FileExistsError:
+                continue
+            return path
+        raise WorktreeNameError(
+            errno.EEXIST, "no free worktree name", os.path.join(self.root, base)
+        )
+
+    def move_built_to(self, path: str) -> None:
+        """Rename the filled build dir onto our empty claim ``path``: atomic, so ``R/<name>``
+        only ever appears whole. Recorded first: the record names it either way."""
+        self._write(replace(self.record, path=path))
+        os.rename(self.build_dir, path)
+
+    def mark_created(self, *, git_dir: str, filled_at: float) -> None:
+        """``creating`` -> ``live``: the fresh checkout, whose files git wrote at
+        ``filled_at``, is handed to its session now (a worktree's registration already
+        points at its path)."""
+        self._write(
+            replace(
+                self.record,
+                state=State.LIVE,
+                git_dir=git_dir,
+                claim=None,
+                filled_at=filled_at,
+                handed_at=time.time(),
+                settled=False,
+                index_id=index_identity(git_dir),
+                pid=os.getpid(),
+            )
+        )
+
+    def mark_reused(self, info: RepoInfo, session_id: str) -> None:
+        """``pooled`` -> ``live``: this pooled checkout (still in the pool dir) is handed to
+        ``session_id`` of ``info``'s repository.
+
+        It was restored and is untouched since: every change from now on is the test's,
+        and the stamp made here lets the next restore find them without asking git. The
+        gits a pooled record names all finished, and ours are waited for: trusted.
+        """
+        self.trusted = True
+        make_stamp(self.stamp)
+        self._write(
+            replace(
+                self.record,
+                state=State.LIVE,
+                handed_at=time.time(),
+                stamped=True,
+                session_id=session_id,
+                repo_root=info.repo_root,
+                object_format=info.object_format,
+                created_at=time.time(),
+                pid=os.getpid(),
+            )
+        )
+
+    def move_pooled_to(self, path: str) -> None:
+        """Rename the reused checkout from the pool dir onto our empty claim ``path``
+        (atomically), then record it there; a clone's git dir moved with it."""
+        os.rename(self.pooled_dir, path)
+        git_dir = self.record.git_dir
+        if self.record.isolation == CLONE:
+            git_dir = os.path.join(path, ".git")
+        self._write(replace(self.record, path=path, claim=None, git_dir=git_dir))
+
+    def mark_switched(self, commit: str) -> None:
+        """The reused checkout now holds ``commit`` (a full checkout just wrote its files):
+        no stamp covers that, and the index is new."""
+        now = time.time()
+        self._write(
+            replace(
+                self.record,
+                commit=commit,
+                stamped=False,
+                filled_at=now,
+                handed_at=now,
+                settled=False,
+                index_id=index_identity(str(self.record.git_dir)),
+            )
+        )
+
+    def mark_working_state(self) -> None:
+        """The user's working state was laid on the checkout: the index now differs from the
+        commit's, so no index identity is kept and the next restore runs a full checkout."""
+        now = time.time()
+        self._write(
+            replace(self.record, index_id=None, filled_at=now, handed_at=now, settled=False)
+        )
+
+    def move_to_pool(
+        self, *, index_id: tuple[int, ...], restored_at: float, checked_out: bool
+    ) -> None:
+        """``live`` -> ``pooled``: the checkout was restored (started at ``restored_at``; a
+        full checkout ran if ``checked_out``), leaving the index ``index_id``. It leaves
+        ``R/<name>`` for the pool dir (the name is free for the next session at once, and
+        nobody looks for a worktree there); the state is written last, so a crash before it
+        leaves an orphan, never a pooled record of a half-restored checkout.
+        """
+        record = self.record
+        os.rename(str(record.path), self.pooled_dir)
+        git_dir = record.git_dir
+        if record.isolation == CLONE:
+            git_dir = os.path.join(self.pooled_dir, ".git")
+        self._write(
+            replace(
+                record,
+                git_dir=git_dir,
+                path=self.pooled_dir,
+                state=State.POOLED,
+                settled=record.settled or checked_out,
+                index_id=index_id,
+                # A new index means git wrote files: the restore's checkout ran.
+                filled_at=restored_at if index_id != record.index_id else record.filled_at,
+                stamped=False,
+                released_at=time.time(),
+            )
+        )
+
+    def keep(self) -> None:
+        """``live`` -> ``kept``: leave the checkout for the user, then drop the lock.
+
+        Its git registration stays (``git worktree list`` shows it, ``git worktree remove``
+        removes it); scans skip it until its directory is gone.
+        """
+        self._write(replace(self.record, state=State.KEPT, kept_at=time.time()))
+        self.close()
+
+
+#: The states a record may be written with, after the state it has (the module docstring's
+#: table). ``None`` (a new entry before its first write has ``creating`` already; a record
+#: whose state this version cannot read) may not be written at all, nor may ``kept``.
+_NEXT_STATES: dict[State | None, frozenset[State]] = {
+    None: frozenset(),
+    State.CREATING: frozenset({State.CREATING, State.LIVE}),
+    State.LIVE: frozenset({State.LIVE, State.POOLED, State.KEPT}),
+    State.POOLED: frozenset({State.LIVE}),
+    State.KEPT: frozenset(),
+}
+
+
+def _state_name(state: State | None) -> str:
+    return repr(state.value) if state is not None else "no known state"
+
+
+def new_entry(root: str, key: PoolKey, info: RepoInfo, session_id: str) -> Entry:
+    """A new, locked entry (state ``creating``) for a checkout serving ``key`` to
+    ``session_id`` of ``info``'s repository, its record written before anything exists."""
     token = f"aiops-{secrets.token_hex(8)}"
     lock = OwnerLock.create(os.path.join(control_dir(root), f"{token}.lock"))
-    entry = Entry(root, token, lock, record.replace(token=token, state=State.CREATING))
+    record = CheckoutRecord(
+        token=token,
+        state=State.CREATING,
+        session_id=session_id,
+        repo_root=info.repo_root,
+        common_dir=key.common_dir,
+        object_format=info.object_format,
+        isolation=key.isolation,
+        commit=key.commit,
+        target_path=key.target_path,
+        created_at=time.time(),
+        pid=os.getpid(),
+        host=socket.gethostname(),
+    )
+    entry = Entry(root, token, lock, record)
     entry.trusted = True
     try:
-        entry.save(**_owner())
+        entry._write(record)
     except BaseException:
         lock.unlink_and_close()
         raise
     return entry
-
-
-def _owner() -> dict[str, Any]:
-    """The record fields naming this process as the owner."""
-    return {"pid": os.getpid(), "host": socket.gethostname()}
 
 
 def take_entry(root: str, token: str) -> Entry | None:
@@ -727,28 +938,6 @@ def evict_pooled(root: str, keep: int) -> int:
     finally:
         for _, entry in pooled:
             entry.close()
-
-
-def claim_name(entry: Entry, base: str) -> str:
-    """Reserve ``R/<base>`` (or ``R/<base>-2``, ``-3``...) as an empty dir; return its path.
-
-    ``mkdir`` is the atomic claim: two live leases of the same session id (two processes,
-    or a second lease in one) get different names, and a directory we did not create is
-    never reused. The record names the claim before it exists, so a crash leaves it
-    attributable; only the empty directory is ever removed for it.
-    """
-    for number in range(1, 10_000):
-        name = base if number == 1 else f"{base}-{number}"
-        path = os.path.join(entry.root, name)
-        if os.path.lexists(path):
-            continue
-        entry.save(claim=path)
-        try:
-            os.mkdir(path, 0o755)
-        except FileExistsError:
-            continue
-        return path
-    raise WorktreeNameError(errno.EEXIST, "no free worktree name", os.path.join(entry.root, base))
 
 
 def has_live_descendants(path: str | None) -> bool:
