@@ -42,9 +42,10 @@ The record's lifecycle
 ----------------------
 
 Every change of a record is one named method of :class:`Entry` (or :func:`new_entry`),
-made while holding the owner lock; each writes the whole record through
-:meth:`Entry._write`, the one place a record file is written, which refuses a ``state`` the
-table below does not allow (a bug here: the record on disk is left as it was)::
+made while holding the owner lock, and each writes the whole record through
+:meth:`Entry._write`, the one place a record file is written. A method called on a record
+in a state its row does not start from raises ``AssertionError`` (a bug in this module)
+before doing anything, so the record on disk and the files it names stay as they were::
 
     from        to          method                   what happened
     (none)      creating    new_entry                nothing exists yet but the lock
@@ -386,7 +387,11 @@ def _tokens(root: str) -> list[str]:
 
 
 class Entry:
-    """A checkout this process holds the owner lock of (live or being pooled/reclaimed)."""
+    """A checkout this process holds the owner lock of (live or being pooled/reclaimed).
+
+    :attr:`record` changes only through the lifecycle methods below (the module
+    docstring's table), each of which rewrites the record on disk.
+    """
 
     def __init__(self, root: str, token: str, lock: OwnerLock, record: CheckoutRecord) -> None:
         self.root = root
@@ -514,19 +519,23 @@ class Entry:
 
     # --- the record's lifecycle (the table in the module docstring) --------------------
 
-    def _write(self, record: CheckoutRecord) -> None:
-        """Make ``record`` this entry's record, on disk first: the one writer of records.
+    def _expect(self, *states: State) -> None:
+        """Refuse a change the lifecycle does not allow from the record's current state.
 
-        A ``state`` the lifecycle does not allow after the current one is a bug in this
-        module; it raises before anything is written, so the record on disk (a claim the
-        next scan acts on) stays what it was.
+        Such a change is a bug in this module. Each method checks before doing anything,
+        so a refused change leaves the record on disk (a claim the next scan acts on) and
+        the files it names as they were.
         """
-        before, after = self.record.state, record.state
-        if after not in _NEXT_STATES[before]:
+        if self.record.state not in states:
+            found = self.record.state
             raise AssertionError(
-                f"pytest-aiops: worktree record {self.record_path!r} may not go from "
-                f"{_state_name(before)} to {_state_name(after)}"
+                f"pytest-aiops: worktree record {self.record_path!r} is "
+                f"{repr(found.value) if found is not None else 'in no known state'}, not "
+                f"{' or '.join(repr(state.value) for state in states)}"
             )
+
+    def _write(self, record: CheckoutRecord) -> None:
+        """Make ``record`` this entry's record, on disk first: the one writer of records."""
         _write_json(self.record_path, record.to_json())
         self.record = record
 
@@ -534,6 +543,7 @@ class Entry:
         """Make the build dir (``creating``) and record it as the checkout's ``path``, with
         its inode: the proof that lets a reclaim delete the directory, wherever it is
         renamed to. Returns its path."""
+        self._expect(State.CREATING)
         build = self.build_dir
         os.mkdir(build, 0o755)
         st = os.lstat(build)
@@ -543,6 +553,7 @@ class Entry:
     def git_started(self, pid: int) -> None:
         """``on_start`` callback: record the git now writing into this checkout (a reclaim
         ends it, and the processes it left, before deleting what it writes to)."""
+        self._expect(State.CREATING, State.LIVE)
         self._write(replace(self.record, git_session=(pid, boot_ticks())))
 
     def claim_name(self, base: str) -> str:
@@ -553,6 +564,7 @@ class Entry:
         not create is never reused. The record names the claim before it exists, so a crash
         leaves it attributable; only the empty directory is ever removed for it.
         """
+        self._expect(State.CREATING, State.LIVE)
         for number in range(1, 10_000):
             name = base if number == 1 else f"{base}-{number}"
             path = os.path.join(self.root, name)
@@ -571,6 +583,7 @@ class Entry:
     def move_built_to(self, path: str) -> None:
         """Rename the filled build dir onto our empty claim ``path``: atomic, so ``R/<name>``
         only ever appears whole. Recorded first: the record names it either way."""
+        self._expect(State.CREATING)
         self._write(replace(self.record, path=path))
         os.rename(self.build_dir, path)
 
@@ -578,6 +591,7 @@ class Entry:
         """``creating`` -> ``live``: the fresh checkout, whose files git wrote at
         ``filled_at``, is handed to its session now (a worktree's registration already
         points at its path)."""
+        self._expect(State.CREATING)
         self._write(
             replace(
                 self.record,
@@ -600,6 +614,7 @@ class Entry:
         and the stamp made here lets the next restore find them without asking git. The
         gits a pooled record names all finished, and ours are waited for: trusted.
         """
+        self._expect(State.POOLED)
         self.trusted = True
         make_stamp(self.stamp)
         self._write(
@@ -619,6 +634,7 @@ class Entry:
     def move_pooled_to(self, path: str) -> None:
         """Rename the reused checkout from the pool dir onto our empty claim ``path``
         (atomically), then record it there; a clone's git dir moved with it."""
+        self._expect(State.LIVE)
         os.rename(self.pooled_dir, path)
         git_dir = self.record.git_dir
         if self.record.isolation == CLONE:
@@ -628,6 +644,7 @@ class Entry:
     def mark_switched(self, commit: str) -> None:
         """The reused checkout now holds ``commit`` (a full checkout just wrote its files):
         no stamp covers that, and the index is new."""
+        self._expect(State.LIVE)
         now = time.time()
         self._write(
             replace(
@@ -644,6 +661,7 @@ class Entry:
     def mark_working_state(self) -> None:
         """The user's working state was laid on the checkout: the index now differs from the
         commit's, so no index identity is kept and the next restore runs a full checkout."""
+        self._expect(State.LIVE)
         now = time.time()
         self._write(
             replace(self.record, index_id=None, filled_at=now, handed_at=now, settled=False)
@@ -658,6 +676,7 @@ class Entry:
         nobody looks for a worktree there); the state is written last, so a crash before it
         leaves an orphan, never a pooled record of a half-restored checkout.
         """
+        self._expect(State.LIVE)
         record = self.record
         os.rename(str(record.path), self.pooled_dir)
         git_dir = record.git_dir
@@ -684,24 +703,9 @@ class Entry:
         Its git registration stays (``git worktree list`` shows it, ``git worktree remove``
         removes it); scans skip it until its directory is gone.
         """
+        self._expect(State.LIVE)
         self._write(replace(self.record, state=State.KEPT, kept_at=time.time()))
         self.close()
-
-
-#: The states a record may be written with, after the state it has (the module docstring's
-#: table). ``None`` (a new entry before its first write has ``creating`` already; a record
-#: whose state this version cannot read) may not be written at all, nor may ``kept``.
-_NEXT_STATES: dict[State | None, frozenset[State]] = {
-    None: frozenset(),
-    State.CREATING: frozenset({State.CREATING, State.LIVE}),
-    State.LIVE: frozenset({State.LIVE, State.POOLED, State.KEPT}),
-    State.POOLED: frozenset({State.LIVE}),
-    State.KEPT: frozenset(),
-}
-
-
-def _state_name(state: State | None) -> str:
-    return repr(state.value) if state is not None else "no known state"
 
 
 def new_entry(root: str, key: PoolKey, info: RepoInfo, session_id: str) -> Entry:
