@@ -23,7 +23,7 @@ from pytest_aiops._worktrees.locate import RepoInfo
 from pytest_aiops._worktrees.record import CheckoutRecord, PoolKey, State
 from pytest_aiops._worktrees.restore import index_identity
 
-from .test_worktree_record import _POOLED as PREVIOUS_POOLED
+from .worktree_record_helpers import POOLED_RECORD as PREVIOUS_POOLED
 
 COMMIT = "a" * 40
 OTHER_COMMIT = "b" * 40

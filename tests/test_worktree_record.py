@@ -12,33 +12,7 @@ from pytest_aiops._worktrees.locate import find_repository
 from pytest_aiops._worktrees.record import CheckoutRecord, PoolKey, State
 from pytest_aiops._worktrees.restore import RestorePlan, Sweep
 
-#: A pooled record as the previous version wrote it (keys and value types are the format).
-_POOLED = {
-    "claim": None,
-    "commit": "a" * 40,
-    "commonDir": "/r/.git",
-    "createdAt": 1.5,
-    "dev": 2049,
-    "filledAt": 100.25,
-    "gitDir": "/r/.git/worktrees/aiops-00",
-    "gitSession": [4242, 777],
-    "handedAt": 100.5,
-    "host": "h",
-    "indexId": [123, 456],
-    "ino": 99,
-    "isolation": "worktree",
-    "objectFormat": "sha1",
-    "path": "/root/.pytest-aiops/.aiops-00.pooled",
-    "pid": 7,
-    "releasedAt": 200.0,
-    "repoRoot": "/r",
-    "sessionId": "s",
-    "settled": True,
-    "stamped": False,
-    "state": "pooled",
-    "targetPath": None,
-    "token": "aiops-00",
-}
+from .worktree_record_helpers import POOLED_RECORD as _POOLED
 
 
 def test_a_record_of_the_previous_version_round_trips() -> None:
