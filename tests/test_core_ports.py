@@ -266,3 +266,14 @@ def test_a_spec_without_offset_or_lock_directory_takes_the_configs(lock_dir: Pat
         assert held.allocation.lock_directory == str(lock_dir)
     finally:
         held.release()
+
+
+def test_a_pool_is_built_from_the_typed_allocation_or_its_json() -> None:
+    from pytest_aiops import PortRange
+
+    allocation = _allocation()
+    for given in (allocation, allocation.to_json()):
+        pool = PortRange.from_allocation(given, owner="gw0", session_id="s", probe=False)
+        assert (pool.start, pool.end, pool.primary) == (BASE + 32, BASE + 63, BASE + 33)
+        assert (pool.lock_directory, pool.busy_at_lease) == ("/locks", [BASE + 32])
+        assert pool.next_port() == BASE + 33  # the primary port first, busy ones last

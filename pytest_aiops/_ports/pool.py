@@ -357,9 +357,17 @@ class PortRange:
 
     @classmethod
     def from_allocation(
-        cls, allocation: PortAllocation, *, owner: str, session_id: str, **pool: Any
+        cls,
+        allocation: PortAllocation | Mapping[str, Any],
+        *,
+        owner: str,
+        session_id: str,
+        **pool: Any,
     ) -> PortRange:
-        """Build from a ``port-range`` lease's allocation (its ``busy_ports`` go last)."""
+        """Build from a ``port-range`` lease's allocation, typed or as its JSON (a lease's
+        ``hard``); the ports busy at lease time go last."""
+        if not isinstance(allocation, PortAllocation):
+            allocation = PortAllocation.from_json(allocation)
         return cls(
             allocation.start_port,
             allocation.end_port,
