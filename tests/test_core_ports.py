@@ -277,3 +277,40 @@ def test_a_pool_is_built_from_the_typed_allocation_or_its_json() -> None:
         assert (pool.start, pool.end, pool.primary) == (BASE + 32, BASE + 63, BASE + 33)
         assert (pool.lock_directory, pool.busy_at_lease) == ("/locks", [BASE + 32])
         assert pool.next_port() == BASE + 33  # the primary port first, busy ones last
+
+
+def _parent(allocation: dict[str, Any]) -> Any:
+    from pytest_aiops import DiscoverySnapshot, HardConstraint
+
+    return DiscoverySnapshot(
+        session_id="parent",
+        workspace_root="/ws",
+        working_directory="/ws",
+        hard_constraints=[HardConstraint("port-range", allocation)],
+    )
+
+
+def test_a_childs_request_is_the_spec_of_its_slice_of_the_parents_allocation() -> None:
+    from pytest_aiops import build_child_resource_requests
+
+    (request,) = build_child_resource_requests(_parent(_allocation().to_json()), 1, 2)
+    child = PortSpec.from_options(request.options or {}, DEFAULTS)
+    assert child == PortSpec(
+        base_port=BASE + 48,
+        block_size=16,
+        block_count=1,
+        primary_port_offset=0,  # the parent's primary port, clamped into the slice
+        lock_directory="/locks",
+        parent=(BASE + 32, BASE + 63),
+        parent_lease_id=12,
+        accept_time_wait=True,
+    )
+    assert dict(request.options or {}) == child.to_options()
+
+
+def test_a_parent_allocation_field_that_cannot_be_read_is_a_child_split_error() -> None:
+    from pytest_aiops import ChildSplitError, build_child_resource_requests
+
+    with pytest.raises(ChildSplitError) as info:
+        build_child_resource_requests(_parent({**_allocation().to_json(), "endPort": "x"}), 0, 2)
+    assert str(info.value) == "Allocation field \"endPort\" must be an integer, not 'x'."

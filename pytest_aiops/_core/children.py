@@ -9,6 +9,7 @@ the parent's, in ``.ai_ops/child-worktrees/<scoped parent session name>``.
 from __future__ import annotations
 
 import os
+from typing import TypeVar
 
 from .._errors import ChildSplitError, InvalidArgumentError
 from .discovery import DiscoverySnapshot
@@ -20,18 +21,17 @@ from .worktrees import WorktreeAllocation, WorktreeSpec
 CHILD_WORKTREES_DIR = os.path.join(".ai_ops", "child-worktrees")
 
 
-def _port_allocation(snapshot: DiscoverySnapshot) -> PortAllocation | None:
-    allocation = snapshot.allocation("port-range")
-    try:
-        return None if allocation is None else PortAllocation.from_json(allocation)
-    except InvalidArgumentError as error:
-        raise ChildSplitError(str(error)) from error
+_Allocation = TypeVar("_Allocation", PortAllocation, WorktreeAllocation)
 
 
-def _worktree_allocation(snapshot: DiscoverySnapshot) -> WorktreeAllocation | None:
-    allocation = snapshot.allocation("git-worktree")
+def _parent_allocation(
+    snapshot: DiscoverySnapshot, kind: str, typed: type[_Allocation]
+) -> _Allocation | None:
+    """The parent's allocation of ``kind``, read into its typed form (``None``: no lease of
+    that kind); a field it cannot read is a :class:`ChildSplitError` naming it."""
+    allocation = snapshot.allocation(kind)
     try:
-        return None if allocation is None else WorktreeAllocation.from_json(allocation)
+        return None if allocation is None else typed.from_json(allocation)
     except InvalidArgumentError as error:
         raise ChildSplitError(str(error)) from error
 
@@ -106,7 +106,7 @@ def check_parent_lock_path(snapshot: DiscoverySnapshot) -> None:
     before anything is provisioned; :func:`build_child_resource_requests` itself stays the
     reference's pure arithmetic.
     """
-    ports = _port_allocation(snapshot)
+    ports = _parent_allocation(snapshot, "port-range", PortAllocation)
     if ports is None:
         return
     lock_path, directory = ports.lock_path, ports.lock_directory
@@ -141,7 +141,7 @@ def build_child_resource_requests(
     if child_session_id is not None and not isinstance(child_session_id, str):
         raise ChildSplitError(f"childSessionId must be a string, not {child_session_id!r}.")
     requests: list[ResourceRequest] = []
-    git = _worktree_allocation(parent_snapshot)
+    git = _parent_allocation(parent_snapshot, "git-worktree", WorktreeAllocation)
     if git is not None:
         parent_worktree = _check_parent_worktree(parent_snapshot, git)
         root = os.path.join(
@@ -153,7 +153,7 @@ def build_child_resource_requests(
             target_path=(git.target_path or "").strip() or None,
         )
         requests.append(ResourceRequest("git-worktree", child_worktree.to_options()))
-    ports = _port_allocation(parent_snapshot)
+    ports = _parent_allocation(parent_snapshot, "port-range", PortAllocation)
     if ports is not None:
         parent = (ports.start_port, ports.end_port)
         start, end, primary = child_port_slice(
