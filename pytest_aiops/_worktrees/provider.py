@@ -23,7 +23,10 @@ Options (camelCase, as the reference; each defaults to the provider config):
 - ``poolSize`` (int >= 0, default 8): how many released checkouts the root keeps for reuse,
   in all; the least recently released is deleted first. ``0`` keeps none.
 
-See "How worktrees work" in docs/how-it-works.md for the design. Ownership, the pool and crash
+:meth:`GitWorktreeProvider.provision` reads them into a
+:class:`~pytest_aiops._core.worktrees.WorktreeSpec` (validated before anything is created)
+and :meth:`GitWorktreeProvider.lease` checks it out. See "How worktrees work" in
+docs/how-it-works.md for the design. Ownership, the pool and crash
 recovery live in :mod:`.store` (records: :mod:`.record`); the user's repository in
 :mod:`.repository`; making, restoring and deleting checkouts in :mod:`.create`,
 :mod:`.restore` and :mod:`.files`.
