@@ -20,6 +20,7 @@ from .._core.discovery import DEFAULT_DISCOVERY_FILE
 from .._core.orchestrator import ResourceProvisioningOrchestrator
 from .._core.session import ProvisionedResources
 from .._core.types import ResourceRequest
+from .._core.worktrees import WorktreeAllocation
 from .._errors import CommandLineError, OptionError, ReleaseError
 from .._ports.provider import PortRangeProviderConfig
 from .._worktrees import provider as git_worktree
@@ -263,13 +264,16 @@ def _remove_discovery_file(path: str, made_dirs: Sequence[str]) -> None:
 def _command_directory(session: ProvisionedResources, working_directory: str) -> str:
     """COMMAND's directory: started from a repository subdirectory, the same one in the
     worktree (when the session has a worktree, no ``targetPath``, and it exists there)."""
-    git = session.allocation("git-worktree")
-    if git is None or git.get("targetPath"):
+    allocation = session.allocation("git-worktree")
+    if allocation is None:
         return working_directory
-    relative = os.path.relpath(os.getcwd(), str(git.get("repoRoot", "")))
+    git = WorktreeAllocation.from_json(allocation)
+    if git.target_path:
+        return working_directory
+    relative = os.path.relpath(os.getcwd(), git.repo_root)
     if relative == "." or relative.startswith(".."):
         return working_directory
-    candidate = os.path.join(str(git["worktreePath"]), relative)
+    candidate = os.path.join(git.worktree_path, relative)
     return candidate if os.path.isdir(candidate) else working_directory
 
 

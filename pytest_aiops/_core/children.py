@@ -9,31 +9,31 @@ the parent's, in ``.ai_ops/child-worktrees/<scoped parent session name>``.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from typing import Any
+from typing import TypeVar
 
-from .._errors import ChildSplitError
+from .._errors import ChildSplitError, InvalidArgumentError
 from .discovery import DiscoverySnapshot
 from .hashing import build_scoped_name
+from .ports import PortAllocation, PortSpec
 from .types import ResourceRequest
+from .worktrees import WorktreeAllocation, WorktreeSpec
 
 CHILD_WORKTREES_DIR = os.path.join(".ai_ops", "child-worktrees")
 
 
-def _int_field(allocation: Mapping[str, Any], key: str) -> int:
-    value = allocation.get(key)
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ChildSplitError(f'Allocation field "{key}" must be an integer, not {value!r}.')
-    return value
+_Allocation = TypeVar("_Allocation", PortAllocation, WorktreeAllocation)
 
 
-def _str_field(allocation: Mapping[str, Any], key: str) -> str:
-    value = allocation.get(key)
-    if not isinstance(value, str) or not value.strip():
-        raise ChildSplitError(f'Allocation field "{key}" must be a non-empty string.')
-    return value
+def _parent_allocation(
+    snapshot: DiscoverySnapshot, kind: str, typed: type[_Allocation]
+) -> _Allocation | None:
+    """The parent's allocation of ``kind``, read into its typed form (``None``: no lease of
+    that kind); a field it cannot read is a :class:`ChildSplitError` naming it."""
+    allocation = snapshot.allocation(kind)
+    try:
+        return None if allocation is None else typed.from_json(allocation)
+    except InvalidArgumentError as error:
+        raise ChildSplitError(str(error)) from error
 
 
 def child_port_slice(
@@ -72,23 +72,22 @@ def _same_path(a: str, b: str) -> bool:
     return os.path.realpath(a) == os.path.realpath(b)
 
 
-def _check_parent_worktree(snapshot: DiscoverySnapshot, git: Mapping[str, Any]) -> str:
+def _check_parent_worktree(snapshot: DiscoverySnapshot, git: WorktreeAllocation) -> str:
     """The parent's ``worktreePath``, if child roots under it stay out of the user's checkout.
 
     Children get ``<worktreePath>/.ai_ops/child-worktrees/...``: a relative path (resolved
     against the user's repository) or the user's repository itself would put ``.ai_ops/``
     into the user's checkout. Refused, before anything is created.
     """
-    path = _str_field(git, "worktreePath")
+    path = git.worktree_path
     if not os.path.isabs(path):
         raise ChildSplitError(
             f'Allocation field "worktreePath" of the parent snapshot must be an absolute '
             f"path, not {path!r}: child worktrees would be created relative to the user's "
             "repository; pass the snapshot the parent session wrote"
         )
-    user_checkouts = [git.get("repoRoot"), snapshot.workspace_root]
-    for checkout in user_checkouts:
-        if isinstance(checkout, str) and checkout and _same_path(path, checkout):
+    for checkout in (git.repo_root, snapshot.workspace_root):
+        if checkout and _same_path(path, checkout):
             raise ChildSplitError(
                 f'Allocation field "worktreePath" of the parent snapshot is the user\'s '
                 f"checkout {path!r}, not a worktree of the parent session: child worktrees "
@@ -107,11 +106,10 @@ def check_parent_lock_path(snapshot: DiscoverySnapshot) -> None:
     before anything is provisioned; :func:`build_child_resource_requests` itself stays the
     reference's pure arithmetic.
     """
-    ports = snapshot.allocation("port-range")
+    ports = _parent_allocation(snapshot, "port-range", PortAllocation)
     if ports is None:
         return
-    lock_path = _str_field(ports, "lockPath")
-    directory = os.path.dirname(lock_path)
+    lock_path, directory = ports.lock_path, ports.lock_directory
     if not os.path.isabs(lock_path) or not os.path.isdir(directory):
         why = "is not absolute" if not os.path.isabs(lock_path) else "is in no directory"
         raise ChildSplitError(
@@ -143,52 +141,36 @@ def build_child_resource_requests(
     if child_session_id is not None and not isinstance(child_session_id, str):
         raise ChildSplitError(f"childSessionId must be a string, not {child_session_id!r}.")
     requests: list[ResourceRequest] = []
-    git = parent_snapshot.allocation("git-worktree")
+    git = _parent_allocation(parent_snapshot, "git-worktree", WorktreeAllocation)
     if git is not None:
         parent_worktree = _check_parent_worktree(parent_snapshot, git)
-        base_ref = git.get("baseRef")
-        if not isinstance(base_ref, str) or not base_ref.strip():
-            base_ref = "HEAD"
-        target = git.get("targetPath")
-        target = target.strip() if isinstance(target, str) else ""
-        options: dict[str, Any] = {
-            "rootDirectory": os.path.normpath(
-                os.path.join(
-                    parent_worktree,
-                    CHILD_WORKTREES_DIR,
-                    build_scoped_name(parent_snapshot.session_id),
-                )
-            ),
-            "baseRef": base_ref,
-        }
-        if target:
-            options["targetPath"] = target
-        requests.append(ResourceRequest("git-worktree", options))
-    ports = parent_snapshot.allocation("port-range")
-    if ports is not None:
-        parent_start = _int_field(ports, "startPort")
-        parent_end = _int_field(ports, "endPort")
-        parent_primary = _int_field(ports, "primaryPort")
-        lock_directory = os.path.dirname(_str_field(ports, "lockPath"))
-        start, end, primary = child_port_slice(
-            parent_start, parent_end, parent_primary, child_index, child_count
+        root = os.path.join(
+            parent_worktree, CHILD_WORKTREES_DIR, build_scoped_name(parent_snapshot.session_id)
         )
-        port_options: dict[str, Any] = {
-            "basePort": start,
-            "blockSize": end - start + 1,
-            "blockCount": 1,
-            "primaryPortOffset": primary - start,
-            "lockDirectory": lock_directory,
-            "parentStartPort": parent_start,
-            "parentEndPort": parent_end,
-        }
-        if ports.get("acceptTimeWait") is True:
+        child_worktree = WorktreeSpec(
+            root_directory=os.path.normpath(root),
+            base_ref=git.base_ref,
+            target_path=(git.target_path or "").strip() or None,
+        )
+        requests.append(ResourceRequest("git-worktree", child_worktree.to_options()))
+    ports = _parent_allocation(parent_snapshot, "port-range", PortAllocation)
+    if ports is not None:
+        parent = (ports.start_port, ports.end_port)
+        start, end, primary = child_port_slice(
+            *parent, ports.primary_port, child_index, child_count
+        )
+        child_ports = PortSpec(
+            base_port=start,
+            block_size=end - start + 1,
+            block_count=1,
+            primary_port_offset=primary - start,
+            lock_directory=ports.lock_directory,
+            parent=parent,
+            # Ties the child to this very parent lease, not just to whoever holds its range.
+            parent_lease_id=ports.lease_id,
             # The parent's caller keeps busy ports back: its children's slices may hold
             # ports in TIME_WAIT too (never a listener).
-            port_options["acceptTimeWait"] = True
-        lease_id = ports.get("leaseId")
-        if isinstance(lease_id, int) and not isinstance(lease_id, bool):
-            # Ties the child to this very parent lease, not just to whoever holds its range.
-            port_options["parentLeaseId"] = lease_id
-        requests.append(ResourceRequest("port-range", port_options))
+            accept_time_wait=ports.accept_time_wait,
+        )
+        requests.append(ResourceRequest("port-range", child_ports.to_options()))
     return requests

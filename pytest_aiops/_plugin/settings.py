@@ -37,6 +37,7 @@ from .._worktrees.defaults import (
 if TYPE_CHECKING:
     import pytest
 
+    from .._core.ports import PortSpec
     from .._core.types import ResourceRequest
 
 
@@ -481,25 +482,29 @@ class Settings:
             f"({self.port_range_size} ports); {lower}, or widen --aiops-port-range",
         )
 
-    def port_request(self, workers: int = 1) -> ResourceRequest:
+    def port_spec(self, workers: int = 1) -> PortSpec:
         """The ``port-range`` request for ``workers`` workers' ports as one block: 1 for a
         worker's own block (or one more block of its pool), N for the xdist controller's
         parent range that its N workers split."""
-        from .._core.types import ResourceRequest
+        from .._core.ports import PortSpec
 
         low, high = self.port_range
         size = self.ports_per_worker * max(1, workers)
-        options: dict[str, Any] = {
-            "basePort": low,
-            "blockSize": size,
-            "blockCount": max(1, (high - low + 1) // size),
+        return PortSpec(
+            base_port=low,
+            block_size=size,
+            block_count=max(1, (high - low + 1) // size),
+            lock_directory=self.lock_dir or None,
             # The pool keeps busy ports back: when no block of the range is clean it may
             # take one whose busy ports are only in TIME_WAIT (never one with a listener).
-            "acceptTimeWait": True,
-        }
-        if self.lock_dir:
-            options["lockDirectory"] = self.lock_dir
-        return ResourceRequest("port-range", options)
+            accept_time_wait=True,
+        )
+
+    def port_request(self, workers: int = 1) -> ResourceRequest:
+        """:meth:`port_spec` as the request the orchestrator provisions."""
+        from .._core.types import ResourceRequest
+
+        return ResourceRequest("port-range", self.port_spec(workers).to_options())
 
     def as_cli(self) -> str:
         """The options that reproduce this run's port layout, pastable on a command line."""

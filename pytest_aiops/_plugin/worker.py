@@ -19,9 +19,11 @@ from typing import TYPE_CHECKING, Any
 
 from .._core.discovery import DiscoverySnapshot
 from .._core.orchestrator import RequestLike, ResourceProvisioningOrchestrator
+from .._core.ports import PortAllocation
 from .._core.registry import LazyProvider, ProviderRegistry
 from .._core.session import ProvisionedResources
 from .._core.types import ResourceContextPatch, ResourceLease, ResourceRequest, RuntimeInjection
+from .._core.worktrees import WorktreeAllocation, WorktreeSpec
 from .._errors import (
     AiopsError,
     ClosedError,
@@ -116,28 +118,43 @@ class WorktreeFactory:
         working_state: bool | None = None,
     ) -> ResourceRequest:
         """The ``git-worktree`` request :meth:`provision` would make."""
-        options: dict[str, Any] = {
-            "baseRef": base_ref or self.settings.base_ref,
-            "isolation": isolation or self.settings.isolation,
-        }
+        return ResourceRequest(
+            "git-worktree",
+            self.spec(
+                base_ref=base_ref,
+                target_path=target_path,
+                isolation=isolation,
+                working_state=working_state,
+            ).to_options(),
+        )
+
+    def spec(
+        self,
+        *,
+        base_ref: str | None = None,
+        target_path: str | None = None,
+        isolation: str | None = None,
+        working_state: bool | None = None,
+    ) -> WorktreeSpec:
+        """What :meth:`provision` asks the provider for: the arguments over the settings;
+        what neither says is left to the provider's defaults."""
+        settings = self.settings
         if self.pinned is not None and base_ref is None:
             # The controller's commit; its working state is not on this host.
-            options["baseRef"] = self.pinned.commit or self.settings.base_ref
+            base_ref = self.pinned.commit or settings.base_ref
             working_state = False if working_state is None else working_state
-        if self.settings.working_state if working_state is None else working_state:
-            options["workingState"] = True
-            if self.settings.worktree_include:
-                options["worktreeInclude"] = list(self.settings.worktree_include)
-            directory = self._snapshot_directory()
-            if directory is not None:
-                options["snapshotDirectory"] = directory
-        if self.settings.worktree_root:
-            options["rootDirectory"] = self.settings.worktree_root
-        if target_path:
-            options["targetPath"] = target_path
-        if "pool_size" in (self.settings.sources or {}):  # else the provider's default
-            options["poolSize"] = self.settings.pool_size
-        return ResourceRequest("git-worktree", options)
+        with_state = settings.working_state if working_state is None else working_state
+        return WorktreeSpec(
+            root_directory=settings.worktree_root or None,
+            base_ref=base_ref or settings.base_ref,
+            target_path=target_path or None,
+            isolation=isolation or settings.isolation,
+            # Else the provider's default.
+            pool_size=settings.pool_size if "pool_size" in (settings.sources or {}) else None,
+            working_state=True if with_state else None,
+            worktree_include=(settings.worktree_include or None) if with_state else None,
+            snapshot_directory=self._snapshot_directory() if with_state else None,
+        )
 
     def provision(
         self,
@@ -177,16 +194,16 @@ class WorktreeFactory:
         resources = self._orchestrator().provision_session(
             session_id=session_id, resources=[request], workspace_root=self.repo
         )
-        allocation = resources.allocation("git-worktree") or {}
+        allocation = WorktreeAllocation.from_json(resources.allocation("git-worktree") or {})
         worktree = GitWorktree(
-            path=Path(str(allocation["worktreePath"])),
-            base_ref=str(allocation.get("baseRef", request.options and request.options["baseRef"])),
-            repo_root=Path(str(allocation.get("repoRoot", repo))),
+            path=Path(allocation.worktree_path),
+            base_ref=allocation.base_ref,
+            repo_root=Path(allocation.repo_root),
             working_directory=Path(resources.working_directory),
-            target_path=allocation.get("targetPath") or None,
-            isolation=str(allocation.get("isolation", isolation or self.settings.isolation)),
+            target_path=allocation.target_path,
+            isolation=allocation.isolation,
             session_id=session_id,
-            working_state=allocation.get("workingState") is True,
+            working_state=allocation.working_state,
             resources=resources,
         )
         with self._lock:
@@ -524,15 +541,8 @@ class AiopsWorker:
                         owner=self.worker_id,
                     )
                     return self._port_range
-                allocation = session.allocation("port-range")
-                if allocation is None:
-                    raise ProvisioningError(
-                        "the port-range provider returned no port-range allocation",
-                        session_id=session.session_id,
-                        kind="port-range",
-                    )
                 self._port_range = PortRange.from_allocation(
-                    allocation,
+                    _port_allocation(session),
                     owner=self.worker_id,
                     session_id=session.session_id,
                     grow=self._grow_pool,
@@ -558,9 +568,8 @@ class AiopsWorker:
                     raise PortsExhaustedError(str(error.__cause__)) from error
                 raise
             self._grown.append(session)
-            allocation = session.allocation("port-range") or {}
-            busy = [int(port) for port in allocation.get("busyPorts") or ()]
-            return int(allocation["startPort"]), int(allocation["endPort"]), busy
+            grown = _port_allocation(session)
+            return grown.start_port, grown.end_port, grown.busy_ports
 
     def session(self, discovery_file: str | os.PathLike[str]) -> WorkerSession:
         """The worker's full provisioned session (once); its discovery file written.
@@ -655,6 +664,18 @@ class AiopsWorker:
             "kept": [str(w.path) for w in self.worktrees.kept],
             **({"host": self.host} if self.host else {}),
         }
+
+
+def _port_allocation(session: ProvisionedResources) -> PortAllocation:
+    """The session's ``port-range`` allocation, read once into its typed form."""
+    allocation = session.allocation("port-range")
+    if allocation is None:
+        raise ProvisioningError(
+            "the port-range provider returned no port-range allocation",
+            session_id=session.session_id,
+            kind="port-range",
+        )
+    return PortAllocation.from_json(allocation)
 
 
 def _release(resources: ProvisionedResources) -> list[BaseException]:

@@ -154,7 +154,10 @@ class XdistController:
         allocation = self.parent.allocation("port-range") if self.parent else None
         if allocation is None:
             return None
-        return int(allocation["startPort"]), int(allocation["endPort"])
+        from .._core.ports import PortAllocation  # not at start-up: only with a parent
+
+        parent = PortAllocation.from_json(allocation)
+        return parent.start_port, parent.end_port
 
     @pytest.hookimpl
     def pytest_configure_node(self, node: Any) -> None:

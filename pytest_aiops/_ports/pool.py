@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import FrameType
 from typing import Any, Protocol
 
+from .._core.ports import PortAllocation
 from .._errors import AiopsWarning, InvalidArgumentError, OptionError, PortsExhaustedError
 from . import current
 from .defaults import PORT_FALLBACK_ENV, PORT_FALLBACKS
@@ -356,18 +357,25 @@ class PortRange:
 
     @classmethod
     def from_allocation(
-        cls, allocation: Mapping[str, Any], *, owner: str, session_id: str, **pool: Any
+        cls,
+        allocation: PortAllocation | Mapping[str, Any],
+        *,
+        owner: str,
+        session_id: str,
+        **pool: Any,
     ) -> PortRange:
-        """Build from a ``port-range`` lease's hard allocation (``busyPorts`` go last)."""
-        lock_path = allocation.get("lockPath")
+        """Build from a ``port-range`` lease's allocation, typed or as its JSON (a lease's
+        ``hard``); the ports busy at lease time go last."""
+        if not isinstance(allocation, PortAllocation):
+            allocation = PortAllocation.from_json(allocation)
         return cls(
-            int(allocation["startPort"]),
-            int(allocation["endPort"]),
-            int(allocation["primaryPort"]),
+            allocation.start_port,
+            allocation.end_port,
+            allocation.primary_port,
             owner=owner,
             session_id=session_id,
-            lock_directory=os.path.dirname(lock_path) if isinstance(lock_path, str) else None,
-            busy=[int(port) for port in allocation.get("busyPorts") or ()],
+            lock_directory=allocation.lock_directory,
+            busy=allocation.busy_ports,
             **pool,
         )
 

@@ -14,20 +14,15 @@ from __future__ import annotations
 import os
 import threading
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from .._core.hashing import preferred_block
-from .._core.options import (
-    read_boolean,
-    read_integer,
-    read_string,
-    resolve_path,
-    warn_unknown,
-)
+from .._core.options import resolve_path
+from .._core.ports import KIND, PortAllocation, PortSpec
 from .._core.types import ResourceContextPatch, ResourceLease
-from .._errors import AiopsWarning, LockError, OptionError, PortsExhaustedError
+from .._errors import AiopsWarning, LockError, PortsExhaustedError
 from .defaults import (
     DEFAULT_BASE_PORT,
     DEFAULT_BLOCK_COUNT,
@@ -53,19 +48,17 @@ from .records import LeaseRecord, clear_record, holders_of, read_records, reap_s
 __all__ = [
     "KIND",
     "LeaseRecord",
+    "PortAllocation",
+    "PortLease",
     "PortRangeProvider",
     "PortRangeProviderConfig",
+    "PortSpec",
     "create_port_range_provider",
     "default_lock_directory",
     "holders_of",
     "read_records",
     "reap_stale",
 ]
-
-KIND = "port-range"
-MAX_PORT = 65535
-#: Lease ids are byte offsets in ports.lock past 2**48; keep them clear of off_t's limit.
-MAX_LEASE_ID = 2**47
 
 
 def _prepare_lock_directory(workspace_root: str, configured: str | None) -> str:
@@ -95,98 +88,22 @@ class PortRangeProviderConfig:
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> PortRangeProviderConfig:
         """Build from the reference's camelCase keys, validated like request options."""
-        parsed = _parse(options, cls())
+        spec = PortSpec.from_options(options, cls())
         return cls(
-            base_port=parsed.base_port,
-            block_size=parsed.block_size,
-            block_count=parsed.block_count,
-            primary_port_offset=parsed.primary_port_offset,
-            lock_directory=parsed.lock_directory,
+            base_port=spec.base_port,
+            block_size=spec.block_size,
+            block_count=spec.block_count,
+            primary_port_offset=spec.primary_port_offset or 0,
+            lock_directory=spec.lock_directory,
         )
 
 
-@dataclass(frozen=True)
-class _Parsed:
-    base_port: int
-    block_size: int
-    block_count: int
-    primary_port_offset: int
-    lock_directory: str | None
-    parent: tuple[int, int] | None
-    parent_lease_id: int | None
-    accept_time_wait: bool = False
+class PortLease(NamedTuple):
+    """What :meth:`PortRangeProvider.lease` returns: the allocation and how to give it back
+    (once; later calls do nothing)."""
 
-
-KNOWN_OPTIONS = frozenset(
-    {
-        "basePort",
-        "blockSize",
-        "blockCount",
-        "primaryPortOffset",
-        "lockDirectory",
-        "parentStartPort",
-        "parentEndPort",
-        "parentLeaseId",
-        "acceptTimeWait",
-    }
-)
-
-
-def _parse(options: Mapping[str, Any], config: PortRangeProviderConfig) -> _Parsed:
-    warn_unknown(options, KNOWN_OPTIONS, KIND)
-    base_port = read_integer(options, "basePort", config.base_port, minimum=1)
-    block_size = read_integer(options, "blockSize", config.block_size, minimum=1)
-    block_count = read_integer(options, "blockCount", config.block_count, minimum=1)
-    offset = read_integer(options, "primaryPortOffset", config.primary_port_offset, minimum=0)
-    lock_directory: str | None = config.lock_directory
-    if "lockDirectory" in options:
-        lock_directory = read_string(options, "lockDirectory", "")
-    if offset >= block_size:
-        raise OptionError(
-            "primaryPortOffset",
-            f"primaryPortOffset must be smaller than blockSize ({offset} >= {block_size}).",
-        )
-    max_port = base_port + block_size * block_count - 1
-    if max_port > MAX_PORT:
-        raise OptionError(
-            "basePort",
-            f"Port range exceeds {MAX_PORT} (basePort={base_port}, blockSize={block_size}, "
-            f"blockCount={block_count}); lower basePort, blockSize or blockCount.",
-        )
-    parent: tuple[int, int] | None = None
-    if "parentStartPort" in options or "parentEndPort" in options:
-        parent_start = read_integer(options, "parentStartPort", 0, minimum=1)
-        parent_end = read_integer(options, "parentEndPort", 0, minimum=1)
-        if (
-            block_count != 1
-            or parent_end > MAX_PORT
-            or not parent_start <= base_port <= max_port <= parent_end
-        ):
-            raise OptionError(
-                "parentStartPort",
-                f"a child slice {base_port}-{max_port} (blockCount={block_count}) must be one "
-                f"block inside its parent range {parent_start}-{parent_end}.",
-            )
-        parent = (parent_start, parent_end)
-    parent_lease_id: int | None = None
-    if options.get("parentLeaseId") is not None:
-        parent_lease_id = read_integer(options, "parentLeaseId", 0, minimum=0)
-        if parent_lease_id >= MAX_LEASE_ID:
-            raise OptionError(
-                "parentLeaseId",
-                f'Option "parentLeaseId" must be a lease id below {MAX_LEASE_ID}, '
-                f"not {parent_lease_id}.",
-            )
-    return _Parsed(
-        base_port,
-        block_size,
-        block_count,
-        offset,
-        lock_directory,
-        parent,
-        parent_lease_id,
-        read_boolean(options, "acceptTimeWait", False),
-    )
+    allocation: PortAllocation
+    release: Callable[[], None]
 
 
 def _only_time_wait(busy: list[int], size: int) -> bool:
@@ -219,7 +136,30 @@ def _warn_if_ephemeral(start: int, end: int, warned: set[tuple[int, int]]) -> No
         f"and size that end below {low} (the default range is {DEFAULT_BASE_PORT}-"
         f"{DEFAULT_END_PORT})",
         AiopsWarning,
-        stacklevel=4,
+        stacklevel=5,
+    )
+
+
+def _context(allocation: PortAllocation) -> ResourceContextPatch:
+    """What a port lease adds to the session: the reference's variables, prompt lines and
+    metadata."""
+    start, end, primary = allocation.start_port, allocation.end_port, allocation.primary_port
+    return ResourceContextPatch(
+        env={
+            "AGENT_PORT_RANGE_START": str(start),
+            "AGENT_PORT_RANGE_END": str(end),
+            "AGENT_PORT_PRIMARY": str(primary),
+        },
+        prompt_sections=[
+            f"Assigned deterministic port range: {start}-{end}",
+            f"Primary port: {primary}",
+        ],
+        metadata={
+            "port_range_start": start,
+            "port_range_end": end,
+            "port_primary": primary,
+            "port_block_index": allocation.block_index,
+        },
     )
 
 
@@ -236,24 +176,36 @@ class PortRangeProvider:
     def provision(
         self, *, session_id: str, workspace_root: str, options: Mapping[str, Any]
     ) -> ResourceLease:
-        parsed = _parse(options, self.config)
-        lock_directory = _prepare_lock_directory(workspace_root, parsed.lock_directory)
+        """The reference's entry point: :meth:`lease` of the request's options, as a
+        :class:`~pytest_aiops.ResourceLease` (the allocation as camelCase JSON)."""
+        spec = PortSpec.from_options(options, self.config)
+        held = self.lease(spec, session_id=session_id, workspace_root=workspace_root)
+        return ResourceLease(
+            KIND, held.allocation.to_json(), held.release, _context(held.allocation)
+        )
+
+    def lease(self, spec: PortSpec, *, session_id: str, workspace_root: str) -> PortLease:
+        """Lease one block of ``spec`` (its child slice, when it names a parent) in the lock
+        directory, which a relative ``lock_directory`` is resolved against
+        ``workspace_root`` for; ``session_id`` seeds the preferred block."""
+        # None in a spec built in code: the config's (from_options fills both in).
+        offset = spec.primary_port_offset
+        offset = self.config.primary_port_offset if offset is None else offset
+        configured = spec.lock_directory
+        configured = self.config.lock_directory if configured is None else configured
+        lock_directory = _prepare_lock_directory(workspace_root, configured)
         skipped: list[int] = []
-        if parsed.parent is not None:
-            start, claim, busy = self._claim_child(lock_directory, parsed)
+        if spec.parent is not None:
+            start, claim, busy = self._claim_child(lock_directory, spec)
             block_index = 0
         else:
             with self._warned_lock:
-                _warn_if_ephemeral(
-                    parsed.base_port,
-                    parsed.base_port + parsed.block_size * parsed.block_count - 1,
-                    self._warned,
-                )
+                _warn_if_ephemeral(spec.base_port, spec.end_port, self._warned)
             block_index, start, claim, skipped, busy = self._claim_block(
-                session_id, lock_directory, parsed
+                session_id, lock_directory, spec
             )
-        end = start + parsed.block_size - 1
-        primary = _primary(start, end, parsed.primary_port_offset, busy)
+        end = start + spec.block_size - 1
+        primary = _primary(start, end, offset, busy)
         record: str | None = None
         try:
             record = write_record(
@@ -261,7 +213,7 @@ class PortRangeProvider:
                 session_id=session_id,
                 start=start,
                 end=end,
-                role="child" if parsed.parent else "top-level",
+                role="child" if spec.parent else "top-level",
                 lease_id=claim.lease_id,
             )
         except LockError as error:
@@ -271,7 +223,7 @@ class PortRangeProvider:
                 f"port lease {start}-{end} holds, but its record could not be written "
                 f"({error}); 'pytest-aiops status' will not list it",
                 AiopsWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
         except BaseException:
             claim.release()
@@ -288,48 +240,26 @@ class PortRangeProvider:
                 clear_record(record)
             claim.release()
 
-        hard: dict[str, Any] = {
-            "basePort": parsed.base_port,
-            "blockSize": parsed.block_size,
-            "blockCount": parsed.block_count,
-            "blockIndex": block_index,
-            "startPort": start,
-            "endPort": end,
-            "primaryPort": primary,
-            "lockPath": os.path.join(lock_directory, PORTS_FILE),
-            "leaseId": claim.lease_id,
-        }
-        if parsed.accept_time_wait:
-            # Carried to children split from this lease (child slices may then hold
-            # TIME_WAIT ports too); absent otherwise, as the reference's allocation is.
-            hard["acceptTimeWait"] = True
-        if skipped:
-            hard["skippedBusyPorts"] = skipped
-        if busy:
-            hard["busyPorts"] = busy
-        soft = ResourceContextPatch(
-            env={
-                "AGENT_PORT_RANGE_START": str(start),
-                "AGENT_PORT_RANGE_END": str(end),
-                "AGENT_PORT_PRIMARY": str(primary),
-            },
-            prompt_sections=[
-                f"Assigned deterministic port range: {start}-{end}",
-                f"Primary port: {primary}",
-            ],
-            metadata={
-                "port_range_start": start,
-                "port_range_end": end,
-                "port_primary": primary,
-                "port_block_index": block_index,
-            },
+        allocation = PortAllocation(
+            start_port=start,
+            end_port=end,
+            primary_port=primary,
+            lock_path=os.path.join(lock_directory, PORTS_FILE),
+            lease_id=claim.lease_id,
+            base_port=spec.base_port,
+            block_size=spec.block_size,
+            block_count=spec.block_count,
+            block_index=block_index,
+            accept_time_wait=spec.accept_time_wait,
+            skipped_busy_ports=tuple(skipped),
+            busy_ports=tuple(busy),
         )
-        return ResourceLease(KIND, hard, release, soft)
+        return PortLease(allocation, release)
 
     def _claim_block(
-        self, session_id: str, lock_directory: str, parsed: _Parsed
+        self, session_id: str, lock_directory: str, spec: PortSpec
     ) -> tuple[int, int, RangeClaim, list[int], list[int]]:
-        size, count = parsed.block_size, parsed.block_count
+        size, count = spec.block_size, spec.block_count
         first = preferred_block(session_id, count)
         skipped: list[int] = []
         held = 0
@@ -339,8 +269,7 @@ class PortRangeProvider:
             # First pass: the first clean block, the preferred one if it is clean.
             for step in range(count):
                 index = (first + step) % count
-                start = parsed.base_port + index * size
-                end = start + size - 1
+                start, end = spec.block(index)
                 if not scanner.try_block(start, end):
                     held += 1
                     continue
@@ -356,9 +285,8 @@ class PortRangeProvider:
             # Second pass, only for a caller that keeps busy ports back and only now that no
             # block is clean: the first block whose busy ports are all in TIME_WAIT (probed
             # again: things changed since). Never a block with a listener in it.
-            for index in dirty if parsed.accept_time_wait else ():
-                start = parsed.base_port + index * size
-                end = start + size - 1
+            for index in dirty if spec.accept_time_wait else ():
+                start, end = spec.block(index)
                 if not scanner.try_block(start, end):
                     continue
                 busy = busy_ports(start, end)
@@ -370,20 +298,20 @@ class PortRangeProvider:
             scanner.close()
             raise
         scanner.close()
-        unexplained = _unrecorded_blocks(lock_directory, parsed) if held else 0
+        unexplained = _unrecorded_blocks(lock_directory, spec) if held else 0
         if unexplained:
             # Locks that no lease record explains: a process that is no pytest-aiops lease
             # (possibly another user, who can lock any byte of the shared ports.lock).
             raise PortsExhaustedError(
                 f"No free deterministic port block is available: {unexplained} of {count} "
-                f"blocks of {size} ports from {parsed.base_port} are locked by processes that "
+                f"blocks of {size} ports from {spec.base_port} are locked by processes that "
                 f"left no lease record (possibly another user locking {PORTS_FILE}) "
                 f"[lock directory {lock_directory}]; set --aiops-lock-dir or "
                 f"${LOCK_DIR_ENV} (CLI: --lock-dir) to a directory of your own."
             )
         busy_kind = (
             "ports held by other processes (listeners, or every port in TIME_WAIT)"
-            if parsed.accept_time_wait
+            if spec.accept_time_wait
             else "ports other processes use (listeners or TIME_WAIT)"
         )
         elsewhere = min(scanner.elsewhere, held)
@@ -395,27 +323,27 @@ class PortRangeProvider:
         )
         raise PortsExhaustedError(
             f"No free deterministic port block is available: all {count} blocks of {size} "
-            f"ports from {parsed.base_port} are leased ({held}{where}) or have {busy_kind} "
+            f"ports from {spec.base_port} are leased ({held}{where}) or have {busy_kind} "
             f"({count - held}) [lock directory {lock_directory}]; raise blockCount, "
             "pick another basePort, or end the runs holding them (pytest-aiops status)."
         )
 
     def _claim_child(
-        self, lock_directory: str, parsed: _Parsed
+        self, lock_directory: str, spec: PortSpec
     ) -> tuple[int, RangeClaim, list[int]]:
-        assert parsed.parent is not None
-        start, end = parsed.base_port, parsed.base_port + parsed.block_size - 1
+        assert spec.parent is not None
+        start, end = spec.base_port, spec.base_port + spec.block_size - 1
         claim = claim_child(
             lock_directory,
             start,
             end,
-            parent=parsed.parent,
-            parent_lease_id=parsed.parent_lease_id,
+            parent=spec.parent,
+            parent_lease_id=spec.parent_lease_id,
         )
         if claim is None:
             reason = (
                 f"child port slice {start}-{end} of parent range "
-                f"{parsed.parent[0]}-{parsed.parent[1]} is already held by another live child"
+                f"{spec.parent[0]}-{spec.parent[1]} is already held by another live child"
             )
             raise PortsExhaustedError(
                 f"{reason} [lock directory {lock_directory}]; use another childIndex (a child "
@@ -427,11 +355,11 @@ class PortRangeProvider:
         # when the parent lease accepted those (its acceptTimeWait is carried here).
         try:
             busy = busy_ports(start, end) if self.config.probe else []
-            if busy and not (parsed.accept_time_wait and _only_time_wait(busy, parsed.block_size)):
+            if busy and not (spec.accept_time_wait and _only_time_wait(busy, spec.block_size)):
                 shown = ", ".join(map(str, busy[:5])) + (" ..." if len(busy) > 5 else "")
                 reason = (
                     f"child port slice {start}-{end} of parent range "
-                    f"{parsed.parent[0]}-{parsed.parent[1]} has {len(busy)} port(s) another "
+                    f"{spec.parent[0]}-{spec.parent[1]} has {len(busy)} port(s) another "
                     f"process uses ({shown})"
                 )
                 raise PortsExhaustedError(
@@ -445,7 +373,7 @@ class PortRangeProvider:
         return start, claim, busy
 
 
-def _unrecorded_blocks(lock_directory: str, parsed: _Parsed) -> int:
+def _unrecorded_blocks(lock_directory: str, spec: PortSpec) -> int:
     """How many blocks are locked although no live lease record covers any of their ports
     (only computed once leasing has failed: it reads every record)."""
     from .locks import range_is_leased
@@ -456,9 +384,8 @@ def _unrecorded_blocks(lock_directory: str, parsed: _Parsed) -> int:
     except (OSError, LockError):
         live = []
     count = 0
-    for index in range(parsed.block_count):
-        start = parsed.base_port + index * parsed.block_size
-        end = start + parsed.block_size - 1
+    for index in range(spec.block_count):
+        start, end = spec.block(index)
         if any(r.start_port <= end and start <= r.end_port for r in live):
             continue
         try:

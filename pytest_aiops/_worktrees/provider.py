@@ -23,7 +23,10 @@ Options (camelCase, as the reference; each defaults to the provider config):
 - ``poolSize`` (int >= 0, default 8): how many released checkouts the root keeps for reuse,
   in all; the least recently released is deleted first. ``0`` keeps none.
 
-See "How worktrees work" in docs/how-it-works.md for the design. Ownership, the pool and crash
+:meth:`GitWorktreeProvider.provision` reads them into a
+:class:`~pytest_aiops._core.worktrees.WorktreeSpec` (validated before anything is created)
+and :meth:`GitWorktreeProvider.lease` checks it out. See "How worktrees work" in
+docs/how-it-works.md for the design. Ownership, the pool and crash
 recovery live in :mod:`.store` (records: :mod:`.record`); the user's repository in
 :mod:`.repository`; making, restoring and deleting checkouts in :mod:`.create`,
 :mod:`.restore` and :mod:`.files`.
@@ -40,22 +43,23 @@ import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from .._core.hashing import build_scoped_name
-from .._core.options import (
-    normalize_target_path,
-    read_boolean,
-    read_optional_string,
-    read_string,
-    resolve_path,
-    warn_unknown,
-)
+from .._core.options import normalize_target_path, resolve_path
 from .._core.types import ResourceContextPatch, ResourceLease
+from .._core.worktrees import (
+    KIND,
+    WorktreeAllocation,
+    WorktreeSpec,
+    check_isolation,
+    check_patterns,
+    check_pool_size,
+)
 from .._errors import AiopsWarning, GitError, OptionError, UnsupportedPlatformError, escape
 from . import store
 from .create import create_clone, create_worktree, no_space
-from .defaults import CLONE, DEFAULT_BASE_REF, DEFAULT_POOL_SIZE, ISOLATIONS, WORKTREE
+from .defaults import CLONE, DEFAULT_BASE_REF, DEFAULT_POOL_SIZE, WORKTREE
 from .git import REPO_ENV, without_repo_env
 from .locate import RepoInfo
 from .record import PoolKey
@@ -89,7 +93,10 @@ __all__ = [
     "GitWorktreeProvider",
     "GitWorktreeProviderConfig",
     "SnapshotRun",
+    "WorktreeAllocation",
+    "WorktreeLease",
     "WorktreeRecord",
+    "WorktreeSpec",
     "create_git_worktree_provider",
     "default_worktree_root",
     "list_worktrees",
@@ -98,8 +105,6 @@ __all__ = [
     "worktree_env",
     "worktree_import_roots",
 ]
-
-KIND = "git-worktree"
 
 
 @dataclass(frozen=True)
@@ -123,65 +128,23 @@ class GitWorktreeProviderConfig:
     worktree_include: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        if self.isolation not in ISOLATIONS:
-            raise OptionError("isolation", _isolation_message(self.isolation))
-        _read_pool_size({"poolSize": self.pool_size}, DEFAULT_POOL_SIZE)
+        # Checked as the request options are (a bare string would be split into letters).
+        check_isolation(self.isolation)
+        check_pool_size(self.pool_size)
         if not isinstance(self.working_state, bool):
             raise OptionError(
                 "workingState",
                 f'Option "workingState" must be true or false, not {self.working_state!r}.',
             )
-        # Checked as a request option would be (a bare string would be split into letters).
-        _read_patterns({"worktreeInclude": self.worktree_include}, "worktreeInclude", ())
+        check_patterns(self.worktree_include)
 
 
-def _isolation_message(value: object) -> str:
-    return f'Option "isolation" must be "worktree" or "clone", not {value!r}.'
+class WorktreeLease(NamedTuple):
+    """What :meth:`GitWorktreeProvider.lease` returns: the allocation and how to give the
+    checkout back (to the pool, or deleted; once)."""
 
-
-def _pool_size_message(value: object) -> str:
-    return (
-        f'Option "poolSize" must be an integer >= 0 (0 keeps no checkout for reuse), not {value!r}.'
-    )
-
-
-def _read_pool_size(options: Mapping[str, Any], fallback: int) -> int:
-    value = options.get("poolSize")
-    if value is None:
-        return fallback
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise OptionError("poolSize", _pool_size_message(value))
-    return value
-
-
-def _read_patterns(options: Mapping[str, Any], key: str, fallback: tuple[str, ...]) -> list[str]:
-    if key not in options or options.get(key) is None:
-        return list(fallback)
-    value = options[key]
-    if not isinstance(value, (list, tuple)) or not all(
-        isinstance(item, str) and "\0" not in item and "\n" not in item for item in value
-    ):
-        raise OptionError(
-            key,
-            f'Option "{key}" must be a list of gitignore patterns (strings without newlines), '
-            f"not {value!r}.",
-        )
-    return [item for item in value if item.strip()]
-
-
-KNOWN_OPTIONS = frozenset(
-    {
-        "rootDirectory",
-        "baseRef",
-        "targetPath",
-        "isolation",
-        "pool",
-        "poolSize",
-        "workingState",
-        "worktreeInclude",
-        "snapshotDirectory",
-    }
-)
+    allocation: WorktreeAllocation
+    release: Callable[[], None]
 
 
 class GitWorktreeProvider:
@@ -215,30 +178,32 @@ class GitWorktreeProvider:
     def provision(
         self, *, session_id: str, workspace_root: str, options: Mapping[str, Any]
     ) -> ResourceLease:
-        if sys.platform == "win32":
-            raise UnsupportedPlatformError("git-worktree leasing", "POSIX flock owner locks")
+        """The reference's entry point: :meth:`lease` of the request's options, as a
+        :class:`~pytest_aiops.ResourceLease` (the allocation as camelCase JSON)."""
+        _refuse_windows()
         # Validate everything before creating anything: a refused request leaves nothing.
-        warn_unknown(options, KNOWN_OPTIONS, KIND)
-        root_option = read_optional_string(options, "rootDirectory")
-        if root_option is None and "rootDirectory" in options:
-            raise OptionError(
-                "rootDirectory",
-                f'Option "rootDirectory" must be a non-empty string, not '
-                f"{options['rootDirectory']!r}.",
-            )
-        root_option = root_option or self.config.root_directory
-        base_ref = read_string(options, "baseRef", self.config.base_ref)
-        target = normalize_target_path(
-            read_optional_string(options, "targetPath") or self.config.target_path
+        spec = WorktreeSpec.from_options(options)
+        held = self.lease(spec, session_id=session_id, workspace_root=workspace_root)
+        return ResourceLease(
+            KIND, held.allocation.to_json(), held.release, _context(held.allocation)
         )
-        isolation = options.get("isolation", self.config.isolation)
-        if isolation not in ISOLATIONS:
-            raise OptionError("isolation", _isolation_message(isolation))
-        pool = read_boolean(options, "pool", self.config.pool)
-        working_state = read_boolean(options, "workingState", self.config.working_state)
-        include = _read_patterns(options, "worktreeInclude", self.config.worktree_include)
-        snapshot_dir = read_optional_string(options, "snapshotDirectory")
-        pool_size = _read_pool_size(options, self.config.pool_size)
+
+    def lease(self, spec: WorktreeSpec, *, session_id: str, workspace_root: str) -> WorktreeLease:
+        """A checkout of ``spec`` in the repository at ``workspace_root`` (the fields
+        ``spec`` leaves ``None`` are this provider's config's); ``session_id`` names it."""
+        _refuse_windows()
+        config = self.config
+        root_option = spec.root_directory or config.root_directory
+        base_ref = spec.base_ref or config.base_ref
+        target = spec.target_path or normalize_target_path(config.target_path)
+        isolation = spec.isolation or config.isolation
+        pool = config.pool if spec.pool is None else spec.pool
+        working_state = config.working_state if spec.working_state is None else spec.working_state
+        include = (
+            config.worktree_include if spec.worktree_include is None else spec.worktree_include
+        )
+        pool_size = config.pool_size if spec.pool_size is None else spec.pool_size
+        snapshot_dir = spec.snapshot_directory
         info, commit = inspect_repo(workspace_root, base_ref)
         # Only HEAD has a working state: an explicit other ref means that commit alone.
         working_state = working_state and base_ref == DEFAULT_BASE_REF
@@ -300,41 +265,49 @@ class GitWorktreeProvider:
                 "targetPath",
                 f'Provisioned worktree path "{working}" does not exist.',
             )
-        hard: dict[str, Any] = {
-            "repoRoot": info.repo_root,
-            "worktreeRoot": worktree_root,
-            "worktreePath": worktree_path,
-            "baseRef": base_ref,
-        }
-        metadata: dict[str, Any] = {
-            "git_worktree_path": worktree_path,
-            "git_worktree_base_ref": base_ref,
-        }
-        sections = [f"Git worktree: {worktree_path}", f"Worktree base ref: {base_ref}"]
-        if target:
-            hard["targetPath"] = target
-            metadata["git_worktree_target_path"] = target
-            sections.append(f"Worktree target path: {target} (sparse-checkout enabled)")
-        hard["commit"] = commit
-        hard["isolation"] = isolation
-        hard["workingState"] = snapshot is not None
-        if snapshot is not None:
-            metadata["git_worktree_working_state"] = True
-            sections.append(
-                f"Worktree holds the working state of {info.repo_root} (its uncommitted "
-                "changes and untracked files) on top of the base ref"
-            )
-        soft = ResourceContextPatch(
-            env={
-                "AGENT_REPO_ROOT": info.repo_root,
-                "AGENT_WORKTREE_PATH": worktree_path,
-                "AGENT_WORKTREE_BASE_REF": base_ref,
-            },
-            prompt_sections=sections,
-            metadata=metadata,
-            preferred_working_directory=working,
+        allocation = WorktreeAllocation(
+            repo_root=info.repo_root,
+            worktree_path=worktree_path,
+            base_ref=base_ref,
+            worktree_root=worktree_root,
+            target_path=target,
+            commit=commit,
+            isolation=isolation,
+            working_state=snapshot is not None,
         )
-        return ResourceLease(KIND, hard, checkout.release, soft)
+        return WorktreeLease(allocation, checkout.release)
+
+
+def _refuse_windows() -> None:
+    if sys.platform == "win32":
+        raise UnsupportedPlatformError("git-worktree leasing", "POSIX flock owner locks")
+
+
+def _context(allocation: WorktreeAllocation) -> ResourceContextPatch:
+    """What a worktree lease adds to the session: the reference's variables, prompt lines
+    and metadata, and its working directory (``targetPath`` inside the checkout)."""
+    path, base_ref, target = allocation.worktree_path, allocation.base_ref, allocation.target_path
+    metadata: dict[str, Any] = {"git_worktree_path": path, "git_worktree_base_ref": base_ref}
+    sections = [f"Git worktree: {path}", f"Worktree base ref: {base_ref}"]
+    if target:
+        metadata["git_worktree_target_path"] = target
+        sections.append(f"Worktree target path: {target} (sparse-checkout enabled)")
+    if allocation.working_state:
+        metadata["git_worktree_working_state"] = True
+        sections.append(
+            f"Worktree holds the working state of {allocation.repo_root} (its uncommitted "
+            "changes and untracked files) on top of the base ref"
+        )
+    return ResourceContextPatch(
+        env={
+            "AGENT_REPO_ROOT": allocation.repo_root,
+            "AGENT_WORKTREE_PATH": path,
+            "AGENT_WORKTREE_BASE_REF": base_ref,
+        },
+        prompt_sections=sections,
+        metadata=metadata,
+        preferred_working_directory=os.path.join(path, target) if target else path,
+    )
 
 
 class _Checkout:
