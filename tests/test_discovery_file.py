@@ -9,7 +9,6 @@ with ``--basetemp`` outside it and nothing else that writes there (no cache, no 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -60,7 +59,15 @@ def test_the_discovery_file_is_under_basetemp_and_the_checkout_is_untouched(
     )
     env = {k: v for k, v in env.items() if not k.startswith("PYTEST_XDIST_")}
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--basetemp={basetemp}", *xdist],
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            f"--basetemp={basetemp}",
+            *xdist,
+        ],
         cwd=repo,
         env=env,
         capture_output=True,
@@ -79,7 +86,8 @@ def test_the_discovery_file_is_under_basetemp_and_the_checkout_is_untouched(
         data = json.loads(path.read_text())
         seen[data["worker"]] = data
     if xdist:  # xdist may hand both tests to one worker: check every worker that ran one
-        assert set(seen) <= set(workers) and seen
+        assert seen
+        assert set(seen) <= set(workers)
     else:
         assert set(seen) == {"master"}
     for worker, data in seen.items():
