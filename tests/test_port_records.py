@@ -18,8 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_aiops import PortRangeProviderConfig
-from pytest_aiops._core.types import ResourceLease
+from pytest_aiops import PortRangeProviderConfig, ResourceLease
 from pytest_aiops._ports.provider import PortRangeProvider
 from pytest_aiops._ports.records import holders_of, read_records
 
