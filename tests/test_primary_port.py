@@ -31,15 +31,13 @@ BLOCKS: list[dict[str, Any]] = json.loads(
 )["blocks"]
 
 
-def _reference_block(session_id: str, base: int, size: int, count: int) -> dict[str, Any]:
-    """The block the reference leases first for this session and config (from its vectors)."""
-    (entry,) = [
-        e
-        for e in BLOCKS
-        if (e["sessionId"], e["basePort"], e["blockSize"], e["blockCount"])
-        == (session_id, base, size, count)
-    ]
-    return entry
+def _reference_index(session_id: str, count: int) -> int:
+    """The block index the reference leases first for this session among ``count`` blocks
+    (its vectors; the index does not depend on ``basePort`` or ``blockSize``)."""
+    (index,) = {
+        e["blockIndex"] for e in BLOCKS if (e["sessionId"], e["blockCount"]) == (session_id, count)
+    }
+    return int(index)
 
 
 def _lease(lock_dir: Path, session_id: str, **options: Any) -> ResourceLease:
@@ -58,38 +56,42 @@ def _check_primary(lease: ResourceLease, primary: int) -> None:
     assert f"Primary port: {primary}" in lease.soft.prompt_sections
 
 
+#: Each test below leases in ranges of its own (leases of one network namespace exclude each
+#: other whatever their lock directory), outside the default range 20000-26399 and below
+#: the ephemeral one: 26500-27941 in all.
 @pytest.mark.parametrize(
-    ("session_id", "count"),
-    [("public:", 7), ("public:gw0", 512), ("public:a..b", 7), ("public:😀 emoji", 512)],
+    ("session_id", "base"),
+    [("public:", 26500), ("public:gw0", 26700), ("public:a..b", 26900), ("public:😀 emoji", 27100)],
 )
-@pytest.mark.parametrize("offset", [0, 1, 7, 15])
 def test_primary_port_is_start_plus_offset_of_the_references_block(
-    lock_dir: Path, session_id: str, count: int, offset: int
+    lock_dir: Path, session_id: str, base: int
 ) -> None:
-    block = _reference_block(session_id, 20000, 16, count)
-    assert block["blockIndex"] > 0  # so that startPort + offset differs from basePort + offset
-    lease = _lease(
-        lock_dir,
-        session_id,
-        basePort=20000,
-        blockSize=16,
-        blockCount=count,
-        primaryPortOffset=offset,
-    )
-    try:
-        assert (lease.hard["blockIndex"], lease.hard["startPort"], lease.hard["endPort"]) == (
-            block["blockIndex"],
-            block["startPort"],
-            block["endPort"],
+    index = _reference_index(session_id, 7)
+    assert index > 0  # so that startPort + offset differs from basePort + offset
+    start = base + index * 16  # the reference's startPort
+    for offset in (0, 1, 7, 15):
+        lease = _lease(
+            lock_dir,
+            session_id,
+            basePort=base,
+            blockSize=16,
+            blockCount=7,
+            primaryPortOffset=offset,
         )
-        _check_primary(lease, block["startPort"] + offset)
-    finally:
-        lease.release()
+        try:
+            assert (lease.hard["blockIndex"], lease.hard["startPort"], lease.hard["endPort"]) == (
+                index,
+                start,
+                start + 15,
+            )
+            _check_primary(lease, start + offset)
+        finally:
+            lease.release()
 
 
 @pytest.mark.parametrize(
     ("base", "size", "count", "offset"),
-    [(27000, 10, 5, 9), (27100, 1, 3, 0), (27200, 3, 40, 2), (27400, 64, 2, 33)],
+    [(27300, 10, 5, 9), (27400, 1, 3, 0), (27450, 3, 40, 2), (27600, 64, 2, 33)],
 )
 def test_primary_port_follows_the_block_actually_leased(
     lock_dir: Path, base: int, size: int, count: int, offset: int
@@ -110,9 +112,12 @@ def test_primary_port_follows_the_block_actually_leased(
         first.release()
 
 
-@pytest.mark.parametrize(("offset", "count"), [(0, 2), (5, 2), (20, 3), (31, 4), (17, 7), (31, 32)])
+@pytest.mark.parametrize(
+    ("base", "offset", "count"),
+    [(27740, 0, 2), (27774, 5, 2), (27808, 20, 3), (27842, 31, 4), (27876, 17, 7), (27910, 31, 32)],
+)
 def test_a_childs_primary_port_is_the_parents_clamped_into_its_slice(
-    lock_dir: Path, offset: int, count: int
+    lock_dir: Path, base: int, offset: int, count: int
 ) -> None:
     """Split the way the reference splits (``vectors.json``, ``children``): each child's
     primary port is the parent's primary port if it falls in the child's slice, else the
@@ -121,9 +126,9 @@ def test_a_childs_primary_port_is_the_parents_clamped_into_its_slice(
         [create_port_range_provider(PortRangeProviderConfig(probe=False))]
     )
     options = {
-        "basePort": 27500,
+        "basePort": base,
         "blockSize": 32,
-        "blockCount": 4,
+        "blockCount": 1,
         "primaryPortOffset": offset,
         "lockDirectory": str(lock_dir),
     }
