@@ -27,7 +27,7 @@ from .helpers import child_env
 #: A uid no account on the machine has (any other than ours would do).
 OTHER_UID = 4242
 #: Nothing is bound (probe off, private lock dir): the range only names the record.
-BASE, SIZE = 27950, 8  # 27950-27957: a range no other test uses
+BASE, SIZE = 4992, 8  # 4992-4999: a range no other test uses
 
 pytestmark = pytest.mark.skipif(
     not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root (chown to another uid)"
