@@ -19,7 +19,8 @@ from pytest_aiops._plugin.settings import OPTIONS
 from pytest_aiops._ports.defaults import DEFAULT_PORT_RANGE, PORT_FALLBACK_ENV
 from pytest_aiops._ports.pool import KernelPorts, PortRange
 
-from .helpers import REPO_ROOT, child_env, git
+from .git_helpers import git
+from .process_helpers import REPO_ROOT, child_env
 
 pytest_plugins = ["pytester"]
 

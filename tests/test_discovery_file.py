@@ -15,7 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import check_inner_warnings, child_env, git, tree_state
+from .git_helpers import git
+from .inner_run_helpers import check_inner_warnings
+from .process_helpers import child_env
+from .snapshot_helpers import tree_state
 
 #: The inner test: the worker's discovery file, its basetemp and what the file holds.
 RECORDS_ITS_DISCOVERY_FILE = """

@@ -10,7 +10,9 @@ from pytest_aiops import ProvisioningError
 from pytest_aiops._plugin.settings import Settings
 from pytest_aiops._plugin.worker import AiopsWorker, WorktreeFactory
 
-from .helpers import MakeRepo, builtin_registry, live_leases
+from .git_helpers import MakeRepo
+from .port_helpers import live_leases
+from .worktree_helpers import builtin_registry
 
 
 def test_worker_leases_nothing_until_asked_and_releases_on_close(

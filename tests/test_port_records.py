@@ -22,7 +22,7 @@ from pytest_aiops import PortRangeProviderConfig, ResourceLease
 from pytest_aiops._ports.provider import PortRangeProvider
 from pytest_aiops._ports.records import holders_of, read_records
 
-from .helpers import child_env
+from .process_helpers import child_env
 
 #: A uid no account on the machine has (any other than ours would do).
 OTHER_UID = 4242

@@ -242,7 +242,7 @@ def test_torture_with_ofd_and_posix_workers_at_once(tmp_path: Path) -> None:
 
 
 def _torture(tmp_path: Path, backends: list[str | None], offset: int) -> None:
-    from .helpers import make_time_wait
+    from .port_helpers import make_time_wait
 
     configs, foreign_ports, time_wait = _shifted(offset)
     lock_dir, log_path = tmp_path / "locks", tmp_path / "log"

@@ -29,7 +29,9 @@ from pytest_aiops._worktrees.create import (
 from pytest_aiops._worktrees.locate import RepoInfo
 from pytest_aiops._worktrees.repository import inspect_repo
 
-from .helpers import MakeRepo, git, registrations, repo_state, run
+from .git_helpers import MakeRepo, git, run
+from .snapshot_helpers import repo_state
+from .worktree_helpers import registrations
 
 FILES = {
     "top.txt": "top\n",

@@ -22,7 +22,7 @@ from pytest_aiops._worktrees.files import (
     write_text,
 )
 
-from .helpers import tree_state
+from .snapshot_helpers import tree_state
 
 
 @pytest.fixture

@@ -24,7 +24,9 @@ from pytest_aiops._worktrees.repository import (
     unpark_registration,
 )
 
-from .helpers import MakeRepo, git, registrations, repo_state
+from .git_helpers import MakeRepo, git
+from .snapshot_helpers import repo_state
+from .worktree_helpers import registrations
 
 
 def test_inspect_repo_names_the_repository_and_the_commit(repo: Path) -> None:
