@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .helpers import child_env
+from .process_helpers import child_env
 
 #: Ports these tests bind (disjoint from every other test of the suite and from the
 #: plugin's default range 20000-26399).

@@ -1,6 +1,7 @@
 """Shared fixtures for pytest-aiops's own tests: real git repositories, lock dirs, children.
 
-Plain helper functions live in ``tests/helpers.py``; this module holds only fixtures and hooks.
+Plain helper functions live in ``tests/<topic>_helpers.py``; this module holds only fixtures and
+hooks.
 """
 
 from __future__ import annotations
@@ -15,14 +16,10 @@ from typing import Any
 
 import pytest
 
-from .helpers import (
-    Holder,
-    MakeRepo,
-    allowed_inner_warnings,
-    check_inner_warnings,
-    checkout_pythonpath,
-    git,
-)
+from .git_helpers import MakeRepo, git
+from .inner_run_helpers import allowed_inner_warnings, check_inner_warnings
+from .port_helpers import Holder
+from .process_helpers import checkout_pythonpath
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -33,7 +30,7 @@ def children_import_this_checkout() -> Iterator[None]:
     inherits the environment -- ``subprocess`` runs of ``python -c`` / ``-m pytest`` /
     ``-m pytest_aiops``, pytester's ``runpytest_subprocess``, and their own children --
     tests this tree rather than a copy installed in site-packages. Children given an
-    environment of their own build it with :func:`tests.helpers.child_env`.
+    environment of their own build it with :func:`tests.process_helpers.child_env`.
     """
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("PYTHONPATH", checkout_pythonpath(os.environ.get("PYTHONPATH")))

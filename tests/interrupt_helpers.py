@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import child_env, git, wait_for
+from .git_helpers import git
+from .process_helpers import child_env
+from .wait_helpers import wait_for
 
 #: Plugins that are not ours and only slow the inner runs down (or warn under xdist).
 QUIET = (

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .helpers import REPO_ROOT, child_env, namespace_problem
+from .process_helpers import REPO_ROOT, child_env, namespace_problem
 
 #: Ports these tests lease (disjoint from every other test of the suite and from the
 #: plugin's default range 20000-26399).

@@ -22,7 +22,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from .helpers import checkout_pythonpath, wait_for
+from .process_helpers import checkout_pythonpath
+from .wait_helpers import wait_for
 
 #: execnet's socket server script (serves one gateway at a time, then the next), run as a
 #: module: run as a file, its directory would come first on ``sys.path`` and its name

@@ -18,7 +18,7 @@ import textwrap
 from functools import cache
 from typing import Any
 
-from .helpers import REPO_ROOT, child_env, namespace_problem, run_driver
+from .process_helpers import REPO_ROOT, child_env, namespace_problem, run_driver
 
 #: Two unprivileged users with no entry in /etc/passwd (named ``uid 1801`` in messages).
 USERS = (1801, 1802)

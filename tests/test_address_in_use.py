@@ -23,7 +23,7 @@ from pytest_aiops._ports.probe import host_has_ipv6
 from pytest_aiops._ports.sockets import port_holders
 
 from .address_in_use_helpers import OTHER_RUN_BLOCK, OWN_RANGE, foreign_listener, notes, port_lines
-from .helpers import make_time_wait
+from .port_helpers import make_time_wait
 
 pytest_plugins = ["pytester"]
 pytestmark = pytest.mark.usefixtures("private_lock_dir")

@@ -22,7 +22,9 @@ import pytest
 
 from pytest_aiops import DiscoverySnapshot, default_worktree_root
 
-from .helpers import child_env, git, wait_for
+from .git_helpers import git
+from .process_helpers import child_env
+from .wait_helpers import wait_for
 
 DEADLINE = 60.0  # generous upper bound for a subprocess to get somewhere; never asserted
 

@@ -3,7 +3,9 @@ are ``pytest.PytestWarning``s pointing at the user's code, booleans are ``bool``
 
 from __future__ import annotations
 
+import ast
 import os
+import re
 import subprocess
 import sys
 import warnings
@@ -14,10 +16,11 @@ import pytest
 import pytest_aiops.plugin
 from pytest_aiops import AiopsWarning
 from pytest_aiops._plugin.settings import OPTIONS
-from pytest_aiops._ports.defaults import PORT_FALLBACK_ENV
+from pytest_aiops._ports.defaults import DEFAULT_PORT_RANGE, PORT_FALLBACK_ENV
 from pytest_aiops._ports.pool import KernelPorts, PortRange
 
-from .helpers import child_env, git
+from .git_helpers import git
+from .process_helpers import REPO_ROOT, child_env
 
 pytest_plugins = ["pytester"]
 
@@ -301,3 +304,94 @@ def test_a_bad_bool_ini_switch_is_one_usage_line(pytester: pytest.Pytester) -> N
         ]
     )
     assert "Traceback" not in result.stderr.str()
+
+
+#: Where this suite writes a port of the plugin's default range, and why no socket is bound
+#: and no lease taken there at a fixed port: (module, top-level name) -> reason. A run at the
+#: default settings may lease there (a lease excludes other runs of the network namespace);
+#: a fixed port there may be leased and bound by another run on the machine at any moment.
+DEFAULT_RANGE_WRITTEN: dict[tuple[str, str], str] = {
+    ("test_edges.py", "big_repo"): "a file size, not a port",
+    ("test_conventions.py", "test_the_port_scan_finds_ports_in_code_and_in_strings"): (
+        "source text the scan is tested on, never run"
+    ),
+    **{
+        (module, name): "the default range in an assertion or a message; nothing bound"
+        for module, name in [
+            ("test_plugin.py", "test_defaults"),
+            ("test_plugin.py", "test_bad_values_are_one_line_usage_errors"),
+            ("test_plugin.py", "test_header_is_pastable"),
+            ("test_ports.py", "test_ephemeral_overlap_warns_once_per_provider"),
+            ("test_ports.py", "test_default_range_is_clear_of_ephemeral_and_common_ports"),
+            ("test_settings.py", "<module>"),
+            ("test_settings.py", "test_nothing_given_is_the_defaults"),
+            ("test_xdist.py", "test_without_xdist_a_worker_leases_its_own_block"),
+        ]
+    },
+    **{
+        (module, name): "a range refused before anything is leased"
+        for module, name in [
+            ("test_plugin.py", "test_ports_per_worker_must_fit_the_range_without_xdist"),
+            ("test_xdist.py", "test_too_many_ports_for_the_range_is_a_usage_error"),
+        ]
+    },
+    **{
+        ("test_port_pool.py", name): "PortRange(probe=False): bookkeeping, nothing leased or bound"
+        for name in [
+            "test_port_range_is_a_sized_iterable_container",
+            "test_next_port_hands_out_primary_first_then_says_how_to_get_more",
+            "test_given_back_ports_are_handed_out_again_least_recently_used_first",
+            "test_the_pool_grows_by_a_block_when_nothing_is_clean_up_to_its_bound",
+            "test_past_its_bound_the_kernel_fallback_hands_out_bind_0_ports_with_one_warning",
+            "test_next_ports_is_all_or_nothing",
+            "test_next_port_is_unique_across_threads",
+            "test_ports_are_attributed_to_the_running_test",
+        ]
+    },
+}
+
+#: A port range written in a string: "--aiops-port-range=28000-28999", "10600-10855".
+_PORT_RANGE_TEXT = re.compile(r"(?<!\d)(\d{4,5})\s*-\s*(\d{4,5})(?!\d)")
+
+
+def _default_range_ports(node: ast.AST) -> list[str]:
+    """Integers in the default range, and ranges in strings that overlap it, under ``node``."""
+    low, high = DEFAULT_PORT_RANGE
+    found = []
+    for sub in ast.walk(node):
+        if not isinstance(sub, ast.Constant):
+            continue
+        if isinstance(sub.value, int) and not isinstance(sub.value, bool):
+            if low <= sub.value <= high:
+                found.append(f"line {sub.lineno}: {sub.value}")
+        elif isinstance(sub.value, str):
+            for match in _PORT_RANGE_TEXT.finditer(sub.value):
+                if int(match.group(1)) <= high and int(match.group(2)) >= low:
+                    found.append(f"line {sub.lineno}: {match.group(0)!r}")
+    return found
+
+
+def test_the_suites_fixed_ports_are_outside_the_plugins_default_range() -> None:
+    """Other runs on the machine lease in the default range and bind what they lease: a test
+    that binds or leases a fixed port there fails with ``Errno 98`` (or gets another block)
+    whenever one does. Every port literal of the default range in this suite must be in a
+    place listed, with its reason, in ``DEFAULT_RANGE_WRITTEN``; a new one fails here, to be
+    moved to a range no other test uses (grep tests/ for the numbers) or listed."""
+    unexplained = []
+    for path in sorted([*(REPO_ROOT / "tests").glob("*.py"), REPO_ROOT / "conftest.py"]):
+        for node in ast.parse(path.read_text(encoding="utf-8"), str(path)).body:
+            name = getattr(node, "name", "<module>")
+            found = _default_range_ports(node)
+            if found and (path.name, name) not in DEFAULT_RANGE_WRITTEN:
+                unexplained.append(f"{path.name} {name}: {', '.join(found)}")
+    assert unexplained == [], (
+        f"ports of the default range {DEFAULT_PORT_RANGE[0]}-{DEFAULT_PORT_RANGE[1]}:\n"
+        + "\n".join(unexplained)
+    )
+
+
+def test_the_port_scan_finds_ports_in_code_and_in_strings() -> None:
+    """The scan above sees what a test would write: it cannot pass by finding nothing."""
+    code = 'BASE = 21000\nRANGE = "--aiops-port-range=26000-26999"\nOK = ("19000-19999", 5000)\n'
+    found = [f for node in ast.parse(code).body for f in _default_range_ports(node)]
+    assert found == ["line 1: 21000", "line 2: '26000-26999'"]

@@ -29,7 +29,8 @@ from pytest_aiops import (
 )
 from pytest_aiops._ports.provider import create_port_range_provider
 
-from .helpers import builtin_registry, git
+from .git_helpers import git
+from .worktree_helpers import builtin_registry
 
 
 class Recorder:

@@ -21,7 +21,8 @@ import pytest
 import pytest_aiops
 from pytest_aiops._plugin.settings import OPTIONS
 
-from .helpers import child_env, git
+from .git_helpers import git
+from .process_helpers import child_env
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"

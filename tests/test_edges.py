@@ -25,7 +25,9 @@ from pytest_aiops import (
     create_default_orchestrator,
 )
 
-from .helpers import check_inner_warnings, child_env, git, namespace_problem, run_driver
+from .git_helpers import git
+from .inner_run_helpers import check_inner_warnings
+from .process_helpers import child_env, namespace_problem, run_driver
 
 PROBLEM = namespace_problem(
     tools=("unshare",),

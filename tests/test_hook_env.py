@@ -18,7 +18,9 @@ import pytest
 from pytest_aiops._worktrees.git import LOCAL_ENV_VARS, REPO_ENV, clean_env
 from pytest_aiops.plugin import GitWorktree
 
-from .helpers import GIT_IDENTITY, MakeRepo, check_inner_warnings, child_env, git, run
+from .git_helpers import GIT_IDENTITY, MakeRepo, git, run
+from .inner_run_helpers import check_inner_warnings
+from .process_helpers import child_env
 
 pytestmark = pytest.mark.usefixtures("private_lock_dir")
 

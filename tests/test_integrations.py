@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import check_inner_warnings, child_env
+from .inner_run_helpers import check_inner_warnings
+from .process_helpers import child_env
 
 RANGE = ["--aiops-port-range=29000-29899", "--aiops-ports-per-worker=16"]
 #: A fixed port outside the pool's range, for PYTEST_HTTPSERVER_PORT.

@@ -22,16 +22,8 @@ from pytest_aiops._ports.records import read_records
 from pytest_aiops._worktrees.locate import may_hold_orphans
 from pytest_aiops._worktrees.provider import list_worktrees
 
-from .helpers import (
-    MakeRepo,
-    check_inner_warnings,
-    child_env,
-    git,
-    registrations,
-    wait_for,
-    worktree_lease,
-    worktree_provider,
-)
+from .git_helpers import MakeRepo, git
+from .inner_run_helpers import check_inner_warnings
 from .interrupt_helpers import (
     InnerRun,
     inner_env,
@@ -41,6 +33,9 @@ from .interrupt_helpers import (
     wait_ready,
     worktree_list,
 )
+from .process_helpers import child_env
+from .wait_helpers import wait_for
+from .worktree_helpers import registrations, worktree_lease, worktree_provider
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="POSIX signals")
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import REPO_ROOT, child_env
+from .process_helpers import REPO_ROOT, child_env
 
 PACKAGE = REPO_ROOT / "pytest_aiops"
 SUBPACKAGES = ("_core", "_ports", "_worktrees", "_plugin", "_cli")

@@ -26,12 +26,15 @@ from pytest_aiops._core.types import ResourceContextPatch
 from pytest_aiops._ports.probe import host_has_ipv6
 from pytest_aiops._ports.provider import PortRangeProvider, PortRangeProviderConfig
 
-from .helpers import Holder, builtin_registry, check_inner_warnings, git, make_time_wait
+from .git_helpers import git
+from .inner_run_helpers import check_inner_warnings
 from .lease_contract_helpers import (
     leased_blocks,
     ports_that_do_not_bind,
     start_foreign_listener,
 )
+from .port_helpers import Holder, make_time_wait
+from .worktree_helpers import builtin_registry
 
 pytest_plugins = ["pytester"]
 

@@ -35,7 +35,7 @@ from pytest_aiops._ports.locks import (
 from pytest_aiops._ports.provider import PortRangeProvider
 from pytest_aiops._ports.records import holders_of, read_records, reap_stale
 
-from .helpers import Holder
+from .port_helpers import Holder
 
 HoldLease = Callable[..., Holder]
 BASE = 5500  # 5500-5819: below the default range, where no default-settings run leases

@@ -21,7 +21,7 @@ from pytest_aiops import ParentGoneError, PortsExhaustedError
 from pytest_aiops._ports import netns
 from pytest_aiops._ports.provider import PortRangeProvider, PortRangeProviderConfig
 
-from .helpers import allowed_inner_warnings, check_inner_warnings
+from .inner_run_helpers import allowed_inner_warnings, check_inner_warnings
 from .netns_helpers import (
     CORE_BASE,
     SUITE_PROBLEM,

@@ -14,7 +14,7 @@ import pytest
 
 import pytest_aiops
 
-from .helpers import REPO_ROOT, child_env
+from .process_helpers import REPO_ROOT, child_env
 
 
 def _script() -> str:

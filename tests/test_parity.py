@@ -25,7 +25,7 @@ from pytest_aiops import (
 )
 from pytest_aiops._core.hashing import preferred_block
 
-from .helpers import git
+from .git_helpers import git
 
 VECTORS: dict[str, list[dict[str, Any]]] = json.loads(
     (Path(__file__).parent / "data" / "vectors.json").read_text(encoding="utf-8")

@@ -11,7 +11,8 @@ import pytest
 
 from pytest_aiops.plugin import SETTINGS_KEY
 
-from .helpers import git, live_leases, record_git_calls
+from .git_helpers import git, record_git_calls
+from .port_helpers import live_leases
 
 pytest_plugins = ["pytester"]
 

@@ -10,14 +10,16 @@ from pytest_aiops import ProvisioningError
 from pytest_aiops._plugin.settings import Settings
 from pytest_aiops._plugin.worker import AiopsWorker, WorktreeFactory
 
-from .helpers import MakeRepo, builtin_registry, live_leases
+from .git_helpers import MakeRepo
+from .port_helpers import live_leases
+from .worktree_helpers import builtin_registry
 
 
 def test_worker_leases_nothing_until_asked_and_releases_on_close(
     lock_dir: Path, tmp_path: Path
 ) -> None:
     worker = AiopsWorker(
-        Settings(ports_per_worker=8, port_range=(23000, 23799), lock_dir=str(lock_dir)),
+        Settings(ports_per_worker=8, port_range=(12032, 12095), lock_dir=str(lock_dir)),
         registry=builtin_registry(),
         worker_id="master",
         session_id="objects-test",
@@ -27,7 +29,7 @@ def test_worker_leases_nothing_until_asked_and_releases_on_close(
     assert live_leases(lock_dir) == []
     ports = worker.port_range()
     assert len(ports) == 8
-    assert 23000 <= ports.start <= ports.end <= 23799
+    assert 12032 <= ports.start <= ports.end <= 12095
     assert worker.port_range() is ports
     assert live_leases(lock_dir) == [(ports.start, ports.end, "objects-test")]
     assert worker.close() == []

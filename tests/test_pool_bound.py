@@ -12,9 +12,10 @@ import pytest
 from pytest_aiops import OptionError
 from pytest_aiops._worktrees.provider import list_worktrees, reclaim_orphans
 
-from .helpers import MakeRepo, git, registrations
-from .helpers import worktree_lease as lease
-from .helpers import worktree_provider as provider
+from .git_helpers import MakeRepo, git
+from .worktree_helpers import registrations
+from .worktree_helpers import worktree_lease as lease
+from .worktree_helpers import worktree_provider as provider
 
 
 def _tokens_by_path(root: Path) -> dict[str, str]:

@@ -16,7 +16,7 @@ from pytest_aiops import AiopsWarning, PortsExhaustedError
 from pytest_aiops._ports.pool import KernelPorts, PortRange
 from pytest_aiops._ports.probe import host_has_ipv6
 
-from .helpers import make_time_wait
+from .port_helpers import make_time_wait
 
 pytest_plugins = ["pytester"]
 

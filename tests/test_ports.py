@@ -34,7 +34,7 @@ from pytest_aiops._ports.probe import (
 from pytest_aiops._ports.provider import PortRangeProvider
 from pytest_aiops._ports.records import holders_of, read_records, reap_stale
 
-from .helpers import Holder, make_time_wait
+from .port_helpers import Holder, make_time_wait
 
 BASE = 6400  # 6400-7999: no default-range run leases there (leases are per network namespace)
 #: Ranges of their own (no other test binds there) for tests that assert which block is

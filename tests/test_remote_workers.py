@@ -17,7 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import check_inner_warnings, child_env, git
+from .git_helpers import git
+from .inner_run_helpers import check_inner_warnings
+from .process_helpers import child_env
 from .remote_helpers import (
     OTHER_HOST,
     SOCKET_SERVER,

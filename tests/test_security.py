@@ -23,7 +23,8 @@ import pytest
 from pytest_aiops import AiopsWarning
 from pytest_aiops._worktrees import store
 
-from .helpers import REPO_ROOT, child_env, git, namespace_problem, run_driver
+from .git_helpers import git
+from .process_helpers import REPO_ROOT, child_env, namespace_problem, run_driver
 
 ATTACKER = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 PACKAGE_ROOT = str(REPO_ROOT)

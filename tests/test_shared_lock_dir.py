@@ -26,7 +26,8 @@ from pytest_aiops._ports.admin import init_lock_directory, shell_commands
 from pytest_aiops._ports.locks import range_is_leased
 from pytest_aiops._ports.provider import create_port_range_provider
 
-from .helpers import child_env, inner_warnings
+from .inner_run_helpers import inner_warnings
+from .process_helpers import child_env
 from .shared_lock_helpers import (
     AS_FIRST_USER,
     PROBLEM,

@@ -26,21 +26,29 @@ from pathlib import Path
 from typing import Any
 
 SOAK = os.environ.get("AIOPS_SOAK") == "1"
-LOW, HIGH = 21000, 22023  # below the ephemeral range; the configs below all live here
+#: 3160-4183: outside the plugin's default range (20000-26399), where another run on the
+#: machine could lease and bind the squatted ports, and used by no other test; the configs
+#: below all live here.
+LOW, HIGH = 3160, 4183
 CONFIGS: list[dict[str, Any]] = [
-    {"basePort": 21000, "blockSize": 16, "blockCount": 64},
-    {"basePort": 21000, "blockSize": 64, "blockCount": 16},
-    {"basePort": 21008, "blockSize": 32, "blockCount": 31},  # misaligned with the others
-    {"basePort": 21000, "blockSize": 64, "blockCount": 16, "children": 4},
+    {"basePort": LOW, "blockSize": 16, "blockCount": 64},
+    {"basePort": LOW, "blockSize": 64, "blockCount": 16},
+    {"basePort": LOW + 8, "blockSize": 32, "blockCount": 31},  # misaligned with the others
+    {"basePort": LOW, "blockSize": 64, "blockCount": 16, "children": 4},
     # Callers that keep busy ports back (the plugin's pool): TIME_WAIT-only blocks allowed
     # when no block is clean, a listener never.
-    {"basePort": 21000, "blockSize": 16, "blockCount": 64, "acceptTimeWait": True},
-    {"basePort": 21000, "blockSize": 64, "blockCount": 16, "children": 2, "acceptTimeWait": True},
+    {"basePort": LOW, "blockSize": 16, "blockCount": 64, "acceptTimeWait": True},
+    {"basePort": LOW, "blockSize": 64, "blockCount": 16, "children": 2, "acceptTimeWait": True},
 ]
 #: Squatters: foreign listeners, on loopback and on the wildcard.
-FOREIGN = {21100: "127.0.0.1", 21555: "0.0.0.0", 21301: "127.0.0.1", 21790: "0.0.0.0"}
+FOREIGN = {
+    LOW + 100: "127.0.0.1",
+    LOW + 555: "0.0.0.0",
+    LOW + 301: "127.0.0.1",
+    LOW + 790: "0.0.0.0",
+}
 #: Ports left in TIME_WAIT by a server that closed first, before the workers start.
-TIME_WAIT = (21400, 21401, 21950)
+TIME_WAIT = (LOW + 400, LOW + 401, LOW + 950)
 
 
 def _bind_all(start: int, end: int) -> tuple[list[socket.socket], list[int]]:
@@ -230,11 +238,11 @@ def test_torture_mixed_configs_foreign_listener_and_sigkill(tmp_path: Path) -> N
 def test_torture_with_ofd_and_posix_workers_at_once(tmp_path: Path) -> None:
     """Workers alternate between the two lock backends, leasing from one lock directory."""
     # 11000-12023: no other test binds there.
-    _torture(tmp_path, backends=["ofd", "posix"], offset=-10000)
+    _torture(tmp_path, backends=["ofd", "posix"], offset=11000 - LOW)
 
 
 def _torture(tmp_path: Path, backends: list[str | None], offset: int) -> None:
-    from .helpers import make_time_wait
+    from .port_helpers import make_time_wait
 
     configs, foreign_ports, time_wait = _shifted(offset)
     lock_dir, log_path = tmp_path / "locks", tmp_path / "log"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import REPO_ROOT, checkout_pythonpath, child_env
+from .process_helpers import REPO_ROOT, checkout_pythonpath, child_env
 
 WHERE = "import pytest_aiops.plugin as p; print(p.__file__)"
 

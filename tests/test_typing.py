@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import REPO_ROOT, child_env
+from .process_helpers import REPO_ROOT, child_env
 
 USER_TESTS = """
 from __future__ import annotations

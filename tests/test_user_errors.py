@@ -10,9 +10,9 @@ import pytest
 
 from pytest_aiops import GitError, OptionError
 
-from .helpers import MakeRepo, git
-from .helpers import worktree_lease as lease
-from .helpers import worktree_provider as provider
+from .git_helpers import MakeRepo, git
+from .worktree_helpers import worktree_lease as lease
+from .worktree_helpers import worktree_provider as provider
 
 MISPLACED = """
 import pytest

@@ -23,7 +23,8 @@ from pytest_aiops import ResourceRequest, create_default_orchestrator
 from pytest_aiops._worktrees.provider import SnapshotRun, reclaim_orphans
 from pytest_aiops._worktrees.snapshot import snapshot_base
 
-from .helpers import child_env, git, run
+from .git_helpers import git, run
+from .process_helpers import child_env
 from .test_security import needs_namespace, run_attack
 from .working_state_helpers import EXPECTED_STATUS, UNTRACKED, dirty_repo, fingerprint
 

@@ -20,9 +20,11 @@ from pytest_aiops._worktrees import create as _create
 from pytest_aiops._worktrees.git import run_git, session_members
 from pytest_aiops._worktrees.provider import list_worktrees, reclaim_orphans
 
-from .helpers import MakeRepo, checkouts, git, registrations, wait_for
-from .helpers import worktree_lease as lease
-from .helpers import worktree_provider as provider
+from .git_helpers import MakeRepo, git
+from .wait_helpers import wait_for
+from .worktree_helpers import checkouts, registrations
+from .worktree_helpers import worktree_lease as lease
+from .worktree_helpers import worktree_provider as provider
 
 _HOLDER = r"""
 import json, sys, os

@@ -18,9 +18,10 @@ from typing import Any
 
 import pytest
 
-from .helpers import MakeRepo, checkout_state, clone_state, git, run
-from .helpers import worktree_lease as lease
-from .helpers import worktree_provider as provider
+from .git_helpers import MakeRepo, git, run
+from .snapshot_helpers import checkout_state, clone_state
+from .worktree_helpers import worktree_lease as lease
+from .worktree_helpers import worktree_provider as provider
 
 #: git >= 2.38.1 refuses local submodule clones unless told.
 FILE_PROTOCOL = ("-c", "protocol.file.allow=always")

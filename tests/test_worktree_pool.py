@@ -17,19 +17,11 @@ from pytest_aiops._worktrees.provider import (
     reclaim_orphans,
 )
 
-from .helpers import (
-    MakeRepo,
-    checkout_state,
-    checkouts,
-    clone_state,
-    git,
-    make_a_mess,
-    registrations,
-    repo_state,
-    run,
-)
-from .helpers import worktree_lease as lease
-from .helpers import worktree_provider as provider
+from .git_helpers import MakeRepo, git, run
+from .snapshot_helpers import checkout_state, clone_state, repo_state
+from .worktree_helpers import checkouts, make_a_mess, registrations
+from .worktree_helpers import worktree_lease as lease
+from .worktree_helpers import worktree_provider as provider
 
 FILES = {
     "top.txt": "top\n",

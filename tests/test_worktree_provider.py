@@ -28,19 +28,11 @@ from pytest_aiops._worktrees.provider import (
     worktree_env,
 )
 
-from .helpers import (
-    MakeRepo,
-    checkouts,
-    clone_state,
-    git,
-    make_a_mess,
-    registrations,
-    repo_state,
-    run,
-    tree_state,
-)
-from .helpers import worktree_lease as lease
-from .helpers import worktree_provider as provider
+from .git_helpers import MakeRepo, git, run
+from .snapshot_helpers import clone_state, repo_state, tree_state
+from .worktree_helpers import checkouts, make_a_mess, registrations
+from .worktree_helpers import worktree_lease as lease
+from .worktree_helpers import worktree_provider as provider
 
 
 @pytest.fixture

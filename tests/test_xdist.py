@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import check_inner_warnings, live_leases, record_git_calls
+from .git_helpers import record_git_calls
+from .inner_run_helpers import check_inner_warnings
+from .port_helpers import live_leases
 
 pytest_plugins = ["pytester"]
 

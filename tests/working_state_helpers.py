@@ -7,7 +7,7 @@ import os
 import stat
 from pathlib import Path
 
-from .helpers import git
+from .git_helpers import git
 
 #: ``git status --porcelain --untracked-files=all`` of :func:`dirty_repo` (test module aside).
 EXPECTED_STATUS = [" D gone.txt", " M a.txt", "A  staged.txt", "AM staged_then_edited.txt"]
