@@ -160,7 +160,7 @@ class _Option:
 
     The spellings are made from ``dest`` (``--aiops-x``, ini ``aiops_x``, env
     ``PYTEST_AIOPS_X``), so the options pytest declares, the values :meth:`Settings.from_config`
-    parses, the defaults of :class:`Settings` and every hint naming a setting (:func:`hint`)
+    parses, the defaults of :class:`Settings` and every hint naming a setting (:func:`spellings`)
     come from this one row. ``parse(value, base)`` gets the text and, for a value from the ini
     file, the ini file's directory (paths are relative to it); it raises :class:`_Invalid`.
 
@@ -358,18 +358,18 @@ OPTIONS: tuple[_Option, ...] = (
         "POLICY",
     ),
 )
-_BY_DEST = {option.dest: option for option in OPTIONS}
+OPTIONS_BY_DEST = {option.dest: option for option in OPTIONS}
 
 
 def cli(dest: str) -> str:
     """Setting ``dest`` as the command line spells it: ``--aiops-x``."""
-    return _BY_DEST[dest].cli
+    return OPTIONS_BY_DEST[dest].cli
 
 
-def hint(dest: str, value: str = "", *, env: bool = True) -> str:
+def spellings(dest: str, value: str = "", *, env: bool = True) -> str:
     """Setting ``dest`` in every spelling, for a message saying what to change:
     ``--aiops-x=VALUE (ini aiops_x, env PYTEST_AIOPS_X)`` (``value`` with its ``=``)."""
-    option = _BY_DEST[dest]
+    option = OPTIONS_BY_DEST[dest]
     where = f"ini {option.ini}, env {option.env}" if env else f"ini {option.ini}"
     return f"{option.cli}{value} ({where})"
 
@@ -418,7 +418,7 @@ class Settings:
 
     # The fields are the rows of OPTIONS (sorted, as the repr and JSON show them), and
     # ``sources``: where each value came from.
-    __slots__ = tuple(sorted([*_BY_DEST, "sources"]))
+    __slots__ = tuple(sorted([*OPTIONS_BY_DEST, "sources"]))
     disable: bool
     ports_per_worker: int
     max_ports_per_worker: int
@@ -442,7 +442,7 @@ class Settings:
 
     def __init__(self, *, sources: Mapping[str, str] | None = None, **values: Any) -> None:
         """Each field from ``values`` (by name), else its row's default."""
-        unknown = set(values) - set(_BY_DEST)
+        unknown = set(values) - set(OPTIONS_BY_DEST)
         if unknown:
             raise TypeError(f"Settings() got an unexpected keyword argument {min(unknown)!r}")
         for option in OPTIONS:

@@ -33,7 +33,7 @@ from .._ports.pool import KernelPorts, PortRange
 from .._worktrees.defaults import DEFAULT_ISOLATION
 from .._worktrees.locate import find_repository
 from .hook_env import repo_variables
-from .settings import Settings
+from .settings import Settings, cli, spellings
 
 if TYPE_CHECKING:
     from .._worktrees.provider import SnapshotRun
@@ -90,7 +90,7 @@ class WorktreeFactory:
         *,
         repo: str,
         session_prefix: str,
-        repo_hint: str = "set --aiops-repo (ini aiops_repo) to the repository under test",
+        repo_hint: str = f"set {spellings('repo', env=False)} to the repository under test",
         snapshot_directory: Callable[[], str | None] = lambda: None,
         pinned: PinnedBase | None = None,
     ) -> None:
@@ -522,6 +522,7 @@ class AiopsWorker:
                     self._port_range = KernelPorts(
                         f"pytest-aiops could not lease ports ({' '.join(str(cause).split())})",
                         owner=self.worker_id,
+                        fallback_setting=cli("port_fallback"),
                     )
                     return self._port_range
                 allocation = session.allocation("port-range")
@@ -538,6 +539,8 @@ class AiopsWorker:
                     grow=self._grow_pool,
                     max_ports=self.settings.max_ports_per_worker,
                     fallback=self.settings.port_fallback,
+                    max_ports_setting=spellings("max_ports_per_worker"),
+                    fallback_setting=cli("port_fallback"),
                 )
             return self._port_range
 

@@ -68,7 +68,7 @@ from collections.abc import Iterable, Iterator
 from .._core.trust import owner_name, shared_problem
 from .._errors import LockError, ParentGoneError, UnsupportedPlatformError, escape
 from . import netns
-from .defaults import LOCK_DIR_ENV
+from .defaults import LOCK_DIR_CLI_OPTION, LOCK_DIR_ENV, LOCK_DIR_PLUGIN_OPTION
 
 if sys.platform != "win32":  # Windows has no fcntl: importing must work, leasing fails
     import fcntl
@@ -780,7 +780,7 @@ def live_lease_ids(directory: str, lease_ids: Iterable[int]) -> set[int]:
         handle.close()
 
 
-LOCK_DIR_HINT = f"set --aiops-lock-dir, ${LOCK_DIR_ENV} or the lockDirectory option"
+LOCK_DIR_HINT = f"set {LOCK_DIR_PLUGIN_OPTION}, ${LOCK_DIR_ENV} or the lockDirectory option"
 #: The command that prepares a lock directory every user of the machine shares.
 INIT_COMMAND = "pytest-aiops init-lock-dir"
 
@@ -790,8 +790,9 @@ def share_hint(lock_directory: str) -> str:
     for every user, or this user takes a directory of their own (each entry point's name)."""
     return (
         f"have root prepare it once for every user: {INIT_COMMAND} {escape(lock_directory)} "
-        f"(docs: troubleshooting, shared lock directory), or set --aiops-lock-dir or "
-        f"${LOCK_DIR_ENV} (CLI: --lock-dir, core: lockDirectory) to a directory of your own"
+        f"(docs: troubleshooting, shared lock directory), or set {LOCK_DIR_PLUGIN_OPTION} or "
+        f"${LOCK_DIR_ENV} (CLI: {LOCK_DIR_CLI_OPTION}, core: lockDirectory) to a directory of "
+        "your own"
     )
 
 
