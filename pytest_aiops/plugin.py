@@ -32,22 +32,13 @@ if TYPE_CHECKING:
     from ._plugin.xdist import XdistController
     from ._ports.pool import PortFactory, PortRange
 
-_LAZY_EXPORTS = {
-    "AiopsWorker": "_plugin.worker",
-    "GitWorktree": "_plugin.worker",
-    "PortRange": "_ports.pool",
-    "WorktreeFactory": "_plugin.worker",
-    "ProvisionedResources": "_core.session",
-    "WorkerSession": "_plugin.worker",
-}
-
 
 def __getattr__(name: str) -> Any:
-    """The fixture return types, importable from here without loading them at start-up."""
-    module = _LAZY_EXPORTS.get(name)
-    if module is None:
+    """The fixture return types of ``__all__``, importable from here without loading them at
+    start-up: the package's own lazy exports (its one list) resolve them."""
+    if name not in __all__:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(import_module(f"{__package__}.{module}"), name)
+    return getattr(import_module(__package__ or "pytest_aiops"), name)
 
 
 __all__ = [
