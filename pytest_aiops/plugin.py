@@ -683,7 +683,7 @@ def git_worktree(request: pytest.FixtureRequest) -> Iterator[GitWorktree]:
 
     try:
         options = marker_options(request.node.get_closest_marker(MARKER))
-        worktree = factory.provision(**options, name=request.node.nodeid)
+        worktree = factory.provision(**options)
     except AiopsError as error:
         failure = _provisioning_failure("git_worktree", error)
     if failure is not None:

@@ -593,17 +593,17 @@ class Settings:
         size = self.ports_per_worker * count
         if size <= self.port_range_size:
             return
-        per_worker, port_range = cli("ports_per_worker"), cli("port_range")
+        per_worker_flag, range_flag = cli("ports_per_worker"), cli("port_range")
         if workers:
             what = f"({self.ports_per_worker}) x {workers} workers = {size} ports"
-            lower = f"lower {per_worker} or -n"
+            lower = f"lower {per_worker_flag} or -n"
         else:
             what = f"({self.ports_per_worker} ports)"
-            lower = f"lower {per_worker}"
+            lower = f"lower {per_worker_flag}"
         raise self.usage_error(
             "ports_per_worker",
-            f"{what} do not fit in {port_range} {low}-{high} "
-            f"({self.port_range_size} ports); {lower}, or widen {port_range}",
+            f"{what} do not fit in {range_flag} {low}-{high} "
+            f"({self.port_range_size} ports); {lower}, or widen {range_flag}",
         )
 
     def port_request(self, workers: int = 1) -> ResourceRequest:

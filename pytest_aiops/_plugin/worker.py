@@ -146,9 +146,8 @@ class WorktreeFactory:
         target_path: str | None = None,
         isolation: str | None = None,
         working_state: bool | None = None,
-        name: str = "",
     ) -> GitWorktree:
-        """A new worktree at ``base_ref`` (default: the configured one); ``name`` is a label.
+        """A new worktree at ``base_ref`` (default: the configured one).
 
         ``working_state`` (default: the setting) lays the user's working state on ``HEAD``.
         """
@@ -455,7 +454,8 @@ class AiopsWorker:
             return self._cached_orchestrator
 
     @property
-    def port_range_leased(self) -> bool:
+    def ports_leased(self) -> bool:
+        """Whether this worker's port lease is taken (its pool may not be made yet)."""
         return self._ports_session is not None
 
     @property

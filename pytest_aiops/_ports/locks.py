@@ -75,11 +75,11 @@ if sys.platform != "win32":  # Windows has no fcntl: importing must work, leasin
 
 PORTS_FILE = "ports.lock"
 LEASES_DIR = "leases"  # the lease records (see .records)
-MAX_PORT = 65535
 CHILD_BASE = 1 << 16
 RANGE_BASE = 1 << 32
 ID_BASE = 1 << 48
-ID_BITS = 47
+#: Lease ids are byte offsets past ID_BASE, drawn below this bound: clear of off_t's limit.
+MAX_LEASE_ID = 1 << 47
 
 if sys.platform.startswith("linux"):
     # Values from <fcntl.h>; Python has the names since 3.9, on Linux only.
@@ -162,15 +162,6 @@ def backend_name() -> str:
             lock_path="",
         )
     return forced or (OFD if F_OFD_SETLK != -1 else POSIX)
-
-
-def supported() -> bool:
-    """Whether this platform can lease ports (any POSIX system with ``fcntl``)."""
-    try:
-        backend_name()
-    except LockError:
-        return False
-    return True
 
 
 def range_byte(start: int, end: int) -> int:
@@ -578,7 +569,7 @@ class RangeLockFile:
     def take_lease_id(self) -> int:
         """Lock a fresh random lease id (exclusive) and return it."""
         while True:
-            lease_id = secrets.randbits(ID_BITS)
+            lease_id = secrets.randbelow(MAX_LEASE_ID)
             # A collision with a live lease is astronomically rare; the lock makes it safe.
             if self.try_lock(ID_BASE + lease_id, ID_BASE + lease_id, shared=False):
                 return lease_id
@@ -606,9 +597,9 @@ class RangeClaim:
         self.announcement = announcement
 
     def release(self) -> None:
-        # Close, never F_UNLCK: a fork()ed child sharing the description must not be able
-        # to drop its parent's locks, and closing drops exactly this lease's locks. The
-        # file lock goes first: the name never ends before the lock it stands beside.
+        # Closing the holder drops exactly this lease's locks, on either backend (each
+        # backend's ``close`` says how). The file lock goes first: the name never ends
+        # before the lock it stands beside.
         self.handle.close()
         if self.announcement is not None:
             self.announcement.close()
@@ -797,8 +788,9 @@ def share_hint(lock_directory: str) -> str:
 
 
 def untrusted_error(path: str, problem: str, lock_directory: str | None = None) -> LockError:
-    """A lock directory or ``ports.lock`` another user controls: refused (see README,
-    "Threat model"), never used and never replaced by a private fallback."""
+    """A lock directory or ``ports.lock`` another user controls: refused (docs/security.md,
+    "The shared lock directory cannot be split"), never used and never replaced by a private
+    fallback."""
     return LockError(
         f"lock directory path {path!r} is {escape(problem)}: another user could split or "
         f"redirect port leases there, so it is refused; {share_hint(lock_directory or path)}",
@@ -818,7 +810,7 @@ def unprepared_error(lock_directory: str, missing: str, owner: int) -> LockError
     )
 
 
-def _directory_error(path: str, reason: str, error: OSError | None = None) -> LockError:
+def _directory_error(path: str, reason: str) -> LockError:
     message = (
         f"lockDirectory must be a writable directory, not {path!r} ({reason}); {LOCK_DIR_HINT}"
     )

@@ -40,6 +40,7 @@ from .defaults import (
     machine_root,
 )
 from .locks import (
+    MAX_LEASE_ID,
     PORTS_FILE,
     RangeClaim,
     TopLevelScanner,
@@ -66,8 +67,6 @@ __all__ = [
 
 KIND = "port-range"
 MAX_PORT = 65535
-#: Lease ids are byte offsets in ports.lock past 2**48; keep them clear of off_t's limit.
-MAX_LEASE_ID = 2**47
 
 
 def _prepare_lock_directory(workspace_root: str, configured: str | None) -> str:
