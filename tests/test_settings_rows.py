@@ -52,7 +52,7 @@ def test_each_row_spells_its_setting_one_way_in_each_place() -> None:
     for option in OPTIONS:
         assert re.fullmatch(r"[a-z]+(_[a-z]+)*", option.dest), option.dest
         assert option.cli == "--aiops-" + option.dest.replace("_", "-")
-        assert option.ini == option.attribute == "aiops_" + option.dest
+        assert option.ini == "aiops_" + option.dest
         assert option.env == "PYTEST_AIOPS_" + option.dest.upper()
         assert cli(option.dest) == option.cli
         assert spellings(option.dest) == f"{option.cli} (ini {option.ini}, env {option.env})"

@@ -168,7 +168,7 @@ class _Option:
     module is imported, in every pytest run (issue 23: a few million instructions each).
     """
 
-    __slots__ = ("default", "dest", "help", "kind", "metavar", "parse")
+    __slots__ = ("cli", "default", "dest", "env", "help", "ini", "kind", "metavar", "parse")
 
     def __init__(
         self,
@@ -185,23 +185,10 @@ class _Option:
         self.help = help
         self.metavar = metavar
         self.kind = kind
-
-    @property
-    def cli(self) -> str:
-        return "--aiops-" + self.dest.replace("_", "-")
-
-    @property
-    def env(self) -> str:
-        return "PYTEST_AIOPS_" + self.dest.upper()
-
-    @property
-    def ini(self) -> str:
-        return "aiops_" + self.dest
-
-    @property
-    def attribute(self) -> str:
-        """Where argparse stores the command-line value (``config.getoption``'s name)."""
-        return "aiops_" + self.dest
+        #: ``--aiops-x``, ``PYTEST_AIOPS_X`` and ``aiops_x``: made once, read at each start.
+        self.cli = "--aiops-" + dest.replace("_", "-")
+        self.env = "PYTEST_AIOPS_" + dest.upper()
+        self.ini = "aiops_" + dest  # also where argparse stores ``--aiops-x``
 
 
 OPTIONS: tuple[_Option, ...] = (
@@ -442,9 +429,9 @@ class Settings:
 
     def __init__(self, *, sources: Mapping[str, str] | None = None, **values: Any) -> None:
         """Each field from ``values`` (by name), else its row's default."""
-        unknown = set(values) - set(OPTIONS_BY_DEST)
-        if unknown:
-            raise TypeError(f"Settings() got an unexpected keyword argument {min(unknown)!r}")
+        if not values.keys() <= OPTIONS_BY_DEST.keys():
+            unknown = min(values.keys() - OPTIONS_BY_DEST.keys())
+            raise TypeError(f"Settings() got an unexpected keyword argument {unknown!r}")
         for option in OPTIONS:
             object.__setattr__(self, option.dest, values.get(option.dest, option.default))
         object.__setattr__(self, "sources", sources)
@@ -687,7 +674,7 @@ def add_options(parser: pytest.Parser) -> None:
 def _lookup(config: pytest.Config, option: _Option) -> tuple[str, str] | None:
     import pytest
 
-    given = config.getoption(option.attribute)
+    given = config.getoption(option.ini)  # argparse's name for --aiops-x is the ini key
     if given is not None:
         return ("true" if given is True else str(given)), option.cli
     env = os.environ.get(option.env)
