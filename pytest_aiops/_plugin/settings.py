@@ -1,7 +1,8 @@
 """The plugin's settings: every option read once, validated, with CLI > env > ini > default.
 
-Each setting has one name in four places: ``--aiops-x`` on the command line, ``PYTEST_AIOPS_X``
-in the environment, ``aiops_x`` in the ini file, and a default. :meth:`Settings.from_config`
+Each setting is one row of :data:`OPTIONS` (parser, default, help), and has one name in four
+places, made from the row: ``--aiops-x`` on the command line, ``PYTEST_AIOPS_X`` in the
+environment, ``aiops_x`` in the ini file, and a default. :meth:`Settings.from_config`
 reads them in that order of precedence and stores a frozen :class:`Settings` in
 ``config.stash``; a bad value is one :class:`pytest.UsageError` line naming the option, where
 the value came from, the value and what is allowed (pytest-asyncio's ``asyncio_mode`` message
