@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from ._plugin.declarations import MARKER, declare_hooks, declare_marker, declare_options
-from ._plugin.settings import Settings
+from ._plugin.settings import OPTIONS_BY_DEST, Settings, cli, spellings
 from ._plugin.xdist import WORKERINPUT_KEY, worker_input, worker_slice, xdist_worker_count
 
 if TYPE_CHECKING:
@@ -32,22 +32,13 @@ if TYPE_CHECKING:
     from ._plugin.xdist import XdistController
     from ._ports.pool import PortFactory, PortRange
 
-_LAZY_EXPORTS = {
-    "AiopsWorker": "_plugin.worker",
-    "GitWorktree": "_plugin.worker",
-    "PortRange": "_ports.pool",
-    "WorktreeFactory": "_plugin.worker",
-    "ProvisionedResources": "_core.session",
-    "WorkerSession": "_plugin.worker",
-}
-
 
 def __getattr__(name: str) -> Any:
-    """The fixture return types, importable from here without loading them at start-up."""
-    module = _LAZY_EXPORTS.get(name)
-    if module is None:
+    """The fixture return types of ``__all__``, importable from here without loading them at
+    start-up: the package's own lazy exports (its one list) resolve them."""
+    if name not in __all__:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(import_module(f"{__package__}.{module}"), name)
+    return getattr(import_module(__package__ or "pytest_aiops"), name)
 
 
 __all__ = [
@@ -370,7 +361,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
             worktrees += f" (on other hosts: {at})"
     return [
         f"aiops: {ports}; lock dir {lock_dir}; {worktrees}",
-        f"aiops: reproduce with {settings.as_cli()} --aiops-lock-dir={lock_dir}",
+        f"aiops: reproduce with {settings.as_cli()} {cli('lock_dir')}={lock_dir}",
     ]
 
 
@@ -428,7 +419,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     lines = summary_lines(summaries, verbose=verbose)
     if any(s.get("kept") for s in summaries):
         lines.append(
-            "aiops: worktrees kept by --aiops-keep stay until you remove them: "
+            f"aiops: worktrees kept by {cli('keep')} stay until you remove them: "
             "`git worktree remove --force PATH` (or `rm -r` a clone), or `pytest-aiops gc --kept`"
         )
     if state.controller is not None:
@@ -517,7 +508,9 @@ def _pool(config: pytest.Config) -> PortRange:
             from ._ports.pool import KernelPorts
 
             source = settings.source("disable") if settings else "default"
-            stand_in = KernelPorts(f"pytest-aiops is disabled ({source})")
+            stand_in = KernelPorts(
+                f"pytest-aiops is disabled ({source})", fallback_setting=cli("port_fallback")
+            )
             config.stash[_KERNEL_PORTS_KEY] = stand_in
         return stand_in
     if state.pool_failure is not None:  # one lease attempt per process, as a session fixture
@@ -547,10 +540,11 @@ def _worker(config: pytest.Config) -> AiopsWorker:
     if state is None or state.worker is None:
         settings = config.stash.get(SETTINGS_KEY, None)
         source = settings.source("disable") if settings else "default"
+        disable = OPTIONS_BY_DEST["disable"]
         pytest.fail(
             f"pytest-aiops is disabled ({source}), so its fixtures (port_range, git_worktree, "
-            "provisioned_session, aiops_*) are unavailable; drop --aiops-disable / "
-            "aiops_disable / PYTEST_AIOPS_DISABLE to use them",
+            f"provisioned_session, aiops_*) are unavailable; drop {disable.cli} / "
+            f"{disable.ini} / {disable.env} to use them",
             pytrace=False,
         )
     return state.worker
@@ -558,11 +552,11 @@ def _worker(config: pytest.Config) -> AiopsWorker:
 
 #: What to add to a provider's complaint about an option the plugin sets for it.
 _OPTION_HINTS = {
-    "baseRef": "set --aiops-base-ref (ini aiops_base_ref) or the module's "
+    "baseRef": f"set {spellings('base_ref', env=False)} or the module's "
     "pytest.mark.aiops(base_ref=...) to an existing commit",
     "targetPath": "fix the module's pytest.mark.aiops(target_path=...)",
-    "workingState": "or set --aiops-working-state=false (ini aiops_working_state, env "
-    "PYTEST_AIOPS_WORKING_STATE) or the module's pytest.mark.aiops(working_state=False)",
+    "workingState": f"or set {spellings('working_state', '=false')} or the module's "
+    "pytest.mark.aiops(working_state=False)",
 }
 
 
@@ -579,9 +573,9 @@ def _provisioning_failure(fixture: str, error: AiopsError) -> str:
     if isinstance(error, ProvisioningError) and isinstance(error.__cause__, AiopsError):
         cause = error.__cause__
     message = " ".join(str(cause).split())
-    setting = "--aiops-worktree-root (ini aiops_worktree_root, env PYTEST_AIOPS_WORKTREE_ROOT)"
+    setting = spellings("worktree_root")
     if isinstance(cause, UnsafeDirectoryError):  # name the plugin's setting, not the core's
-        message = cause.for_setting("--aiops-worktree-root", setting)
+        message = cause.for_setting(cli("worktree_root"), setting)
     elif isinstance(cause, NoSpaceError):
         message = cause.for_setting(setting)
     hint = _OPTION_HINTS.get(getattr(cause, "option", ""))
@@ -689,7 +683,7 @@ def git_worktree(request: pytest.FixtureRequest) -> Iterator[GitWorktree]:
 
     try:
         options = marker_options(request.node.get_closest_marker(MARKER))
-        worktree = factory.provision(**options, name=request.node.nodeid)
+        worktree = factory.provision(**options)
     except AiopsError as error:
         failure = _provisioning_failure("git_worktree", error)
     if failure is not None:

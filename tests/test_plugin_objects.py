@@ -25,7 +25,7 @@ def test_worker_leases_nothing_until_asked_and_releases_on_close(
         session_id="objects-test",
         workspace_root=str(tmp_path),
     )
-    assert not worker.port_range_leased
+    assert not worker.ports_leased
     assert live_leases(lock_dir) == []
     ports = worker.port_range()
     assert len(ports) == 8

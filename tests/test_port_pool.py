@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from pytest_aiops import AiopsWarning, PortsExhaustedError
+from pytest_aiops._plugin.settings import spellings
 from pytest_aiops._ports.pool import KernelPorts, PortRange
 from pytest_aiops._ports.probe import host_has_ipv6
 
@@ -280,7 +281,9 @@ def test_port_range_is_a_sized_iterable_container() -> None:
 
 
 def test_next_port_hands_out_primary_first_then_says_how_to_get_more() -> None:
-    ports = PortRange(21000, 21002, 21001, owner="gw3", probe=False)
+    # Spelled as the plugin's worker spells its bound (the pool's default: ``max_ports``).
+    bound = spellings("max_ports_per_worker")
+    ports = PortRange(21000, 21002, 21001, owner="gw3", probe=False, max_ports_setting=bound)
     assert [ports.next_port() for _ in range(3)] == [21001, 21002, 21000]
     with pytest.raises(PortsExhaustedError) as excinfo:
         ports.next_port()

@@ -12,7 +12,6 @@ from .._errors import ReleaseError
 from .discovery import (
     DEFAULT_DISCOVERY_FILE,
     DiscoverySnapshot,
-    HardConstraint,
     compose_prompt,
     write_atomic,
 )
@@ -39,42 +38,8 @@ class ProvisionedResources:
     Use it as a context manager, or call :meth:`release` (idempotent, thread-safe).
     """
 
-    def __init__(
-        self,
-        *,
-        session_id: str,
-        workspace_root: str,
-        working_directory: str,
-        hard_constraints: Sequence[HardConstraint],
-        env: Mapping[str, str],
-        prompt_sections: Sequence[str],
-        metadata: Mapping[str, Any],
-        releases: Sequence[Releaser],
-    ) -> None:
-        self._adopt(
-            DiscoverySnapshot(
-                session_id=session_id,
-                workspace_root=workspace_root,
-                working_directory=working_directory,
-                hard_constraints=hard_constraints,
-                env=env,
-                prompt_sections=prompt_sections,
-                metadata=metadata,
-            ),
-            releases,
-        )
-
-    @classmethod
-    def from_snapshot(
-        cls: type[_R], snapshot: DiscoverySnapshot, releases: Sequence[Releaser]
-    ) -> _R:
-        """A session whose context is ``snapshot`` and whose leases ``releases`` give back
-        (of the class it is called on: a subclass gets one of its own)."""
-        resources = cls.__new__(cls)
-        resources._adopt(snapshot, releases)
-        return resources
-
-    def _adopt(self, snapshot: DiscoverySnapshot, releases: Sequence[Releaser]) -> None:
+    def __init__(self, snapshot: DiscoverySnapshot, releases: Sequence[Releaser]) -> None:
+        """A session whose context is ``snapshot`` and whose leases ``releases`` give back."""
         self.session_id = snapshot.session_id
         self.workspace_root = snapshot.workspace_root
         self.working_directory = snapshot.working_directory
@@ -82,6 +47,14 @@ class ProvisionedResources:
         self._releases = list(releases)
         self._lock = threading.Lock()
         self._released = False
+
+    @classmethod
+    def from_snapshot(
+        cls: type[_R], snapshot: DiscoverySnapshot, releases: Sequence[Releaser]
+    ) -> _R:
+        """A session whose context is ``snapshot`` and whose leases ``releases`` give back
+        (of the class it is called on: a subclass gets one of its own)."""
+        return cls(snapshot, releases)
 
     @property
     def released(self) -> bool:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._errors import AiopsError
+from .settings import cli
 
 #: Sent to a gateway that may be remote: its host's name and boot id, as :func:`host_identity`.
 PROBE_SOURCE = """
@@ -88,13 +89,13 @@ class PinnedBase:
             f"commit {self.commit} ({self.ref} on the controller's host "
             f"{self.controller}) is missing from {repo} on host {self.host}; push it from the "
             f"controller's repository and fetch it into {repo} on {self.host} (or pass "
-            "--aiops-base-ref=REF for a commit both hosts have), then run again"
+            f"{cli('base_ref')}=REF for a commit both hosts have), then run again"
         )
 
     def unresolved(self) -> str:
         """One line: the controller could not resolve the base ref (so no host checks out)."""
         return (
-            f"--aiops-base-ref {self.ref} could not be resolved on the "
+            f"{cli('base_ref')} {self.ref} could not be resolved on the "
             f"controller's host {self.controller} ({self.error}), so this worker on host "
             f"{self.host} has no commit to check out; fix the base ref or the repository there"
         )
@@ -117,7 +118,7 @@ def remote_hint(host: str) -> str:
     """What ``git_worktree`` says on a remote host whose checkout holds no repository."""
     return (
         f"this worker runs on host {host}, whose copy has no .git (--rsyncdir copies none): "
-        f"set --aiops-repo to the path of a clone of the repository under test that exists "
+        f"set {cli('repo')} to the path of a clone of the repository under test that exists "
         f"on {host} (the controller's settings apply on every host)"
     )
 

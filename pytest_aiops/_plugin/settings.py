@@ -1,7 +1,8 @@
 """The plugin's settings: every option read once, validated, with CLI > env > ini > default.
 
-Each setting has one name in four places: ``--aiops-x`` on the command line, ``PYTEST_AIOPS_X``
-in the environment, ``aiops_x`` in the ini file, and a default. :meth:`Settings.from_config`
+Each setting is one row of :data:`OPTIONS` (parser, default, help), and has one name in four
+places, made from the row: ``--aiops-x`` on the command line, ``PYTEST_AIOPS_X`` in the
+environment, ``aiops_x`` in the ini file, and a default. :meth:`Settings.from_config`
 reads them in that order of precedence and stores a frozen :class:`Settings` in
 ``config.stash``; a bad value is one :class:`pytest.UsageError` line naming the option, where
 the value came from, the value and what is allowed (pytest-asyncio's ``asyncio_mode`` message
@@ -46,64 +47,181 @@ DEFAULT_RESOURCES = ("port-range",)
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 
+#: How a setting is given on the command line: ``--aiops-x VALUE``; ``--aiops-x`` alone
+#: (a ``store_true`` flag, a ``bool`` ini key); or both (``--aiops-x`` means true,
+#: ``--aiops-x=false`` false).
+VALUE, FLAG, SWITCH = "value", "flag", "switch"
+
+
+class _Invalid(Exception):
+    def __init__(self, expected: str, reason: str = "") -> None:
+        super().__init__(expected)
+        self.expected = expected
+        self.reason = reason
+
+
+def _parse_bool(value: str, base: str | None) -> bool:
+    text = value.strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise _Invalid("one of " + ", ".join(_TRUE + _FALSE))
+
+
+def _parse_positive_int(value: str, base: str | None) -> int:
+    text = value.strip()
+    if not re.fullmatch(r"\+?\d+", text) or int(text) < 1:
+        raise _Invalid("an integer >= 1")
+    return int(text)
+
+
+def _parse_count(value: str, base: str | None) -> int:
+    text = value.strip()
+    if not re.fullmatch(r"\+?\d+", text):
+        raise _Invalid("an integer >= 0")
+    return int(text)
+
+
+def _parse_port_range(value: str, base: str | None) -> tuple[int, int]:
+    match = re.fullmatch(r"\s*(\d+)\s*-\s*(\d+)\s*", value)
+    example = "{}-{}".format(*DEFAULT_PORT_RANGE)
+    expected = f"START-END with 1 <= START <= END <= 65535 (e.g. {example})"
+    if match is None:
+        raise _Invalid(expected)
+    low, high = int(match.group(1)), int(match.group(2))
+    if not 1 <= low <= high <= 65535:
+        raise _Invalid(expected)
+    return low, high
+
+
+def _parse_path(value: str, base: str | None) -> str:
+    text = os.path.expanduser(value.strip())
+    if not text:
+        raise _Invalid("a path")
+    return os.path.abspath(os.path.join(base, text) if base else text)
+
+
+def _parse_lock_dir(value: str, base: str | None) -> str:
+    """A path that is, or can be created as, a directory this user can write to.
+
+    Checked with a few ``stat``/``access`` calls and nothing created: a run that never uses
+    the fixtures leases nothing, but a lock directory that can never work is found at start.
+    """
+    path = _parse_path(value, base)
+    expected = "a directory this user can create or write to"
+    existing = path
+    while not os.path.lexists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise _Invalid(expected, f"{existing} is not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK) and not (
+        # prepared by `pytest-aiops init-lock-dir` (root's, 0755): nothing to create
+        existing == path
+        and os.path.lexists(os.path.join(path, "ports.lock"))
+        and os.path.lexists(os.path.join(path, "leases"))
+    ):
+        raise _Invalid(
+            expected,
+            f"{existing} is not writable; for a directory every user shares, have root "
+            f"run 'pytest-aiops init-lock-dir {path}' once",
+        )
+    return path
+
+
+def _parse_ref(value: str, base: str | None) -> str:
+    text = value.strip()
+    if not text or text.startswith("-") or any(c.isspace() for c in text):
+        raise _Invalid("a git commit-ish without spaces that does not start with '-'")
+    return text
+
+
+def _parse_patterns(value: str, base: str | None) -> tuple[str, ...]:
+    return tuple(p.strip() for p in re.split(r"[,\n]", value) if p.strip())
+
+
+def _parse_choice(choices: tuple[str, ...]) -> Callable[[str, str | None], str]:
+    def parse(value: str, base: str | None) -> str:
+        text = value.strip().lower()
+        if text not in choices:
+            raise _Invalid("one of " + ", ".join(choices))
+        return text
+
+    return parse
+
+
+def _parse_kinds(value: str, base: str | None) -> tuple[str, ...]:
+    kinds = tuple(k.strip() for k in value.split(",") if k.strip())
+    if len(set(kinds)) != len(kinds):
+        raise _Invalid("a comma-separated list of distinct resource kinds")
+    return kinds
+
 
 class _Option:
-    """One setting's names and help text; ``dest`` is the settings field name.
+    """One setting, whole: its field name ``dest``, parser, default, kind and help text.
+
+    The spellings are made from ``dest`` (``--aiops-x``, ini ``aiops_x``, env
+    ``PYTEST_AIOPS_X``), so the options pytest declares, the values :meth:`Settings.from_config`
+    parses, the defaults of :class:`Settings` and every hint naming a setting (:func:`spellings`)
+    come from this one row. ``parse(value, base)`` gets the text and, for a value from the ini
+    file, the ini file's directory (paths are relative to it); it raises :class:`_Invalid`.
 
     A plain class, as :class:`Settings`: a dataclass compiles its generated methods when the
     module is imported, in every pytest run (issue 23: a few million instructions each).
     """
 
-    __slots__ = ("dest", "flag", "help", "metavar", "switch")
+    __slots__ = ("cli", "default", "dest", "env", "help", "ini", "kind", "metavar", "parse")
 
     def __init__(
         self,
         dest: str,
+        parse: Callable[[str, str | None], Any],
+        default: object,
         help: str,
         metavar: str | None = None,
-        flag: bool = False,  # a store_true switch on the command line
-        switch: bool = False,  # ``--aiops-x`` means true, ``--aiops-x=false`` false
+        kind: str = VALUE,
     ) -> None:
         self.dest = dest
+        self.parse = parse
+        self.default = default
         self.help = help
         self.metavar = metavar
-        self.flag = flag
-        self.switch = switch
-
-    @property
-    def cli(self) -> str:
-        return "--aiops-" + self.dest.replace("_", "-")
-
-    @property
-    def env(self) -> str:
-        return "PYTEST_AIOPS_" + self.dest.upper()
-
-    @property
-    def ini(self) -> str:
-        return "aiops_" + self.dest
+        self.kind = kind
+        #: ``--aiops-x``, ``PYTEST_AIOPS_X`` and ``aiops_x``: made once, read at each start.
+        self.cli = "--aiops-" + dest.replace("_", "-")
+        self.env = "PYTEST_AIOPS_" + dest.upper()
+        self.ini = "aiops_" + dest  # also where argparse stores ``--aiops-x``
 
 
 OPTIONS: tuple[_Option, ...] = (
     _Option(
         "disable",
+        _parse_bool,
+        False,
         "turn pytest-aiops off: nothing is leased, no header; the port fixtures hand out "
         "kernel-chosen ports with one warning (see --aiops-port-fallback), the others fail "
         "saying so (unlike -p no:aiops, the fixtures and marker stay known).",
-        flag=True,
+        kind=FLAG,
     ),
     _Option(
         "ports_per_worker",
+        _parse_positive_int,
+        DEFAULT_PORTS_PER_WORKER,
         f"TCP ports each worker's port_range gets (default {DEFAULT_PORTS_PER_WORKER}).",
         "N",
     ),
     _Option(
         "max_ports_per_worker",
+        _parse_positive_int,
+        DEFAULT_MAX_PORTS_PER_WORKER,
         "how far a worker's port pool may grow (more blocks leased) when none of its ports "
         f"is free yet (default {DEFAULT_MAX_PORTS_PER_WORKER}).",
         "N",
     ),
     _Option(
         "port_fallback",
+        _parse_choice(PORT_FALLBACKS),
+        DEFAULT_PORT_FALLBACK,
         "where leasing is unavailable (--aiops-disable, an unusable lock directory, a full "
         "range, an unsupported platform) or the pool is at its bound: 'kernel' hands out "
         "ports the kernel picks, with one warning; 'error' fails the test (default kernel).",
@@ -111,91 +229,138 @@ OPTIONS: tuple[_Option, ...] = (
     ),
     _Option(
         "asyncio_ports",
+        _parse_bool,
+        False,
         "serve pytest-asyncio's unused_tcp_port, unused_udp_port and their _factory "
         "fixtures from this worker's port pool.",
-        flag=True,
+        kind=FLAG,
     ),
     _Option(
         "aiohttp_ports",
+        _parse_bool,
+        False,
         "serve pytest-aiohttp's aiohttp_server, aiohttp_raw_server and aiohttp_client "
         "(given an Application) on ports from this worker's port pool.",
-        flag=True,
+        kind=FLAG,
     ),
     _Option(
         "httpserver_ports",
+        _parse_bool,
+        False,
         "make pytest-httpserver's httpserver listen on a port from this worker's port pool.",
-        flag=True,
+        kind=FLAG,
     ),
     _Option(
         "localserver_ports",
+        _parse_bool,
+        False,
         "serve pytest-localserver's httpserver, httpsserver and smtpserver on ports from "
         "this worker's port pool.",
-        flag=True,
+        kind=FLAG,
     ),
     _Option(
         "port_range",
+        _parse_port_range,
+        DEFAULT_PORT_RANGE,
         "ports pytest-aiops may lease from, START-END inclusive "
         f"(default {DEFAULT_PORT_RANGE[0]}-{DEFAULT_PORT_RANGE[1]}).",
         "START-END",
     ),
     _Option(
         "lock_dir",
+        _parse_lock_dir,
+        None,
         "machine-wide directory of port leases shared by every run "
         f"(default {DEFAULT_LOCK_DIRECTORY_TEXT}).",
         "DIR",
     ),
     _Option(
         "repo",
+        _parse_path,
+        None,
         "the git repository git_worktree checks out (default: the one holding pytest's rootdir).",
         "PATH",
     ),
     _Option(
         "worktree_root",
+        _parse_path,
+        None,
         "directory the worktrees are created under (default: the git-worktree provider's, "
         "outside your checkout).",
         "DIR",
     ),
-    _Option("base_ref", "commit-ish git_worktree checks out (default HEAD).", "REF"),
+    _Option(
+        "base_ref",
+        _parse_ref,
+        DEFAULT_BASE_REF,
+        "commit-ish git_worktree checks out (default HEAD).",
+        "REF",
+    ),
     _Option(
         "working_state",
+        _parse_bool,
+        True,
         "git_worktree holds your working state (staged and unstaged changes, deletions, "
         "untracked files that are not ignored) on top of HEAD, one snapshot per run "
         "(default true; false: HEAD alone; an explicit --aiops-base-ref: that commit alone).",
         "BOOL",
-        switch=True,
+        kind=SWITCH,
     ),
     _Option(
         "worktree_include",
+        _parse_patterns,
+        (),
         "comma-separated gitignore patterns of ignored paths to copy into git_worktree with "
         "the working state (e.g. .env,*.so); the lines of .worktreeinclude add to them.",
         "PATTERNS",
     ),
     _Option(
         "isolation",
+        _parse_choice(ISOLATIONS),
+        DEFAULT_ISOLATION,
         "how git_worktree isolates: 'worktree' (git worktree, shares objects) or 'clone' "
         "(independent clone); default worktree.",
         "LEVEL",
     ),
     _Option(
         "pool_size",
+        _parse_count,
+        DEFAULT_POOL_SIZE,
         "how many released worktrees the worktree root keeps for reuse, in all; the least "
         f"recently used is deleted first, 0 keeps none (default {DEFAULT_POOL_SIZE}).",
         "N",
     ),
     _Option(
         "resources",
+        _parse_kinds,
+        DEFAULT_RESOURCES,
         "comma-separated resource kinds provisioned_session provisions, in order "
         "(default port-range; e.g. port-range,git-worktree).",
         "KINDS",
     ),
     _Option(
         "keep",
+        _parse_choice(KEEP_POLICIES),
+        "none",
         "which worktrees to keep after the run for debugging: none, failed (modules with a "
         "failed test) or all (default none).",
         "POLICY",
     ),
 )
-_BY_DEST = {option.dest: option for option in OPTIONS}
+OPTIONS_BY_DEST = {option.dest: option for option in OPTIONS}
+
+
+def cli(dest: str) -> str:
+    """Setting ``dest`` as the command line spells it: ``--aiops-x``."""
+    return OPTIONS_BY_DEST[dest].cli
+
+
+def spellings(dest: str, value: str = "", *, env: bool = True) -> str:
+    """Setting ``dest`` in every spelling, for a message saying what to change:
+    ``--aiops-x=VALUE (ini aiops_x, env PYTEST_AIOPS_X)`` (``value`` with its ``=``)."""
+    option = OPTIONS_BY_DEST[dest]
+    where = f"ini {option.ini}, env {option.env}" if env else f"ini {option.ini}"
+    return f"{option.cli}{value} ({where})"
 
 
 class Integration:
@@ -240,28 +405,9 @@ class Settings:
     Read-only once made. A plain class rather than a frozen dataclass: see :class:`_Option`.
     """
 
-    __slots__ = (
-        "aiohttp_ports",
-        "asyncio_ports",
-        "base_ref",
-        "disable",
-        "httpserver_ports",
-        "isolation",
-        "keep",
-        "localserver_ports",
-        "lock_dir",
-        "max_ports_per_worker",
-        "pool_size",
-        "port_fallback",
-        "port_range",
-        "ports_per_worker",
-        "repo",
-        "resources",
-        "sources",
-        "working_state",
-        "worktree_include",
-        "worktree_root",
-    )
+    # The fields are the rows of OPTIONS (sorted, as the repr and JSON show them), and
+    # ``sources``: where each value came from.
+    __slots__ = tuple(sorted([*OPTIONS_BY_DEST, "sources"]))
     disable: bool
     ports_per_worker: int
     max_ports_per_worker: int
@@ -283,34 +429,14 @@ class Settings:
     pool_size: int
     sources: Mapping[str, str] | None
 
-    def __init__(
-        self,
-        *,
-        disable: bool = False,
-        ports_per_worker: int = DEFAULT_PORTS_PER_WORKER,
-        max_ports_per_worker: int = DEFAULT_MAX_PORTS_PER_WORKER,
-        port_fallback: str = DEFAULT_PORT_FALLBACK,
-        asyncio_ports: bool = False,
-        aiohttp_ports: bool = False,
-        httpserver_ports: bool = False,
-        localserver_ports: bool = False,
-        port_range: tuple[int, int] = DEFAULT_PORT_RANGE,
-        lock_dir: str | None = None,
-        repo: str | None = None,
-        worktree_root: str | None = None,
-        base_ref: str = DEFAULT_BASE_REF,
-        working_state: bool = True,
-        worktree_include: tuple[str, ...] = (),
-        isolation: str = DEFAULT_ISOLATION,
-        resources: tuple[str, ...] = DEFAULT_RESOURCES,
-        keep: str = "none",
-        pool_size: int = DEFAULT_POOL_SIZE,
-        sources: Mapping[str, str] | None = None,
-    ) -> None:
-        values = dict(locals())
-        del values["self"]
-        for name, value in values.items():
-            object.__setattr__(self, name, value)
+    def __init__(self, *, sources: Mapping[str, str] | None = None, **values: Any) -> None:
+        """Each field from ``values`` (by name), else its row's default."""
+        if not values.keys() <= OPTIONS_BY_DEST.keys():
+            unknown = min(values.keys() - OPTIONS_BY_DEST.keys())
+            raise TypeError(f"Settings() got an unexpected keyword argument {unknown!r}")
+        for option in OPTIONS:
+            object.__setattr__(self, option.dest, values.get(option.dest, option.default))
+        object.__setattr__(self, "sources", sources)
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"Settings are read-only: cannot set {name!r}")
@@ -344,41 +470,27 @@ class Settings:
         """A :class:`pytest.UsageError` about setting ``dest``, naming where it came from."""
         import pytest
 
-        return pytest.UsageError(f"{_BY_DEST[dest].cli} {message} ({self.source(dest)})")
+        return pytest.UsageError(f"{cli(dest)} {message} ({self.source(dest)})")
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> Settings:
         """Read every option with precedence CLI > env > ini > default; validate each."""
         import pytest
 
-        parsers: dict[str, Callable[[str, str], Any]] = {
-            "disable": _parse_bool,
-            "ports_per_worker": _parse_positive_int,
-            "max_ports_per_worker": _parse_positive_int,
-            "port_fallback": _parse_choice(PORT_FALLBACKS),
-            **{integration.dest: _parse_bool for integration in INTEGRATIONS},
-            "port_range": _parse_port_range,
-            "lock_dir": _parse_lock_dir(config),
-            "repo": _parse_path(config),
-            "worktree_root": _parse_path(config),
-            "base_ref": _parse_ref,
-            "working_state": _parse_bool,
-            "worktree_include": _parse_patterns,
-            "isolation": _parse_choice(ISOLATIONS),
-            "resources": _parse_kinds,
-            "keep": _parse_choice(KEEP_POLICIES),
-            "pool_size": _parse_count,
-        }
         values: dict[str, Any] = {}
         sources: dict[str, str] = {}
-        for option in OPTIONS:  # a setting given nowhere keeps the dataclass's default
+        for option in OPTIONS:  # a setting given nowhere keeps its row's default
             found = _lookup(config, option)
             if found is None:
                 continue
             value, source = found
             _check_encodable(config, option, value, source)
+            # An ini path is relative to the ini file's directory, others to the cwd.
+            base = (
+                str(config.inipath.parent) if source.startswith("ini") and config.inipath else None
+            )
             try:
-                values[option.dest] = parsers[option.dest](value, source)
+                values[option.dest] = option.parse(value, base)
             except _Invalid as e:
                 reason = f": {e.reason}" if e.reason else ""
                 raise pytest.UsageError(
@@ -442,7 +554,7 @@ class Settings:
             module = sys.modules.get(integration.requires)
             if module is not None and config.pluginmanager.is_registered(module):
                 continue
-            cli = _BY_DEST[integration.dest].cli
+            flag = cli(integration.dest)
             top = integration.requires.partition(".")[0]
             if importlib.util.find_spec(top) is None:
                 why = f"{integration.package} is not installed"
@@ -452,9 +564,9 @@ class Settings:
                 name = integration.plugin_name
                 fix = f"load it (drop -p no:{name}, or add -p {name})"
             raise pytest.UsageError(
-                f"{cli} is on ({self.source(integration.dest)}) to serve "
+                f"{flag} is on ({self.source(integration.dest)}) to serve "
                 f"{integration.package}'s fixtures from the port pool, but {why}: {fix}, "
-                f"or turn {cli} off"
+                f"or turn {flag} off"
             )
         return chosen
 
@@ -470,16 +582,17 @@ class Settings:
         size = self.ports_per_worker * count
         if size <= self.port_range_size:
             return
+        per_worker_flag, range_flag = cli("ports_per_worker"), cli("port_range")
         if workers:
             what = f"({self.ports_per_worker}) x {workers} workers = {size} ports"
-            lower = "lower --aiops-ports-per-worker or -n"
+            lower = f"lower {per_worker_flag} or -n"
         else:
             what = f"({self.ports_per_worker} ports)"
-            lower = "lower --aiops-ports-per-worker"
+            lower = f"lower {per_worker_flag}"
         raise self.usage_error(
             "ports_per_worker",
-            f"{what} do not fit in --aiops-port-range {low}-{high} "
-            f"({self.port_range_size} ports); {lower}, or widen --aiops-port-range",
+            f"{what} do not fit in {range_flag} {low}-{high} "
+            f"({self.port_range_size} ports); {lower}, or widen {range_flag}",
         )
 
     def port_spec(self, workers: int = 1) -> PortSpec:
@@ -509,7 +622,8 @@ class Settings:
     def as_cli(self) -> str:
         """The options that reproduce this run's port layout, pastable on a command line."""
         low, high = self.port_range
-        return f"--aiops-port-range={low}-{high} --aiops-ports-per-worker={self.ports_per_worker}"
+        per_worker = f"{cli('ports_per_worker')}={self.ports_per_worker}"
+        return f"{cli('port_range')}={low}-{high} {per_worker}"
 
 
 def _check_encodable(config: pytest.Config, option: _Option, value: str, source: str) -> None:
@@ -538,22 +652,15 @@ def _check_encodable(config: pytest.Config, option: _Option, value: str, source:
             ) from None
 
 
-class _Invalid(Exception):
-    def __init__(self, expected: str, reason: str = "") -> None:
-        super().__init__(expected)
-        self.expected = expected
-        self.reason = reason
-
-
 def add_options(parser: pytest.Parser) -> None:
     """Register the ``aiops`` option group and the ini keys (switches as ``bool``, the rest
     as strings this module parses)."""
     group = parser.getgroup("aiops", "pytest-aiops: isolated ports and git worktrees")
     for option in OPTIONS:
         help_text = f"{option.help} [env {option.env}, ini {option.ini}]"
-        if option.flag:
+        if option.kind == FLAG:
             group.addoption(option.cli, action="store_true", default=None, help=help_text)
-        elif option.switch:
+        elif option.kind == SWITCH:
             group.addoption(
                 option.cli,
                 nargs="?",
@@ -564,7 +671,7 @@ def add_options(parser: pytest.Parser) -> None:
             )
         else:
             group.addoption(option.cli, default=None, metavar=option.metavar, help=help_text)
-        if option.flag:  # shown as (bool) in --help; pytest reads it (TOML true too)
+        if option.kind == FLAG:  # shown as (bool) in --help; pytest reads it (TOML true too)
             parser.addini(option.ini, option.help, type="bool", default=None)
         else:
             parser.addini(option.ini, option.help, type="string", default="")
@@ -573,9 +680,9 @@ def add_options(parser: pytest.Parser) -> None:
 def _lookup(config: pytest.Config, option: _Option) -> tuple[str, str] | None:
     import pytest
 
-    cli = config.getoption("aiops_" + option.dest)
-    if cli is not None:
-        return ("true" if cli is True else str(cli)), option.cli
+    given = config.getoption(option.ini)  # argparse's name for --aiops-x is the ini key
+    if given is not None:
+        return ("true" if given is True else str(given)), option.cli
     env = os.environ.get(option.env)
     if env is not None and env.strip():
         return env, f"env {option.env}"
@@ -593,110 +700,3 @@ def _lookup(config: pytest.Config, option: _Option) -> tuple[str, str] | None:
     if isinstance(ini, str) and ini.strip():
         return ini, f"ini {option.ini}"
     return None
-
-
-def _parse_bool(value: str, source: str) -> bool:
-    text = value.strip().lower()
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False
-    raise _Invalid("one of " + ", ".join(_TRUE + _FALSE))
-
-
-def _parse_positive_int(value: str, source: str) -> int:
-    text = value.strip()
-    if not re.fullmatch(r"\+?\d+", text) or int(text) < 1:
-        raise _Invalid("an integer >= 1")
-    return int(text)
-
-
-def _parse_count(value: str, source: str) -> int:
-    text = value.strip()
-    if not re.fullmatch(r"\+?\d+", text):
-        raise _Invalid("an integer >= 0")
-    return int(text)
-
-
-def _parse_port_range(value: str, source: str) -> tuple[int, int]:
-    match = re.fullmatch(r"\s*(\d+)\s*-\s*(\d+)\s*", value)
-    example = "{}-{}".format(*DEFAULT_PORT_RANGE)
-    expected = f"START-END with 1 <= START <= END <= 65535 (e.g. {example})"
-    if match is None:
-        raise _Invalid(expected)
-    low, high = int(match.group(1)), int(match.group(2))
-    if not 1 <= low <= high <= 65535:
-        raise _Invalid(expected)
-    return low, high
-
-
-def _parse_path(config: pytest.Config) -> Callable[[str, str], str]:
-    def parse(value: str, source: str) -> str:
-        text = os.path.expanduser(value.strip())
-        if not text:
-            raise _Invalid("a path")
-        # An ini path is relative to the ini file's directory, others to the cwd.
-        base = str(config.inipath.parent) if source.startswith("ini") and config.inipath else None
-        return os.path.abspath(os.path.join(base, text) if base else text)
-
-    return parse
-
-
-def _parse_lock_dir(config: pytest.Config) -> Callable[[str, str], str]:
-    """A path that is, or can be created as, a directory this user can write to.
-
-    Checked with a few ``stat``/``access`` calls and nothing created: a run that never uses
-    the fixtures leases nothing, but a lock directory that can never work is found at start.
-    """
-    parse_path = _parse_path(config)
-
-    def parse(value: str, source: str) -> str:
-        path = parse_path(value, source)
-        expected = "a directory this user can create or write to"
-        existing = path
-        while not os.path.lexists(existing):
-            existing = os.path.dirname(existing)
-        if not os.path.isdir(existing):
-            raise _Invalid(expected, f"{existing} is not a directory")
-        if not os.access(existing, os.W_OK | os.X_OK) and not (
-            # prepared by `pytest-aiops init-lock-dir` (root's, 0755): nothing to create
-            existing == path
-            and os.path.lexists(os.path.join(path, "ports.lock"))
-            and os.path.lexists(os.path.join(path, "leases"))
-        ):
-            raise _Invalid(
-                expected,
-                f"{existing} is not writable; for a directory every user shares, have root "
-                f"run 'pytest-aiops init-lock-dir {path}' once",
-            )
-        return path
-
-    return parse
-
-
-def _parse_ref(value: str, source: str) -> str:
-    text = value.strip()
-    if not text or text.startswith("-") or any(c.isspace() for c in text):
-        raise _Invalid("a git commit-ish without spaces that does not start with '-'")
-    return text
-
-
-def _parse_patterns(value: str, source: str) -> tuple[str, ...]:
-    return tuple(p.strip() for p in re.split(r"[,\n]", value) if p.strip())
-
-
-def _parse_choice(choices: tuple[str, ...]) -> Callable[[str, str], str]:
-    def parse(value: str, source: str) -> str:
-        text = value.strip().lower()
-        if text not in choices:
-            raise _Invalid("one of " + ", ".join(choices))
-        return text
-
-    return parse
-
-
-def _parse_kinds(value: str, source: str) -> tuple[str, ...]:
-    kinds = tuple(k.strip() for k in value.split(",") if k.strip())
-    if len(set(kinds)) != len(kinds):
-        raise _Invalid("a comma-separated list of distinct resource kinds")
-    return kinds

@@ -35,7 +35,7 @@ from .._ports.pool import KernelPorts, PortRange
 from .._worktrees.defaults import DEFAULT_ISOLATION
 from .._worktrees.locate import find_repository
 from .hook_env import repo_variables
-from .settings import Settings
+from .settings import Settings, cli, spellings
 
 if TYPE_CHECKING:
     from .._worktrees.provider import SnapshotRun
@@ -92,7 +92,7 @@ class WorktreeFactory:
         *,
         repo: str,
         session_prefix: str,
-        repo_hint: str = "set --aiops-repo (ini aiops_repo) to the repository under test",
+        repo_hint: str = f"set {spellings('repo', env=False)} to the repository under test",
         snapshot_directory: Callable[[], str | None] = lambda: None,
         pinned: PinnedBase | None = None,
     ) -> None:
@@ -163,9 +163,8 @@ class WorktreeFactory:
         target_path: str | None = None,
         isolation: str | None = None,
         working_state: bool | None = None,
-        name: str = "",
     ) -> GitWorktree:
-        """A new worktree at ``base_ref`` (default: the configured one); ``name`` is a label.
+        """A new worktree at ``base_ref`` (default: the configured one).
 
         ``working_state`` (default: the setting) lays the user's working state on ``HEAD``.
         """
@@ -472,7 +471,8 @@ class AiopsWorker:
             return self._cached_orchestrator
 
     @property
-    def port_range_leased(self) -> bool:
+    def ports_leased(self) -> bool:
+        """Whether this worker's port lease is taken (its pool may not be made yet)."""
         return self._ports_session is not None
 
     @property
@@ -539,6 +539,7 @@ class AiopsWorker:
                     self._port_range = KernelPorts(
                         f"pytest-aiops could not lease ports ({' '.join(str(cause).split())})",
                         owner=self.worker_id,
+                        fallback_setting=cli("port_fallback"),
                     )
                     return self._port_range
                 self._port_range = PortRange.from_allocation(
@@ -548,6 +549,8 @@ class AiopsWorker:
                     grow=self._grow_pool,
                     max_ports=self.settings.max_ports_per_worker,
                     fallback=self.settings.port_fallback,
+                    max_ports_setting=spellings("max_ports_per_worker"),
+                    fallback_setting=cli("port_fallback"),
                 )
             return self._port_range
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 from .._core.trust import owner_name
 from .._errors import LockError, UnsupportedPlatformError, escape
+from .defaults import LOCK_DIR_CLI_OPTION, LOCK_DIR_ENV, LOCK_DIR_PLUGIN_OPTION
 from .locks import INIT_COMMAND, LEASES_DIR, PORTS_FILE
 
 DIRECTORY_MODE = 0o755
@@ -236,8 +237,8 @@ def init_lock_directory(path: str) -> Prepared:
         raise LockError(
             f"{INIT_COMMAND} must run as root (uid 0), not as {owner_name(os.geteuid())}: "
             "every user trusts only what root or they themselves own; run it with sudo, or "
-            "set --aiops-lock-dir / $PYTEST_AIOPS_LOCK_DIR (CLI: --lock-dir) to a directory "
-            "of your own, which needs no preparing",
+            f"set {LOCK_DIR_PLUGIN_OPTION} / ${LOCK_DIR_ENV} (CLI: {LOCK_DIR_CLI_OPTION}) to a "
+            "directory of your own, which needs no preparing",
             lock_path=path,
         )
     if "\0" in path:

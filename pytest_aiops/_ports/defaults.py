@@ -34,6 +34,12 @@ DEFAULT_PORT_FALLBACK = "kernel"
 PORT_FALLBACK_ENV = "PYTEST_AIOPS_PORT_FALLBACK"
 
 LOCK_DIR_ENV = "PYTEST_AIOPS_LOCK_DIR"
+#: The lock directory as the plugin's option and the ``pytest-aiops`` command spell it. A
+#: lease fails below every entry point (plugin, command, core API), so the errors about an
+#: unusable lock directory name each spelling (docs/security.md); the plugin's settings row
+#: is checked to agree (tests/test_settings_rows.py). Nothing else here knows the plugin.
+LOCK_DIR_PLUGIN_OPTION = "--aiops-lock-dir"
+LOCK_DIR_CLI_OPTION = "--lock-dir"
 #: The machine-wide lock directory as help texts and docs show it (POSIX; on Windows the
 #: same two directories under the temporary directory).
 _LOCK_DIRECTORY = ("pytest-aiops", "locks")  # below machine_root()

@@ -65,21 +65,20 @@ import sys
 import threading
 from collections.abc import Iterable, Iterator
 
+from .._core.ports import MAX_LEASE_ID  # lease ids: byte offsets past ID_BASE, below it
 from .._core.trust import owner_name, shared_problem
 from .._errors import LockError, ParentGoneError, UnsupportedPlatformError, escape
 from . import netns
-from .defaults import LOCK_DIR_ENV
+from .defaults import LOCK_DIR_CLI_OPTION, LOCK_DIR_ENV, LOCK_DIR_PLUGIN_OPTION
 
 if sys.platform != "win32":  # Windows has no fcntl: importing must work, leasing fails
     import fcntl
 
 PORTS_FILE = "ports.lock"
 LEASES_DIR = "leases"  # the lease records (see .records)
-MAX_PORT = 65535
 CHILD_BASE = 1 << 16
 RANGE_BASE = 1 << 32
 ID_BASE = 1 << 48
-ID_BITS = 47
 
 if sys.platform.startswith("linux"):
     # Values from <fcntl.h>; Python has the names since 3.9, on Linux only.
@@ -162,15 +161,6 @@ def backend_name() -> str:
             lock_path="",
         )
     return forced or (OFD if F_OFD_SETLK != -1 else POSIX)
-
-
-def supported() -> bool:
-    """Whether this platform can lease ports (any POSIX system with ``fcntl``)."""
-    try:
-        backend_name()
-    except LockError:
-        return False
-    return True
 
 
 def range_byte(start: int, end: int) -> int:
@@ -578,7 +568,7 @@ class RangeLockFile:
     def take_lease_id(self) -> int:
         """Lock a fresh random lease id (exclusive) and return it."""
         while True:
-            lease_id = secrets.randbits(ID_BITS)
+            lease_id = secrets.randbelow(MAX_LEASE_ID)
             # A collision with a live lease is astronomically rare; the lock makes it safe.
             if self.try_lock(ID_BASE + lease_id, ID_BASE + lease_id, shared=False):
                 return lease_id
@@ -606,9 +596,9 @@ class RangeClaim:
         self.announcement = announcement
 
     def release(self) -> None:
-        # Close, never F_UNLCK: a fork()ed child sharing the description must not be able
-        # to drop its parent's locks, and closing drops exactly this lease's locks. The
-        # file lock goes first: the name never ends before the lock it stands beside.
+        # Closing the holder drops exactly this lease's locks, on either backend (each
+        # backend's ``close`` says how). The file lock goes first: the name never ends
+        # before the lock it stands beside.
         self.handle.close()
         if self.announcement is not None:
             self.announcement.close()
@@ -780,7 +770,7 @@ def live_lease_ids(directory: str, lease_ids: Iterable[int]) -> set[int]:
         handle.close()
 
 
-LOCK_DIR_HINT = f"set --aiops-lock-dir, ${LOCK_DIR_ENV} or the lockDirectory option"
+LOCK_DIR_HINT = f"set {LOCK_DIR_PLUGIN_OPTION}, ${LOCK_DIR_ENV} or the lockDirectory option"
 #: The command that prepares a lock directory every user of the machine shares.
 INIT_COMMAND = "pytest-aiops init-lock-dir"
 
@@ -790,14 +780,16 @@ def share_hint(lock_directory: str) -> str:
     for every user, or this user takes a directory of their own (each entry point's name)."""
     return (
         f"have root prepare it once for every user: {INIT_COMMAND} {escape(lock_directory)} "
-        f"(docs: troubleshooting, shared lock directory), or set --aiops-lock-dir or "
-        f"${LOCK_DIR_ENV} (CLI: --lock-dir, core: lockDirectory) to a directory of your own"
+        f"(docs: troubleshooting, shared lock directory), or set {LOCK_DIR_PLUGIN_OPTION} or "
+        f"${LOCK_DIR_ENV} (CLI: {LOCK_DIR_CLI_OPTION}, core: lockDirectory) to a directory of "
+        "your own"
     )
 
 
 def untrusted_error(path: str, problem: str, lock_directory: str | None = None) -> LockError:
-    """A lock directory or ``ports.lock`` another user controls: refused (see README,
-    "Threat model"), never used and never replaced by a private fallback."""
+    """A lock directory or ``ports.lock`` another user controls: refused (docs/security.md,
+    "The shared lock directory cannot be split"), never used and never replaced by a private
+    fallback."""
     return LockError(
         f"lock directory path {path!r} is {escape(problem)}: another user could split or "
         f"redirect port leases there, so it is refused; {share_hint(lock_directory or path)}",
@@ -817,7 +809,7 @@ def unprepared_error(lock_directory: str, missing: str, owner: int) -> LockError
     )
 
 
-def _directory_error(path: str, reason: str, error: OSError | None = None) -> LockError:
+def _directory_error(path: str, reason: str) -> LockError:
     message = (
         f"lockDirectory must be a writable directory, not {path!r} ({reason}); {LOCK_DIR_HINT}"
     )

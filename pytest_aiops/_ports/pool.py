@@ -34,10 +34,6 @@ from .probe import PROTOCOLS, TCP, ephemeral_range, kernel_port, port_is_free
 
 #: Whoever took a port when no test or fixture was running: given back at the pool's close.
 SESSION = "<session>"
-PORTS_HINT = (
-    "raise --aiops-max-ports-per-worker (ini aiops_max_ports_per_worker, env "
-    "PYTEST_AIOPS_MAX_PORTS_PER_WORKER)"
-)
 #: How long a port found busy is skipped before it is probed again (TIME_WAIT lasts ~60 s).
 RECHECK_SECONDS = 0.5
 #: How many kernel-picked ports a fallback tries before it settles for one that is busy.
@@ -66,6 +62,10 @@ class PortRange:
     :meth:`next_port` hands out a free port (thread-safe), which is
     the caller's until :meth:`give_back` (the plugin gives a test's ports back when the test
     or fixture that took them ends).
+
+    ``max_ports_setting`` and ``fallback_setting`` name, in the messages saying what to
+    change, the settings that gave ``max_ports`` and ``fallback``: by default these
+    parameters' own names; the plugin passes its options.
     """
 
     leased = True
@@ -84,6 +84,8 @@ class PortRange:
         grow: Grow | None = None,
         max_ports: int | None = None,
         fallback: str = "error",
+        max_ports_setting: str = "max_ports",
+        fallback_setting: str = "fallback",
     ) -> None:
         if not 0 < start <= end <= 65535:
             raise InvalidArgumentError(f"not a port range: {start}-{end}")
@@ -103,6 +105,8 @@ class PortRange:
         self.probe = probe
         self.max_ports = max(max_ports or 0, end - start + 1)
         self.fallback = fallback
+        self.max_ports_setting = max_ports_setting
+        self.fallback_setting = fallback_setting
         self._grow = grow
         self._lock = threading.RLock()
         self._blocks: list[tuple[int, int]] = []
@@ -280,14 +284,20 @@ class PortRange:
             f"its {len(self)} ports are out, {free} are in use by other sockets (TIME_WAIT "
             f"included), and {reason}"
         )
+        raise_bound = f"raise {self.max_ports_setting}"
         if self.fallback == "error":
-            raise PortsExhaustedError(f"{message}; {PORTS_HINT} (now {self.max_ports})")
+            raise PortsExhaustedError(f"{message}; {raise_bound} (now {self.max_ports})")
         return self._from_kernel(
             protocol,
             f"{message}: handing out ports the kernel picks instead (bind to port 0), "
             "which no other pytest-aiops run is kept away from; "
-            f"{PORTS_HINT}, or set --aiops-port-fallback=error to fail instead",
+            f"{raise_bound}, or {self.fallback_hint}",
         )
+
+    @property
+    def fallback_hint(self) -> str:
+        """How to fail rather than hand out kernel-chosen ports."""
+        return f"set {self.fallback_setting}=error to fail instead"
 
     def _from_kernel(self, protocol: str, warning: str) -> int:
         """A port the kernel picks (bind to port 0), counted in :attr:`kernel_ports`; the
@@ -390,15 +400,12 @@ class KernelPorts(PortRange):
     leased = False
 
     def __init__(
-        self,
-        reason: str,
-        *,
-        owner: str = "master",
-        hint: str = "set --aiops-port-fallback=error to fail instead",
+        self, reason: str, *, owner: str = "master", fallback_setting: str = "fallback"
     ) -> None:
         low, high = ephemeral_range()
-        self.hint = hint
-        super().__init__(low, low, owner=owner, probe=False, fallback="kernel")
+        super().__init__(
+            low, low, owner=owner, probe=False, fallback="kernel", fallback_setting=fallback_setting
+        )
         self.start, self.end, self.primary = low, high, low
         self._blocks.clear()
         self._free.clear()
@@ -413,7 +420,8 @@ class KernelPorts(PortRange):
         return self._from_kernel(
             _check_protocol(protocol),
             f"{self.grow_error}: ports come from the kernel (bind to port 0) instead, "
-            f"so nothing keeps other runs off them and they differ run after run; {self.hint}",
+            "so nothing keeps other runs off them and they differ run after run; "
+            f"{self.fallback_hint}",
         )
 
 
@@ -473,7 +481,7 @@ def _outside_pytest() -> KernelPorts:
             "kernel-chosen ports; take ports inside a pytest run with pytest-aiops, or unset "
             f"{PORT_FALLBACK_ENV}"
         )
-    return KernelPorts(reason, owner="none", hint=f"set {PORT_FALLBACK_ENV}=error to fail instead")
+    return KernelPorts(reason, owner="none", fallback_setting=PORT_FALLBACK_ENV)
 
 
 #: Files whose frames a warning skips to reach the user's code: this package's, and the

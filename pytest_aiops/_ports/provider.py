@@ -28,7 +28,9 @@ from .defaults import (
     DEFAULT_BLOCK_COUNT,
     DEFAULT_BLOCK_SIZE,
     DEFAULT_END_PORT,
+    LOCK_DIR_CLI_OPTION,
     LOCK_DIR_ENV,
+    LOCK_DIR_PLUGIN_OPTION,
     default_lock_directory,
     machine_root,
 )
@@ -306,8 +308,8 @@ class PortRangeProvider:
                 f"No free deterministic port block is available: {unexplained} of {count} "
                 f"blocks of {size} ports from {spec.base_port} are locked by processes that "
                 f"left no lease record (possibly another user locking {PORTS_FILE}) "
-                f"[lock directory {lock_directory}]; set --aiops-lock-dir or "
-                f"${LOCK_DIR_ENV} (CLI: --lock-dir) to a directory of your own."
+                f"[lock directory {lock_directory}]; set {LOCK_DIR_PLUGIN_OPTION} or "
+                f"${LOCK_DIR_ENV} (CLI: {LOCK_DIR_CLI_OPTION}) to a directory of your own."
             )
         busy_kind = (
             "ports held by other processes (listeners, or every port in TIME_WAIT)"

@@ -1,0 +1,73 @@
+"""The public names: one list in ``pytest_aiops/__init__.py``, one lazy ``__getattr__``.
+
+``_EXPORTS`` (name -> module) is the list; ``__all__`` is made from it; the imports under
+``TYPE_CHECKING`` repeat it for type checkers, which cannot run code; ``pytest_aiops.plugin``
+resolves its own lazy names through the package's.
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import pytest_aiops
+import pytest_aiops.plugin
+
+from .helpers import child_env
+
+INIT = Path(pytest_aiops.__file__)
+
+
+def _type_checking_imports() -> dict[str, str]:
+    """``{name: module}`` of the ``if TYPE_CHECKING:`` block's re-exports (``X as X``)."""
+    tree = ast.parse(INIT.read_text())
+    [block] = [
+        node
+        for node in tree.body
+        if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING"
+    ]
+    found: dict[str, str] = {}
+    for statement in block.body:
+        assert isinstance(statement, ast.ImportFrom), ast.dump(statement)
+        for alias in statement.names:
+            assert alias.asname == alias.name, f"{alias.name} is not re-exported as itself"
+            assert alias.name not in found, f"{alias.name} is imported twice"
+            found[alias.name] = "." * statement.level + (statement.module or "")
+    return found
+
+
+def test_type_checkers_see_exactly_the_one_list() -> None:
+    assert _type_checking_imports() == pytest_aiops._EXPORTS
+
+
+def test_all_is_the_list_and_the_version() -> None:
+    assert pytest_aiops.__all__ == [*pytest_aiops._EXPORTS, "__version__"]
+    assert list(pytest_aiops._EXPORTS) == sorted(pytest_aiops._EXPORTS)
+    assert set(dir(pytest_aiops)) >= set(pytest_aiops.__all__)
+
+
+def test_the_plugins_lazy_names_are_the_packages() -> None:
+    lazy = [name for name in pytest_aiops.plugin.__all__ if name != "SETTINGS_KEY"]
+    assert lazy
+    for name in lazy:
+        assert name in pytest_aiops._EXPORTS
+        assert getattr(pytest_aiops.plugin, name) is getattr(pytest_aiops, name)
+    with pytest.raises(
+        AttributeError, match=r"'pytest_aiops\.plugin' has no attribute 'take_port'"
+    ):
+        _ = pytest_aiops.plugin.take_port  # public, but not one of the plugin's names
+
+
+def test_importing_the_package_loads_nothing_else() -> None:
+    probe = (
+        "import sys, pytest_aiops; "
+        "print(sorted(m for m in sys.modules if m.startswith('pytest_aiops')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, env=child_env(), check=True
+    ).stdout
+    assert out.strip() == "['pytest_aiops']"
