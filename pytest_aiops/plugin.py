@@ -108,8 +108,6 @@ class _State:
 SETTINGS_KEY = pytest.StashKey[Settings]()
 _STATE_KEY = pytest.StashKey[_State]()
 _KERNEL_PORTS_KEY = pytest.StashKey["PortRange"]()
-#: The pool take_port() used before this config wired its own (an enclosing run's, or None).
-_OUTER_POOL_KEY = pytest.StashKey["Callable[[], PortRange] | None"]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -174,8 +172,11 @@ def pytest_configure(config: pytest.Config) -> None:
     from ._ports.current import set_current_pool
 
     # take_port() and the per-test port fixtures take from here (disabled too: the kernel
-    # fallback, or the error --aiops-port-fallback=error asks for).
-    config.stash[_OUTER_POOL_KEY] = set_current_pool(lambda: _pool(config))
+    # fallback, or the error --aiops-port-fallback=error asks for), for as long as this
+    # config lives: its cleanup puts back the pool it replaced (an enclosing run's, if any),
+    # as pytest's own tmpdir plugin undoes what it set up.
+    outer = set_current_pool(lambda: _pool(config))
+    config.add_cleanup(lambda: set_current_pool(outer))
     if settings.disable:
         return
     from ._plugin.interrupt import install as install_sigterm_handler
@@ -472,10 +473,6 @@ def pytest_runtest_makereport(
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    from ._ports.current import set_current_pool
-
-    if _OUTER_POOL_KEY in config.stash:  # not if configure never got that far (UsageError)
-        set_current_pool(config.stash[_OUTER_POOL_KEY])  # the enclosing run's, if any
     state = config.stash.get(_STATE_KEY, None)
     if state is None:
         return
