@@ -176,7 +176,11 @@ def pytest_configure(config: pytest.Config) -> None:
     # config lives: its cleanup puts back the pool it replaced (an enclosing run's, if any),
     # as pytest's own tmpdir plugin undoes what it set up.
     outer = set_current_pool(lambda: _pool(config))
-    config.add_cleanup(lambda: set_current_pool(outer))
+
+    def put_back() -> None:
+        set_current_pool(outer)
+
+    config.add_cleanup(put_back)
     if settings.disable:
         return
     from ._plugin.interrupt import install as install_sigterm_handler
