@@ -231,6 +231,9 @@ def pytest_configure(config: pytest.Config) -> None:
         return [request for result in results for request in (result or ())]
 
     def build_worker() -> AiopsWorker:
+        from ._entry import WORKER, load_all
+
+        load_all(WORKER)  # past pytest's import hook, as the entry points load the plugin
         from ._plugin.remote import pinned_base, remote_hint  # on first use, as the worker
         from ._plugin.worker import AiopsWorker
 
@@ -524,6 +527,9 @@ def _pool(config: pytest.Config) -> PortRange:
     if state.pool_failure is not None:  # one lease attempt per process, as a session fixture
         pytest.fail(state.pool_failure, pytrace=False)
     worker = state.worker
+    from ._entry import PORTS, load_all
+
+    load_all(PORTS)  # the port-range provider, loaded as the worker's modules are
     reporter = _activate_reporter(config, worker)
     from ._errors import AiopsError
 
@@ -631,17 +637,32 @@ def aiops_port() -> Iterator[int]:
     Free for TCP on IPv4 and (where the host has it) IPv6, TIME_WAIT included. For a
     fixture of a wider scope use ``aiops_port_factory`` (or ``port_range.next_port()``);
     from any code, ``pytest_aiops.take_port()``."""
-    from ._ports.pool import current_pool, hold_port
-
-    yield from hold_port(current_pool())
+    pool, token = _current_pool(), object()  # held by the token: no lookup of who holds it
+    port = pool.next_port(holder=token)
+    yield port
+    pool.give_back(port, holder=token)
 
 
 @pytest.fixture
 def aiops_udp_port() -> Iterator[int]:
     """One UDP port for this test alone (free for UDP on IPv4 and IPv6), back after it."""
-    from ._ports.pool import current_pool, hold_port
+    pool, token = _current_pool(), object()
+    port = pool.next_port(protocol="udp", holder=token)
+    yield port
+    pool.give_back(port, holder=token)
 
-    yield from hold_port(current_pool(), "udp")
+
+def _current_pool() -> PortRange:
+    """The pool ``take_port()`` takes from: this config's (``_ports/current.py``, wired at
+    configure), without the lock ``current_pool()`` takes to make a stand-in."""
+    from ._ports import current
+
+    factory = current.factory
+    if factory is None:  # no config of this plugin lives in this process: a stand-in
+        from ._ports.pool import current_pool
+
+        return current_pool()
+    return factory()
 
 
 @pytest.fixture(scope="session")
