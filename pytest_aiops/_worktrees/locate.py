@@ -38,7 +38,7 @@ class RepoInfo:
     hashed by its fields; a plain class, not a dataclass, because every pytest run imports
     this module and a dataclass compiles its methods at import, issue 23)."""
 
-    __slots__ = ("repo_root", "common_dir", "object_format", "git_dir")
+    __slots__ = ("common_dir", "git_dir", "object_format", "repo_root")
 
     def __init__(
         self, repo_root: str, common_dir: str, object_format: str, git_dir: str = ""
