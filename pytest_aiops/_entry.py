@@ -60,7 +60,6 @@ WORKER = (
     "pytest_aiops._core.registry",
     "pytest_aiops._core.session",
     "pytest_aiops._core.orchestrator",
-    "pytest_aiops._ports.sockets",
     "pytest_aiops._ports.probe",
     "pytest_aiops._ports.pool",
     "pytest_aiops._plugin.hook_env",

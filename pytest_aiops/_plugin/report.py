@@ -16,7 +16,6 @@ import functools
 import os
 import sys
 import threading
-from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING
 
@@ -160,19 +159,31 @@ MOVE_TO_POOL = (
 MAX_PORTS = 8
 
 
-@dataclass(frozen=True)
 class Whose:
-    """Whom a note is written for: the failed test, this worker, its run, its ports."""
+    """Whom a note is written for: the failed test, this worker, its run, its ports (a
+    plain class: the reporter's module is loaded by every run that takes a port, and a
+    dataclass compiles its methods at import, issue 23)."""
 
-    nodeid: str
-    worker_id: str
-    #: This worker's session id (its lease; grown blocks ``+N``; ``:session:<pid>``).
-    session_id: str
-    #: The run's: the xdist controller's parent lease; its workers' are ``<it>/<worker id>``.
-    run_session_id: str
-    lock_directory: str
-    pool: PortRange | None = None
-    rootdir: str | None = None
+    def __init__(
+        self,
+        nodeid: str,
+        worker_id: str,
+        session_id: str,
+        run_session_id: str,
+        lock_directory: str,
+        pool: PortRange | None = None,
+        rootdir: str | None = None,
+    ) -> None:
+        self.nodeid = nodeid
+        self.worker_id = worker_id
+        #: This worker's session id (its lease; grown blocks ``+N``; ``:session:<pid>``).
+        self.session_id = session_id
+        #: The run's: the xdist controller's parent lease; its workers' are
+        #: ``<it>/<worker id>``.
+        self.run_session_id = run_session_id
+        self.lock_directory = lock_directory
+        self.pool = pool
+        self.rootdir = rootdir
 
 
 def _relation(record: LeaseRecord, whose: Whose) -> str:
