@@ -306,10 +306,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if _STATE_KEY not in config.stash:
         return
     misplaced: dict[str, str] = {}
-    for item in items:
+    file = pytest.File
+    for item in items:  # plain loops: this runs once per collected test (issue 23)
         node: Any = item
-        while node is not None and not isinstance(node, pytest.File):
-            if any(mark.name == MARKER for mark in node.own_markers):
+        while node is not None and not isinstance(node, file):
+            if node.own_markers and any(mark.name == MARKER for mark in node.own_markers):
                 misplaced[item.nodeid] = _misplaced_marker(node)
                 break
             node = node.parent
