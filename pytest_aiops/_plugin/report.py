@@ -83,14 +83,17 @@ class Reporter:
         from .._ports.pool import SESSION  # loaded already: the reporter serves its pool
 
         self._session = SESSION
+        self._wired: PortRange | None = None
 
     def _pool(self) -> PortRange | None:
         return self.worker.leased_port_range
 
     def wire(self, pool: PortRange) -> None:
-        """Make ``pool`` ask this reporter who takes a port."""
+        """Make ``pool`` ask this reporter who takes a port (the pool whose ports a test
+        can hold: it gives them back at the test's end)."""
         if pool.attribution is None:
             pool.attribution = self.attribute
+        self._wired = pool
 
     def attribute(self, holder: object) -> tuple[object, str | None]:
         """Who holds a port taken now, and the running test (:data:`.pool.Attribution`):
@@ -136,7 +139,7 @@ class Reporter:
     def pytest_runtest_logfinish(self, nodeid: str) -> None:
         # The test and its function-scoped fixtures are done: its own ports come back.
         self.running = None
-        pool = self._pool()
+        pool = self._wired  # only a wired pool hands a port to a test (attribute())
         if pool is not None:
             pool.give_back_all(nodeid)
 
