@@ -62,7 +62,7 @@ def _top_level_imports(name: str) -> set[str]:
                 found.update(n for n in names if n.startswith("pytest_aiops."))
 
     visit(ast.parse(source.read_text(encoding="utf-8")).body)
-    with_parents = set()
+    with_parents: set[str] = set()
     for module in found:
         parts = module.split(".")
         with_parents.update(".".join(parts[:i]) for i in range(2, len(parts) + 1))
