@@ -43,6 +43,47 @@ PLUGIN = (
     "pytest_aiops._plugin.orphans",
 )
 
+#: What the first use of a fixture loads (the worker, the orchestrator, the reporter and the
+#: pool the worker's module names), dependencies first, loaded the same way: through
+#: pytest's import hook each would be read back with ``marshal.load`` on an open file (or,
+#: with ``PYTHONDONTWRITEBYTECODE=1``, parsed and compiled) in every run that uses the
+#: plugin. ``tests/test_layout.py`` checks that each comes after what it imports.
+WORKER = (
+    "pytest_aiops._errors",
+    "pytest_aiops._plugin.remote",
+    "pytest_aiops._core",
+    "pytest_aiops._core.types",
+    "pytest_aiops._core.discovery",
+    "pytest_aiops._core.hashing",
+    "pytest_aiops._core.options",
+    "pytest_aiops._core.ports",
+    "pytest_aiops._core.worktrees",
+    "pytest_aiops._core.children",
+    "pytest_aiops._core.registry",
+    "pytest_aiops._core.session",
+    "pytest_aiops._core.orchestrator",
+    "pytest_aiops._ports.probe",
+    "pytest_aiops._ports.pool",
+    "pytest_aiops._plugin.hook_env",
+    "pytest_aiops._plugin.worker",
+    "pytest_aiops._builtins",
+    "pytest_aiops._plugin.report",
+)
+#: What the first port lease loads besides (the port-range provider), dependencies first.
+PORTS = (
+    "pytest_aiops._core.trust",
+    "pytest_aiops._ports.netns",
+    "pytest_aiops._ports.locks",
+    "pytest_aiops._ports.records",
+    "pytest_aiops._ports.provider",
+)
+
+
+def load_all(names: tuple[str, ...]) -> None:
+    """:func:`load` each of ``names`` (dependencies first), as the entry points do."""
+    for name in names:
+        load(name)
+
 
 def load(name: str) -> ModuleType:
     """``import name`` with the path finder, not ``sys.meta_path`` (its parent is loaded)."""

@@ -99,8 +99,6 @@ class _State:
 SETTINGS_KEY = pytest.StashKey[Settings]()
 _STATE_KEY = pytest.StashKey[_State]()
 _KERNEL_PORTS_KEY = pytest.StashKey["PortRange"]()
-#: The pool take_port() used before this config wired its own (an enclosing run's, or None).
-_OUTER_POOL_KEY = pytest.StashKey["Callable[[], PortRange] | None"]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -165,8 +163,15 @@ def pytest_configure(config: pytest.Config) -> None:
     from ._ports.current import set_current_pool
 
     # take_port() and the per-test port fixtures take from here (disabled too: the kernel
-    # fallback, or the error --aiops-port-fallback=error asks for).
-    config.stash[_OUTER_POOL_KEY] = set_current_pool(lambda: _pool(config))
+    # fallback, or the error --aiops-port-fallback=error asks for), for as long as this
+    # config lives: its cleanup puts back the pool it replaced (an enclosing run's, if any),
+    # as pytest's own tmpdir plugin undoes what it set up.
+    outer = set_current_pool(lambda: _pool(config))
+
+    def put_back() -> None:
+        set_current_pool(outer)
+
+    config.add_cleanup(put_back)
     if settings.disable:
         return
     from ._plugin.interrupt import install as install_sigterm_handler
@@ -217,6 +222,9 @@ def pytest_configure(config: pytest.Config) -> None:
         return [request for result in results for request in (result or ())]
 
     def build_worker() -> AiopsWorker:
+        from ._entry import WORKER, load_all
+
+        load_all(WORKER)  # past pytest's import hook, as the entry points load the plugin
         from ._plugin.remote import pinned_base, remote_hint  # on first use, as the worker
         from ._plugin.worker import AiopsWorker
 
@@ -289,10 +297,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if _STATE_KEY not in config.stash:
         return
     misplaced: dict[str, str] = {}
-    for item in items:
+    file = pytest.File
+    for item in items:  # plain loops: this runs once per collected test (issue 23)
         node: Any = item
-        while node is not None and not isinstance(node, pytest.File):
-            if any(mark.name == MARKER for mark in node.own_markers):
+        while node is not None and not isinstance(node, file):
+            if node.own_markers and any(mark.name == MARKER for mark in node.own_markers):
                 misplaced[item.nodeid] = _misplaced_marker(node)
                 break
             node = node.parent
@@ -463,10 +472,6 @@ def pytest_runtest_makereport(
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    from ._ports.current import set_current_pool
-
-    if _OUTER_POOL_KEY in config.stash:  # not if configure never got that far (UsageError)
-        set_current_pool(config.stash[_OUTER_POOL_KEY])  # the enclosing run's, if any
     state = config.stash.get(_STATE_KEY, None)
     if state is None:
         return
@@ -516,6 +521,9 @@ def _pool(config: pytest.Config) -> PortRange:
     if state.pool_failure is not None:  # one lease attempt per process, as a session fixture
         pytest.fail(state.pool_failure, pytrace=False)
     worker = state.worker
+    from ._entry import PORTS, load_all
+
+    load_all(PORTS)  # the port-range provider, loaded as the worker's modules are
     reporter = _activate_reporter(config, worker)
     from ._errors import AiopsError
 
@@ -624,17 +632,32 @@ def aiops_port() -> Iterator[int]:
     Free for TCP on IPv4 and (where the host has it) IPv6, TIME_WAIT included. For a
     fixture of a wider scope use ``aiops_port_factory`` (or ``port_range.next_port()``);
     from any code, ``pytest_aiops.take_port()``."""
-    from ._ports.pool import current_pool, hold_port
-
-    yield from hold_port(current_pool())
+    pool, token = _current_pool(), object()  # held by the token: no lookup of who holds it
+    port = pool.next_port(holder=token)
+    yield port
+    pool.give_back(port, holder=token)
 
 
 @pytest.fixture
 def aiops_udp_port() -> Iterator[int]:
     """One UDP port for this test alone (free for UDP on IPv4 and IPv6), back after it."""
-    from ._ports.pool import current_pool, hold_port
+    pool, token = _current_pool(), object()
+    port = pool.next_port(protocol="udp", holder=token)
+    yield port
+    pool.give_back(port, holder=token)
 
-    yield from hold_port(current_pool(), "udp")
+
+def _current_pool() -> PortRange:
+    """The pool ``take_port()`` takes from: this config's (``_ports/current.py``, wired at
+    configure), without the lock ``current_pool()`` takes to make a stand-in."""
+    from ._ports import current
+
+    factory = current.factory
+    if factory is None:  # no config of this plugin lives in this process: a stand-in
+        from ._ports.pool import current_pool
+
+        return current_pool()
+    return factory()
 
 
 @pytest.fixture(scope="session")

@@ -86,7 +86,14 @@ class ProviderRegistry:
     def orchestrator(
         self, overrides: dict[str, ResourceProvider] | None = None
     ) -> ResourceProvisioningOrchestrator:
-        """A fresh orchestrator over these providers (``overrides`` replace kinds)."""
+        """A fresh orchestrator over these providers (``overrides`` replace kinds).
+
+        Every orchestrator made here holds this registry's provider instances themselves,
+        not copies: what a provider remembers between calls is the same whichever of them
+        provisioned. The plugin relies on it: a worktree provisioned through one
+        orchestrator is kept (``GitWorktreeProvider.keep``, which finds the checkout among
+        its provider's leases by path) through another (tests/test_state_sharing.py).
+        """
         from .orchestrator import ResourceProvisioningOrchestrator
 
         providers = dict(self._providers)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
-from dataclasses import dataclass
+import threading
 from types import FrameType
 from typing import TYPE_CHECKING
 
@@ -31,42 +31,85 @@ if TYPE_CHECKING:
 
 #: pytest's module whose ``pytest_fixture_setup`` runs every fixture's setup.
 _FIXTURES = os.path.join("_pytest", "fixtures.py")
+#: pytest's module whose ``runtestprotocol`` runs each test (its ``item`` is the test).
+_RUNNER = os.path.join("_pytest", "runner.py")
 
 
-def running_test() -> str | None:
-    """The running test's id (pytest sets ``PYTEST_CURRENT_TEST`` for each phase)."""
-    current = os.environ.get("PYTEST_CURRENT_TEST")
-    return current.rsplit(" ", 1)[0] if current else None
+def _running_item(frame: FrameType | None) -> str | None:
+    """The id of the test whose ``runtestprotocol`` is on the stack from ``frame`` up."""
+    while frame is not None:
+        code = frame.f_code
+        if code.co_name == "runtestprotocol" and code.co_filename.endswith(_RUNNER):
+            item = frame.f_locals.get("item")
+            return getattr(item, "nodeid", None)
+        frame = frame.f_back
+    return None
+
+
+def running_item() -> str | None:
+    """The running test's id, read from its item on pytest's stack (this thread's, else the
+    main thread's, where pytest runs the tests); ``None`` between tests. Asked once, when
+    the reporter is made in the middle of a test; later tests tell it themselves."""
+    found = _running_item(sys._getframe(1))
+    if found is None:
+        main = threading.main_thread().ident
+        found = _running_item(sys._current_frames().get(main)) if main is not None else None
+    return found
 
 
 class Reporter:
     """Registered on first use of the port or worktree fixtures (so unused runs pay nothing).
 
-    Gives a test's ports back when it ends, and tells the pool, when a port is taken
-    without a holder, who takes it: the fixture being set up (found on the caller's stack,
-    its ports back when it is finalized), else the running test. Looked up only when a port
-    is taken: one hook per test, where a hook per fixture and phase cost a run of 2,000
-    tests taking a port 5% more instructions (issue 23). Also records which modules had a
-    failing test (for ``--aiops-keep=failed``).
+    Owns who takes a port: the running test (written from the item, at each test's setup,
+    :meth:`pytest_runtest_setup`), the stack of holders pushed by hand (:attr:`holders`),
+    and the fixture being set up (found on the caller's stack, its ports back when it is
+    finalized). The worker's pool asks through one callable, :meth:`attribute`, only when a
+    port is taken, and gets a test's ports back when it ends. A hook per fixture and phase
+    cost a run of 2,000 tests taking a port 5% more instructions (issue 23). Also records
+    which modules had a failing test (for ``--aiops-keep=failed``).
     """
 
     def __init__(self, worker: AiopsWorker) -> None:
         self.worker = worker
         self.failed_modules: set[str] = set()
-        # Kept for callers that push holders by hand; the pool's find_holder comes first.
+        #: Holders pushed by hand, innermost last: a port taken outside a fixture's setup
+        #: goes to the last one before the running test.
         self.holders: list[object] = []
+        #: The running test's id (``None`` between tests): made in the middle of the first
+        #: test that takes a port, so read from that test's item on pytest's stack once.
+        self.running: str | None = running_item()
         #: Fixtures that hold ports now: each gets one finalizer that gives them back.
         self._watched: set[object] = set()
+        from .._ports.pool import SESSION  # loaded already: the reporter serves its pool
+
+        self._session = SESSION
+        self._wired: PortRange | None = None
 
     def _pool(self) -> PortRange | None:
         return self.worker.leased_port_range
 
     def wire(self, pool: PortRange) -> None:
-        """Make ``pool`` ask this reporter who takes a port."""
-        if pool.find_holder is None:
-            pool.holders = self.holders
-            pool.find_holder = self.running_fixture
-            pool.find_user = running_test
+        """Make ``pool`` ask this reporter who takes a port (the pool whose ports a test
+        can hold: it gives them back at the test's end)."""
+        if pool.attribution is None:
+            pool.attribution = self.attribute
+        self._wired = pool
+
+    def attribute(self, holder: object) -> tuple[object, str | None]:
+        """Who holds a port taken now, and the running test (:data:`.pool.Attribution`):
+        ``holder`` if the caller named one, else the fixture being set up, else the last
+        holder pushed by hand, else the running test, else the session."""
+        test = self.running
+        if holder is None:
+            holder = self.running_fixture()
+            if holder is None:
+                holder = self.holders[-1] if self.holders else test or self._session
+        return holder, test
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_setup(self, item: pytest.Item) -> None:
+        # Before any fixture of the test is set up: the ports taken from now on are its.
+        self.running = item.nodeid
 
     def running_fixture(self) -> object | None:
         """The innermost fixture being set up on this thread's stack (pytest's own
@@ -95,7 +138,8 @@ class Reporter:
     @pytest.hookimpl
     def pytest_runtest_logfinish(self, nodeid: str) -> None:
         # The test and its function-scoped fixtures are done: its own ports come back.
-        pool = self._pool()
+        self.running = None
+        pool = self._wired  # only a wired pool hands a port to a test (attribute())
         if pool is not None:
             pool.give_back_all(nodeid)
 
@@ -118,19 +162,31 @@ MOVE_TO_POOL = (
 MAX_PORTS = 8
 
 
-@dataclass(frozen=True)
 class Whose:
-    """Whom a note is written for: the failed test, this worker, its run, its ports."""
+    """Whom a note is written for: the failed test, this worker, its run, its ports (a
+    plain class: the reporter's module is loaded by every run that takes a port, and a
+    dataclass compiles its methods at import, issue 23)."""
 
-    nodeid: str
-    worker_id: str
-    #: This worker's session id (its lease; grown blocks ``+N``; ``:session:<pid>``).
-    session_id: str
-    #: The run's: the xdist controller's parent lease; its workers' are ``<it>/<worker id>``.
-    run_session_id: str
-    lock_directory: str
-    pool: PortRange | None = None
-    rootdir: str | None = None
+    def __init__(
+        self,
+        nodeid: str,
+        worker_id: str,
+        session_id: str,
+        run_session_id: str,
+        lock_directory: str,
+        pool: PortRange | None = None,
+        rootdir: str | None = None,
+    ) -> None:
+        self.nodeid = nodeid
+        self.worker_id = worker_id
+        #: This worker's session id (its lease; grown blocks ``+N``; ``:session:<pid>``).
+        self.session_id = session_id
+        #: The run's: the xdist controller's parent lease; its workers' are
+        #: ``<it>/<worker id>``.
+        self.run_session_id = run_session_id
+        self.lock_directory = lock_directory
+        self.pool = pool
+        self.rootdir = rootdir
 
 
 def _relation(record: LeaseRecord, whose: Whose) -> str:

@@ -250,7 +250,9 @@ class WorktreeFactory:
         if keep:
             # Recorded as kept, so no later run or `pytest-aiops gc` takes it for an orphan
             # once this process (its owner) has exited. Asked of the provider that made it
-            # (a replacement without keep() just leaves it held until the process ends).
+            # (a replacement without keep() just leaves it held until the process ends):
+            # every orchestrator of the registry shares its provider instances, so this one
+            # knows the checkout the provisioning one made (ProviderRegistry.orchestrator).
             provider = self._orchestrator().get_provider("git-worktree")
             if isinstance(provider, LazyProvider):
                 provider = provider.resolve()

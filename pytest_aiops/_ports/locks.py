@@ -55,12 +55,11 @@ the processes that share the ports but not the file; a block is won only with bo
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import itertools
 import os
-import secrets
 import stat
+import struct
 import sys
 import threading
 from collections.abc import Iterable, Iterator
@@ -102,41 +101,40 @@ _OPEN_FLAGS = (
 )
 
 
-class _Flock(ctypes.Structure):
-    # struct flock from <fcntl.h>, Linux layout; ctypes applies the C ABI's padding.
-    _fields_ = (
-        ("l_type", ctypes.c_short),
-        ("l_whence", ctypes.c_short),
-        ("l_start", ctypes.c_int64),
-        ("l_len", ctypes.c_int64),
-        ("l_pid", ctypes.c_int),
-    )
+#: ``struct flock`` from <fcntl.h> in the C ABI's layout and padding (native ``@``
+#: alignment, the trailing ``0q`` pads the end as the compiler does): Linux puts the type
+#: first, macOS and the BSDs the offsets first (off_t is 64-bit there; FreeBSD adds
+#: ``l_sysid``). With :mod:`struct`, not ctypes: importing ctypes and building a Structure
+#: cost every run that leases ports more than the lease itself (issue 23).
+if sys.platform.startswith("linux"):
+    _FLOCK = struct.Struct("@hhqqi0q")  # l_type, l_whence, l_start, l_len, l_pid
+
+    def _flock(kind: int, start: int, end: int) -> bytes:
+        """A ``struct flock`` for bytes ``start..end`` (inclusive), in this platform's
+        layout."""
+        return _FLOCK.pack(kind, os.SEEK_SET, start, end - start + 1, 0)
+
+    def _flock_type(raw: bytes) -> int:
+        return int(_FLOCK.unpack_from(raw)[0])
+
+else:
+    _SYSID = "i" if sys.platform.startswith("freebsd") else ""
+    _FLOCK = struct.Struct(f"@qqihh{_SYSID}0q")  # l_start, l_len, l_pid, l_type, l_whence
+
+    def _flock(kind: int, start: int, end: int) -> bytes:
+        """A ``struct flock`` for bytes ``start..end`` (inclusive), in this platform's
+        layout."""
+        return _FLOCK.pack(start, end - start + 1, 0, kind, os.SEEK_SET, *([0] if _SYSID else []))
+
+    def _flock_type(raw: bytes) -> int:
+        return int(_FLOCK.unpack_from(raw)[3])
 
 
-class _BsdFlock(ctypes.Structure):
-    # struct flock on macOS and the BSDs: offsets first (off_t is 64-bit there).
-    _fields_ = (
-        ("l_start", ctypes.c_int64),
-        ("l_len", ctypes.c_int64),
-        ("l_pid", ctypes.c_int),
-        ("l_type", ctypes.c_short),
-        ("l_whence", ctypes.c_short),
-    ) + ((("l_sysid", ctypes.c_int),) if sys.platform.startswith("freebsd") else ())
-
-
-_FLOCK: type[_Flock] | type[_BsdFlock] = _Flock if sys.platform.startswith("linux") else _BsdFlock
-
-
-def _flock(kind: int, start: int, end: int) -> bytes:
-    """A ``struct flock`` for bytes ``start..end`` (inclusive), in this platform's layout."""
-    value = _FLOCK()
-    value.l_type, value.l_whence = kind, os.SEEK_SET
-    value.l_start, value.l_len = start, end - start + 1
-    return bytes(value)
-
-
-def _flock_type(raw: bytes) -> int:
-    return int(_FLOCK.from_buffer_copy(raw).l_type)
+def _random_id(bits: int) -> int:
+    """A random number of ``bits`` bits from the OS's generator, as ``secrets.randbits``
+    makes one (without importing :mod:`secrets`, and through it :mod:`random`)."""
+    size = (bits + 7) // 8
+    return int.from_bytes(os.urandom(size), "big") >> (size * 8 - bits)
 
 
 def backend_name() -> str:
@@ -568,7 +566,7 @@ class RangeLockFile:
     def take_lease_id(self) -> int:
         """Lock a fresh random lease id (exclusive) and return it."""
         while True:
-            lease_id = secrets.randbelow(MAX_LEASE_ID)
+            lease_id = _random_id(MAX_LEASE_ID.bit_length() - 1)  # below MAX_LEASE_ID
             # A collision with a live lease is astronomically rare; the lock makes it safe.
             if self.try_lock(ID_BASE + lease_id, ID_BASE + lease_id, shared=False):
                 return lease_id

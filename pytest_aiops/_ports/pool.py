@@ -40,6 +40,10 @@ RECHECK_SECONDS = 0.5
 KERNEL_TRIES = 32
 #: Grows the pool by one block: ``(start, end, busy ports)``; raises PortsExhaustedError.
 Grow = Callable[[], tuple[int, int, Sequence[int]]]
+#: Who takes a port now: called with the holder the caller named (or ``None``), it returns
+#: ``(holder, test)``: the holder the port goes to (the one named, else the fixture being set
+#: up, else the running test, else :data:`SESSION`) and the running test's id (or ``None``).
+Attribution = Callable[[object], tuple[object, "str | None"]]
 
 
 def _check_protocol(protocol: str) -> str:
@@ -119,12 +123,13 @@ class PortRange:
         self.grow_error: str | None = None
         self.kernel_ports = 0  # handed out from the kernel after the pool could not serve
         self._warned = False
-        self.holders: list[object] = []  # a stack of running fixtures, innermost last
-        self._current_user: str | None = None
-        #: Set by the plugin: the fixture being set up on the caller's stack (or None), and
-        #: the running test's id (or None), looked up only when a port is taken.
-        self.find_holder: Callable[[], object | None] | None = None
-        self.find_user: Callable[[], str | None] | None = None
+        #: The running test's id, for a pool used without the plugin (the core API, unit
+        #: tests): ports taken without a holder are its, and :meth:`ports_of` finds them.
+        self.current_user: str | None = None
+        #: Set by the plugin (its reporter, the one place that knows which test and fixture
+        #: run): asked, when a port is taken, who holds it and which test runs. Replaces
+        #: :attr:`current_user` then.
+        self.attribution: Attribution | None = None
         # Hand out the primary port first, then upwards, wrapping round to start.
         self._add_block(start, end, busy, first=primary)
 
@@ -189,27 +194,17 @@ class PortRange:
         self._blocks.append((start, end))
         self.busy_at_lease.extend(waiting)
 
-    @property
-    def current_user(self) -> str | None:
-        """The running test's id: what :attr:`find_user` says, else as set."""
-        if self.find_user is not None:
-            return self.find_user()
-        return self._current_user
-
-    @current_user.setter
-    def current_user(self, user: str | None) -> None:
-        self._current_user = user
+    def _attribute(self, holder: object) -> tuple[object, str | None]:
+        if self.attribution is not None:
+            return self.attribution(holder)
+        user = self.current_user
+        return (holder if holder is not None else user or SESSION), user
 
     def holder(self) -> object:
         """Who a port taken now belongs to: the running fixture, else the test, else the
-        session."""
-        if self.find_holder is not None:
-            found = self.find_holder()
-            if found is not None:
-                return found
-        if self.holders:
-            return self.holders[-1]
-        return self.current_user or SESSION
+        session (as :attr:`attribution` says; without one, the test :attr:`current_user`
+        names)."""
+        return self._attribute(None)[0]
 
     def next_port(self, *, protocol: str = TCP, holder: object = None) -> int:
         """A leased port that nobody holds and a server could bind now (``protocol`` ``tcp``
@@ -222,12 +217,12 @@ class PortRange:
         """
         _check_protocol(protocol)
         with self._lock:
-            owner = self.holder() if holder is None else holder
+            owner, user = self._attribute(holder)
             while True:
                 port = self._take_clean(protocol)
                 if port is not None:
                     self._out[port] = owner
-                    self._given_to[port] = self.current_user
+                    self._given_to[port] = user
                     return port
                 if not self._grow_once():
                     break
@@ -343,6 +338,8 @@ class PortRange:
 
     def give_back_all(self, holder: object) -> list[int]:
         """Return every port ``holder`` holds; the ports, in the order they went out."""
+        if not self._out:  # nothing out (the common case at a test's end): no lock, no walk
+            return []
         with self._lock:
             ports = [port for port, who in self._out.items() if who is holder or who == holder]
             for port in ports:

@@ -9,8 +9,6 @@ import subprocess
 import sys
 from functools import lru_cache
 
-from .sockets import TIME_WAIT, read_socket_table
-
 #: The probe binds the wildcard address: that fails if the port is bound on 127.0.0.1 *or*
 #: on any other IPv4 address (a listener on 0.0.0.0, on a LAN address, a socket in
 #: TIME_WAIT), so it is stricter than binding 127.0.0.1 alone and matches what a test server
@@ -126,6 +124,8 @@ def port_is_free(port: int, host: str = PROBE_HOST, *, protocol: str = TCP) -> b
 
 def _linux_tcp_states(ports: set[int]) -> dict[int, set[str]] | None:
     """Port -> TCP states of the sockets on it, from ``/proc/net/tcp{,6}``; None if unread."""
+    from .sockets import read_socket_table  # only for a lease that met a busy block
+
     entries = read_socket_table(ports)
     if entries is None:
         return None
@@ -147,6 +147,8 @@ def only_in_time_wait(ports: list[int]) -> bool:
     states = _linux_tcp_states(set(ports))
     if states is None:
         return False
+    from .sockets import TIME_WAIT
+
     return all(states.get(port) == {TIME_WAIT} for port in ports)
 
 

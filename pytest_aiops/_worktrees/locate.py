@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import tempfile
-from dataclasses import dataclass
 
 
 def find_repository(start: str) -> str | None:
@@ -34,16 +33,39 @@ def find_repository(start: str) -> str | None:
         current = parent
 
 
-@dataclass(frozen=True)
 class RepoInfo:
-    """The user's repository as git sees it from the workspace."""
+    """The user's repository as git sees it from the workspace (a value: compared and
+    hashed by its fields; a plain class, not a dataclass, because every pytest run imports
+    this module and a dataclass compiles its methods at import, issue 23)."""
 
-    repo_root: str
-    common_dir: str
-    object_format: str
-    #: The git dir of the user's checkout the workspace is in (the common dir for the main
-    #: checkout): where its per-worktree config and sparse patterns are.
-    git_dir: str = ""
+    __slots__ = ("common_dir", "git_dir", "object_format", "repo_root")
+
+    def __init__(
+        self, repo_root: str, common_dir: str, object_format: str, git_dir: str = ""
+    ) -> None:
+        self.repo_root = repo_root
+        self.common_dir = common_dir
+        self.object_format = object_format
+        #: The git dir of the user's checkout the workspace is in (the common dir for the
+        #: main checkout): where its per-worktree config and sparse patterns are.
+        self.git_dir = git_dir
+
+    def _key(self) -> tuple[str, str, str, str]:
+        return (self.repo_root, self.common_dir, self.object_format, self.git_dir)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return (
+            f"RepoInfo(repo_root={self.repo_root!r}, common_dir={self.common_dir!r}, "
+            f"object_format={self.object_format!r}, git_dir={self.git_dir!r})"
+        )
 
     @property
     def main_root(self) -> str:
