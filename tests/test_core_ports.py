@@ -212,14 +212,78 @@ def test_a_reference_allocation_reads_with_what_it_lacks_left_empty() -> None:
         ({"endPort": "x"}, "Allocation field \"endPort\" must be an integer, not 'x'."),
         ({"primaryPort": False}, 'Allocation field "primaryPort" must be an integer, not False.'),
         ({"lockPath": ""}, 'Allocation field "lockPath" must be a non-empty string.'),
-        ({"busyPorts": 5}, 'Allocation field "busyPorts" must be a list of ports, not 5.'),
-        ({"busyPorts": ["a"]}, "Allocation field \"busyPorts\" must be an integer, not 'a'."),
     ],
 )
 def test_a_bad_allocation_field_is_named(change: dict[str, Any], message: str) -> None:
     with pytest.raises(InvalidArgumentError) as info:
         PortAllocation.from_json({**_allocation().to_json(), **change})
     assert str(info.value) == message
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"busyPorts": 5},
+        {"busyPorts": ["a"]},
+        {"skippedBusyPorts": "1,2"},
+        {"blockIndex": "3"},
+        {"basePort": 1.5},
+        {"blockSize": None},
+    ],
+)
+def test_a_malformed_field_the_reference_does_not_read_is_left_out(change: dict[str, Any]) -> None:
+    """The reference reads start, end, primary port and lock path alone (its child split
+    too): a parent snapshot it would split, with this project's extra fields malformed (a
+    replacement provider's, a hand-written one), still reads and still splits."""
+    from pytest_aiops import build_child_resource_requests
+
+    data = {**_allocation().to_json(), **change}
+    allocation = PortAllocation.from_json(data)
+    field = {
+        "busyPorts": "busy_ports",
+        "skippedBusyPorts": "skipped_busy_ports",
+        "blockIndex": "block_index",
+        "basePort": "base_port",
+        "blockSize": "block_size",
+    }[next(iter(change))]
+    assert getattr(allocation, field) in (None, ())
+    assert (
+        dataclasses.replace(allocation, **{field: getattr(_allocation(), field)}) == _allocation()
+    )
+    (request,) = build_child_resource_requests(_parent(data), 1, 2)
+    assert (request.options or {})["parentStartPort"] == allocation.start_port
+
+
+@pytest.mark.parametrize(
+    ("spec", "option", "message"),
+    [
+        (
+            PortSpec(65530, 10, 1),
+            "basePort",
+            "Port range exceeds 65535 (basePort=65530, blockSize=10, blockCount=1); lower "
+            "basePort, blockSize or blockCount.",
+        ),
+        (PortSpec(0, 0, 0), "basePort", None),
+        (PortSpec(BASE, 8, 1, primary_port_offset=8), "primaryPortOffset", None),
+    ],
+)
+def test_the_typed_lease_checks_a_spec_built_in_code_as_the_options(
+    lock_dir: Path, spec: PortSpec, option: str, message: str | None
+) -> None:
+    """``lease(spec)`` refuses what ``provision(options)`` refuses, in the same words (a spec
+    past 65535 would otherwise lease ports that do not exist), and leases nothing."""
+    provider = PortRangeProvider(PortRangeProviderConfig(lock_directory=str(lock_dir), probe=False))
+    with pytest.raises(OptionError) as typed:
+        provider.lease(spec, session_id="bad", workspace_root=str(lock_dir))
+    with pytest.raises(OptionError) as options:
+        provider.provision(
+            session_id="bad", workspace_root=str(lock_dir), options=spec.to_options()
+        )
+    assert (typed.value.option, str(typed.value)) == (options.value.option, str(options.value))
+    assert typed.value.option == option
+    if message is not None:
+        assert str(typed.value) == message
+    assert not list((lock_dir / "leases").glob("*")) if (lock_dir / "leases").is_dir() else True
 
 
 def test_the_typed_lease_takes_the_specs_block_and_primary_port(lock_dir: Path) -> None:

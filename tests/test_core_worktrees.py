@@ -158,13 +158,49 @@ def test_a_reference_allocation_reads_as_the_reference_means_it() -> None:
     )
 
 
-@pytest.mark.parametrize("field", ["worktreePath", "repoRoot"])
-def test_a_missing_allocation_field_is_named(field: str) -> None:
+def test_a_missing_worktree_path_is_named() -> None:
     data = _allocation().to_json()
-    del data[field]
+    del data["worktreePath"]
     with pytest.raises(InvalidArgumentError) as info:
         WorktreeAllocation.from_json(data)
-    assert str(info.value) == f'Allocation field "{field}" must be a non-empty string.'
+    assert str(info.value) == 'Allocation field "worktreePath" must be a non-empty string.'
+
+
+def test_a_parent_without_repo_root_still_splits_as_the_references_does() -> None:
+    """The reference's child split reads worktreePath, baseRef and targetPath alone: a
+    parent snapshot without repoRoot reads (``repo_root`` None) and splits."""
+    from pytest_aiops import DiscoverySnapshot, HardConstraint, build_child_resource_requests
+
+    data = _allocation().to_json()
+    del data["repoRoot"]
+    allocation = WorktreeAllocation.from_json(data)
+    assert allocation.repo_root is None
+    assert allocation.to_json() == data
+    parent = DiscoverySnapshot(
+        session_id="parent",
+        workspace_root="/ws",
+        working_directory="/ws",
+        hard_constraints=[HardConstraint("git-worktree", data)],
+    )
+    (request,) = build_child_resource_requests(parent, 0, 2)
+    assert (request.options or {})["rootDirectory"].startswith("/wt/s-1/")
+
+
+@pytest.mark.parametrize(
+    ("spec", "option"),
+    [
+        (WorktreeSpec(isolation="copy"), "isolation"),
+        (WorktreeSpec(pool_size=-1), "poolSize"),
+    ],
+)
+def test_the_typed_lease_checks_a_spec_built_in_code_as_the_options(
+    repo: Path, root: Path, spec: WorktreeSpec, option: str
+) -> None:
+    prov = provider(root)
+    with pytest.raises(OptionError) as typed:
+        prov.lease(spec, session_id="bad", workspace_root=str(repo))
+    assert typed.value.option == option
+    assert registrations(repo) == []  # nothing created
 
 
 def test_the_typed_lease_checks_out_what_the_spec_says(repo: Path, root: Path) -> None:

@@ -268,7 +268,7 @@ def _command_directory(session: ProvisionedResources, working_directory: str) ->
     if allocation is None:
         return working_directory
     git = WorktreeAllocation.from_json(allocation)
-    if git.target_path:
+    if git.target_path or git.repo_root is None:
         return working_directory
     relative = os.path.relpath(os.getcwd(), git.repo_root)
     if relative == "." or relative.startswith(".."):

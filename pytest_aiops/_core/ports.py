@@ -66,7 +66,8 @@ class PortSpec:
     lease ``parent_lease_id`` when known. ``accept_time_wait`` lets a caller that keeps busy
     ports back take a block whose busy ports are only in TIME_WAIT.
 
-    Only :meth:`from_options` validates: a spec built in code is taken as it is.
+    :meth:`from_options` is the one validator; a provider's ``lease()`` checks a spec built
+    in code through it (``to_options`` and back).
     """
 
     base_port: int
@@ -181,16 +182,22 @@ def _integer(allocation: Mapping[str, Any], key: str) -> int:
 
 
 def _optional_integer(allocation: Mapping[str, Any], key: str) -> int | None:
-    return None if allocation.get(key) is None else _integer(allocation, key)
+    """A field the reference does not read: ``None`` when absent or not an integer."""
+    try:
+        return None if allocation.get(key) is None else _integer(allocation, key)
+    except InvalidArgumentError:
+        return None
 
 
 def _ports(allocation: Mapping[str, Any], key: str) -> tuple[int, ...]:
+    """A list of ports the reference does not read: ``()`` unless a list of integers."""
     value = allocation.get(key) or ()
     if not isinstance(value, (list, tuple)):
-        raise InvalidArgumentError(
-            f'Allocation field "{key}" must be a list of ports, not {value!r}.'
-        )
-    return tuple(_integer({key: port}, key) for port in value)
+        return ()
+    try:
+        return tuple(_integer({key: port}, key) for port in value)
+    except InvalidArgumentError:
+        return ()
 
 
 @dataclass(frozen=True)
@@ -251,9 +258,10 @@ class PortAllocation:
     def from_json(cls, allocation: Mapping[str, Any]) -> PortAllocation:
         """Read a ``port-range`` allocation (a lease's ``hard``, or a snapshot's).
 
-        ``startPort``, ``endPort``, ``primaryPort`` and ``lockPath`` are required (the
-        reference writes them); a ``leaseId`` that is no integer is ignored, as the
-        reference's allocations have none. Raises
+        ``startPort``, ``endPort``, ``primaryPort`` and ``lockPath`` are required: the
+        reference writes them and its child split reads them. The other fields are this
+        project's additions, read when well-formed and otherwise left out (``None``, ``()``),
+        as the reference's allocations (and a replacement provider's) may not have them. Raises
         :class:`~pytest_aiops.InvalidArgumentError` naming the field.
         """
         start_port = _integer(allocation, "startPort")

@@ -96,7 +96,8 @@ class WorktreeSpec:
     ``"clone"``; ``pool`` / ``pool_size`` whether and how many released checkouts are kept
     for reuse; ``working_state`` lays the user's working state on ``HEAD``, with the ignored
     paths ``worktree_include`` matches; ``snapshot_directory`` is a run's shared snapshot.
-    ``None``: the provider's default. Only :meth:`from_options` validates.
+    ``None``: the provider's default. :meth:`from_options` is the one validator
+    (``lease()`` checks a spec built in code through it).
     """
 
     root_directory: str | None = None
@@ -187,7 +188,7 @@ class WorktreeAllocation:
     ``None`` in an allocation written without them (a hand-made parent snapshot).
     """
 
-    repo_root: str
+    repo_root: str | None  # None: an allocation written without it (see from_json)
     worktree_path: str
     base_ref: str = HEAD
     worktree_root: str | None = None
@@ -199,7 +200,9 @@ class WorktreeAllocation:
     def to_json(self) -> dict[str, Any]:
         """The reference's allocation (camelCase), plus ``commit``, ``isolation`` and
         ``workingState``."""
-        allocation: dict[str, Any] = {"repoRoot": self.repo_root}
+        allocation: dict[str, Any] = {}
+        if self.repo_root is not None:
+            allocation["repoRoot"] = self.repo_root
         if self.worktree_root is not None:
             allocation["worktreeRoot"] = self.worktree_root
         allocation["worktreePath"] = self.worktree_path
@@ -216,14 +219,16 @@ class WorktreeAllocation:
     def from_json(cls, allocation: Mapping[str, Any]) -> WorktreeAllocation:
         """Read a ``git-worktree`` allocation (a lease's ``hard``, or a snapshot's).
 
-        ``worktreePath`` and ``repoRoot`` are required (the reference writes them); a
+        ``worktreePath`` is required; ``repoRoot`` is read when present (the reference
+        writes both, but its child split reads only ``worktreePath``, ``baseRef`` and
+        ``targetPath``, so a parent snapshot without ``repoRoot`` still splits); a
         missing or blank ``baseRef`` reads as ``HEAD`` and a missing ``isolation`` as a
         linked worktree, as the reference's allocations mean. Raises
         :class:`~pytest_aiops.InvalidArgumentError` naming the field.
         """
         worktree_path = _path(allocation, "worktreePath")
         return cls(
-            repo_root=_path(allocation, "repoRoot"),
+            repo_root=None if allocation.get("repoRoot") is None else _path(allocation, "repoRoot"),
             worktree_path=worktree_path,
             base_ref=_text(allocation, "baseRef") or HEAD,
             worktree_root=_text(allocation, "worktreeRoot"),

@@ -197,7 +197,7 @@ class WorktreeFactory:
         worktree = GitWorktree(
             path=Path(allocation.worktree_path),
             base_ref=allocation.base_ref,
-            repo_root=Path(allocation.repo_root),
+            repo_root=Path(allocation.repo_root or repo),  # a replacement provider may omit it
             working_directory=Path(resources.working_directory),
             target_path=allocation.target_path,
             isolation=allocation.isolation,

@@ -181,7 +181,7 @@ class PortRangeProvider:
         """The reference's entry point: :meth:`lease` of the request's options, as a
         :class:`~pytest_aiops.ResourceLease` (the allocation as camelCase JSON)."""
         spec = PortSpec.from_options(options, self.config)
-        held = self.lease(spec, session_id=session_id, workspace_root=workspace_root)
+        held = self._lease(spec, session_id=session_id, workspace_root=workspace_root)
         return ResourceLease(
             KIND, held.allocation.to_json(), held.release, _context(held.allocation)
         )
@@ -189,7 +189,17 @@ class PortRangeProvider:
     def lease(self, spec: PortSpec, *, session_id: str, workspace_root: str) -> PortLease:
         """Lease one block of ``spec`` (its child slice, when it names a parent) in the lock
         directory, which a relative ``lock_directory`` is resolved against
-        ``workspace_root`` for; ``session_id`` seeds the preferred block."""
+        ``workspace_root`` for; ``session_id`` seeds the preferred block.
+
+        ``spec`` is checked as a request's options are (:meth:`PortSpec.from_options`, the
+        one validator): a spec built in code gets the same one-line
+        :class:`~pytest_aiops.OptionError` as the options it stands for.
+        """
+        checked = PortSpec.from_options(spec.to_options(), self.config)
+        return self._lease(checked, session_id=session_id, workspace_root=workspace_root)
+
+    def _lease(self, spec: PortSpec, *, session_id: str, workspace_root: str) -> PortLease:
+        """:meth:`lease` of a checked spec."""
         # None in a spec built in code: the config's (from_options fills both in).
         offset = spec.primary_port_offset
         offset = self.config.primary_port_offset if offset is None else offset

@@ -183,14 +183,24 @@ class GitWorktreeProvider:
         _refuse_windows()
         # Validate everything before creating anything: a refused request leaves nothing.
         spec = WorktreeSpec.from_options(options)
-        held = self.lease(spec, session_id=session_id, workspace_root=workspace_root)
+        held = self._lease(spec, session_id=session_id, workspace_root=workspace_root)
         return ResourceLease(
             KIND, held.allocation.to_json(), held.release, _context(held.allocation)
         )
 
     def lease(self, spec: WorktreeSpec, *, session_id: str, workspace_root: str) -> WorktreeLease:
         """A checkout of ``spec`` in the repository at ``workspace_root`` (the fields
-        ``spec`` leaves ``None`` are this provider's config's); ``session_id`` names it."""
+        ``spec`` leaves ``None`` are this provider's config's); ``session_id`` names it.
+
+        ``spec`` is checked as a request's options are (:meth:`WorktreeSpec.from_options`,
+        the one validator), before anything is created.
+        """
+        _refuse_windows()
+        checked = WorktreeSpec.from_options(spec.to_options())
+        return self._lease(checked, session_id=session_id, workspace_root=workspace_root)
+
+    def _lease(self, spec: WorktreeSpec, *, session_id: str, workspace_root: str) -> WorktreeLease:
+        """:meth:`lease` of a checked spec."""
         _refuse_windows()
         config = self.config
         root_option = spec.root_directory or config.root_directory
@@ -300,7 +310,7 @@ def _context(allocation: WorktreeAllocation) -> ResourceContextPatch:
         )
     return ResourceContextPatch(
         env={
-            "AGENT_REPO_ROOT": allocation.repo_root,
+            "AGENT_REPO_ROOT": allocation.repo_root or "",  # always set by this provider
             "AGENT_WORKTREE_PATH": path,
             "AGENT_WORKTREE_BASE_REF": base_ref,
         },
