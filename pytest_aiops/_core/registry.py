@@ -90,9 +90,10 @@ class ProviderRegistry:
 
         Every orchestrator made here holds this registry's provider instances themselves,
         not copies: what a provider remembers between calls is the same whichever of them
-        provisioned. The plugin relies on it: a worktree provisioned through one
-        orchestrator is kept (``GitWorktreeProvider.keep``, which finds the checkout among
-        its provider's leases by path) through another (tests/test_state_sharing.py).
+        provisioned: ``GitWorktreeProvider.keep(path)``, which finds the checkout among its
+        provider's leases by path, keeps a worktree provisioned through one orchestrator
+        through another (tests/test_state_sharing.py). The plugin no longer needs it: its
+        worktree handle keeps through the lease that made it (tests/test_keep_handle.py).
         """
         from .orchestrator import ResourceProvisioningOrchestrator
 

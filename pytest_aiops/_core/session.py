@@ -69,6 +69,12 @@ class ProvisionedResources:
         """The hard allocation of the first lease of ``kind``, or ``None``."""
         return self._snapshot.allocation(kind)
 
+    def _release_of(self, kind: str) -> Callable[[], object] | None:
+        """The release of the first live lease of ``kind`` as its provider returned it (a
+        typed one may carry more, e.g. the worktree provider's keep), or ``None``."""
+        with self._lock:
+            return next((release for k, release in self._releases if k == kind), None)
+
     def injected_env(self, base_env: Mapping[str, str | None] | None = None) -> dict[str, str]:
         """``base_env`` (default ``os.environ``) with the session's variables on top."""
         base = os.environ if base_env is None else base_env

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from .._core.discovery import DiscoverySnapshot
 from .._core.orchestrator import RequestLike, ResourceProvisioningOrchestrator
 from .._core.ports import PortAllocation
-from .._core.registry import LazyProvider, ProviderRegistry
+from .._core.registry import ProviderRegistry
 from .._core.session import ProvisionedResources
 from .._core.types import ResourceContextPatch, ResourceLease, ResourceRequest, RuntimeInjection
 from .._core.worktrees import WorktreeAllocation, WorktreeSpec
@@ -56,6 +56,9 @@ class GitWorktree:
     #: Whether the checkout holds the user's working state on top of ``base_ref``.
     working_state: bool = False
     resources: ProvisionedResources | None = field(default=None, compare=False, repr=False)
+    #: Keeps the checkout on disk instead of releasing it (``False`` if given back already);
+    #: ``None`` if its provider (a user's replacement) cannot keep.
+    keep_checkout: Callable[[], bool] | None = field(default=None, compare=False, repr=False)
 
     def env(self, base_env: Mapping[str, str | None] | None = None) -> dict[str, str]:
         """An environment for subprocesses that run this worktree's code.
@@ -73,6 +76,14 @@ class GitWorktree:
         if self.resources is not None:
             merged = self.resources.injected_env(merged)
         return worktree_env(str(self.path), merged, repo_root=str(self.repo_root))
+
+
+def _keep_of(resources: ProvisionedResources) -> Callable[[], bool] | None:
+    """The keep of the session's worktree lease, if its provider's release carries one."""
+    from .._worktrees.provider import WorktreeRelease
+
+    release = resources._release_of("git-worktree")
+    return release.keep if isinstance(release, WorktreeRelease) else None
 
 
 class WorktreeFactory:
@@ -204,6 +215,7 @@ class WorktreeFactory:
             session_id=session_id,
             working_state=allocation.working_state,
             resources=resources,
+            keep_checkout=_keep_of(resources),
         )
         with self._lock:
             self._live[id(worktree)] = worktree
@@ -249,16 +261,11 @@ class WorktreeFactory:
                 self.kept.append(worktree)
         if keep:
             # Recorded as kept, so no later run or `pytest-aiops gc` takes it for an orphan
-            # once this process (its owner) has exited. Asked of the provider that made it
-            # (a replacement without keep() just leaves it held until the process ends):
-            # every orchestrator of the registry shares its provider instances, so this one
-            # knows the checkout the provisioning one made (ProviderRegistry.orchestrator).
-            provider = self._orchestrator().get_provider("git-worktree")
-            if isinstance(provider, LazyProvider):
-                provider = provider.resolve()
-            keep_checkout = getattr(provider, "keep", None)
-            if callable(keep_checkout):
-                keep_checkout(worktree.path)
+            # once this process (its owner) has exited. The handle carries the keep of the
+            # lease that made it (a replacement provider without one just leaves the
+            # checkout held until the process ends).
+            if worktree.keep_checkout is not None:
+                worktree.keep_checkout()
             return False
         if worktree.resources is not None:
             worktree.resources.release()

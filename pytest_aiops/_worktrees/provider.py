@@ -140,11 +140,29 @@ class GitWorktreeProviderConfig:
 
 
 class WorktreeLease(NamedTuple):
-    """What :meth:`GitWorktreeProvider.lease` returns: the allocation and how to give the
-    checkout back (to the pool, or deleted; once)."""
+    """What :meth:`GitWorktreeProvider.lease` returns: the allocation, how to give the
+    checkout back (to the pool, or deleted; once) and how to keep it on disk instead
+    (``False`` if it was given back already)."""
 
     allocation: WorktreeAllocation
     release: Callable[[], None]
+    keep: Callable[[], bool]
+
+
+class WorktreeRelease:
+    """The ``release`` of the :class:`~pytest_aiops.ResourceLease` that :meth:`provision`
+    returns: calling it releases the checkout; :meth:`keep` keeps it instead. It carries
+    keep to whoever holds the session (the plugin's handle), so nobody has to find the
+    provider, or the checkout by path, again."""
+
+    __slots__ = ("keep", "release")
+
+    def __init__(self, lease: WorktreeLease) -> None:
+        self.release = lease.release
+        self.keep = lease.keep
+
+    def __call__(self) -> None:
+        self.release()
 
 
 class GitWorktreeProvider:
@@ -185,7 +203,7 @@ class GitWorktreeProvider:
         spec = WorktreeSpec.from_options(options)
         held = self._lease(spec, session_id=session_id, workspace_root=workspace_root)
         return ResourceLease(
-            KIND, held.allocation.to_json(), held.release, _context(held.allocation)
+            KIND, held.allocation.to_json(), WorktreeRelease(held), _context(held.allocation)
         )
 
     def lease(self, spec: WorktreeSpec, *, session_id: str, workspace_root: str) -> WorktreeLease:
@@ -285,7 +303,7 @@ class GitWorktreeProvider:
             isolation=isolation,
             working_state=snapshot is not None,
         )
-        return WorktreeLease(allocation, checkout.release)
+        return WorktreeLease(allocation, checkout.release, checkout.keep)
 
 
 def _refuse_windows() -> None:
