@@ -19,7 +19,7 @@ from contextlib import contextmanager
 
 
 class HiddenVariables:
-    """Removes ``names`` from ``os.environ`` while at least one holder is in; counted.
+    """Removes ``names`` from ``os.environ`` while at least one worktree is out; counted.
 
     The first :meth:`hide` takes the variables out (remembering their values); the matching
     last :meth:`restore` puts back each one that nobody set again meanwhile (a value set
@@ -29,30 +29,30 @@ class HiddenVariables:
     def __init__(self, names: Sequence[str]) -> None:
         self.names = tuple(names)
         self._lock = threading.Lock()
-        self._holders = 0
+        self._worktrees_out = 0
         self._saved: dict[str, str] = {}
 
     @property
-    def holders(self) -> int:
-        """How many holders are in (worktrees out)."""
-        return self._holders
+    def worktrees_out(self) -> int:
+        """How many worktrees are out (each :meth:`hide` not yet restored)."""
+        return self._worktrees_out
 
     def hide(self) -> None:
-        """One more holder; the first takes the variables out of ``os.environ``."""
+        """One more worktree out; the first takes the variables out of ``os.environ``."""
         with self._lock:
-            if self._holders == 0:
+            if self._worktrees_out == 0:
                 self._saved = {
                     name: os.environ.pop(name) for name in self.names if name in os.environ
                 }
-            self._holders += 1
+            self._worktrees_out += 1
 
     def restore(self) -> None:
-        """One holder less; the last puts the variables back. Extra calls do nothing."""
+        """One worktree back; the last puts the variables back. Extra calls do nothing."""
         with self._lock:
-            if self._holders == 0:
+            if self._worktrees_out == 0:
                 return
-            self._holders -= 1
-            if self._holders:
+            self._worktrees_out -= 1
+            if self._worktrees_out:
                 return
             for name, value in self._saved.items():
                 os.environ.setdefault(name, value)

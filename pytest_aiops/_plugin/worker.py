@@ -416,7 +416,7 @@ class AiopsWorker:
         self.runtime: RuntimeInjection | None = None
         self._lock = threading.RLock()
         self._ports_session: ProvisionedResources | None = None
-        self._port_range: PortRange | None = None
+        self._pool: PortRange | None = None
         self._grown: list[ProvisionedResources] = []
         self._session: WorkerSession | None = None
         self._session_hides = False
@@ -487,7 +487,7 @@ class AiopsWorker:
     @property
     def leased_port_range(self) -> PortRange | None:
         """The :class:`PortRange` if already made, without leasing (no lock taken)."""
-        return self._port_range
+        return self._pool
 
     def ports_session(self) -> ProvisionedResources:
         """The session holding only this worker's port lease (leased on first call)."""
@@ -536,7 +536,7 @@ class AiopsWorker:
         warns once, so a suite keeps running without the guarantees.
         """
         with self._lock:
-            if self._port_range is None:
+            if self._pool is None:
                 try:
                     session = self.ports_session()
                 except AiopsError as error:
@@ -545,13 +545,13 @@ class AiopsWorker:
                         cause, (LockError, PortsExhaustedError)
                     ):
                         raise
-                    self._port_range = KernelPorts(
+                    self._pool = KernelPorts(
                         f"pytest-aiops could not lease ports ({' '.join(str(cause).split())})",
                         owner=self.worker_id,
                         fallback_setting=cli("port_fallback"),
                     )
-                    return self._port_range
-                self._port_range = PortRange.from_allocation(
+                    return self._pool
+                self._pool = PortRange.from_allocation(
                     _port_allocation(session),
                     owner=self.worker_id,
                     session_id=session.session_id,
@@ -561,7 +561,7 @@ class AiopsWorker:
                     max_ports_setting=spellings("max_ports_per_worker"),
                     fallback_setting=cli("port_fallback"),
                 )
-            return self._port_range
+            return self._pool
 
     def _grow_pool(self) -> tuple[int, int, Sequence[int]]:
         """Lease one more block of ``settings.ports_per_worker`` for the pool (a top-level lease,
@@ -665,12 +665,12 @@ class AiopsWorker:
 
     def summary(self) -> dict[str, Any]:
         """JSON-able facts for the controller's report (sent through ``workeroutput``)."""
-        port_range = self._port_range
+        pool = self._pool
         return {
             "workerId": self.worker_id,
-            "range": [port_range.start, port_range.end] if port_range else None,
-            "leased": port_range.leased if port_range else None,
-            "pool": port_range.summary() if port_range else None,
+            "range": [pool.start, pool.end] if pool else None,
+            "leased": pool.leased if pool else None,
+            "pool": pool.summary() if pool else None,
             "childIndex": self.child_index if self.xdist is not None else None,
             "fallback": self.fallback_reason,
             "kept": [str(w.path) for w in self.worktrees.kept],

@@ -217,11 +217,11 @@ class PortRange:
         """
         _check_protocol(protocol)
         with self._lock:
-            owner, user = self._attribute(holder)
+            attributed_to, user = self._attribute(holder)
             while True:
                 port = self._take_clean(protocol)
                 if port is not None:
-                    self._out[port] = owner
+                    self._out[port] = attributed_to
                     self._given_to[port] = user
                     return port
                 if not self._grow_once():

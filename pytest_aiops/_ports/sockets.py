@@ -102,19 +102,19 @@ def read_socket_table(
     return entries if read_any else None
 
 
-def socket_owners(inodes: Collection[int], *, proc: str = PROC) -> dict[int, list[int]]:
+def socket_pids(inodes: Collection[int], *, proc: str = PROC) -> dict[int, list[int]]:
     """Socket inode -> the pids with it open (``/proc/<pid>/fd`` links ``socket:[inode]``).
 
     Only processes this user may inspect are seen (root sees all); one walk of ``/proc``.
     """
     wanted = {f"socket:[{inode}]": inode for inode in inodes if inode}
-    owners: dict[int, list[int]] = {}
+    pids_by_inode: dict[int, list[int]] = {}
     if not wanted:
-        return owners
+        return pids_by_inode
     try:
         pids = [int(name) for name in os.listdir(proc) if name.isdigit()]
     except OSError:
-        return owners
+        return pids_by_inode
     for pid in sorted(pids):
         fd_dir = os.path.join(proc, str(pid), "fd")
         try:
@@ -127,9 +127,9 @@ def socket_owners(inodes: Collection[int], *, proc: str = PROC) -> dict[int, lis
             except OSError:
                 continue
             inode = wanted.get(target)
-            if inode is not None and pid not in owners.setdefault(inode, []):
-                owners[inode].append(pid)
-    return owners
+            if inode is not None and pid not in pids_by_inode.setdefault(inode, []):
+                pids_by_inode[inode].append(pid)
+    return pids_by_inode
 
 
 def process_command(pid: int, *, proc: str = PROC) -> str | None:
@@ -196,11 +196,11 @@ def port_holders(
     if entries is None:
         return PortHolders(port, readable=False, protocols=tuple(protocols))
     owned = [entry for entry in entries if entry.inode]
-    owners = socket_owners({entry.inode for entry in owned}, proc=proc)
+    pids_by_inode = socket_pids({entry.inode for entry in owned}, proc=proc)
     by_pid: dict[int, list[SocketEntry]] = {}
     hidden: list[tuple[int, str]] = []
     for entry in owned:
-        pids = owners.get(entry.inode)
+        pids = pids_by_inode.get(entry.inode)
         if not pids:
             hidden.append((entry.uid, entry.state_name))
         for pid in pids or ():
