@@ -244,12 +244,12 @@ class _OfdLock(ByteRangeLock):
 
 
 class _Held:
-    """One entry of the in-process table: ``owner`` locks ``start..end``."""
+    """One entry of the in-process table: ``holder`` locks ``start..end``."""
 
-    __slots__ = ("end", "owner", "shared", "start")
+    __slots__ = ("end", "holder", "shared", "start")
 
-    def __init__(self, owner: int, start: int, end: int, shared: bool) -> None:
-        self.owner, self.start, self.end, self.shared = owner, start, end, shared
+    def __init__(self, holder: int, start: int, end: int, shared: bool) -> None:
+        self.holder, self.start, self.end, self.shared = holder, start, end, shared
 
 
 class _PosixFile:
@@ -265,7 +265,7 @@ class _PosixFile:
 
 _POSIX_MUTEX = threading.Lock()
 _POSIX_FILES: dict[tuple[int, int], _PosixFile] = {}
-_POSIX_OWNERS = itertools.count(1)
+_POSIX_HOLDERS = itertools.count(1)
 
 
 def _posix_after_fork_in_child() -> None:
@@ -311,7 +311,7 @@ class _PosixLock(ByteRangeLock):
 
     def __init__(self, path: str, create: bool) -> None:
         self.path = path
-        self.owner = next(_POSIX_OWNERS)
+        self.holder = next(_POSIX_HOLDERS)
         self.closed = False
         self.file = _posix_file(path, create)
 
@@ -329,7 +329,7 @@ class _PosixLock(ByteRangeLock):
             held = self.file.held
             for entry in held:
                 if (
-                    entry.owner != self.owner
+                    entry.holder != self.holder
                     and entry.start <= end
                     and entry.end >= start
                     and not (shared and entry.shared)
@@ -345,20 +345,20 @@ class _PosixLock(ByteRangeLock):
                 if _conflict(error):
                     return False
                 raise _setlk_error(self.path, start, end, error) from error
-            self.file.held = [*self._cut(start, end), _Held(self.owner, start, end, shared)]
+            self.file.held = [*self._cut(start, end), _Held(self.holder, start, end, shared)]
         return True
 
     def _cut(self, start: int, end: int) -> list[_Held]:
         """The table without this holder's locks on ``start..end`` (its others kept)."""
         kept: list[_Held] = []
         for entry in self.file.held:
-            if entry.owner != self.owner or entry.end < start or entry.start > end:
+            if entry.holder != self.holder or entry.end < start or entry.start > end:
                 kept.append(entry)
                 continue
             if entry.start < start:
-                kept.append(_Held(self.owner, entry.start, start - 1, entry.shared))
+                kept.append(_Held(self.holder, entry.start, start - 1, entry.shared))
             if entry.end > end:
-                kept.append(_Held(self.owner, end + 1, entry.end, entry.shared))
+                kept.append(_Held(self.holder, end + 1, entry.end, entry.shared))
         return kept
 
     def _settle(self, start: int, end: int) -> None:
@@ -382,7 +382,8 @@ class _PosixLock(ByteRangeLock):
     def is_locked(self, start: int, end: int) -> bool:
         with _POSIX_MUTEX:
             if any(
-                e.owner != self.owner and e.start <= end and e.end >= start for e in self.file.held
+                e.holder != self.holder and e.start <= end and e.end >= start
+                for e in self.file.held
             ):
                 return True
         # F_GETLK reports other processes' locks only (never this process's own).
@@ -394,8 +395,8 @@ class _PosixLock(ByteRangeLock):
             self.closed = True
             return
         with _POSIX_MUTEX:
-            mine = [e for e in self.file.held if e.owner == self.owner]
-            self.file.held = [e for e in self.file.held if e.owner != self.owner]
+            mine = [e for e in self.file.held if e.holder == self.holder]
+            self.file.held = [e for e in self.file.held if e.holder != self.holder]
             for entry in mine:
                 self._settle(entry.start, entry.end)
             self.closed = True
