@@ -71,11 +71,11 @@ def _families() -> tuple[socket.AddressFamily, ...]:
 
 def _dual_stack_sees(family: socket.AddressFamily, host: str, kind: socket.SocketKind) -> bool:
     """Whether a dual-stack bind fails on a port a real ``family`` socket holds on ``host``."""
-    with socket.socket(family, kind) as holder:
+    with socket.socket(family, kind) as bound:
         if family == socket.AF_INET6:
-            holder.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        holder.bind((host, 0))
-        port = int(holder.getsockname()[1])
+            bound.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        bound.bind((host, 0))
+        port = int(bound.getsockname()[1])
         return not _binds(socket.AF_INET6, kind, port, reuse=False, v6only=False)
 
 
