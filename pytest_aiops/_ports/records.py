@@ -72,7 +72,8 @@ class LeaseRecord:
             return True
         return True
 
-    def to_dict(self) -> dict[str, Any]:
+    def record_json(self) -> dict[str, Any]:
+        """The record's fields as its file holds them (camelCase), the one writer of them."""
         return {
             "sessionId": self.session_id,
             "pid": self.pid,
@@ -82,9 +83,12 @@ class LeaseRecord:
             "endPort": self.end_port,
             "role": self.role,
             "leaseId": self.lease_id,
-            "alive": self.holder_alive(),
-            "path": self.path,
         }
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record as ``pytest-aiops status --json`` shows it: its fields, whether its
+        holder is alive and where it is."""
+        return {**self.record_json(), "alive": self.holder_alive(), "path": self.path}
 
 
 def _leases_error(path: str, reason: str) -> LockError:
@@ -159,17 +163,10 @@ def write_record(
     """
     name = record_name(start, end, role)
     path = os.path.join(lock_directory, LEASES_DIR, name)
-    payload = {
-        "sessionId": session_id,
-        "pid": os.getpid(),
-        "host": _HOST,
-        "createdAt": time.time(),
-        "startPort": start,
-        "endPort": end,
-        "role": role,
-        "leaseId": lease_id,
-        **dict(extra or {}),
-    }
+    record = LeaseRecord(
+        path, session_id, os.getpid(), _HOST, time.time(), start, end, role, lease_id
+    )
+    payload = {**record.record_json(), **dict(extra or {})}
     data = (json.dumps(payload, sort_keys=True) + "\n").encode("utf-8")
     dir_fd = _open_leases_dir(lock_directory, create=True)
     assert dir_fd is not None
