@@ -78,7 +78,7 @@ def _end(run: InnerRun, how: str) -> int:
 def _assert_nothing_left(repo: Path, tmp_path: Path, run: InnerRun) -> None:
     out, err = run.output()
     assert worktree_list(repo) == [str(repo)], out + err
-    assert list(read_records(str(tmp_path / "locks"))) == []  # every port lease released
+    assert list(read_records(str(tmp_path / "locks"))) == [], out + err  # every lease released
     states = {record.state for record in list_worktrees(str(tmp_path / "wt"))}
     assert states <= {"pooled"}, states  # released (pooled, hidden from git), none live
     check_inner_warnings(out, err, [])
@@ -209,7 +209,7 @@ CRASHING = """
 import os
 from pathlib import Path
 
-def test_crash(git_worktree):
+def test_crash(git_worktree, aiops_port):
     signals = Path(os.environ["SIGNAL_DIR"])
     (signals / f"tmp-{os.getpid()}").write_text(str(git_worktree.path))
     (signals / f"tmp-{os.getpid()}").rename(signals / "crashed")  # appears whole
@@ -238,7 +238,7 @@ def test_watch():
 """
 
 
-def test_the_controller_reclaims_a_crashed_workers_worktree_at_once(
+def test_the_controller_reclaims_what_a_crashed_worker_held_at_once(
     make_repo: MakeRepo, tmp_path: Path
 ) -> None:
     repo = make_repo()
@@ -254,6 +254,8 @@ def test_the_controller_reclaims_a_crashed_workers_worktree_at_once(
     assert "crashed while running" in out
     assert worktree_list(repo) == [str(repo)]
     assert list_worktrees(str(tmp_path / "wt")) == []
+    # Its port record too: the controller removes the dead worker's record in its range.
+    assert list(read_records(str(tmp_path / "locks"))) == [], out + err
     check_inner_warnings(out, err, [])
 
 

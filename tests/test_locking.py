@@ -230,6 +230,33 @@ def test_reap_stale_keeps_and_does_not_report_a_dead_parent_with_a_live_child(
     assert list(read_records(str(lock_dir))) == []
 
 
+def test_reap_stale_children_of_takes_only_dead_children_inside_the_range(
+    lock_dir: Path, hold_lease: HoldLease
+) -> None:
+    """What an xdist controller runs when its workers are down: it removes what its dead
+    workers left in its parent range, and nothing of any other lease."""
+    dead_top, _ = hold_lease({"basePort": BASE, "blockCount": 4, "lockDirectory": str(lock_dir)})
+    parent = lease(lock_dir, "parent", basePort=BASE, blockCount=4)
+    held = dict(parent.hard)
+    slices = [
+        hold_lease(
+            {**child_options(held, held["startPort"] + 8 * i, 8), "lockDirectory": str(lock_dir)},
+            f"child-{i}",
+        )[0]
+        for i in range(2)
+    ]
+    kill(dead_top)
+    kill(slices[0])
+    inside = (held["startPort"], held["endPort"])
+    assert [r.session_id for r in reap_stale(str(lock_dir), children_of=inside)] == ["child-0"]
+    sessions = {r.session_id for r in read_records(str(lock_dir))}
+    assert sessions == {"holder", "parent", "child-1"}  # the dead top-level one: not ours
+    assert reap_stale(str(lock_dir), children_of=(held["endPort"] + 1, held["endPort"] + 64)) == []
+    kill(slices[1])
+    parent.release()
+    assert sorted(r.session_id for r in reap_stale(str(lock_dir))) == ["child-1", "holder"]
+
+
 _FD_LIMIT = """
 import json, os, resource, sys
 from pytest_aiops import child_port_slice

@@ -10,6 +10,7 @@ with it).
 
 from __future__ import annotations
 
+import contextlib
 import re
 import warnings
 from collections.abc import Sequence
@@ -143,8 +144,31 @@ class XdistController:
                 stacklevel=2,
             )
 
+    def reap_workers_records(self) -> None:
+        """Remove the port records this run's dead workers left in the parent range.
+
+        A worker ends without its teardown when it crashes, and under pytest-xdist < 3.6
+        also when interrupted: its tests may run off the main thread there (an execnet race),
+        where no Ctrl-C or SIGTERM reaches them, and execnet ends the process instead. Its
+        kernel locks died with it, so its ports are free; only its record would stay, stale,
+        until the slice is leased again. Only dead child records inside the range this run
+        holds are touched: this run's, or an earlier crashed run's in the same range.
+        """
+        allocation = self.parent.allocation("port-range") if self.parent else None
+        if allocation is None:
+            return
+        from .._core.ports import PortAllocation
+        from .._errors import AiopsError
+        from .._ports.records import reap_stale
+
+        parent = PortAllocation.from_json(allocation)
+        # On failure they stay for a later lease of the slice or `pytest-aiops status --reap`.
+        with contextlib.suppress(AiopsError, OSError):
+            reap_stale(parent.lock_directory, children_of=(parent.start_port, parent.end_port))
+
     def stop(self) -> None:
         if self.parent is not None:
+            self.reap_workers_records()  # the workers are down: xdist's sessionfinish ended them
             self.parent.release()
         if self.snapshot_run is not None:
             self.snapshot_run.close()
@@ -200,6 +224,7 @@ class XdistController:
                 # not at the end of the run (only what no live process holds is touched). On
                 # another host they are out of reach: crash_lines() says so.
                 reclaim(self.settings.repo or self.workspace_root, self.settings.worktree_root)
+                self.reap_workers_records()
         output = getattr(node, "workeroutput", None) or {}
         summary = output.get(WORKERINPUT_KEY)
         if isinstance(summary, dict):

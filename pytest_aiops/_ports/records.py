@@ -332,14 +332,17 @@ def holders_of(lock_directory: str, port: int) -> list[LeaseRecord]:
     return [r for r in read_records(lock_directory) if port in r.ports and r.holder_alive()]
 
 
-def reap_stale(lock_directory: str, *, dry_run: bool = False) -> list[LeaseRecord]:
+def reap_stale(
+    lock_directory: str, *, dry_run: bool = False, children_of: tuple[int, int] | None = None
+) -> list[LeaseRecord]:
     """Remove records whose lease is dead (and put-aside ones); return the dead records
     removed (with ``dry_run``: that would be removed).
 
     Each file is removed only while this process holds the lock of its range, so a new
     lease of that range cannot be writing it at the same moment. A dead parent's record
     whose range a live child still holds in part cannot be locked, so it stays (and is not
-    reported) until the child ends.
+    reported) until the child ends. ``children_of`` (a parent's first and last port) limits
+    the reap to child records inside that range: what a parent's dead children left.
     """
     stale = {os.path.basename(r.path): r for r in read_records(lock_directory)}
     stale = {name: r for name, r in stale.items() if not r.holder_alive()}
@@ -358,6 +361,10 @@ def reap_stale(lock_directory: str, *, dry_run: bool = False) -> list[LeaseRecor
         if record is None and not name.startswith("."):
             continue
         start, end, child = int(match.group(1)), int(match.group(2)), match.group(3) == "child"
+        if children_of is not None and not (
+            child and children_of[0] <= start and end <= children_of[1]
+        ):
+            continue
         try:
             with hold_range(lock_directory, start, end, child=child) as won:
                 if not won:
