@@ -159,7 +159,7 @@ class XdistController:
             return
         from .._core.ports import PortAllocation
         from .._errors import AiopsError
-        from .._ports.records import reap_stale
+        from .._ports.provider import reap_stale
 
         parent = PortAllocation.from_json(allocation)
         # On failure they stay for a later lease of the slice or `pytest-aiops status --reap`.
