@@ -658,19 +658,27 @@ def add_options(parser: pytest.Parser) -> None:
     group = parser.getgroup("aiops", "pytest-aiops: isolated ports and git worktrees")
     for option in OPTIONS:
         help_text = f"{option.help} [env {option.env}, ini {option.ini}]"
+        # ``dest`` given (argparse's own name for --aiops-x, the ini key): pytest >= 9 then
+        # skips comparing it with every option declared so far (a third of this cost).
+        dest = option.ini
         if option.kind == FLAG:
-            group.addoption(option.cli, action="store_true", default=None, help=help_text)
+            group.addoption(
+                option.cli, action="store_true", default=None, dest=dest, help=help_text
+            )
         elif option.kind == SWITCH:
             group.addoption(
                 option.cli,
                 nargs="?",
                 const="true",
                 default=None,
+                dest=dest,
                 metavar=option.metavar,
                 help=help_text,
             )
         else:
-            group.addoption(option.cli, default=None, metavar=option.metavar, help=help_text)
+            group.addoption(
+                option.cli, default=None, dest=dest, metavar=option.metavar, help=help_text
+            )
         if option.kind == FLAG:  # shown as (bool) in --help; pytest reads it (TOML true too)
             parser.addini(option.ini, option.help, type="bool", default=None)
         else:
