@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
+    from .._core.ports import PortAllocation
     from .._core.registry import ProviderRegistry
     from .._core.session import ProvisionedResources
     from .settings import Settings
@@ -154,14 +155,12 @@ class XdistController:
         until the slice is leased again. Only dead child records inside the range this run
         holds are touched: this run's, or an earlier crashed run's in the same range.
         """
-        allocation = self.parent.allocation("port-range") if self.parent else None
-        if allocation is None:
+        parent = self._parent_allocation()
+        if parent is None:
             return
-        from .._core.ports import PortAllocation
         from .._errors import AiopsError
         from .._ports.provider import reap_stale
 
-        parent = PortAllocation.from_json(allocation)
         # On failure they stay for a later lease of the slice or `pytest-aiops status --reap`.
         with contextlib.suppress(AiopsError, OSError):
             reap_stale(parent.lock_directory, children_of=(parent.start_port, parent.end_port))
@@ -173,15 +172,18 @@ class XdistController:
         if self.snapshot_run is not None:
             self.snapshot_run.close()
 
-    @property
-    def parent_range(self) -> tuple[int, int] | None:
+    def _parent_allocation(self) -> PortAllocation | None:
         allocation = self.parent.allocation("port-range") if self.parent else None
         if allocation is None:
             return None
         from .._core.ports import PortAllocation  # not at start-up: only with a parent
 
-        parent = PortAllocation.from_json(allocation)
-        return parent.start_port, parent.end_port
+        return PortAllocation.from_json(allocation)
+
+    @property
+    def parent_range(self) -> tuple[int, int] | None:
+        parent = self._parent_allocation()
+        return None if parent is None else (parent.start_port, parent.end_port)
 
     @pytest.hookimpl
     def pytest_configure_node(self, node: Any) -> None:
