@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Iterator
 from importlib import import_module
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,6 +21,8 @@ import pytest
 from ._plugin.declarations import MARKER, declare_hooks, declare_marker, declare_options
 from ._plugin.settings import OPTIONS_BY_DEST, Settings, cli, spellings
 from ._plugin.xdist import WORKERINPUT_KEY, worker_input, worker_slice, xdist_worker_count
+from ._ports import current as _current_ports
+from ._ports.current import TEST
 
 if TYPE_CHECKING:
     # Imported when first needed: a run that never uses the fixtures does not load them.
@@ -79,6 +81,10 @@ class _State:
         self._worker: AiopsWorker | None = None
         self.controller: XdistController | None = None
         self.reporter: Reporter | None = None
+        #: The session, once it started: the reporter reads its running test.
+        self.session: pytest.Session | None = None
+        #: Registered when a report must be seen (_reports): a note to add, or keep=failed.
+        self.reports: _Reports | None = None
         self.release_errors: list[str] = []
         #: Why this process's ports could not be leased: said again, not retried, per test.
         self.pool_failure: str | None = None
@@ -160,16 +166,14 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[SETTINGS_KEY] = settings
     if data is None and xdist_worker_count(config):
         _send_settings(config, settings)
-    from ._ports.current import set_current_pool
-
     # take_port() and the per-test port fixtures take from here (disabled too: the kernel
     # fallback, or the error --aiops-port-fallback=error asks for), for as long as this
     # config lives: its cleanup puts back the pool it replaced (an enclosing run's, if any),
     # as pytest's own tmpdir plugin undoes what it set up.
-    outer = set_current_pool(lambda: _pool(config))
+    outer = _current_ports.set_current_pool(lambda: _pool(config))
 
     def put_back() -> None:
-        set_current_pool(outer)
+        _current_ports.set_current_pool(outer)
 
     config.add_cleanup(put_back)
     if settings.disable:
@@ -274,6 +278,12 @@ def _send_settings(config: pytest.Config, settings: Settings) -> None:
 #: git-worktree): a run collecting a test that uses one snapshots the working state when
 #: collection ends, before any test can change the user's checkout.
 _WORKTREE_FIXTURES = frozenset({"git_worktree", "aiops_worktree_factory"})
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    state = session.config.stash.get(_STATE_KEY, None)
+    if state is not None:
+        state.session = session
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -443,32 +453,76 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         terminalreporter.write_line(line)
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(
-    item: pytest.Item, call: pytest.CallInfo[None]
-) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-    """Any test that failed with "address already in use", on any port, gets a note of who
-    holds the port (``_plugin/report.py``); other reports pass through untouched. A failure
-    is also noted for --aiops-keep=failed once the fixtures are in use: one wrapper for both,
-    as cheap as can be for a passing test (issue 23)."""
-    report = yield
-    if not report.failed:
-        return report
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> None:
+    """After each phase of every test: a test's own ports go back when its teardown is
+    done, and a phase that raised is looked at once its report is final (:class:`_Reports`).
+
+    A plain hook that returns nothing (pytest's own implementation makes the report): two
+    of a passing test's three calls return at the first line. A wrapper here, or a hook per
+    phase on the reporter, cost a run of 2,000 tests taking a port 8% more instructions
+    (issue 23).
+    """
+    if call.excinfo is None and call.when != "teardown":
+        return
     state = item.config.stash.get(_STATE_KEY, None)
     if state is None:
-        return report
-    if state.reporter is not None:
-        state.reporter.note_failure(item)
-    if call.excinfo is None:
-        return report
+        return
+    if call.excinfo is not None:
+        _raised(item, call.when, call.excinfo.value, state)
+    reporter = state.reporter
+    if reporter is not None and call.when == "teardown":
+        reporter.test_ended(item.nodeid)
+
+
+def _raised(item: pytest.Item, when: str, error: BaseException, state: _State) -> None:
+    """A phase of ``item`` raised ``error``: if that is "address already in use" (on any
+    port, fixtures used or not), the report gets a note of who holds the port. The note
+    needs the final report (a raise may still end as a skip or an xfail), so
+    :class:`_Reports` is registered, at the first such failure of the run, to add it when
+    the report is logged."""
     from ._plugin.binds import is_address_in_use
 
-    if is_address_in_use(call.excinfo.value):
-        from ._plugin.report import add_port_holder_note
+    if is_address_in_use(error):
+        _reports(item.config, state).pending[(item.nodeid, when)] = (item, error)
 
-        worker, lock_dir = state.worker_built, state.settings.lock_dir
-        add_port_holder_note(item, report, call.excinfo.value, worker, state.session_id, lock_dir)
-    return report
+
+def _reports(config: pytest.Config, state: _State) -> _Reports:
+    """This run's :class:`_Reports`, registered on first need."""
+    if state.reports is None:
+        state.reports = _Reports(state)
+        config.pluginmanager.register(state.reports, "aiops-reports")
+    return state.reports
+
+
+class _Reports:
+    """Sees each report as it is logged, first (``tryfirst``: before pytest-xdist sends it
+    to the controller or junitxml writes it). Adds the note of who holds the port to a
+    failure the plugin's ``pytest_runtest_makereport`` saw raise "address already in use",
+    and, with --aiops-keep=failed once a worktree fixture is used, tells the reporter which
+    modules had a failure (a strict xpass included, which raises nothing). Registered only
+    then, so a run whose tests pass has no hook more per report (issue 23)."""
+
+    def __init__(self, state: _State) -> None:
+        self.state = state
+        self.keep_failed = False
+        #: ``(nodeid, phase)`` -> the item and the "address in use" error it raised.
+        self.pending: dict[tuple[str, str], tuple[pytest.Item, BaseException]] = {}
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if not report.failed:
+            return
+        state = self.state
+        if self.keep_failed and state.reporter is not None:
+            state.reporter.note_failure(report.nodeid)
+        found = self.pending.pop((report.nodeid, report.when), None) if self.pending else None
+        if found is not None:
+            from ._plugin.report import add_port_holder_note
+
+            item, error = found
+            worker, lock_dir = state.worker_built, state.settings.lock_dir
+            add_port_holder_note(item, report, error, worker, state.session_id, lock_dir)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -492,8 +546,10 @@ def _activate_reporter(config: pytest.Config, worker: AiopsWorker) -> Reporter:
     if state.reporter is None:
         from ._plugin.report import Reporter
 
-        state.reporter = reporter = Reporter(worker)
-        config.pluginmanager.register(reporter, "aiops-reporter")
+        # No hooks: the plugin's makereport tells it when a test ends.
+        state.reporter = Reporter(worker, state.session)
+        if state.settings.keep == "failed":  # which modules fail: every report, from now on
+            _reports(config, state).keep_failed = True
     return state.reporter
 
 
@@ -534,9 +590,8 @@ def _pool(config: pytest.Config) -> PortRange:
     if state.pool_failure is not None:
         pytest.fail(state.pool_failure, pytrace=False)
     reporter.wire(pool)  # who takes a port: looked up when one is taken
-    from ._ports.current import set_current_pool
-
-    set_current_pool(lambda: pool)  # made and wired once: later hand-outs go straight to it
+    # Made and wired once: later hand-outs go straight to it.
+    _current_ports.set_current_pool(lambda: pool)
     return pool
 
 
@@ -626,33 +681,27 @@ def port_range(pytestconfig: pytest.Config) -> PortRange:
 
 
 @pytest.fixture
-def aiops_port() -> Iterator[int]:
+def aiops_port() -> int:
     """One TCP port for this test alone, back in the worker's pool when the test ends.
 
     Free for TCP on IPv4 and (where the host has it) IPv6, TIME_WAIT included. For a
     fixture of a wider scope use ``aiops_port_factory`` (or ``port_range.next_port()``);
     from any code, ``pytest_aiops.take_port()``."""
-    pool, token = _current_pool(), object()  # held by the token: no lookup of who holds it
-    port = pool.next_port(holder=token)
-    yield port
-    pool.give_back(port, holder=token)
+    # Held by the running test (TEST), which the plugin's makereport gives back after its
+    # teardown: no generator, no finalizer per test (issue 23).
+    return _current_pool().next_port(holder=TEST)
 
 
 @pytest.fixture
-def aiops_udp_port() -> Iterator[int]:
+def aiops_udp_port() -> int:
     """One UDP port for this test alone (free for UDP on IPv4 and IPv6), back after it."""
-    pool, token = _current_pool(), object()
-    port = pool.next_port(protocol="udp", holder=token)
-    yield port
-    pool.give_back(port, holder=token)
+    return _current_pool().next_port(protocol="udp", holder=TEST)
 
 
 def _current_pool() -> PortRange:
     """The pool ``take_port()`` takes from: this config's (``_ports/current.py``, wired at
     configure), without the lock ``current_pool()`` takes to make a stand-in."""
-    from ._ports import current
-
-    factory = current.factory
+    factory = _current_ports.factory
     if factory is None:  # no config of this plugin lives in this process: a stand-in
         from ._ports.pool import current_pool
 

@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 from .._errors import AiopsError
+from .._ports.current import TEST
+from .._ports.pool import SESSION
 
 if TYPE_CHECKING:
     from .._ports.pool import PortRange
@@ -48,8 +50,8 @@ def _running_item(frame: FrameType | None) -> str | None:
 
 def running_item() -> str | None:
     """The running test's id, read from its item on pytest's stack (this thread's, else the
-    main thread's, where pytest runs the tests); ``None`` between tests. Asked once, when
-    the reporter is made in the middle of a test; later tests tell it themselves."""
+    main thread's, where pytest runs the tests); ``None`` between tests. The fallback of
+    :func:`running_test`: walking the stack costs about 40,000 instructions."""
     found = _running_item(sys._getframe(1))
     if found is None:
         main = threading.main_thread().ident
@@ -57,31 +59,47 @@ def running_item() -> str | None:
     return found
 
 
-class Reporter:
-    """Registered on first use of the port or worktree fixtures (so unused runs pay nothing).
+def running_test(session: pytest.Session | None) -> str | None:
+    """The id of the test pytest is running (from any thread), ``None`` between tests.
 
-    Owns who takes a port: the running test (written from the item, at each test's setup,
-    :meth:`pytest_runtest_setup`), the stack of holders pushed by hand (:attr:`holders`),
+    The item on top of the session's setup stack: pytest pushes an item there before
+    setting up its fixtures and pops it before its finalizers run. That stack
+    (``Session._setupstate.stack``, a dict in setup order since pytest 7) is private, so
+    it is read defensively, and where it is not as expected the stack of frames is walked
+    instead (:func:`running_item`). Asked once per test that takes a port.
+    """
+    stack = getattr(getattr(session, "_setupstate", None), "stack", None)
+    if not isinstance(stack, dict):
+        return running_item()
+    top = next(reversed(stack), None)
+    return top.nodeid if isinstance(top, pytest.Item) else None
+
+
+class Reporter:
+    """Made on first use of the port or worktree fixtures (so unused runs pay nothing).
+
+    Owns who takes a port: the running test (read from pytest's stack when a test first
+    takes a port, :meth:`attribute`), the stack of holders pushed by hand (:attr:`holders`),
     and the fixture being set up (found on the caller's stack, its ports back when it is
     finalized). The worker's pool asks through one callable, :meth:`attribute`, only when a
-    port is taken, and gets a test's ports back when it ends. A hook per fixture and phase
-    cost a run of 2,000 tests taking a port 5% more instructions (issue 23). Also records
-    which modules had a failing test (for ``--aiops-keep=failed``).
+    port is taken, and gets a test's ports back when it ends (:meth:`test_ended`). It has no
+    hooks: the plugin's one ``pytest_runtest_makereport`` tells it; a hook per phase cost a
+    run of 2,000 tests taking a port 5% more instructions (issue 23). Also records which
+    modules had a failing test (for ``--aiops-keep=failed``).
     """
 
-    def __init__(self, worker: AiopsWorker) -> None:
+    def __init__(self, worker: AiopsWorker, session: pytest.Session | None = None) -> None:
         self.worker = worker
+        #: The pytest session whose running test takes ports (:func:`running_test`).
+        self.session = session
         self.failed_modules: set[str] = set()
         #: Holders pushed by hand, innermost last: a port taken outside a fixture's setup
         #: goes to the last one before the running test.
         self.holders: list[object] = []
-        #: The running test's id (``None`` between tests): made in the middle of the first
-        #: test that takes a port, so read from that test's item on pytest's stack once.
-        self.running: str | None = running_item()
+        #: The running test's id, once a port was taken in it (``None`` between tests).
+        self.running: str | None = None
         #: Fixtures that hold ports now: each gets one finalizer that gives them back.
         self._watched: set[object] = set()
-        from .._ports.pool import SESSION  # loaded already: the reporter serves its pool
-
         self._session = SESSION
         self._wired: PortRange | None = None
 
@@ -97,19 +115,22 @@ class Reporter:
 
     def attribute(self, holder: object) -> tuple[object, str | None]:
         """Who holds a port taken now, and the running test (:data:`.pool.Attribution`):
-        ``holder`` if the caller named one, else the fixture being set up, else the last
-        holder pushed by hand, else the running test, else the session."""
+        the test if the caller named :data:`~.pool.TEST`, else ``holder`` if it named
+        one, else the fixture being set up, else the last holder pushed by hand, else the
+        running test, else the session. The running test is read from pytest's stack once
+        per test that takes a port (:func:`running_test`), and forgotten when it ends."""
         test = self.running
+        if test is None:
+            test = self.running = running_test(self.session)
+        if holder is TEST:
+            if test is not None:
+                return test, test
+            holder = None  # no test runs: as if none was named
         if holder is None:
             holder = self.running_fixture()
             if holder is None:
                 holder = self.holders[-1] if self.holders else test or self._session
         return holder, test
-
-    @pytest.hookimpl(tryfirst=True)
-    def pytest_runtest_setup(self, item: pytest.Item) -> None:
-        # Before any fixture of the test is set up: the ports taken from now on are its.
-        self.running = item.nodeid
 
     def running_fixture(self) -> object | None:
         """The innermost fixture being set up on this thread's stack (pytest's own
@@ -135,20 +156,17 @@ class Reporter:
         if pool is not None:
             pool.give_back_all(fixturedef)
 
-    @pytest.hookimpl
-    def pytest_runtest_logfinish(self, nodeid: str) -> None:
-        # The test and its function-scoped fixtures are done: its own ports come back.
+    def test_ended(self, nodeid: str) -> None:
+        """The test ``nodeid`` and its function-scoped fixtures are done (the plugin's
+        ``pytest_runtest_makereport`` says so after the teardown): its own ports come back."""
         self.running = None
         pool = self._wired  # only a wired pool hands a port to a test (attribute())
         if pool is not None:
             pool.give_back_all(nodeid)
 
-    def note_failure(self, item: pytest.Item) -> None:
-        """``item`` failed (the plugin's ``pytest_runtest_makereport`` says so, the one hook
-        wrapper that sees every report): its module is one --aiops-keep=failed keeps."""
-        module = item.getparent(pytest.Module)
-        if module is not None:
-            self.failed_modules.add(module.nodeid)
+    def note_failure(self, nodeid: str) -> None:
+        """The test ``nodeid`` failed: its module is one --aiops-keep=failed keeps."""
+        self.failed_modules.add(nodeid.split("::", 1)[0])
 
 
 NOTE_TITLE = "aiops: who holds the port"

@@ -16,6 +16,10 @@ if TYPE_CHECKING:
 
 factory: Callable[[], PortRange] | None = None
 lock = threading.Lock()
+#: The holder that means "the running test" (:meth:`.pool.PortRange.next_port`): its ports
+#: come back when the test ends, where the pool's attribution knows the test; otherwise as
+#: if no holder was named. Here so the plugin's per-test fixtures name it without the pool.
+TEST = "<test>"
 
 
 def set_current_pool(

@@ -29,6 +29,7 @@ from typing import Any, Protocol
 from .._core.ports import PortAllocation
 from .._errors import AiopsWarning, InvalidArgumentError, OptionError, PortsExhaustedError
 from . import current
+from .current import TEST
 from .defaults import PORT_FALLBACK_ENV, PORT_FALLBACKS
 from .probe import PROTOCOLS, TCP, ephemeral_range, kernel_port, port_is_free
 
@@ -198,7 +199,9 @@ class PortRange:
         if self.attribution is not None:
             return self.attribution(holder)
         user = self.current_user
-        return (holder if holder is not None else user or SESSION), user
+        if holder is None or holder is TEST:
+            holder = user or SESSION
+        return holder, user
 
     def holder(self) -> object:
         """Who a port taken now belongs to: the running fixture, else the test, else the
