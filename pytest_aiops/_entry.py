@@ -50,8 +50,9 @@ PLUGIN = (
 #: plugin. ``tests/test_layout.py`` checks that each comes after what it imports.
 WORKER = (
     "pytest_aiops._errors",
-    "pytest_aiops._plugin.remote",
     "pytest_aiops._core",
+    "pytest_aiops._core.values",
+    "pytest_aiops._plugin.remote",
     "pytest_aiops._core.types",
     "pytest_aiops._core.discovery",
     "pytest_aiops._core.hashing",

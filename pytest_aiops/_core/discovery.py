@@ -14,13 +14,14 @@ import json
 import os
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 from .._errors import DiscoveryError
 from .types import JsonDict
+from .values import dataclass
 
 PROMPT_HEADER = "Runtime resource constraints are already enforced by the orchestrator:"
 DEFAULT_DISCOVERY_FILE = ".agent-context/resources.json"

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .._errors import InvalidArgumentError, OptionError
 from .options import read_boolean, read_integer, read_string, warn_unknown
+from .values import dataclass
 
 KIND = "port-range"
 MAX_PORT = 65535

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from types import MappingProxyType
 from typing import Any, Protocol, runtime_checkable
 
 from .._errors import InvalidArgumentError, RegistrationError
+from .values import dataclass
 
 #: JSON-compatible option / allocation mapping (the reference's ``Record<string, any>``).
 JsonDict = dict[str, Any]

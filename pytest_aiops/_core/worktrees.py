@@ -13,7 +13,6 @@ the provider (``_worktrees/provider.py``) leases them.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from .._errors import InvalidArgumentError, OptionError
@@ -24,6 +23,7 @@ from .options import (
     read_string,
     warn_unknown,
 )
+from .values import dataclass
 
 KIND = "git-worktree"
 #: The isolation levels (``_worktrees/defaults.py`` names them for the plugin's settings,

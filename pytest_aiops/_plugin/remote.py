@@ -20,9 +20,9 @@ import os
 import re
 import socket
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
+from .._core.values import dataclass
 from .._errors import AiopsError
 from .settings import cli
 

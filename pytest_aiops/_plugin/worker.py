@@ -13,7 +13,7 @@ import os
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +23,7 @@ from .._core.ports import PortAllocation
 from .._core.registry import ProviderRegistry
 from .._core.session import ProvisionedResources
 from .._core.types import ResourceContextPatch, ResourceLease, ResourceRequest, RuntimeInjection
+from .._core.values import dataclass
 from .._core.worktrees import WorktreeAllocation, WorktreeSpec
 from .._errors import (
     AiopsError,

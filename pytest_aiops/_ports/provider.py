@@ -15,13 +15,13 @@ import os
 import threading
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from .._core.hashing import preferred_block
 from .._core.options import resolve_path
 from .._core.ports import KIND, PortAllocation, PortSpec
 from .._core.types import ResourceContextPatch, ResourceLease
+from .._core.values import dataclass
 from .._errors import AiopsWarning, LockError, PortsExhaustedError
 from .defaults import (
     DEFAULT_BASE_PORT,

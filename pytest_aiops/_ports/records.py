@@ -25,10 +25,11 @@ import socket
 import stat
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from .._core.trust import shared_problem
+from .._core.values import dataclass
 from .._errors import LockError
 from .locks import LEASES_DIR, hold_range, live_lease_ids, unprepared_error
 

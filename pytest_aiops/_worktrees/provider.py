@@ -42,12 +42,12 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from .._core.hashing import build_scoped_name
 from .._core.options import normalize_target_path, resolve_path
 from .._core.types import ResourceContextPatch, ResourceLease
+from .._core.values import dataclass
 from .._core.worktrees import (
     KIND,
     WorktreeAllocation,

@@ -1,0 +1,74 @@
+"""The core's value classes (``_core/values.py``): frozen dataclasses whose equality, hash,
+repr and immutability are shared functions instead of generated ones (issue 23). Each
+behaviour is checked against what ``dataclasses.dataclass(frozen=True)`` does."""
+
+from __future__ import annotations
+
+import dataclasses
+import pickle
+from typing import Any
+
+import pytest
+
+from pytest_aiops._core import values
+from pytest_aiops._core.ports import PortAllocation, PortSpec
+from pytest_aiops._core.types import ResourceLease, ResourceRequest
+
+
+@values.dataclass(frozen=True)
+class Shared:
+    name: str
+    port: int = 0
+    hidden: int = dataclasses.field(default=0, compare=False, repr=False)
+
+
+@dataclasses.dataclass(frozen=True)
+class Generated:
+    name: str
+    port: int = 0
+    hidden: int = dataclasses.field(default=0, compare=False, repr=False)
+
+
+@pytest.mark.parametrize("cls", [Shared, Generated], ids=["shared", "generated"])
+def test_behaves_as_a_frozen_dataclass(cls: Any) -> None:
+    a, b, c = cls("x", 1, hidden=5), cls("x", 1, hidden=6), cls("x", 2)
+    assert a == b
+    assert hash(a) == hash(b)
+    assert a not in (c, ("x", 1, 5))
+    assert {a, b, c} == {a, c}
+    name = type(a).__qualname__
+    assert repr(a) == f"{name}(name='x', port=1)"  # repr=False: hidden is not shown
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        a.port = 2
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        a.other = 2
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        del a.port
+    assert dataclasses.is_dataclass(type(a))
+    assert [f.name for f in dataclasses.fields(a)] == ["name", "port", "hidden"]
+    replaced = dataclasses.replace(a, port=3)
+    assert replaced == cls("x", 3)
+    assert a == cls("x", 1)
+    assert dataclasses.asdict(a) == {"name": "x", "port": 1, "hidden": 5}
+    assert pickle.loads(pickle.dumps(a)) == a
+
+
+def test_only_frozen_classes_are_made() -> None:
+    with pytest.raises(TypeError, match="frozen=True"):
+        values.dataclass(frozen=False)
+
+
+def test_the_core_types_use_it_and_stay_frozen_values() -> None:
+    spec = PortSpec(40000, 16, 4)
+    assert PortSpec.__eq__ is values._eq  # shared, not generated
+    assert spec == PortSpec(40000, 16, 4)
+    assert hash(spec) == hash(PortSpec(40000, 16, 4))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        spec.block_size = 8  # type: ignore[misc]
+    request = ResourceRequest("port-range", {"blockSize": 8})
+    with pytest.raises(TypeError):
+        request.options["blockSize"] = 9  # type: ignore[index]  # __post_init__ froze it
+    lease = ResourceLease("port-range", {"startPort": 1}, release=lambda: None)
+    assert "port-range" in repr(lease)
+    assert lease.hard == {"startPort": 1}
+    assert PortAllocation.__repr__ is values._repr
