@@ -14,6 +14,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from importlib import import_module
 from pathlib import Path
+from types import FunctionType
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -81,8 +82,6 @@ class _State:
         self._worker: AiopsWorker | None = None
         self.controller: XdistController | None = None
         self.reporter: Reporter | None = None
-        #: The session, once it started: the reporter reads its running test.
-        self.session: pytest.Session | None = None
         #: Registered when a report must be seen (_reports): a note to add, or keep=failed.
         self.reports: _Reports | None = None
         self.release_errors: list[str] = []
@@ -280,12 +279,6 @@ def _send_settings(config: pytest.Config, settings: Settings) -> None:
 _WORKTREE_FIXTURES = frozenset({"git_worktree", "aiops_worktree_factory"})
 
 
-def pytest_sessionstart(session: pytest.Session) -> None:
-    state = session.config.stash.get(_STATE_KEY, None)
-    if state is not None:
-        state.session = session
-
-
 def pytest_collection_finish(session: pytest.Session) -> None:
     state = session.config.stash.get(_STATE_KEY, None)
     if state is None or state.worker_factory is None or not state.settings.working_state:
@@ -472,7 +465,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         _raised(item, call.when, call.excinfo.value, state)
     reporter = state.reporter
     if reporter is not None and call.when == "teardown":
-        reporter.test_ended(item.nodeid)
+        reporter.test_ended()
 
 
 def _raised(item: pytest.Item, when: str, error: BaseException, state: _State) -> None:
@@ -547,7 +540,9 @@ def _activate_reporter(config: pytest.Config, worker: AiopsWorker) -> Reporter:
         from ._plugin.report import Reporter
 
         # No hooks: the plugin's makereport tells it when a test ends.
-        state.reporter = Reporter(worker, state.session)
+        # pytest registers its session as the plugin "session": the reporter reads the
+        # running test from it (a hook to fetch it would cost every run, issue 23).
+        state.reporter = Reporter(worker, config.pluginmanager.get_plugin("session"))
         if state.settings.keep == "failed":  # which modules fail: every report, from now on
             _reports(config, state).keep_failed = True
     return state.reporter
@@ -819,3 +814,26 @@ def marker_options(marker: pytest.Mark | None) -> dict[str, Any]:
             )
         options[name] = value.strip()
     return options
+
+
+def _scanned() -> list[str]:
+    """The names pluggy and pytest look at when this module is registered: its hooks, its
+    fixtures and ``__all__``. Both scan every name ``dir()`` gives, pytest 9 at about
+    30,000 instructions a name (``FixtureManager._check_for_wrapped_fixture``): for the
+    module's 80 names, 2 million instructions in every pytest run (issue 23)."""
+    return sorted(
+        name
+        for name, value in globals().items()
+        if name.startswith("pytest_")
+        or name in __all__
+        or type(value).__name__ == "FixtureFunctionDefinition"  # pytest >= 8.4
+        or (isinstance(value, FunctionType) and hasattr(value, "_pytestfixturefunction"))
+    )
+
+
+_SCANNED = _scanned()
+
+
+def __dir__() -> list[str]:
+    """What ``dir()`` shows, and so what pluggy and pytest scan: :func:`_scanned`."""
+    return list(_SCANNED)

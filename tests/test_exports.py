@@ -11,10 +11,12 @@ import ast
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
 import pytest_aiops
+import pytest_aiops._plugin.declarations
 import pytest_aiops.plugin
 
 from .helpers import child_env
@@ -71,3 +73,44 @@ def test_importing_the_package_loads_nothing_else() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, env=child_env(), check=True
     ).stdout
     assert out.strip() == "['pytest_aiops']"
+
+
+@pytest.mark.parametrize(
+    "module", [pytest_aiops.plugin, pytest_aiops._plugin.declarations], ids=lambda m: m.__name__
+)
+def test_dir_shows_every_hook_and_fixture_pytest_must_find(module: ModuleType) -> None:
+    """Both plugin modules narrow ``dir()`` to what pluggy and pytest scan (issue 23): a
+    hook or fixture missing from it would silently not exist."""
+    found = {
+        name
+        for name, value in vars(module).items()
+        if name.startswith("pytest_")
+        or type(value).__name__ == "FixtureFunctionDefinition"
+        or hasattr(value, "_pytestfixturefunction")
+    }
+    assert found, module
+    assert found <= set(dir(module))
+    assert len(dir(module)) < len(vars(module)) / 2  # the narrowing is in place
+
+
+def test_the_plugins_fixtures_and_hooks_are_registered(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        "def test_one(request):\n"
+        "    hook = request.config.pluginmanager.hook.pytest_runtest_makereport\n"
+        "    assert 'aiops' in {impl.plugin_name for impl in hook.get_hookimpls()}\n"
+    )
+    result = pytester.runpytest_subprocess("-p", "no:randomly", "-W", "error")
+    result.assert_outcomes(passed=1)
+    listed = pytester.runpytest_subprocess("--fixtures", "-p", "no:randomly", "-W", "error")
+    text = listed.stdout.str()
+    for name in (
+        "aiops_port",
+        "aiops_udp_port",
+        "port_range",
+        "git_worktree",
+        "provisioned_session",
+        "aiops_worker",
+        "aiops_port_factory",
+        "aiops_worktree_factory",
+    ):
+        assert f"{name} -- " in text or f"{name} [" in text, name

@@ -61,3 +61,9 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     declare_marker(config)
+
+
+def __dir__() -> list[str]:
+    """Only the hooks: pluggy and pytest scan every name ``dir()`` gives when this module
+    is registered (pytest 9 at about 30,000 instructions a name, issue 23)."""
+    return ["pytest_addhooks", "pytest_addoption", "pytest_configure"]

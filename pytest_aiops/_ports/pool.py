@@ -43,8 +43,17 @@ KERNEL_TRIES = 32
 Grow = Callable[[], tuple[int, int, Sequence[int]]]
 #: Who takes a port now: called with the holder the caller named (or ``None``), it returns
 #: ``(holder, test)``: the holder the port goes to (the one named, else the fixture being set
-#: up, else the running test, else :data:`SESSION`) and the running test's id (or ``None``).
-Attribution = Callable[[object], tuple[object, "str | None"]]
+#: up, else the running test, else :data:`SESSION`) and the running test, as its id or as
+#: an object with a ``nodeid`` (a pytest item: its id is built only when asked for), or
+#: ``None``.
+Attribution = Callable[[object], tuple[object, object]]
+
+
+def _test_id(test: object) -> str | None:
+    """The id of a test as an attribution gave it: a string, or an item's ``nodeid``."""
+    if test is None or isinstance(test, str):
+        return test
+    return str(getattr(test, "nodeid", test))
 
 
 def _check_protocol(protocol: str) -> str:
@@ -118,7 +127,7 @@ class PortRange:
         # Least recently used first; a port is here, or in _out, never both.
         self._free: OrderedDict[int, None] = OrderedDict()
         self._out: dict[int, object] = {}
-        self._given_to: dict[int, str | None] = {}
+        self._given_to: dict[int, object] = {}  # the test, as the attribution gave it
         self._retry_at: dict[tuple[int, str], float] = {}
         self.busy_at_lease: list[int] = []
         self.grow_error: str | None = None
@@ -172,7 +181,7 @@ class PortRange:
     def handed_out(self) -> Mapping[int, str | None]:
         """Ports out now -> id of the test (if known) they were handed to."""
         with self._lock:
-            return {port: self._given_to.get(port) for port in self._out}
+            return {port: _test_id(self._given_to.get(port)) for port in self._out}
 
     @property
     def remaining(self) -> int:
@@ -195,7 +204,7 @@ class PortRange:
         self._blocks.append((start, end))
         self.busy_at_lease.extend(waiting)
 
-    def _attribute(self, holder: object) -> tuple[object, str | None]:
+    def _attribute(self, holder: object) -> tuple[object, object]:
         if self.attribution is not None:
             return self.attribution(holder)
         user = self.current_user
@@ -218,9 +227,13 @@ class PortRange:
         back to a kernel-chosen port (``fallback="kernel"``, with one warning) or raises
         :class:`pytest_aiops.PortsExhaustedError` saying how to get more.
         """
-        _check_protocol(protocol)
+        if protocol is not TCP:
+            _check_protocol(protocol)
         with self._lock:
-            attributed_to, user = self._attribute(holder)
+            attribution = self.attribution  # the plugin's: asked directly, once per port
+            attributed_to, user = (
+                attribution(holder) if attribution is not None else self._attribute(holder)
+            )
             while True:
                 port = self._take_clean(protocol)
                 if port is not None:
@@ -344,15 +357,17 @@ class PortRange:
         if not self._out:  # nothing out (the common case at a test's end): no lock, no walk
             return []
         with self._lock:
-            ports = [port for port, who in self._out.items() if who is holder or who == holder]
-            for port in ports:
-                self.give_back(port)
+            out, free = self._out, self._free
+            ports = [port for port, who in out.items() if who is holder or who == holder]
+            for port in ports:  # give_back() of each, without taking the lock again
+                del out[port]
+                free[port] = None
             return ports
 
     def ports_of(self, user: str) -> list[int]:
         """Ports handed out while ``user`` (a test id) was running (and not since)."""
         with self._lock:
-            return [port for port, who in self._given_to.items() if who == user]
+            return [port for port, who in self._given_to.items() if _test_id(who) == user]
 
     def summary(self) -> dict[str, Any]:
         """JSON-able facts for the end-of-run report."""

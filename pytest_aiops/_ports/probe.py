@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+from _socket import socket as _RawSocket  # socket.socket's C type: _binds_dual_stack
 from functools import lru_cache
 
 #: The probe binds the wildcard address: that fails if the port is bound on 127.0.0.1 *or*
@@ -118,8 +119,24 @@ def port_is_free(port: int, host: str = PROBE_HOST, *, protocol: str = TCP) -> b
     if host != PROBE_HOST:
         return _binds(socket.AF_INET, kind, port, reuse=False, host=host)
     if dual_stack_probe():
-        return _binds(socket.AF_INET6, kind, port, reuse=False, v6only=False)
+        return _binds_dual_stack(kind, port)
     return all(_binds(family, kind, port, reuse=False) for family in _families())
+
+
+def _binds_dual_stack(kind: int, port: int) -> bool:
+    """:func:`_binds` of a dual-stack wildcard socket, on the C socket type itself: the
+    probe of every port handed out, so without ``socket.socket``'s Python layer."""
+    sock = _RawSocket(socket.AF_INET6, kind)
+    try:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind(("::", port))
+    except OSError as error:
+        if error.errno in (errno.EADDRINUSE, errno.EACCES):
+            return False
+        raise
+    finally:
+        sock.close()
+    return True
 
 
 def _linux_tcp_states(ports: set[int]) -> dict[int, set[str]] | None:
