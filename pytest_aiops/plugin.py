@@ -288,10 +288,12 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     fixtures = _WORKTREE_FIXTURES
     if "git-worktree" in state.settings.resources:
         fixtures = fixtures | {"provisioned_session"}
-    if any(not fixtures.isdisjoint(getattr(item, "fixturenames", ())) for item in session.items):
-        worker = state.worker
-        if worker is not None:
-            worker.snapshot_working_state()
+    for item in session.items:  # a plain loop: once per collected test (issue 23)
+        if not fixtures.isdisjoint(getattr(item, "fixturenames", ())):
+            worker = state.worker
+            if worker is not None:
+                worker.snapshot_working_state()
+            return
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -300,16 +302,38 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if _STATE_KEY not in config.stash:
         return
     misplaced: dict[str, str] = {}
-    file = pytest.File
-    for item in items:  # plain loops: this runs once per collected test (issue 23)
-        node: Any = item
-        while node is not None and not isinstance(node, file):
-            if node.own_markers and any(mark.name == MARKER for mark in node.own_markers):
-                misplaced[item.nodeid] = _misplaced_marker(node)
+    # This runs once per collected test (issue 23): plain loops, and the classes between a
+    # test and its module looked at once for all their tests.
+    above: dict[int, str | None] = {}
+    for item in items:
+        message = None
+        for mark in item.own_markers:
+            if mark.name == MARKER:
+                message = _misplaced_marker(item)
                 break
-            node = node.parent
+        if message is None:
+            parent = item.parent
+            key = id(parent)
+            if key in above:
+                message = above[key]
+            else:
+                message = above[key] = _misplaced_above(parent)
+        if message is not None:
+            misplaced[item.nodeid] = message
     if misplaced:  # a plugin only for runs that have such a mark: no cost per test otherwise
         config.pluginmanager.register(_MisplacedMarkers(misplaced), "aiops-misplaced-markers")
+
+
+def _misplaced_above(node: Any) -> str | None:
+    """The message for the first ``pytest.mark.aiops`` on ``node`` or a node above it, up
+    to its file (whose marks are the module's own, where the marker belongs)."""
+    file = pytest.File
+    while node is not None and not isinstance(node, file):
+        for mark in node.own_markers:
+            if mark.name == MARKER:
+                return _misplaced_marker(node)
+        node = node.parent
+    return None
 
 
 def _misplaced_marker(node: pytest.Item | pytest.Collector) -> str:

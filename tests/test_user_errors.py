@@ -26,6 +26,11 @@ class TestClass:
     def test_method(self, git_worktree):
         pass
 
+    class TestInner:  # under the marked class: refused too (the class is looked at once)
+        @pytest.mark.parametrize("n", [1, 2])
+        def test_inner(self, git_worktree, n):
+            pass
+
 def test_unmarked(git_worktree):
     pass
 """
@@ -65,9 +70,10 @@ def test_a_marker_on_a_function_or_class_is_refused_in_one_line(
     result = pytester.runpytest_inprocess(
         f"--aiops-repo={repo}", f"--aiops-worktree-root={tmp_path / 'wt'}", "-rE"
     )
-    result.assert_outcomes(passed=1, errors=2)
+    result.assert_outcomes(passed=1, errors=4)
     for where in ("test test_function", "class TestClass"):
         assert _misplaced_line(where) in result.stdout.lines
+    assert sum(_misplaced_line("class TestClass") in line for line in result.stdout.lines) == 3
 
 
 @pytest.mark.usefixtures("private_lock_dir")
