@@ -171,7 +171,25 @@ def only_in_time_wait(ports: list[int]) -> bool:
 
 def busy_ports(start: int, end: int, host: str = PROBE_HOST) -> list[int]:
     """The ports in ``start..end`` that a TCP server could not bind on ``host`` now."""
-    return [port for port in range(start, end + 1) if not port_is_free(port, host)]
+    if host != PROBE_HOST or not dual_stack_probe():
+        return [port for port in range(start, end + 1) if not port_is_free(port, host)]
+    # What port_is_free does for each port, in one loop: a lease probes every port of its
+    # block (issue 23: a third of a lease's instructions went to the calls per port).
+    busy: list[int] = []
+    v6only, stream, ipv6 = socket.IPV6_V6ONLY, socket.SOCK_STREAM, socket.AF_INET6
+    level, in_use = socket.IPPROTO_IPV6, (errno.EADDRINUSE, errno.EACCES)
+    for port in range(start, end + 1):
+        sock = _RawSocket(ipv6, stream)
+        try:
+            sock.setsockopt(level, v6only, 0)
+            sock.bind(("::", port))
+        except OSError as error:
+            if error.errno not in in_use:
+                raise
+            busy.append(port)
+        finally:
+            sock.close()
+    return busy
 
 
 def kernel_port(protocol: str = TCP) -> int:
