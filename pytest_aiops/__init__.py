@@ -8,7 +8,7 @@ worth pytest's rewriting, which every pytest run would otherwise pay for.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 __version__ = "0.1.0"
 
@@ -90,91 +90,3 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted({*globals(), *__all__})
-
-
-if TYPE_CHECKING:
-    # What type checkers read: each name of _EXPORTS imported from its module and
-    # re-exported (``X as X``); tests/test_exports.py checks that the two agree. One
-    # statement a module (isort would split the ``as`` imports: more to compile at start-up).
-    from ._builtins import (  # noqa: I001
-        create_default_orchestrator as create_default_orchestrator,
-    )
-    from ._core.children import (
-        build_child_resource_requests as build_child_resource_requests,
-        child_port_slice as child_port_slice,
-    )
-    from ._core.discovery import (
-        DiscoverySnapshot as DiscoverySnapshot,
-        HardConstraint as HardConstraint,
-    )
-    from ._core.hashing import (
-        build_scoped_name as build_scoped_name,
-        hash_to_unsigned_int as hash_to_unsigned_int,
-    )
-    from ._core.orchestrator import (
-        ResourceProvisioningOrchestrator as ResourceProvisioningOrchestrator,
-    )
-    from ._core.registry import (
-        ProviderRegistry as ProviderRegistry,
-    )
-    from ._core.session import (
-        ProvisionedResources as ProvisionedResources,
-    )
-    from ._core.types import (
-        ResourceContextPatch as ResourceContextPatch,
-        ResourceLease as ResourceLease,
-        ResourceProvider as ResourceProvider,
-        ResourceRequest as ResourceRequest,
-        RuntimeInjection as RuntimeInjection,
-    )
-    from ._errors import (
-        AiopsError as AiopsError,
-        AiopsWarning as AiopsWarning,
-        ChildSplitError as ChildSplitError,
-        ClosedError as ClosedError,
-        CommandLineError as CommandLineError,
-        DiscoveryError as DiscoveryError,
-        GitError as GitError,
-        InvalidArgumentError as InvalidArgumentError,
-        LockError as LockError,
-        NoSpaceError as NoSpaceError,
-        OptionError as OptionError,
-        ParentGoneError as ParentGoneError,
-        PortsExhaustedError as PortsExhaustedError,
-        ProvisioningError as ProvisioningError,
-        RegistrationError as RegistrationError,
-        ReleaseError as ReleaseError,
-        UnknownKindError as UnknownKindError,
-        UnsafeDirectoryError as UnsafeDirectoryError,
-        UnsupportedPlatformError as UnsupportedPlatformError,
-        WorktreeNameError as WorktreeNameError,
-    )
-    from ._plugin.worker import (
-        AiopsWorker as AiopsWorker,
-        GitWorktree as GitWorktree,
-        WorkerSession as WorkerSession,
-        WorktreeFactory as WorktreeFactory,
-    )
-    from ._ports.pool import (
-        KernelPorts as KernelPorts,
-        PortFactory as PortFactory,
-        PortRange as PortRange,
-        give_back_port as give_back_port,
-        take_port as take_port,
-    )
-    from ._ports.provider import (
-        PortRangeProvider as PortRangeProvider,
-        PortRangeProviderConfig as PortRangeProviderConfig,
-        create_port_range_provider as create_port_range_provider,
-        default_lock_directory as default_lock_directory,
-    )
-    from ._worktrees.provider import (
-        GitWorktreeProvider as GitWorktreeProvider,
-        GitWorktreeProviderConfig as GitWorktreeProviderConfig,
-        WorktreeRecord as WorktreeRecord,
-        create_git_worktree_provider as create_git_worktree_provider,
-        default_worktree_root as default_worktree_root,
-        list_worktrees as list_worktrees,
-        reclaim_orphans as reclaim_orphans,
-        worktree_env as worktree_env,
-    )

@@ -30,9 +30,9 @@ if TYPE_CHECKING:
     from ._core.registry import ProviderRegistry
     from ._core.session import ProvisionedResources
     from ._errors import AiopsError
+    from ._plugin.controller import XdistController
     from ._plugin.report import Reporter
     from ._plugin.worker import AiopsWorker, GitWorktree, WorkerSession, WorktreeFactory
-    from ._plugin.xdist import XdistController
     from ._ports.pool import PortFactory, PortRange
 
 
@@ -101,9 +101,11 @@ class _State:
         return self._worker
 
 
-SETTINGS_KEY = pytest.StashKey[Settings]()
-_STATE_KEY = pytest.StashKey[_State]()
-_KERNEL_PORTS_KEY = pytest.StashKey["PortRange"]()
+# Typed by annotation, not by subscription: ``StashKey[X]()`` builds a generic alias through
+# typing's cache at import, in every pytest run (issue 23).
+SETTINGS_KEY: pytest.StashKey[Settings] = pytest.StashKey()
+_STATE_KEY: pytest.StashKey[_State] = pytest.StashKey()
+_KERNEL_PORTS_KEY: pytest.StashKey[PortRange] = pytest.StashKey()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -193,7 +195,10 @@ def pytest_configure(config: pytest.Config) -> None:
     local = _local_workers(config) if workers else 0
     settings.check_ports_fit(local)
     if workers:
-        from ._plugin.xdist import XdistController
+        from ._entry import CONTROLLER, load_all
+
+        load_all(CONTROLLER)  # past pytest's import hook, as the entry points load the plugin
+        from ._plugin.controller import XdistController
 
         controller = XdistController(
             settings=settings,
@@ -443,7 +448,10 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         summaries = [{**worker.summary(), "errors": state.release_errors}]
     else:
         return
-    from ._plugin.xdist import summary_lines
+    from ._entry import CONTROLLER, load_all
+
+    load_all(CONTROLLER)
+    from ._plugin.controller import summary_lines
 
     # Said when it matters (a fallback, kernel-chosen ports, kept worktrees, a failed release
     # or run) or when asked for (-v, -rA); a run that went well prints nothing extra.
@@ -524,7 +532,7 @@ class _Reports:
         self.state = state
         self.keep_failed = False
         #: ``(nodeid, phase)`` -> the item and the "address in use" error it raised.
-        self.pending: dict[tuple[str, str], tuple[pytest.Item, BaseException]] = {}
+        self.pending: dict[tuple[str, str | None], tuple[pytest.Item, BaseException]] = {}
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:

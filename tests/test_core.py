@@ -469,7 +469,7 @@ def test_public_api_is_complete_and_lazy() -> None:
     for name in pytest_aiops.__all__:
         assert getattr(pytest_aiops, name) is not None, name
     with pytest.raises(AttributeError, match="has no attribute 'nope'"):
-        _ = pytest_aiops.nope
+        _ = pytest_aiops.nope  # type: ignore[attr-defined]
     # Loading the pytest plugin must not import the providers, git or locking code (only
     # the two import-free modules of defaults its settings show and validate, and the
     # import-free holder of the current pool its port fixtures read).

@@ -71,8 +71,13 @@ def _top_level_imports(name: str) -> set[str]:
 
 @pytest.mark.parametrize(
     "modules",
-    [_entry.DECLARATIONS, _entry.PLUGIN, (*_entry.PLUGIN, *_entry.WORKER, *_entry.PORTS)],
-    ids=["declarations", "plugin", "first-use"],
+    [
+        _entry.DECLARATIONS,
+        _entry.PLUGIN,
+        (*_entry.PLUGIN, *_entry.WORKER, *_entry.PORTS),
+        (*_entry.PLUGIN, *_entry.CONTROLLER),
+    ],
+    ids=["declarations", "plugin", "first-use", "controller"],
 )
 def test_each_module_comes_after_what_it_imports(modules: tuple[str, ...]) -> None:
     for index, name in enumerate(modules):
@@ -105,3 +110,17 @@ def test_the_first_port_loads_no_module_through_pytests_import_hook(
     pytester.makepyfile(test_first_port=FIRST_PORT)
     result = pytester.runpytest_subprocess("-p", "no:randomly", "-n", "0", "-W", "error")
     result.assert_outcomes(passed=1)
+
+
+def test_the_loader_knows_which_modules_are_packages() -> None:
+    """``load()`` makes each spec from its path, a subpackage's ``__init__.py`` or a
+    module's ``.py``, by ``_PACKAGES``: a list naming a package it does not know (or the
+    other way round) would load the wrong file."""
+    names = {*_entry.PLUGIN, *_entry.WORKER, *_entry.PORTS, *_entry.CONTROLLER}
+    packages = {name.rpartition(".")[2] for name in names if _source(name).name == "__init__.py"}
+    assert packages == set(_entry._PACKAGES)
+    for name in names:
+        module = _entry.load(name)
+        assert Path(module.__file__ or "") == _source(name), name
+        assert module.__spec__ is not None
+        assert module.__spec__.name == name

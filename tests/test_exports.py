@@ -1,7 +1,7 @@
 """The public names: one list in ``pytest_aiops/__init__.py``, one lazy ``__getattr__``.
 
-``_EXPORTS`` (name -> module) is the list; ``__all__`` is made from it; the imports under
-``TYPE_CHECKING`` repeat it for type checkers, which cannot run code; ``pytest_aiops.plugin``
+``_EXPORTS`` (name -> module) is the list; ``__all__`` is made from it; the imports of the
+stub ``__init__.pyi`` repeat it for type checkers, which cannot run code; ``pytest_aiops.plugin``
 resolves its own lazy names through the package's.
 """
 
@@ -22,19 +22,17 @@ import pytest_aiops.plugin
 from .helpers import child_env
 
 INIT = Path(pytest_aiops.__file__)
+#: What type checkers read for the package (``__init__.py`` stays small: issue 23).
+STUB = INIT.with_suffix(".pyi")
 
 
 def _type_checking_imports() -> dict[str, str]:
-    """``{name: module}`` of the ``if TYPE_CHECKING:`` block's re-exports (``X as X``)."""
-    tree = ast.parse(INIT.read_text())
-    [block] = [
-        node
-        for node in tree.body
-        if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING"
-    ]
+    """``{name: module}`` of the stub's re-exports (``X as X``)."""
+    tree = ast.parse(STUB.read_text())
     found: dict[str, str] = {}
-    for statement in block.body:
-        assert isinstance(statement, ast.ImportFrom), ast.dump(statement)
+    for statement in tree.body:
+        if not isinstance(statement, ast.ImportFrom):
+            continue
         for alias in statement.names:
             assert alias.asname == alias.name, f"{alias.name} is not re-exported as itself"
             assert alias.name not in found, f"{alias.name} is imported twice"

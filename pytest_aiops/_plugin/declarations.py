@@ -26,7 +26,7 @@ MARKER_HELP = (
     "camelCase keys accepted too)."
 )
 _declared: weakref.WeakSet[pytest.Parser] = weakref.WeakSet()
-_MARKED = pytest.StashKey[bool]()
+_MARKED: pytest.StashKey[bool] = pytest.StashKey()  # annotated: no generic alias at import
 
 
 def declare_options(parser: pytest.Parser) -> None:
