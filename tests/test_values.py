@@ -5,6 +5,7 @@ behaviour is checked against what ``dataclasses.dataclass(frozen=True)`` does.""
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import pickle
 from typing import Any
 
@@ -72,3 +73,50 @@ def test_the_core_types_use_it_and_stay_frozen_values() -> None:
     assert "port-range" in repr(lease)
     assert lease.hard == {"startPort": 1}
     assert PortAllocation.__repr__ is values._repr
+
+
+@values.dataclass(frozen=True)
+class SharedWithFactory:
+    name: str
+    tags: tuple[str, ...] = ()
+    extra: dict[str, int] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tags", tuple(sorted(self.tags)))
+
+
+@dataclasses.dataclass(frozen=True)
+class GeneratedWithFactory:
+    name: str
+    tags: tuple[str, ...] = ()
+    extra: dict[str, int] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tags", tuple(sorted(self.tags)))
+
+
+@pytest.mark.parametrize(
+    "cls", [SharedWithFactory, GeneratedWithFactory], ids=["shared", "generated"]
+)
+def test_constructs_as_a_generated_init_does(cls: Any) -> None:
+    a = cls("x", ("b", "a"))
+    assert (a.name, a.tags, a.extra) == ("x", ("a", "b"), {})  # __post_init__ ran
+    assert cls(name="x", tags=("a", "b")) == a
+    assert cls("x", tags=("a", "b")) == a
+    assert cls("x").extra is not cls("x").extra  # default_factory: a fresh one each time
+    bad: list[tuple[tuple[Any, ...], dict[str, Any]]] = [
+        ((), {}),  # missing
+        (("x", (), {}, 4), {}),  # too many
+        (("x",), {"name": "y"}),  # twice
+        (("x",), {"nope": 1}),  # unknown
+        ((), {"name": "x", "nope": 1}),  # unknown, keywords only
+    ]
+    for args, kwargs in bad:
+        with pytest.raises(TypeError):
+            cls(*args, **kwargs)
+    shared = inspect.signature(SharedWithFactory).parameters
+    generated = inspect.signature(GeneratedWithFactory).parameters
+    assert list(shared) == list(generated) == ["name", "tags", "extra"]
+    assert shared["tags"].default == generated["tags"].default == ()
+    assert shared["name"].default is inspect.Parameter.empty
+    assert repr(shared["extra"].default) == repr(generated["extra"].default) == "<factory>"

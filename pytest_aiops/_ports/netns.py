@@ -46,6 +46,7 @@ import os
 import re
 import socket
 import sys
+from _socket import socket as RawSocket
 from collections.abc import Iterable
 from typing import NamedTuple
 
@@ -120,9 +121,11 @@ def held_names() -> list[Name]:
     return parse(b"".join(chunks))
 
 
-def _bind(name: Name) -> socket.socket | None:
-    """A socket bound to ``name``; ``None`` if another socket of the namespace has it."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)  # close-on-exec
+def _bind(name: Name) -> RawSocket | None:
+    """A socket bound to ``name``; ``None`` if another socket of the namespace has it. The
+    C socket type (close-on-exec, as ``socket.socket``), without the Python layer: two a
+    lease (issue 23)."""
+    sock = RawSocket(socket.AF_UNIX, socket.SOCK_DGRAM)
     try:
         sock.bind("\0" + name.text())
     except OSError as error:
@@ -162,8 +165,8 @@ def _others(names: Iterable[Name], mine: Name) -> list[Name]:
 class Announcement:
     """One lease's name in the network namespace; :meth:`close` takes it back."""
 
-    def __init__(self, sock: socket.socket, name: Name) -> None:
-        self.sock: socket.socket | None = sock
+    def __init__(self, sock: RawSocket, name: Name) -> None:
+        self.sock: RawSocket | None = sock
         self.name = name
 
     def close(self) -> None:
