@@ -45,6 +45,7 @@ else:
             # Read by the shared methods, made once per class.
             cls._value_fields = fields
             cls._value_order = tuple(f.name for f in fields)
+            cls._value_post_init = hasattr(cls, "__post_init__")
             cls._value_defaults = tuple(
                 (f.name, f.default, None if f.default_factory is _MISSING else f.default_factory)
                 for f in fields
@@ -95,9 +96,8 @@ def _init(self: Any, *args: Any, **kwargs: Any) -> None:
         unknown = min(kwargs.keys() - cls.__dataclass_fields__.keys())
         raise TypeError(f"{cls.__name__}() got an unexpected keyword argument {unknown!r}")
     self.__dict__.update(kwargs)  # not through __setattr__, which refuses every change
-    post_init = getattr(self, "__post_init__", None)
-    if post_init is not None:
-        post_init()
+    if cls._value_post_init:
+        self.__post_init__()
 
 
 class _Factory:
