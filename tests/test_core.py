@@ -520,7 +520,12 @@ def _parent(repo: Path, lock_dir: Path, tmp_path: Path) -> Any:
         session_id="parent",
         resources=[
             ResourceRequest("git-worktree", {"rootDirectory": str(tmp_path / "root")}),
-            ResourceRequest("port-range", {"lockDirectory": str(lock_dir), "blockCount": 4}),
+            # Ports of its own, outside the default range other runs on the machine lease in
+            # (leases of one network namespace exclude each other, any lock directory).
+            ResourceRequest(
+                "port-range",
+                {"lockDirectory": str(lock_dir), "basePort": 13200, "blockCount": 4},
+            ),
         ],
         workspace_root=repo,
     )
