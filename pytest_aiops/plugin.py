@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from importlib import import_module
 from pathlib import Path
 from types import FunctionType
@@ -480,24 +480,21 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> None:
-    """After each phase of every test: a test's own ports go back when its teardown is
-    done, and a phase that raised is looked at once its report is final (:class:`_Reports`).
+    """After each phase of every test: a phase that raised "address already in use" gets
+    its note once its report is final (:class:`_Reports`).
 
-    A plain hook that returns nothing (pytest's own implementation makes the report): two
-    of a passing test's three calls return at the first line. A wrapper here, or a hook per
-    phase on the reporter, cost a run of 2,000 tests taking a port 8% more instructions
-    (issue 23).
+    A plain hook that returns nothing (pytest's own implementation makes the report), so a
+    passing test's three calls return at the first line; a wrapper here cost a run of 2,000
+    tests taking a port 5% more instructions (issue 23). Nothing else depends on it: a
+    plugin whose own ``tryfirst`` implementation returns the report first only costs the
+    note. A test's ports come back through the reporter's ``pytest_runtest_logfinish``,
+    and ``--aiops-keep=failed`` sees each final report through :class:`_FailedModules`.
     """
-    if call.excinfo is None and call.when != "teardown":
+    if call.excinfo is None:
         return
     state = item.config.stash.get(_STATE_KEY, None)
-    if state is None:
-        return
-    if call.excinfo is not None:
+    if state is not None:
         _raised(item, call.when, call.excinfo.value, state)
-    reporter = state.reporter
-    if reporter is not None and call.when == "teardown":
-        reporter.test_ended()
 
 
 def _raised(item: pytest.Item, when: str, error: BaseException, state: _State) -> None:
@@ -523,26 +520,23 @@ def _reports(config: pytest.Config, state: _State) -> _Reports:
 class _Reports:
     """Sees each report as it is logged, first (``tryfirst``: before pytest-xdist sends it
     to the controller or junitxml writes it). Adds the note of who holds the port to a
-    failure the plugin's ``pytest_runtest_makereport`` saw raise "address already in use",
-    and, with --aiops-keep=failed once a worktree fixture is used, tells the reporter which
-    modules had a failure (a strict xpass included, which raises nothing). Registered only
-    then, so a run whose tests pass has no hook more per report (issue 23)."""
+    failure the plugin's ``pytest_runtest_makereport`` saw raise "address already in use".
+    Registered at the first such raise, so a run whose tests pass has no hook more per
+    report (issue 23)."""
 
     def __init__(self, state: _State) -> None:
         self.state = state
-        self.keep_failed = False
         #: ``(nodeid, phase)`` -> the item and the "address in use" error it raised.
         self.pending: dict[tuple[str, str | None], tuple[pytest.Item, BaseException]] = {}
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        if not report.failed:
+        if not self.pending:
             return
-        state = self.state
-        if self.keep_failed and state.reporter is not None:
-            state.reporter.note_failure(report.nodeid)
-        found = self.pending.pop((report.nodeid, report.when), None) if self.pending else None
-        if found is not None:
+        # Taken whatever the outcome: a rerun or an xfail must not leave it for a later report.
+        found = self.pending.pop((report.nodeid, report.when), None)
+        if found is not None and report.failed:
+            state = self.state
             from ._plugin.report import add_port_holder_note
 
             item, error = found
@@ -571,13 +565,32 @@ def _activate_reporter(config: pytest.Config, worker: AiopsWorker) -> Reporter:
     if state.reporter is None:
         from ._plugin.report import Reporter
 
-        # No hooks: the plugin's makereport tells it when a test ends.
         # pytest registers its session as the plugin "session": the reporter reads the
         # running test from it (a hook to fetch it would cost every run, issue 23).
-        state.reporter = Reporter(worker, config.pluginmanager.get_plugin("session"))
-        if state.settings.keep == "failed":  # which modules fail: every report, from now on
-            _reports(config, state).keep_failed = True
+        state.reporter = reporter = Reporter(worker, config.pluginmanager.get_plugin("session"))
+        config.pluginmanager.register(reporter, "aiops-reporter")  # its logfinish hook
+        if state.settings.keep == "failed":  # which modules fail, as each report is made
+            config.pluginmanager.register(_FailedModules(reporter), "aiops-failed-modules")
     return state.reporter
+
+
+class _FailedModules:
+    """For ``--aiops-keep=failed`` once a fixture is used: notes each module with a failed
+    report as the report is made (a wrapper sees the final one, a strict xpass included),
+    before the module's worktree is released, even where pytest-rerunfailures logs its
+    reports only after the teardown. Only such runs pay for the wrapper (issue 23)."""
+
+    def __init__(self, reporter: Reporter) -> None:
+        self.reporter = reporter
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(
+        self, item: pytest.Item
+    ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+        report = yield
+        if report.failed:
+            self.reporter.note_failure(item.nodeid)
+        return report
 
 
 def _pool(config: pytest.Config) -> PortRange:

@@ -110,6 +110,7 @@ def test_constructs_as_a_generated_init_does(cls: Any) -> None:
         (("x",), {"name": "y"}),  # twice
         (("x",), {"nope": 1}),  # unknown
         ((), {"name": "x", "nope": 1}),  # unknown, keywords only
+        (("x", ()), {"nope": 1}),  # unknown beside positionals, the count made up
     ]
     for args, kwargs in bad:
         with pytest.raises(TypeError):
@@ -120,3 +121,25 @@ def test_constructs_as_a_generated_init_does(cls: Any) -> None:
     assert shared["tags"].default == generated["tags"].default == ()
     assert shared["name"].default is inspect.Parameter.empty
     assert repr(shared["extra"].default) == repr(generated["extra"].default) == "<factory>"
+
+
+@pytest.mark.parametrize(
+    "cls", [SharedWithFactory, GeneratedWithFactory], ids=["shared", "generated"]
+)
+def test_subclasses_as_a_frozen_dataclass_allows(cls: Any) -> None:
+    @dataclasses.dataclass(frozen=True)
+    class Frozen(cls):  # type: ignore[misc]
+        more: int = 0
+
+    assert Frozen("x", more=2).more == 2
+
+    class Plain(cls):  # type: ignore[misc]
+        pass
+
+    plain = Plain("x")
+    plain.note = 1  # not a field: allowed on a plain subclass, as dataclasses allow it
+    assert plain.note == 1
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        plain.name = "y"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cls("x").note = 1

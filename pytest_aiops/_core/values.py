@@ -44,6 +44,9 @@ else:
                     raise TypeError(f"{cls.__name__}.{field.name}: every field is an argument")
             # Read by the shared methods, made once per class.
             cls._value_fields = fields
+            cls._value_class = cls  # whose instances refuse every attribute (_setattr)
+            # Frozen to the dataclasses module too: a frozen dataclass may subclass it.
+            cls.__dataclass_params__.frozen = True
             cls._value_order = tuple(f.name for f in fields)
             cls._value_post_init = hasattr(cls, "__post_init__")
             cls._value_defaults = tuple(
@@ -82,7 +85,7 @@ def _init(self: Any, *args: Any, **kwargs: Any) -> None:
             raise TypeError(f"{cls.__name__}() got multiple values for argument {min(twice)!r}")
         given.update(kwargs)
         kwargs = given
-    elif not kwargs.keys() <= cls.__dataclass_fields__.keys():
+    if not kwargs.keys() <= cls.__dataclass_fields__.keys():
         unknown = min(kwargs.keys() - cls.__dataclass_fields__.keys())
         raise TypeError(f"{cls.__name__}() got an unexpected keyword argument {unknown!r}")
     if len(kwargs) < len(order):
@@ -92,9 +95,6 @@ def _init(self: Any, *args: Any, **kwargs: Any) -> None:
         if len(kwargs) < len(order):
             missing = [name for name in order if name not in kwargs]
             raise TypeError(f"{cls.__name__}() missing required argument {missing[0]!r}")
-    if len(kwargs) > len(order):
-        unknown = min(kwargs.keys() - cls.__dataclass_fields__.keys())
-        raise TypeError(f"{cls.__name__}() got an unexpected keyword argument {unknown!r}")
     self.__dict__.update(kwargs)  # not through __setattr__, which refuses every change
     if cls._value_post_init:
         self.__post_init__()
@@ -157,8 +157,13 @@ def _repr(self: Any) -> str:
 
 
 def _setattr(self: Any, name: str, value: Any) -> None:
-    raise dataclasses.FrozenInstanceError(f"cannot assign to field {name!r}")
+    # As a frozen dataclass's: a plain subclass may set attributes that are not fields.
+    if type(self) is self._value_class or name in self.__dataclass_fields__:
+        raise dataclasses.FrozenInstanceError(f"cannot assign to field {name!r}")
+    object.__setattr__(self, name, value)
 
 
 def _delattr(self: Any, name: str) -> None:
-    raise dataclasses.FrozenInstanceError(f"cannot delete field {name!r}")
+    if type(self) is self._value_class or name in self.__dataclass_fields__:
+        raise dataclasses.FrozenInstanceError(f"cannot delete field {name!r}")
+    object.__delattr__(self, name)

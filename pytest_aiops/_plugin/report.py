@@ -37,18 +37,18 @@ _FIXTURES = os.path.join("_pytest", "fixtures.py")
 _RUNNER = os.path.join("_pytest", "runner.py")
 
 
-def _running_item(frame: FrameType | None) -> str | None:
-    """The id of the test whose ``runtestprotocol`` is on the stack from ``frame`` up."""
+def _running_item(frame: FrameType | None) -> pytest.Item | None:
+    """The test whose ``runtestprotocol`` is on the stack from ``frame`` up."""
     while frame is not None:
         code = frame.f_code
         if code.co_name == "runtestprotocol" and code.co_filename.endswith(_RUNNER):
             item = frame.f_locals.get("item")
-            return getattr(item, "nodeid", None)
+            return item if isinstance(item, pytest.Item) else None
         frame = frame.f_back
     return None
 
 
-def running_item() -> str | None:
+def running_item() -> pytest.Item | None:
     """The running test's id, read from its item on pytest's stack (this thread's, else the
     main thread's, where pytest runs the tests); ``None`` between tests. The fallback of
     :func:`running_test`: walking the stack costs about 40,000 instructions."""
@@ -59,10 +59,10 @@ def running_item() -> str | None:
     return found
 
 
-def running_test(session: pytest.Session | None) -> pytest.Item | str | None:
-    """The test pytest is running (from any thread), ``None`` between tests: its item, or
-    its id where only the stack of frames says (an item's ``nodeid`` costs about 7,000
-    instructions a call on pytest 9, so the item is kept, its id built only if needed).
+def running_test(session: pytest.Session | None) -> pytest.Item | None:
+    """The test pytest is running (from any thread), ``None`` between tests: its item (an
+    item's ``nodeid`` costs about 7,000 instructions a call on pytest 9, so the item is
+    kept and its id built only if needed).
 
     The item on top of the session's setup stack: pytest pushes an item there before
     setting up its fixtures and pops it before its finalizers run. That stack
@@ -71,10 +71,12 @@ def running_test(session: pytest.Session | None) -> pytest.Item | str | None:
     instead (:func:`running_item`). Asked once per test that takes a port.
     """
     stack = getattr(getattr(session, "_setupstate", None), "stack", None)
-    if not isinstance(stack, dict):
-        return running_item()
-    top = next(reversed(stack), None)
-    return top if isinstance(top, pytest.Item) else None
+    top = next(reversed(stack), None) if isinstance(stack, dict) else None
+    if isinstance(top, pytest.Item):
+        return top
+    # Not set up, or being torn down (pytest pops the item before its finalizers run), or
+    # no test at all: the stack of frames says, at its cost, only in those rarer cases.
+    return running_item()
 
 
 class Reporter:
@@ -84,9 +86,9 @@ class Reporter:
     takes a port, :meth:`attribute`), the stack of holders pushed by hand (:attr:`holders`),
     and the fixture being set up (found on the caller's stack, its ports back when it is
     finalized). The worker's pool asks through one callable, :meth:`attribute`, only when a
-    port is taken, and gets a test's ports back when it ends (:meth:`test_ended`). It has no
-    hooks: the plugin's one ``pytest_runtest_makereport`` tells it; a hook per phase cost a
-    run of 2,000 tests taking a port 5% more instructions (issue 23). Also records which
+    port is taken, and gets a test's ports back when it ends: its one hook,
+    :meth:`pytest_runtest_logfinish` (it had one per phase, and one per fixture, which cost
+    a run of 2,000 tests taking a port 5% more instructions, issue 23). Also records which
     modules had a failing test (for ``--aiops-keep=failed``).
     """
 
@@ -99,7 +101,7 @@ class Reporter:
         #: goes to the last one before the running test.
         self.holders: list[object] = []
         #: The running test (its item), once a port was taken in it (``None`` between tests).
-        self.running: pytest.Item | str | None = None
+        self.running: pytest.Item | None = None
         #: Fixtures that hold ports now: each gets one finalizer that gives them back.
         self._watched: set[object] = set()
         self._session = SESSION
@@ -158,9 +160,11 @@ class Reporter:
         if pool is not None:
             pool.give_back_all(fixturedef)
 
-    def test_ended(self) -> None:
-        """The running test and its function-scoped fixtures are done (the plugin's
-        ``pytest_runtest_makereport`` says so after the teardown): its own ports come back."""
+    @pytest.hookimpl
+    def pytest_runtest_logfinish(self) -> None:
+        """The running test and its function-scoped fixtures are done: its own ports come
+        back (the reporter's one hook; pytest calls it once per test, whatever plugin makes
+        the reports or when they are logged)."""
         running, self.running = self.running, None
         pool = self._wired  # only a wired pool hands a port to a test (attribute())
         if pool is not None and running is not None:  # a test that took none: nothing
