@@ -24,8 +24,17 @@ from .inner_run_helpers import check_inner_warnings
 from .process_helpers import child_env
 
 RANGE = ["--aiops-port-range=29000-29899", "--aiops-ports-per-worker=16"]
-#: A fixed port outside the pool's range, for PYTEST_HTTPSERVER_PORT.
-FIXED_PORT = 29991
+#: Where a fixed port outside the pool's range is chosen, for PYTEST_HTTPSERVER_PORT: the
+#: first one free now (an earlier run's connection may have left one in TIME_WAIT, which
+#: pytest-httpserver's server, binding without SO_REUSEADDR, cannot take; seen in CI).
+FIXED_PORTS = range(29900, 30000)
+
+
+def _fixed_port() -> int:
+    from pytest_aiops._ports.probe import port_is_free
+
+    return next(port for port in FIXED_PORTS if port_is_free(port))
+
 
 COMMON = """
 import os, sys
@@ -233,7 +242,7 @@ def test_pytest_httpserver_listens_on_a_pool_port(inner: pytest.Pytester, on: bo
 def test_pytest_httpserver_port_set_by_its_own_variable_wins(
     inner: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("PYTEST_HTTPSERVER_PORT", str(FIXED_PORT))
+    monkeypatch.setenv("PYTEST_HTTPSERVER_PORT", str(_fixed_port()))
     inner.makepyfile(
         """
         def test_port(httpserver, port_range):
