@@ -174,3 +174,24 @@ def pytester(
     pytester.runpytest_inprocess = checked(inprocess)  # type: ignore[method-assign]
     pytester.runpytest_subprocess = checked(subprocess_run)  # type: ignore[method-assign]
     return pytester
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Iterator[None]:  # the wrapper's generator; typed loosely for pluggy
+    """A failure whose text holds a non-UTF-8 path (``test_edges.py`` makes such paths)
+    cannot be sent from an xdist worker (execnet refuses surrogates): the worker would crash
+    and the failure never be shown. Its text is kept, with such characters escaped."""
+    report: Any = yield
+    if report.failed and report.longrepr is not None:
+        text = str(report.longrepr)
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            report.longrepr = text.encode("utf-8", "backslashreplace").decode("utf-8")
+            report.sections = [
+                (title, body.encode("utf-8", "backslashreplace").decode("utf-8"))
+                for title, body in report.sections
+            ]
+    return report  # type: ignore[no-any-return]
