@@ -82,7 +82,7 @@ class _State:
         self._worker: AiopsWorker | None = None
         self.controller: XdistController | None = None
         self.reporter: Reporter | None = None
-        #: Registered when a report must be seen (_reports): a note to add, or keep=failed.
+        #: Registered at the first "address already in use" raise, to note its report.
         self.reports: _Reports | None = None
         self.release_errors: list[str] = []
         #: Why this process's ports could not be leased: said again, not retried, per test.
@@ -505,16 +505,12 @@ def _raised(item: pytest.Item, when: str, error: BaseException, state: _State) -
     the report is logged."""
     from ._plugin.binds import is_address_in_use
 
-    if is_address_in_use(error):
-        _reports(item.config, state).pending[(item.nodeid, when)] = (item, error)
-
-
-def _reports(config: pytest.Config, state: _State) -> _Reports:
-    """This run's :class:`_Reports`, registered on first need."""
+    if not is_address_in_use(error):
+        return
     if state.reports is None:
         state.reports = _Reports(state)
-        config.pluginmanager.register(state.reports, "aiops-reports")
-    return state.reports
+        item.config.pluginmanager.register(state.reports, "aiops-reports")
+    state.reports.pending[(item.nodeid, when)] = (item, error)
 
 
 class _Reports:
@@ -727,8 +723,8 @@ def aiops_port() -> int:
     Free for TCP on IPv4 and (where the host has it) IPv6, TIME_WAIT included. For a
     fixture of a wider scope use ``aiops_port_factory`` (or ``port_range.next_port()``);
     from any code, ``pytest_aiops.take_port()``."""
-    # Held by the running test (TEST), which the plugin's makereport gives back after its
-    # teardown: no generator, no finalizer per test (issue 23).
+    # Held by the running test (TEST), whose ports the reporter gives back when it ends: no
+    # generator, no finalizer per test (issue 23).
     return _current_pool().next_port(holder=TEST)
 
 

@@ -49,8 +49,8 @@ def _running_item(frame: FrameType | None) -> pytest.Item | None:
 
 
 def running_item() -> pytest.Item | None:
-    """The running test's id, read from its item on pytest's stack (this thread's, else the
-    main thread's, where pytest runs the tests); ``None`` between tests. The fallback of
+    """The running test, its item read from pytest's stack (this thread's, else the main
+    thread's, where pytest runs the tests); ``None`` between tests. The fallback of
     :func:`running_test`: walking the stack costs about 40,000 instructions."""
     found = _running_item(sys._getframe(1))
     if found is None:

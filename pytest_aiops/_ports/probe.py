@@ -7,7 +7,7 @@ import os
 import socket
 import subprocess
 import sys
-from _socket import socket as _RawSocket  # socket.socket's C type: _binds_dual_stack
+from _socket import socket as _RawSocket  # socket.socket's C type: _busy_dual_stack
 from functools import lru_cache
 
 #: The probe binds the wildcard address: that fails if the port is bound on 127.0.0.1 *or*
@@ -119,24 +119,30 @@ def port_is_free(port: int, host: str = PROBE_HOST, *, protocol: str = TCP) -> b
     if host != PROBE_HOST:
         return _binds(socket.AF_INET, kind, port, reuse=False, host=host)
     if dual_stack_probe():
-        return _binds_dual_stack(kind, port)
+        return not _busy_dual_stack(kind, port, port)
     return all(_binds(family, kind, port, reuse=False) for family in _families())
 
 
-def _binds_dual_stack(kind: int, port: int) -> bool:
-    """:func:`_binds` of a dual-stack wildcard socket, on the C socket type itself: the
-    probe of every port handed out, so without ``socket.socket``'s Python layer."""
-    sock = _RawSocket(socket.AF_INET6, kind)
-    try:
-        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        sock.bind(("::", port))
-    except OSError as error:
-        if error.errno in (errno.EADDRINUSE, errno.EACCES):
-            return False
-        raise
-    finally:
-        sock.close()
-    return True
+def _busy_dual_stack(kind: int, start: int, end: int) -> list[int]:
+    """The ports of ``start..end`` a dual-stack wildcard socket of ``kind`` cannot bind now
+    (:func:`_binds` with ``v6only=False``), on the C socket type itself: the probe of every
+    port handed out and of every port of a leased block, so without ``socket.socket``'s
+    Python layer nor a call per port (issue 23)."""
+    busy: list[int] = []
+    level, v6only = socket.IPPROTO_IPV6, socket.IPV6_V6ONLY
+    in_use = (errno.EADDRINUSE, errno.EACCES)
+    for port in range(start, end + 1):
+        sock = _RawSocket(socket.AF_INET6, kind)
+        try:
+            sock.setsockopt(level, v6only, 0)
+            sock.bind(("::", port))
+        except OSError as error:
+            if error.errno not in in_use:
+                raise
+            busy.append(port)
+        finally:
+            sock.close()
+    return busy
 
 
 def _linux_tcp_states(ports: set[int]) -> dict[int, set[str]] | None:
@@ -173,23 +179,7 @@ def busy_ports(start: int, end: int, host: str = PROBE_HOST) -> list[int]:
     """The ports in ``start..end`` that a TCP server could not bind on ``host`` now."""
     if host != PROBE_HOST or not dual_stack_probe():
         return [port for port in range(start, end + 1) if not port_is_free(port, host)]
-    # What port_is_free does for each port, in one loop: a lease probes every port of its
-    # block (issue 23: a third of a lease's instructions went to the calls per port).
-    busy: list[int] = []
-    v6only, stream, ipv6 = socket.IPV6_V6ONLY, socket.SOCK_STREAM, socket.AF_INET6
-    level, in_use = socket.IPPROTO_IPV6, (errno.EADDRINUSE, errno.EACCES)
-    for port in range(start, end + 1):
-        sock = _RawSocket(ipv6, stream)
-        try:
-            sock.setsockopt(level, v6only, 0)
-            sock.bind(("::", port))
-        except OSError as error:
-            if error.errno not in in_use:
-                raise
-            busy.append(port)
-        finally:
-            sock.close()
-    return busy
+    return _busy_dual_stack(socket.SOCK_STREAM, start, end)
 
 
 def kernel_port(protocol: str = TCP) -> int:
