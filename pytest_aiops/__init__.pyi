@@ -6,6 +6,8 @@ Each name of ``_EXPORTS`` in ``__init__.py``, imported from its module and re-ex
 hook, where each line costs (issue 23).
 """
 
+import types
+
 from ._builtins import (
     create_default_orchestrator as create_default_orchestrator,
 )
@@ -178,5 +180,7 @@ from ._worktrees.provider import (
 __version__: str
 __all__: list[str]
 _EXPORTS: dict[str, str]
+_PACKAGES: frozenset[str]
 
+def _load(name: str) -> types.ModuleType: ...
 def __dir__() -> list[str]: ...

@@ -1,23 +1,27 @@
-"""The pytest entry points, loaded past pytest's assertion rewriting (PYTEST_DONT_REWRITE).
+"""What the pytest entry points load, past pytest's assertion rewriting (PYTEST_DONT_REWRITE).
 
 pytest rewrites the asserts of every module of a distribution with a ``pytest11`` entry
 point, and reads each rewritten module back from its own cache with ``marshal.load`` on an
 open file: for the dozen modules every pytest run loads, about 20 million instructions a run
 (2.5% of a one-test run), and ten times that with ``PYTHONDONTWRITEBYTECODE=1``, where it
 parses and compiles them afresh each run (issue 23), for modules with no assert worth
-rewriting. The entry points name this module's attributes (``plugin``, ``declarations``);
-each imports its modules with Python's own path finder and loader, dependencies first, so
-pytest's import hook (first on ``sys.meta_path``) never sees them. Modules imported later (on
-first use of a fixture) go through it as usual; so does anything already imported.
+rewriting. The entry points name the package's ``_plugin_entry`` and
+``_declarations_entry``, which load this module with the package's ``_load`` (Python's own
+loader, from the file's path) and call :func:`entry_point`; it loads its modules the same
+way, dependencies first, so pytest's import hook (first on ``sys.meta_path``) sees only the
+package's ``__init__.py``. The lists below say what each stage loads; a module imported
+otherwise goes through the hook as usual, and anything already imported is not loaded again.
 """
 
 from __future__ import annotations
 
-import os
 import sys
-from importlib import import_module
-from importlib.util import module_from_spec, spec_from_file_location
 from types import ModuleType
+
+from . import _load
+
+#: Loads a module past pytest's import hook (the package's, which loads this module too).
+load = _load
 
 #: What ``pytest11: aiops-declarations`` loads, dependencies first.
 DECLARATIONS = (
@@ -84,47 +88,15 @@ PORTS = (
 )
 
 
-#: The subpackages among the modules above (their code is their ``__init__.py``).
-_PACKAGES = frozenset({"_core", "_ports", "_worktrees", "_plugin"})
-
-
 def load_all(names: tuple[str, ...]) -> None:
     """:func:`load` each of ``names`` (dependencies first), as the entry points do."""
     for name in names:
         load(name)
 
 
-def load(name: str) -> ModuleType:
-    """``import name`` from the file beside its parent's, past ``sys.meta_path`` (its
-    parent is loaded). The spec is made from the path (a subpackage's ``__init__.py``, a
-    module's ``.py``), not searched for along the parent's path by the path finder (0.4M
-    instructions a run, issue 23); where that file does not exist (a zip, a frozen build)
-    the usual import runs."""
-    module = sys.modules.get(name)
-    if module is not None:
-        return module
-    parent, _, child = name.rpartition(".")
-    directory = os.path.join(os.path.dirname(sys.modules[parent].__file__ or ""), child)
-    if child in _PACKAGES:
-        path, search = os.path.join(directory, "__init__.py"), [directory]
-    else:
-        path, search = directory + ".py", None
-    spec = spec_from_file_location(name, path, submodule_search_locations=search)
-    if spec is None or spec.loader is None or not os.path.isfile(path):
-        return import_module(name)
-    module = module_from_spec(spec)
-    sys.modules[name] = module
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        del sys.modules[name]
-        raise
-    setattr(sys.modules[parent], child, module)
-    return module
-
-
-def __getattr__(name: str) -> ModuleType:
-    """``plugin`` or ``declarations``: each loads only what it needs, on first access."""
+def entry_point(name: str) -> ModuleType:
+    """The plugin module of ``pytest11`` entry point ``name`` (``plugin`` or
+    ``declarations``), with only what it needs loaded, on first access."""
     modules: tuple[str, ...]
     if name == "plugin":
         modules, entry = PLUGIN, "pytest_aiops.plugin"
@@ -135,3 +107,9 @@ def __getattr__(name: str) -> ModuleType:
     for module in modules:
         load(module)
     return sys.modules[entry]
+
+
+def __getattr__(name: str) -> ModuleType:
+    """``plugin`` or ``declarations``: the entry points as they were named before they moved
+    to the package (metadata of an install made then still names them here)."""
+    return entry_point(name)

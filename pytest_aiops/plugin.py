@@ -191,6 +191,7 @@ def pytest_configure(config: pytest.Config) -> None:
     root = str(config.rootpath)
     state = _State(settings, registry, project_session_id(root))
     config.stash[_STATE_KEY] = state
+    config.add_cleanup(lambda: _end_of_run(config, state))
     workers = 0 if data is not None else xdist_worker_count(config)
     local = _local_workers(config) if workers else 0
     settings.check_ports_fit(local)
@@ -214,6 +215,7 @@ def pytest_configure(config: pytest.Config) -> None:
             controller.start()
         state.controller = controller
         config.pluginmanager.register(controller, "aiops-xdist-controller")
+        config.pluginmanager.register(_SessionEnd(state), "aiops-session-end")
         for warning in caught:
             message = warning.message
             if not isinstance(message, Warning):
@@ -236,7 +238,7 @@ def pytest_configure(config: pytest.Config) -> None:
         from ._plugin.remote import pinned_base, remote_hint  # on first use, as the worker
         from ._plugin.worker import AiopsWorker
 
-        return AiopsWorker(
+        worker = AiopsWorker(
             settings,
             registry=_registry(config, state),
             worker_id=worker_id,
@@ -249,6 +251,8 @@ def pytest_configure(config: pytest.Config) -> None:
             host=str((data or {}).get("host")) if remote else None,
             repo_hint=remote_hint(str((data or {}).get("host"))) if remote else None,
         )
+        config.pluginmanager.register(_SessionEnd(state), "aiops-session-end")
+        return worker
 
     state.worker_factory = build_worker
     for integration in integrations:
@@ -284,28 +288,19 @@ def _send_settings(config: pytest.Config, settings: Settings) -> None:
 _WORKTREE_FIXTURES = frozenset({"git_worktree", "aiops_worktree_factory"})
 
 
-def pytest_collection_finish(session: pytest.Session) -> None:
-    state = session.config.stash.get(_STATE_KEY, None)
-    if state is None or state.worker_factory is None or not state.settings.working_state:
-        return
-    if session.config.getoption("collectonly", False):
-        return  # nothing will run
-    fixtures = _WORKTREE_FIXTURES
-    if "git-worktree" in state.settings.resources:
-        fixtures = fixtures | {"provisioned_session"}
-    for item in session.items:  # a plain loop: once per collected test (issue 23)
-        if not fixtures.isdisjoint(getattr(item, "fixturenames", ())):
-            worker = state.worker
-            if worker is not None:
-                worker.snapshot_working_state()
-            return
-
-
+@pytest.hookimpl(trylast=True)  # after deselection (-k, -m, --deselect): the tests that run
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Refuse ``pytest.mark.aiops`` on a test function or class: ``git_worktree`` is one
-    checkout per module and reads the module's marker, so the mark would be ignored."""
-    if _STATE_KEY not in config.stash:
+    """Once the tests to run are known: refuse ``pytest.mark.aiops`` on a test function or
+    class (``git_worktree`` is one checkout per module and reads the module's marker, so the
+    mark would be ignored), and snapshot the working state if one of them takes a worktree.
+
+    One hook for both, rather than a second in ``pytest_collection_finish`` (every hook
+    implementation costs every pytest run about 0.2M instructions to register, issue 23).
+    """
+    state = config.stash.get(_STATE_KEY, None)
+    if state is None:
         return
+    _snapshot_if_needed(config, state, items)
     misplaced: dict[str, str] = {}
     # This runs once per collected test (issue 23): plain loops, and the classes between a
     # test and its module looked at once for all their tests.
@@ -327,6 +322,24 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             misplaced[item.nodeid] = message
     if misplaced:  # a plugin only for runs that have such a mark: no cost per test otherwise
         config.pluginmanager.register(_MisplacedMarkers(misplaced), "aiops-misplaced-markers")
+
+
+def _snapshot_if_needed(config: pytest.Config, state: _State, items: list[pytest.Item]) -> None:
+    """Snapshot the user's working state now, before any test can change the checkout, if a
+    test to run takes a worktree fixture (:data:`_WORKTREE_FIXTURES`)."""
+    if state.worker_factory is None or not state.settings.working_state:
+        return
+    if config.getoption("collectonly", False):
+        return  # nothing will run
+    fixtures = _WORKTREE_FIXTURES
+    if "git-worktree" in state.settings.resources:
+        fixtures = fixtures | {"provisioned_session"}
+    for item in items:  # a plain loop: once per collected test (issue 23)
+        if not fixtures.isdisjoint(getattr(item, "fixturenames", ())):
+            worker = state.worker
+            if worker is not None:
+                worker.snapshot_working_state()
+            return
 
 
 def _misplaced_above(node: Any) -> str | None:
@@ -406,24 +419,75 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     ]
 
 
-@pytest.hookimpl(trylast=True)
-def pytest_sessionfinish(session: pytest.Session) -> None:
-    config = session.config
-    state = config.stash.get(_STATE_KEY, None)
-    if state is None:
-        return
-    worker = state.worker_built
-    if worker is None:
-        _fail_on_release_errors(session, state)  # an xdist controller: its workers' releases
-        return
-    errors = worker.close()
-    state.release_errors.extend(f"{type(e).__name__}: {e}" for e in errors)
-    workeroutput = getattr(config, "workeroutput", None)
-    if isinstance(workeroutput, dict):
-        summary = worker.summary()
-        summary["errors"] = state.release_errors
-        workeroutput[WORKERINPUT_KEY] = summary
-    _fail_on_release_errors(session, state)
+class _SessionEnd:
+    """The end of a session that used the plugin: release, fail the run on a failed release,
+    and report.
+
+    Registered with the xdist controller, or when this process builds its worker (the first
+    use of a fixture): a run that never uses the plugin has neither hook to register nor to
+    call (every hook implementation costs every pytest run about 0.2M instructions to
+    register, issue 23).
+    """
+
+    def __init__(self, state: _State) -> None:
+        self.state = state
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        state = self.state
+        worker = state.worker_built
+        if worker is None:
+            _fail_on_release_errors(session, state)  # an xdist controller: its workers' releases
+            return
+        errors = worker.close()
+        state.release_errors.extend(f"{type(e).__name__}: {e}" for e in errors)
+        workeroutput = getattr(session.config, "workeroutput", None)
+        if isinstance(workeroutput, dict):
+            summary = worker.summary()
+            summary["errors"] = state.release_errors
+            workeroutput[WORKERINPUT_KEY] = summary
+        _fail_on_release_errors(session, state)
+
+    def pytest_terminal_summary(
+        self, terminalreporter: Any, exitstatus: int, config: pytest.Config
+    ) -> None:
+        state = self.state
+        worker = state.worker_built
+        if state.controller is not None:
+            summaries = state.controller.summaries
+        elif worker is not None:
+            summaries = [{**worker.summary(), "errors": state.release_errors}]
+        else:
+            return
+        from ._entry import CONTROLLER, load_all
+
+        load_all(CONTROLLER)
+        from ._plugin.controller import summary_lines
+
+        # Said when it matters (a fallback, kernel-chosen ports, kept worktrees, a failed
+        # release or run) or when asked for (-v, -rA); a run that went well prints nothing.
+        verbose = (
+            exitstatus not in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED)
+            or config.option.verbose > 0
+            or "A" in (config.option.reportchars or "")
+        )
+        lines = summary_lines(summaries, verbose=verbose)
+        if any(s.get("kept") for s in summaries):
+            lines.append(
+                f"aiops: worktrees kept by {cli('keep')} stay until you remove them: "
+                "`git worktree remove --force PATH` (or `rm -r` a clone), or "
+                "`pytest-aiops gc --kept`"
+            )
+        if state.controller is not None:
+            lines += state.controller.crash_lines()
+        lines += [
+            f"aiops {s.get('workerId')}{' on ' + s['host'] if s.get('host') else ''}: "
+            f"release failed: {e}"
+            for s in summaries
+            for e in s.get("errors") or ()
+        ]
+        for line in lines:
+            terminalreporter.write_line(line)
 
 
 def _fail_on_release_errors(session: pytest.Session, state: _State) -> None:
@@ -435,47 +499,6 @@ def _fail_on_release_errors(session: pytest.Session, state: _State) -> None:
     failed = state.release_errors or any(s.get("errors") for s in summaries)
     if failed and session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
-
-
-def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
-    state = config.stash.get(_STATE_KEY, None)
-    if state is None:
-        return
-    worker = state.worker_built
-    if state.controller is not None:
-        summaries = state.controller.summaries
-    elif worker is not None:
-        summaries = [{**worker.summary(), "errors": state.release_errors}]
-    else:
-        return
-    from ._entry import CONTROLLER, load_all
-
-    load_all(CONTROLLER)
-    from ._plugin.controller import summary_lines
-
-    # Said when it matters (a fallback, kernel-chosen ports, kept worktrees, a failed release
-    # or run) or when asked for (-v, -rA); a run that went well prints nothing extra.
-    verbose = (
-        exitstatus not in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED)
-        or config.option.verbose > 0
-        or "A" in (config.option.reportchars or "")
-    )
-    lines = summary_lines(summaries, verbose=verbose)
-    if any(s.get("kept") for s in summaries):
-        lines.append(
-            f"aiops: worktrees kept by {cli('keep')} stay until you remove them: "
-            "`git worktree remove --force PATH` (or `rm -r` a clone), or `pytest-aiops gc --kept`"
-        )
-    if state.controller is not None:
-        lines += state.controller.crash_lines()
-    lines += [
-        f"aiops {s.get('workerId')}{' on ' + s['host'] if s.get('host') else ''}: "
-        f"release failed: {e}"
-        for s in summaries
-        for e in s.get("errors") or ()
-    ]
-    for line in lines:
-        terminalreporter.write_line(line)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -540,10 +563,9 @@ class _Reports:
             add_port_holder_note(item, report, error, worker, state.session_id, lock_dir)
 
 
-def pytest_unconfigure(config: pytest.Config) -> None:
-    state = config.stash.get(_STATE_KEY, None)
-    if state is None:
-        return
+def _end_of_run(config: pytest.Config, state: _State) -> None:
+    """At unconfigure (a cleanup of the config, not a hook: no hook to register in every
+    run, issue 23): close what is still open, then reclaim what dead runs left."""
     worker = state.worker_built
     if worker is not None:
         worker.close()  # no-op after sessionfinish; covers runs that stopped earlier

@@ -17,20 +17,20 @@ WHERE = "import pytest_aiops.plugin as p; print(p.__file__)"
 
 @pytest.fixture
 def decoy(tmp_path: Path) -> Path:
-    """A directory holding another, empty copy of ``pytest_aiops``: the ``_entry`` module the
-    ``pytest11`` entry points name, and the ``plugin`` and ``_plugin.declarations`` modules
-    it hands out, so the decoy loads
+    """A directory holding another, empty copy of ``pytest_aiops``: the package's
+    ``_plugin_entry`` and ``_declarations_entry`` the ``pytest11`` entry points name, and the
+    ``plugin`` and ``_plugin.declarations`` modules they hand out, so the decoy loads
     whole whether the tree under test is installed editable or not (as from the sdist)."""
     package = tmp_path / "decoy" / "pytest_aiops"
     (package / "_plugin").mkdir(parents=True)
-    (package / "__init__.py").write_text('"""A decoy."""\n')
+    # The entry points name pytest_aiops:_plugin_entry and :_declarations_entry.
+    (package / "__init__.py").write_text(
+        '"""A decoy."""\nfrom . import plugin as _plugin_entry\n'
+        "from ._plugin import declarations as _declarations_entry\n"
+    )
     (package / "plugin.py").write_text('"""A decoy plugin: no hooks."""\n')
     (package / "_plugin" / "__init__.py").write_text("")
     (package / "_plugin" / "declarations.py").write_text('"""A decoy: no hooks."""\n')
-    # The entry points name pytest_aiops._entry:plugin and :declarations.
-    (package / "_entry.py").write_text(
-        '"""A decoy."""\nfrom . import plugin\nfrom ._plugin import declarations\n'
-    )
     return package.parent
 
 
