@@ -43,13 +43,13 @@ PLUGIN = (
     "pytest_aiops._plugin.interrupt",
     "pytest_aiops._plugin.xdist",
     "pytest_aiops.plugin",
-    "pytest_aiops._worktrees.locate",
+    "pytest_aiops._worktrees.roots",
     "pytest_aiops._plugin.orphans",
 )
 
 #: What an xdist controller loads at configure, and any run with a report to print at its
 #: end (the controller's side of the xdist hand-off, and the end-of-run lines).
-CONTROLLER = ("pytest_aiops._plugin.controller",)
+CONTROLLER = ("pytest_aiops._plugin.controller", "pytest_aiops._plugin.session_end")
 
 #: What the first use of a fixture loads (the worker, the orchestrator, the reporter and the
 #: pool the worker's module names), dependencies first, loaded the same way: through
@@ -77,6 +77,8 @@ WORKER = (
     "pytest_aiops._plugin.worker",
     "pytest_aiops._builtins",
     "pytest_aiops._plugin.report",
+    "pytest_aiops._plugin.markers",
+    "pytest_aiops._plugin.session_end",
 )
 #: What the first port lease loads besides (the port-range provider), dependencies first.
 PORTS = (

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Iterator
 from importlib import import_module
 from pathlib import Path
 from types import FunctionType
@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from ._plugin.declarations import MARKER, declare_hooks, declare_marker, declare_options
-from ._plugin.settings import OPTIONS_BY_DEST, Settings, cli, spellings
-from ._plugin.xdist import WORKERINPUT_KEY, worker_input, worker_slice, xdist_worker_count
+from ._plugin.settings import OPTIONS_BY_DEST, Settings, cli
+from ._plugin.xdist import worker_input, worker_slice, xdist_worker_count
 from ._ports import current as _current_ports
 from ._ports.current import TEST
 
@@ -29,9 +29,8 @@ if TYPE_CHECKING:
     # Imported when first needed: a run that never uses the fixtures does not load them.
     from ._core.registry import ProviderRegistry
     from ._core.session import ProvisionedResources
-    from ._errors import AiopsError
     from ._plugin.controller import XdistController
-    from ._plugin.report import Reporter
+    from ._plugin.report import PortHolderNotes, Reporter
     from ._plugin.worker import AiopsWorker, GitWorktree, WorkerSession, WorktreeFactory
     from ._ports.pool import PortFactory, PortRange
 
@@ -54,18 +53,6 @@ __all__ = [
     "WorktreeFactory",
 ]
 
-_MARKER_KEYS = {
-    "base_ref": "base_ref",
-    "baseRef": "base_ref",
-    "target_path": "target_path",
-    "targetPath": "target_path",
-    "isolation": "isolation",
-    "working_state": "working_state",
-    "workingState": "working_state",
-}
-#: Marker options that take true or false rather than a string.
-_MARKER_BOOLS = frozenset({"working_state"})
-
 
 class _State:
     """Per-process state, kept in ``config.stash`` (a plain class: a dataclass would compile
@@ -83,7 +70,7 @@ class _State:
         self.controller: XdistController | None = None
         self.reporter: Reporter | None = None
         #: Registered at the first "address already in use" raise, to note its report.
-        self.reports: _Reports | None = None
+        self.reports: PortHolderNotes | None = None
         self.release_errors: list[str] = []
         #: Why this process's ports could not be leased: said again, not retried, per test.
         self.pool_failure: str | None = None
@@ -215,7 +202,7 @@ def pytest_configure(config: pytest.Config) -> None:
             controller.start()
         state.controller = controller
         config.pluginmanager.register(controller, "aiops-xdist-controller")
-        config.pluginmanager.register(_SessionEnd(state), "aiops-session-end")
+        _register_session_end(config, state)
         for warning in caught:
             message = warning.message
             if not isinstance(message, Warning):
@@ -251,7 +238,7 @@ def pytest_configure(config: pytest.Config) -> None:
             host=str((data or {}).get("host")) if remote else None,
             repo_hint=remote_hint(str((data or {}).get("host"))) if remote else None,
         )
-        config.pluginmanager.register(_SessionEnd(state), "aiops-session-end")
+        _register_session_end(config, state)
         return worker
 
     state.worker_factory = build_worker
@@ -260,6 +247,14 @@ def pytest_configure(config: pytest.Config) -> None:
         # definitions of its fixtures are the ones tests get (conftest ones still win).
         module = import_module(f"{__package__}._plugin.{integration.dest}")
         config.pluginmanager.register(module, "aiops-" + integration.dest.replace("_", "-"))
+
+
+def _register_session_end(config: pytest.Config, state: _State) -> None:
+    """The session's end hooks, once this process holds something (a worker or the xdist
+    controller): a run that never uses the plugin does not register them (issue 23)."""
+    from ._plugin.session_end import SessionEnd
+
+    config.pluginmanager.register(SessionEnd(state), "aiops-session-end")
 
 
 def _local_workers(config: pytest.Config) -> int:
@@ -301,27 +296,31 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if state is None:
         return
     _snapshot_if_needed(config, state, items)
-    misplaced: dict[str, str] = {}
+    misplaced: dict[str, Any] = {}  # nodeid -> the node carrying the mark
     # This runs once per collected test (issue 23): plain loops, and the classes between a
     # test and its module looked at once for all their tests.
-    above: dict[int, str | None] = {}
+    above: dict[int, Any] = {}
     for item in items:
-        message = None
+        marked = None
         for mark in item.own_markers:
             if mark.name == MARKER:
-                message = _misplaced_marker(item)
+                marked = item
                 break
-        if message is None:
+        if marked is None:
             parent = item.parent
             key = id(parent)
             if key in above:
-                message = above[key]
+                marked = above[key]
             else:
-                message = above[key] = _misplaced_above(parent)
-        if message is not None:
-            misplaced[item.nodeid] = message
+                marked = above[key] = _marked_above(parent)
+        if marked is not None:
+            misplaced[item.nodeid] = marked
     if misplaced:  # a plugin only for runs that have such a mark: no cost per test otherwise
-        config.pluginmanager.register(_MisplacedMarkers(misplaced), "aiops-misplaced-markers")
+        from ._entry import load
+
+        markers = load("pytest_aiops._plugin.markers")
+        refuse = markers.MisplacedMarkers(misplaced)
+        config.pluginmanager.register(refuse, "aiops-misplaced-markers")
 
 
 def _snapshot_if_needed(config: pytest.Config, state: _State, items: list[pytest.Item]) -> None:
@@ -342,39 +341,16 @@ def _snapshot_if_needed(config: pytest.Config, state: _State, items: list[pytest
             return
 
 
-def _misplaced_above(node: Any) -> str | None:
-    """The message for the first ``pytest.mark.aiops`` on ``node`` or a node above it, up
-    to its file (whose marks are the module's own, where the marker belongs)."""
+def _marked_above(node: Any) -> Any:
+    """The first node at or above ``node`` carrying ``pytest.mark.aiops``, up to its file
+    (whose marks are the module's own, where the marker belongs); ``None`` if none does."""
     file = pytest.File
     while node is not None and not isinstance(node, file):
         for mark in node.own_markers:
             if mark.name == MARKER:
-                return _misplaced_marker(node)
+                return node
         node = node.parent
     return None
-
-
-def _misplaced_marker(node: pytest.Item | pytest.Collector) -> str:
-    where = f"class {node.name}" if isinstance(node, pytest.Class) else f"test {node.name}"
-    return (
-        f"pytest.mark.aiops on {where} is not applied: git_worktree is one checkout per module "
-        "and takes its options from the module; set them there with "
-        "pytestmark = pytest.mark.aiops(base_ref=...), or use "
-        "aiops_worktree_factory.worktree(base_ref=...) in the test"
-    )
-
-
-class _MisplacedMarkers:
-    """Fails, at setup, each test whose function or class carries ``pytest.mark.aiops``."""
-
-    def __init__(self, messages: dict[str, str]) -> None:
-        self.messages = messages
-
-    @pytest.hookimpl(tryfirst=True)
-    def pytest_runtest_setup(self, item: pytest.Item) -> None:
-        message = self.messages.get(item.nodeid)
-        if message is not None:
-            pytest.fail(message, pytrace=False)
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -397,7 +373,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         ports = (
             f"{settings.ports_per_worker} ports per worker from {low}-{high}, leased on first use"
         )
-    from ._worktrees.locate import find_repository
+    from ._worktrees.roots import find_repository
 
     repo = find_repository(settings.repo or str(config.rootpath))
     worktrees = f"worktrees of {repo} at {settings.base_ref}" if repo else "no git repository"
@@ -419,99 +395,18 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     ]
 
 
-class _SessionEnd:
-    """The end of a session that used the plugin: release, fail the run on a failed release,
-    and report.
-
-    Registered with the xdist controller, or when this process builds its worker (the first
-    use of a fixture): a run that never uses the plugin has neither hook to register nor to
-    call (every hook implementation costs every pytest run about 0.2M instructions to
-    register, issue 23).
-    """
-
-    def __init__(self, state: _State) -> None:
-        self.state = state
-
-    @pytest.hookimpl(trylast=True)
-    def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        state = self.state
-        worker = state.worker_built
-        if worker is None:
-            _fail_on_release_errors(session, state)  # an xdist controller: its workers' releases
-            return
-        errors = worker.close()
-        state.release_errors.extend(f"{type(e).__name__}: {e}" for e in errors)
-        workeroutput = getattr(session.config, "workeroutput", None)
-        if isinstance(workeroutput, dict):
-            summary = worker.summary()
-            summary["errors"] = state.release_errors
-            workeroutput[WORKERINPUT_KEY] = summary
-        _fail_on_release_errors(session, state)
-
-    def pytest_terminal_summary(
-        self, terminalreporter: Any, exitstatus: int, config: pytest.Config
-    ) -> None:
-        state = self.state
-        worker = state.worker_built
-        if state.controller is not None:
-            summaries = state.controller.summaries
-        elif worker is not None:
-            summaries = [{**worker.summary(), "errors": state.release_errors}]
-        else:
-            return
-        from ._entry import CONTROLLER, load_all
-
-        load_all(CONTROLLER)
-        from ._plugin.controller import summary_lines
-
-        # Said when it matters (a fallback, kernel-chosen ports, kept worktrees, a failed
-        # release or run) or when asked for (-v, -rA); a run that went well prints nothing.
-        verbose = (
-            exitstatus not in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED)
-            or config.option.verbose > 0
-            or "A" in (config.option.reportchars or "")
-        )
-        lines = summary_lines(summaries, verbose=verbose)
-        if any(s.get("kept") for s in summaries):
-            lines.append(
-                f"aiops: worktrees kept by {cli('keep')} stay until you remove them: "
-                "`git worktree remove --force PATH` (or `rm -r` a clone), or "
-                "`pytest-aiops gc --kept`"
-            )
-        if state.controller is not None:
-            lines += state.controller.crash_lines()
-        lines += [
-            f"aiops {s.get('workerId')}{' on ' + s['host'] if s.get('host') else ''}: "
-            f"release failed: {e}"
-            for s in summaries
-            for e in s.get("errors") or ()
-        ]
-        for line in lines:
-            terminalreporter.write_line(line)
-
-
-def _fail_on_release_errors(session: pytest.Session, state: _State) -> None:
-    """A failed release (a leak) fails the run, as a failed fixture teardown does: exit
-    status 1 where it would have been 0 (or 5). pytest returns ``session.exitstatus`` as set
-    after ``pytest_sessionfinish``; an xdist controller sees its workers' failures here too
-    (they arrived with ``pytest_testnodedown``)."""
-    summaries = state.controller.summaries if state.controller is not None else []
-    failed = state.release_errors or any(s.get("errors") for s in summaries)
-    if failed and session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
-        session.exitstatus = pytest.ExitCode.TESTS_FAILED
-
-
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> None:
     """After each phase of every test: a phase that raised "address already in use" gets
-    its note once its report is final (:class:`_Reports`).
+    its note once its report is final (:class:`~._plugin.report.PortHolderNotes`).
 
     A plain hook that returns nothing (pytest's own implementation makes the report), so a
     passing test's three calls return at the first line; a wrapper here cost a run of 2,000
     tests taking a port 5% more instructions (issue 23). Nothing else depends on it: a
     plugin whose own ``tryfirst`` implementation returns the report first only costs the
     note. A test's ports come back through the reporter's ``pytest_runtest_logfinish``,
-    and ``--aiops-keep=failed`` sees each final report through :class:`_FailedModules`.
+    and ``--aiops-keep=failed`` sees each final report through
+    :class:`~._plugin.report.FailedModules`.
     """
     if call.excinfo is None:
         return
@@ -524,43 +419,19 @@ def _raised(item: pytest.Item, when: str, error: BaseException, state: _State) -
     """A phase of ``item`` raised ``error``: if that is "address already in use" (on any
     port, fixtures used or not), the report gets a note of who holds the port. The note
     needs the final report (a raise may still end as a skip or an xfail), so
-    :class:`_Reports` is registered, at the first such failure of the run, to add it when
+    :class:`~._plugin.report.PortHolderNotes` is registered, at the first such failure of
+    the run, to add it when
     the report is logged."""
     from ._plugin.binds import is_address_in_use
 
     if not is_address_in_use(error):
         return
     if state.reports is None:
-        state.reports = _Reports(state)
+        from ._plugin.report import PortHolderNotes
+
+        state.reports = PortHolderNotes(state)
         item.config.pluginmanager.register(state.reports, "aiops-reports")
     state.reports.pending[(item.nodeid, when)] = (item, error)
-
-
-class _Reports:
-    """Sees each report as it is logged, first (``tryfirst``: before pytest-xdist sends it
-    to the controller or junitxml writes it). Adds the note of who holds the port to a
-    failure the plugin's ``pytest_runtest_makereport`` saw raise "address already in use".
-    Registered at the first such raise, so a run whose tests pass has no hook more per
-    report (issue 23)."""
-
-    def __init__(self, state: _State) -> None:
-        self.state = state
-        #: ``(nodeid, phase)`` -> the item and the "address in use" error it raised.
-        self.pending: dict[tuple[str, str | None], tuple[pytest.Item, BaseException]] = {}
-
-    @pytest.hookimpl(tryfirst=True)
-    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        if not self.pending:
-            return
-        # Taken whatever the outcome: a rerun or an xfail must not leave it for a later report.
-        found = self.pending.pop((report.nodeid, report.when), None)
-        if found is not None and report.failed:
-            state = self.state
-            from ._plugin.report import add_port_holder_note
-
-            item, error = found
-            worker, lock_dir = state.worker_built, state.settings.lock_dir
-            add_port_holder_note(item, report, error, worker, state.session_id, lock_dir)
 
 
 def _end_of_run(config: pytest.Config, state: _State) -> None:
@@ -588,27 +459,10 @@ def _activate_reporter(config: pytest.Config, worker: AiopsWorker) -> Reporter:
         state.reporter = reporter = Reporter(worker, config.pluginmanager.get_plugin("session"))
         config.pluginmanager.register(reporter, "aiops-reporter")  # its logfinish hook
         if state.settings.keep == "failed":  # which modules fail, as each report is made
-            config.pluginmanager.register(_FailedModules(reporter), "aiops-failed-modules")
+            from ._plugin.report import FailedModules
+
+            config.pluginmanager.register(FailedModules(reporter), "aiops-failed-modules")
     return state.reporter
-
-
-class _FailedModules:
-    """For ``--aiops-keep=failed`` once a fixture is used: notes each module with a failed
-    report as the report is made (a wrapper sees the final one, a strict xpass included),
-    before the module's worktree is released, even where pytest-rerunfailures logs its
-    reports only after the teardown. Only such runs pay for the wrapper (issue 23)."""
-
-    def __init__(self, reporter: Reporter) -> None:
-        self.reporter = reporter
-
-    @pytest.hookimpl(wrapper=True)
-    def pytest_runtest_makereport(
-        self, item: pytest.Item
-    ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-        report = yield
-        if report.failed:
-            self.reporter.note_failure(item.nodeid)
-        return report
 
 
 def _pool(config: pytest.Config) -> PortRange:
@@ -644,7 +498,9 @@ def _pool(config: pytest.Config) -> PortRange:
     try:
         pool = worker.port_range()
     except AiopsError as error:
-        state.pool_failure = _provisioning_failure("port_range", error)
+        from ._plugin.report import provisioning_failure
+
+        state.pool_failure = provisioning_failure("port_range", error)
     if state.pool_failure is not None:
         pytest.fail(state.pool_failure, pytrace=False)
     reporter.wire(pool)  # who takes a port: looked up when one is taken
@@ -669,43 +525,6 @@ def _worker(config: pytest.Config) -> AiopsWorker:
             pytrace=False,
         )
     return state.worker
-
-
-#: What to add to a provider's complaint about an option the plugin sets for it.
-_OPTION_HINTS = {
-    "baseRef": f"set {spellings('base_ref', env=False)} or the module's "
-    "pytest.mark.aiops(base_ref=...) to an existing commit",
-    "targetPath": "fix the module's pytest.mark.aiops(target_path=...)",
-    "workingState": f"or set {spellings('working_state', '=false')} or the module's "
-    "pytest.mark.aiops(working_state=False)",
-}
-
-
-def _provisioning_failure(fixture: str, error: AiopsError) -> str:
-    """One line for a fixture that could not provision: a bad setting is no bug to trace.
-
-    The orchestrator's wrapper ("Resource provisioning failed: ...") is unwrapped to the
-    provider's own error, which names the option and value. The caller fails the test with
-    it outside its ``except`` block, so no chained traceback is shown either.
-    """
-    from ._errors import AiopsError, NoSpaceError, ProvisioningError, UnsafeDirectoryError
-
-    cause: BaseException = error
-    if isinstance(error, ProvisioningError) and isinstance(error.__cause__, AiopsError):
-        cause = error.__cause__
-    message = " ".join(str(cause).split())
-    setting = spellings("worktree_root")
-    if isinstance(cause, UnsafeDirectoryError):  # name the plugin's setting, not the core's
-        message = cause.for_setting(cli("worktree_root"), setting)
-    elif isinstance(cause, NoSpaceError):
-        message = cause.for_setting(setting)
-    hint = _OPTION_HINTS.get(getattr(cause, "option", ""))
-    if hint:
-        message = f"{message.rstrip('.')}; {hint}"
-    from ._core.orchestrator import rollback_notes
-
-    message += "".join(f"; {note}" for note in rollback_notes(error))  # what may be left
-    return message if message.startswith(f"{fixture} ") else f"{fixture}: {message}"
 
 
 # Module-level functions, as pytest's own tmp_path_factory and xdist's worker_id: pytest 9.2
@@ -810,12 +629,15 @@ def git_worktree(request: pytest.FixtureRequest) -> Iterator[GitWorktree]:
     factory = worker.worktrees
     failure: str | None = None
     from ._errors import AiopsError
+    from ._plugin.markers import marker_options
 
     try:
         options = marker_options(request.node.get_closest_marker(MARKER))
         worktree = factory.provision(**options)
     except AiopsError as error:
-        failure = _provisioning_failure("git_worktree", error)
+        from ._plugin.report import provisioning_failure
+
+        failure = provisioning_failure("git_worktree", error)
     if failure is not None:
         pytest.fail(failure, pytrace=False)
     yield worktree
@@ -842,41 +664,10 @@ def provisioned_session(
     try:
         return worker.session(Path(directory) / "resources.json")
     except AiopsError as error:
-        failure = _provisioning_failure("provisioned_session", error)
+        from ._plugin.report import provisioning_failure
+
+        failure = provisioning_failure("provisioned_session", error)
     pytest.fail(failure, pytrace=False)
-
-
-def marker_options(marker: pytest.Mark | None) -> dict[str, Any]:
-    """``pytest.mark.aiops(...)`` keyword arguments as WorktreeFactory.provision arguments."""
-    if marker is None:
-        return {}
-    from ._errors import OptionError
-
-    if marker.args:
-        raise OptionError(
-            "aiops", f"pytest.mark.aiops takes keyword arguments only, not {marker.args!r}"
-        )
-    options: dict[str, Any] = {}
-    for key, value in marker.kwargs.items():
-        name = _MARKER_KEYS.get(key)
-        if name is None:
-            allowed = ", ".join(sorted(set(_MARKER_KEYS.values())))
-            raise OptionError(
-                key, f"pytest.mark.aiops got unknown option {key!r} (allowed: {allowed})"
-            )
-        if name in _MARKER_BOOLS:
-            if not isinstance(value, bool):
-                raise OptionError(
-                    key, f"pytest.mark.aiops({key}=...) must be True or False, not {value!r}"
-                )
-            options[name] = value
-            continue
-        if not isinstance(value, str) or not value.strip():
-            raise OptionError(
-                key, f"pytest.mark.aiops({key}=...) must be a non-empty string, not {value!r}"
-            )
-        options[name] = value.strip()
-    return options
 
 
 def _scanned() -> list[str]:

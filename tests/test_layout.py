@@ -31,7 +31,7 @@ ALLOWED = {
 #: The modules through which other folders reach a subpackage: its small interface.
 INTERFACES = {
     "_ports": {"provider", "pool", "current", "defaults", "sockets", "admin"},
-    "_worktrees": {"provider", "locate", "defaults"},
+    "_worktrees": {"provider", "locate", "roots", "defaults"},
 }
 
 
@@ -162,7 +162,7 @@ def test_loading_the_plugin_loads_only_its_start_up_modules() -> None:
         "pytest_aiops._ports.defaults",
         "pytest_aiops._worktrees",
         "pytest_aiops._worktrees.defaults",
-        "pytest_aiops._worktrees.locate",
+        "pytest_aiops._worktrees.roots",
         "pytest_aiops.hookspecs",
         "pytest_aiops.plugin",
     ]

@@ -70,7 +70,7 @@ def test_a_note_waits_for_its_own_failed_report_only() -> None:
     """A raise noted for a report that does not end failed (a rerun, an xfail) is dropped
     with it, not added to a later failure of the same test and phase (pytest-rerunfailures
     logs its attempts so; the reports are made here, as it makes them)."""
-    from pytest_aiops.plugin import _Reports
+    from pytest_aiops._plugin.report import PortHolderNotes
 
     class Report:
         nodeid, when = "test_x.py::test_x", "call"
@@ -79,7 +79,7 @@ def test_a_note_waits_for_its_own_failed_report_only() -> None:
             self.failed = outcome == "failed"
             self.sections: list[tuple[str, str]] = []
 
-    reports = _Reports(state=None)  # type: ignore[arg-type]  # not reached: nothing fails
+    reports = PortHolderNotes(state=None)  # type: ignore[arg-type]  # not reached: nothing fails
     reports.pending[("test_x.py::test_x", "call")] = (None, OSError(98, "in use"))  # type: ignore[assignment]
     reports.pytest_runtest_logreport(Report("rerun"))  # type: ignore[arg-type]
     assert reports.pending == {}

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from pytest_aiops._errors import InvalidArgumentError
-from pytest_aiops._worktrees.locate import find_repository
 from pytest_aiops._worktrees.record import CheckoutRecord, PoolKey, State
 from pytest_aiops._worktrees.restore import RestorePlan, Sweep
+from pytest_aiops._worktrees.roots import find_repository
 
 from .worktree_record_helpers import POOLED_RECORD as _POOLED
 

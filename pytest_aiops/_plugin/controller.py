@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -199,52 +198,3 @@ class XdistController:
             for worker, host in self.crashed
             if host is not None
         ]
-
-
-def summary_lines(summaries: Sequence[dict[str, Any]], *, verbose: bool = True) -> list[str]:
-    """One line per worker that leased ports or kept worktrees.
-
-    Not ``verbose`` (``-v``/``-rA`` not given, the run passed): only the lines that matter, a
-    worker that fell back (another slice, kernel-chosen ports) or kept a worktree. Ports busy
-    at lease are the pool doing its job (on a shared machine, most runs meet some), so they
-    are told with the rest; a run where all went well prints nothing, as pytest-xdist does.
-    """
-    lines: list[str] = []
-    for summary in sorted(summaries, key=lambda s: str(s.get("workerId"))):
-        parts: list[str] = []
-        matters = False
-        port_range = summary.get("range")
-        if port_range:
-            where = (
-                f"slice {summary['childIndex']}" if summary.get("childIndex") is not None else ""
-            )
-            parts.append(
-                f"ports {port_range[0]}-{port_range[1]}" + (f" ({where})" if where else "")
-            )
-        pool = summary.get("pool") or {}
-        blocks = pool.get("blocks") or []
-        if len(blocks) > 1:
-            extra = ", ".join(f"{start}-{end}" for start, end in blocks[1:])
-            parts.append(
-                f"pool grew by {len(blocks) - 1} block(s) ({extra}; bound {pool.get('maxPorts')})"
-            )
-        if pool.get("busy"):
-            busy = ", ".join(str(port) for port in pool["busy"][:10])
-            more = f" and {len(pool['busy']) - 10} more" if len(pool["busy"]) > 10 else ""
-            parts.append(f"busy at lease, kept back until free: {busy}{more}")
-        if pool.get("kernelPorts"):
-            matters = True
-            parts.append(
-                f"{pool['kernelPorts']} kernel-chosen port(s) handed out ({pool.get('growError')})"
-            )
-        if summary.get("fallback"):
-            matters = True
-            moved = "took another slice" if summary.get("childIndex") is not None else "own block"
-            parts.append(f"{moved} because {summary['fallback']}")
-        for path in summary.get("kept") or ():
-            matters = True
-            parts.append(f"kept worktree {path}")
-        if parts and (matters or verbose):
-            host = f" on {summary['host']}" if summary.get("host") else ""
-            lines.append(f"aiops {summary.get('workerId')}{host}: " + "; ".join(parts))
-    return lines

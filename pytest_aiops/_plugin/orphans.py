@@ -7,7 +7,7 @@ them) until something reclaims them. Every run of the plugin, ports-only ones an
 use no fixture at all included, ends by reclaiming its repository's orphans, so nothing
 stays past the next run. It must cost a run that has nothing to reclaim next to nothing: a
 few ``stat``/``listdir`` calls and no import of the worktree machinery
-(:func:`~pytest_aiops._worktrees.locate.may_hold_orphans` filters; the store decides).
+(:func:`~pytest_aiops._worktrees.roots.may_hold_orphans` filters; the store decides).
 
 Only what provably belongs to the plugin and is dead is touched: the store's owner locks
 (a checkout whose lock another process holds is live), records in a root private to us
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import warnings
 
-from .._worktrees.locate import default_root_candidates, find_repository, may_hold_orphans
+from .._worktrees.roots import default_root_candidates, find_repository, may_hold_orphans
 
 
 def roots_of(repo_hint: str, worktree_root: str | None) -> list[str]:

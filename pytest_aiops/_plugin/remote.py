@@ -103,7 +103,8 @@ class PinnedBase:
 
 def resolve_base(repo: str, ref: str) -> tuple[str | None, str | None]:
     """(commit, None) for ``ref`` in the repository holding ``repo``, else (None, why)."""
-    from .._worktrees.locate import find_repository, resolve_commit
+    from .._worktrees.locate import resolve_commit
+    from .._worktrees.roots import find_repository
 
     root = find_repository(repo) if os.path.isdir(repo) else None
     if root is None:

@@ -1,4 +1,5 @@
-"""Per-test tracking for the pool, and the note of who holds a port a test could not bind.
+"""What the plugin says about tests: who took which port, who holds a port a test could not
+bind, which modules failed, and why a fixture could not provision.
 
 :class:`Reporter` is registered on first use of a port or worktree fixture (a run that
 never uses them pays nothing). It tells the worker's pool which test or fixture is taking
@@ -7,7 +8,9 @@ ports (so they come back when that one ends) and records which modules had a fai
 port" section the plugin adds to any test that failed with "address already in use": for the
 ports the test really used (its failed bind's, from :mod:`.binds`, and those the pool handed
 it), the process holding each (``_ports/sockets.py``), the pytest-aiops lease it lies in, and
-how to move a test that chose its own port onto the pool.
+how to move a test that chose its own port onto the pool; :class:`PortHolderNotes` adds it
+to the report. :class:`FailedModules` records failing modules for ``--aiops-keep=failed``.
+:func:`provisioning_failure` is the one line a fixture fails with when it cannot provision.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import functools
 import os
 import sys
 import threading
+from collections.abc import Generator
 from types import FrameType
 from typing import TYPE_CHECKING
 
@@ -24,11 +28,24 @@ import pytest
 from .._errors import AiopsError
 from .._ports.current import TEST
 from .._ports.pool import SESSION
+from .settings import cli, spellings
 
 if TYPE_CHECKING:
+    from typing import Protocol
+
     from .._ports.pool import PortRange
     from .._ports.provider import LeaseRecord
+    from .settings import Settings
     from .worker import AiopsWorker
+
+    class _State(Protocol):
+        """What :class:`PortHolderNotes` reads of the plugin's per-process state."""
+
+        settings: Settings
+        session_id: str
+
+        @property
+        def worker_built(self) -> AiopsWorker | None: ...
 
 
 #: pytest's module whose ``pytest_fixture_setup`` runs every fixture's setup.
@@ -399,3 +416,84 @@ def add_port_holder_note(
     except Exception as failure:  # a note must never break the report it is added to
         note = f"could not say who holds the port: {type(failure).__name__}: {failure}"
     report.sections.append((NOTE_TITLE, note))
+
+
+class PortHolderNotes:
+    """Sees each report as it is logged, first (``tryfirst``: before pytest-xdist sends it
+    to the controller or junitxml writes it). Adds the note of who holds the port to a
+    failure the plugin's ``pytest_runtest_makereport`` saw raise "address already in use".
+    Registered at the first such raise, so a run whose tests pass has no hook more per
+    report (issue 23)."""
+
+    def __init__(self, state: _State) -> None:
+        self.state = state
+        #: ``(nodeid, phase)`` -> the item and the "address in use" error it raised.
+        self.pending: dict[tuple[str, str | None], tuple[pytest.Item, BaseException]] = {}
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if not self.pending:
+            return
+        # Taken whatever the outcome: a rerun or an xfail must not leave it for a later report.
+        found = self.pending.pop((report.nodeid, report.when), None)
+        if found is not None and report.failed:
+            state = self.state
+            item, error = found
+            worker, lock_dir = state.worker_built, state.settings.lock_dir
+            add_port_holder_note(item, report, error, worker, state.session_id, lock_dir)
+
+
+class FailedModules:
+    """For ``--aiops-keep=failed`` once a fixture is used: notes each module with a failed
+    report as the report is made (a wrapper sees the final one, a strict xpass included),
+    before the module's worktree is released, even where pytest-rerunfailures logs its
+    reports only after the teardown. Only such runs pay for the wrapper (issue 23)."""
+
+    def __init__(self, reporter: Reporter) -> None:
+        self.reporter = reporter
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(
+        self, item: pytest.Item
+    ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+        report = yield
+        if report.failed:
+            self.reporter.note_failure(item.nodeid)
+        return report
+
+
+#: What to add to a provider's complaint about an option the plugin sets for it.
+OPTION_HINTS = {
+    "baseRef": f"set {spellings('base_ref', env=False)} or the module's "
+    "pytest.mark.aiops(base_ref=...) to an existing commit",
+    "targetPath": "fix the module's pytest.mark.aiops(target_path=...)",
+    "workingState": f"or set {spellings('working_state', '=false')} or the module's "
+    "pytest.mark.aiops(working_state=False)",
+}
+
+
+def provisioning_failure(fixture: str, error: AiopsError) -> str:
+    """One line for a fixture that could not provision: a bad setting is no bug to trace.
+
+    The orchestrator's wrapper ("Resource provisioning failed: ...") is unwrapped to the
+    provider's own error, which names the option and value. The caller fails the test with
+    it outside its ``except`` block, so no chained traceback is shown either.
+    """
+    from .._errors import NoSpaceError, ProvisioningError, UnsafeDirectoryError
+
+    cause: BaseException = error
+    if isinstance(error, ProvisioningError) and isinstance(error.__cause__, AiopsError):
+        cause = error.__cause__
+    message = " ".join(str(cause).split())
+    setting = spellings("worktree_root")
+    if isinstance(cause, UnsafeDirectoryError):  # name the plugin's setting, not the core's
+        message = cause.for_setting(cli("worktree_root"), setting)
+    elif isinstance(cause, NoSpaceError):
+        message = cause.for_setting(setting)
+    hint = OPTION_HINTS.get(getattr(cause, "option", ""))
+    if hint:
+        message = f"{message.rstrip('.')}; {hint}"
+    from .._core.orchestrator import rollback_notes
+
+    message += "".join(f"; {note}" for note in rollback_notes(error))  # what may be left
+    return message if message.startswith(f"{fixture} ") else f"{fixture}: {message}"

@@ -34,7 +34,7 @@ from .._errors import (
 )
 from .._ports.pool import KernelPorts, PortRange
 from .._worktrees.defaults import DEFAULT_ISOLATION
-from .._worktrees.locate import find_repository
+from .._worktrees.roots import find_repository
 from .hook_env import repo_variables
 from .settings import Settings, cli, spellings
 

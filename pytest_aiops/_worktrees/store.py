@@ -99,10 +99,11 @@ from .._errors import (
 from .defaults import CLONE, WORKTREE
 from .files import remove_tree
 from .git import boot_ticks, end_session
-from .locate import CONTROL, RepoInfo, default_root_candidates, lock_held_elsewhere
+from .locate import RepoInfo
 from .record import CheckoutRecord, PoolKey, State
 from .repository import remove_registrations
 from .restore import index_identity, make_stamp
+from .roots import CONTROL, default_root_candidates, lock_held_elsewhere
 
 if sys.platform != "win32":  # importing must work on Windows; provisioning says it cannot
     import fcntl
@@ -317,7 +318,7 @@ class OwnerLock:
 
     @staticmethod
     def held_elsewhere(path: str) -> bool:
-        """Whether another open file holds the lock (:func:`.locate.lock_held_elsewhere`)."""
+        """Whether another open file holds the lock (:func:`.roots.lock_held_elsewhere`)."""
         return lock_held_elsewhere(path)
 
     def _try(self) -> bool:
