@@ -35,8 +35,8 @@ DECLARATIONS = (
     "pytest_aiops._plugin.declarations",
 )
 #: What ``pytest11: aiops`` loads besides, dependencies first (``_ports/current.py`` and
-#: ``_plugin/interrupt.py`` are imported at configure, ``_plugin/orphans.py`` at the end of
-#: every run).
+#: ``_plugin/interrupt.py`` are imported at configure, ``_worktrees/roots.py`` for the report
+#: header and at the end of every run).
 PLUGIN = (
     *DECLARATIONS,
     "pytest_aiops._ports.current",
@@ -44,7 +44,6 @@ PLUGIN = (
     "pytest_aiops._plugin.xdist",
     "pytest_aiops.plugin",
     "pytest_aiops._worktrees.roots",
-    "pytest_aiops._plugin.orphans",
 )
 
 #: What an xdist controller loads at configure, and any run with a report to print at its

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from ._plugin.declarations import MARKER, declare_hooks, declare_marker, declare_options
+from ._plugin import declarations as _declarations
+from ._plugin.declarations import MARKER, declare_marker
 from ._plugin.settings import OPTIONS_BY_DEST, Settings, cli
 from ._plugin.xdist import worker_input, worker_slice, xdist_worker_count
 from ._ports import current as _current_ports
@@ -95,12 +96,22 @@ _STATE_KEY: pytest.StashKey[_State] = pytest.StashKey()
 _KERNEL_PORTS_KEY: pytest.StashKey[PortRange] = pytest.StashKey()
 
 
-def pytest_addoption(parser: pytest.Parser) -> None:
-    declare_options(parser)  # no-op when the aiops-declarations plugin already did
-
-
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
-    declare_hooks(pluginmanager)
+    """Register the declarations plugin if pytest has not: its hooks declare the options, ini
+    keys, marker and hook specifications (:mod:`._plugin.declarations`).
+
+    Under its entry point's name, so pytest then skips that entry point; under
+    ``aiops-declarations-of-aiops`` where ``-p no:aiops-declarations`` blocked the name
+    (this plugin still needs its options). One hook here rather than a copy of each of its
+    hooks: every hook implementation costs every pytest run about 0.2M instructions to
+    register (issue 23).
+    """
+    if pluginmanager.is_registered(_declarations):
+        return
+    name = "aiops-declarations"
+    if pluginmanager.is_blocked(name) or pluginmanager.get_plugin(name) is not None:
+        name = "aiops-declarations-of-aiops"
+    pluginmanager.register(_declarations, name)
 
 
 class BuiltinProviders:
@@ -443,10 +454,10 @@ def _end_of_run(config: pytest.Config, state: _State) -> None:
     if state.controller is not None:
         state.controller.stop()
     if worker_input(config) is None:  # the controller (or a plain run), not each worker
-        from ._plugin.orphans import reclaim
+        from ._worktrees.roots import reclaim_dead_runs
 
         # What runs killed by os._exit, SIGKILL or a crashed worker left: ports-only runs too.
-        reclaim(state.settings.repo or str(config.rootpath), state.settings.worktree_root)
+        reclaim_dead_runs(state.settings.repo or str(config.rootpath), state.settings.worktree_root)
 
 
 def _activate_reporter(config: pytest.Config, worker: AiopsWorker) -> Reporter:

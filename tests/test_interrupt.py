@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 
 from pytest_aiops._plugin.interrupt import MESSAGE
-from pytest_aiops._plugin.orphans import reclaim
 from pytest_aiops._ports.records import read_records
 from pytest_aiops._worktrees.provider import list_worktrees
 from pytest_aiops._worktrees.roots import may_hold_orphans
+from pytest_aiops._worktrees.roots import reclaim_dead_runs as reclaim
 
 from .git_helpers import MakeRepo, git
 from .inner_run_helpers import check_inner_warnings

@@ -154,7 +154,6 @@ def test_loading_the_plugin_loads_only_its_start_up_modules() -> None:
         "pytest_aiops._plugin",
         "pytest_aiops._plugin.declarations",
         "pytest_aiops._plugin.interrupt",
-        "pytest_aiops._plugin.orphans",
         "pytest_aiops._plugin.settings",
         "pytest_aiops._plugin.xdist",
         "pytest_aiops._ports",

@@ -190,6 +190,42 @@ def test_no_aiops_unloads_everything(pytester: pytest.Pytester) -> None:
     assert blocked.ret == pytest.ExitCode.USAGE_ERROR
 
 
+def test_the_plugin_alone_still_declares_its_options_marker_and_hooks(
+    pytester: pytest.Pytester, lock_dir: Path
+) -> None:
+    """With the declarations plugin blocked, the plugin registers that module itself under
+    another name: its options, ini keys, marker (under --strict-markers) and hook
+    specifications stay declared, and nothing warns."""
+    pytester.makeini(
+        """
+        [pytest]
+        filterwarnings = error
+        aiops_base_ref = HEAD
+        """
+    )
+    pytester.makeconftest("def pytest_aiops_register_providers(register): pass\n")
+    pytester.makepyfile(
+        """
+        import pytest
+        pytestmark = pytest.mark.aiops(base_ref="HEAD")
+        def test_ports(port_range):
+            assert len(port_range) == 8
+        def test_names(pytestconfig):
+            manager = pytestconfig.pluginmanager
+            assert manager.get_plugin("aiops-declarations") is None
+            assert manager.get_plugin("aiops-declarations-of-aiops") is not None
+        """
+    )
+    result = pytester.runpytest(
+        "-p", "no:aiops-declarations", "--strict-markers", "--aiops-ports-per-worker=8"
+    )
+    result.assert_outcomes(passed=2)
+    assert "warning" not in result.stdout.str().lower()
+    # Loaded by its own entry point, the module is the one registered under its name.
+    names = pytester.runpytest("--aiops-ports-per-worker=8", "-k", "test_ports")
+    names.assert_outcomes(passed=1, deselected=1)
+
+
 @pytest.mark.parametrize("switch", [("-p", "no:aiops"), ("--aiops-disable",)])
 def test_turned_off_in_a_project_that_names_its_options(
     pytester: pytest.Pytester, switch: tuple[str, ...]

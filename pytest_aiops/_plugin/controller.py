@@ -173,12 +173,14 @@ class XdistController:
         if error is not None:
             self.crashed.append((str(node.gateway.id), host))
             if host is None:
-                from .orphans import reclaim
+                from .._worktrees.roots import reclaim_dead_runs
 
                 # Its worktrees stay registered in the user's repository until reclaimed: now,
                 # not at the end of the run (only what no live process holds is touched). On
                 # another host they are out of reach: crash_lines() says so.
-                reclaim(self.settings.repo or self.workspace_root, self.settings.worktree_root)
+                reclaim_dead_runs(
+                    self.settings.repo or self.workspace_root, self.settings.worktree_root
+                )
                 self.reap_workers_records()
         output = getattr(node, "workeroutput", None) or {}
         summary = output.get(WORKERINPUT_KEY)

@@ -5,9 +5,10 @@ Entry point ``pytest11: aiops-declarations``. A project's ini file (``aiops_*`` 
 files (``pytest_aiops_*`` hook implementations) keep working under ``-p no:aiops``: without
 these declarations pytest would warn about unknown ini keys (an error under
 ``filterwarnings = error``), refuse the options, the marker under ``--strict-markers`` and
-the hook implementations. :mod:`pytest_aiops.plugin` declares the same through
-:func:`declare_options` / :func:`declare_hooks` if this plugin is itself blocked (``-p
-no:aiops-declarations``); both are idempotent.
+the hook implementations. :mod:`pytest_aiops.plugin` registers this module itself where
+pytest has not (first in entry-point order, or under another name where ``-p
+no:aiops-declarations`` blocked it), so its options are declared whenever it runs; the
+declarations are idempotent.
 """
 
 from __future__ import annotations

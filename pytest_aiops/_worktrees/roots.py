@@ -3,9 +3,10 @@
 :func:`find_repository` walks up for ``.git`` with a few ``stat`` calls;
 :func:`default_root_candidates` names a repository's default worktree roots (no I/O);
 :func:`may_hold_orphans` looks, with a few ``listdir``/``read``/``flock`` calls, whether a
-root has a record only the store can judge. The plugin's report header and its end-of-run
-reclaim use them in every run, so this module imports only the standard library and is
-loaded at start-up; git's answer (:mod:`.locate`) and the store (:mod:`.store`) load when a
+root has a record only the store can judge; :func:`reclaim_dead_runs`, the plugin's
+end-of-run reclaim, is built on them. The plugin's report header and that reclaim run in
+every pytest run, so this module imports only the standard library and is loaded at
+start-up; git's answer (:mod:`.locate`) and the store (:mod:`.store`) load when a
 worktree is first asked for (issue 23).
 """
 
@@ -16,6 +17,7 @@ import hashlib
 import json
 import os
 import tempfile
+import warnings
 
 
 def find_repository(start: str) -> str | None:
@@ -115,3 +117,46 @@ def _held(lock_path: str) -> bool:
         return lock_held_elsewhere(lock_path)
     except OSError:
         return True
+
+
+def roots_of(repo_hint: str, worktree_root: str | None) -> list[str]:
+    """The worktree roots the plugin uses for the repository around ``repo_hint``: the
+    configured one, else where the default one may be (none outside a repository)."""
+    if worktree_root:
+        return [worktree_root]
+    repo = find_repository(repo_hint)
+    return default_root_candidates(repo) if repo is not None else []
+
+
+def reclaim_dead_runs(repo_hint: str, worktree_root: str | None) -> int:
+    """Reclaim what dead runs left in the worktree roots of the repository around
+    ``repo_hint`` (``worktree_root`` if set); how many checkouts were removed.
+
+    A run killed by ``os._exit`` (pytest-timeout's thread method), SIGKILL or a crashed
+    xdist worker leaves its checkouts registered in the user's repository until something
+    reclaims them: the plugin calls this at the end of every run (ports-only ones and runs
+    that use no fixture included), and in the xdist controller as soon as a worker crashes.
+    A run with nothing to reclaim pays a few ``stat``/``listdir`` calls and no import of the
+    worktree machinery (:func:`may_hold_orphans` filters; the store decides, touching only
+    what provably belongs to the plugin and is dead; pooled and kept checkouts stay).
+
+    Never fails the run: an unreadable or unsafe root, or a record the store refuses to act
+    on, is left for the next provisioning or ``pytest-aiops gc`` to report (they warn).
+    """
+    roots = [root for root in roots_of(repo_hint, worktree_root) if may_hold_orphans(root)]
+    if not roots:
+        return 0
+    from .._errors import AiopsError  # only when there is something to do
+    from .provider import reclaim_orphans
+
+    removed = 0
+    for root in roots:
+        with warnings.catch_warnings():
+            # The end of a run has no test to attribute a warning to, and a suite with
+            # filterwarnings=error must not fail at exit for a record it never made.
+            warnings.simplefilter("ignore")
+            try:
+                removed += len(reclaim_orphans(root))
+            except (AiopsError, OSError):
+                continue
+    return removed
