@@ -286,6 +286,37 @@ def test_records_tell_who_holds_a_port(lock_dir: Path) -> None:
     assert list(read_records(str(lock_dir))) == []
 
 
+def test_a_record_file_is_its_fields_as_json_dumps_writes_them(lock_dir: Path) -> None:
+    # write_record encodes a record's own fields with one C encoder made at import, not
+    # json.dumps per lease: the bytes on disk must stay exactly what json.dumps gives.
+    from pytest_aiops._ports.records import write_record
+
+    text = 'sess\u00e9 "q" \\ \n\u2603'
+    lease = provision(provider(lock_dir), text, lock_dir, basePort=BASE, blockCount=2)
+    (record,) = read_records(str(lock_dir))
+    fields = record.record_json()
+    assert fields["sessionId"] == text
+    assert fields["leaseId"] == lease.hard["leaseId"]
+    written = Path(record.path).read_bytes()
+    assert written == (json.dumps(fields, sort_keys=True) + "\n").encode("utf-8")
+    lease.release()
+    # extra fields (overriding the record's own) go through json.dumps itself
+    path = write_record(
+        str(lock_dir),
+        session_id="s",
+        start=BASE,
+        end=BASE + 3,
+        role="child",
+        lease_id=7,
+        extra={"pid": 1, "more": [1, {"a": None}]},
+    )
+    written = Path(path).read_bytes().rstrip(b" ")
+    payload = json.loads(written)
+    assert payload["pid"] == 1
+    assert payload["more"] == [1, {"a": None}]
+    assert written == (json.dumps(payload, sort_keys=True) + "\n").encode("utf-8")
+
+
 def test_records_of_killed_holders_are_stale(
     lock_dir: Path, hold_lease: Callable[..., Holder]
 ) -> None:

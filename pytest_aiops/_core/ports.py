@@ -243,7 +243,8 @@ class PortAllocation:
             "lockPath": self.lock_path,
             "leaseId": self.lease_id,
         }
-        allocation = {key: value for key, value in allocation.items() if value is not None}
+        if None in allocation.values():  # an allocation written without some of them
+            allocation = {key: value for key, value in allocation.items() if value is not None}
         if self.accept_time_wait:
             # Carried to children split from this lease (child slices may then hold
             # TIME_WAIT ports too); absent otherwise, as the reference's allocation is.

@@ -63,9 +63,13 @@ class ResourceContextPatch:
     preferred_working_directory: str | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "env", _frozen_copy(self.env))
-        object.__setattr__(self, "prompt_sections", tuple(self.prompt_sections))
-        object.__setattr__(self, "metadata", _frozen_copy(self.metadata))
+        # One update of the fields (as values.dataclass's __init__ fills them), not a
+        # frozen-bypassing __setattr__ call each: a port lease makes one of these.
+        vars(self).update(
+            env=MappingProxyType(dict(self.env or {})),
+            prompt_sections=tuple(self.prompt_sections),
+            metadata=MappingProxyType(dict(self.metadata or {})),
+        )
 
     @classmethod
     def coerce(cls, value: ResourceContextPatch | Mapping[str, Any] | None) -> ResourceContextPatch:
@@ -100,8 +104,10 @@ class ResourceLease:
     soft: ResourceContextPatch | Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "hard", _frozen_copy(self.hard))
-        object.__setattr__(self, "soft", ResourceContextPatch.coerce(self.soft))
+        vars(self).update(
+            hard=MappingProxyType(dict(self.hard or {})),
+            soft=ResourceContextPatch.coerce(self.soft),
+        )
 
     @property
     def patch(self) -> ResourceContextPatch:

@@ -80,14 +80,15 @@ def _init(self: Any, *args: Any, **kwargs: Any) -> None:
                 f"{cls.__name__}() takes {len(order)} arguments but {len(args)} were given"
             )
         given = dict(zip(order, args, strict=False))
-        twice = given.keys() & kwargs.keys()
-        if twice:
-            raise TypeError(f"{cls.__name__}() got multiple values for argument {min(twice)!r}")
-        given.update(kwargs)
-        kwargs = given
-    if not kwargs.keys() <= cls.__dataclass_fields__.keys():
-        unknown = min(kwargs.keys() - cls.__dataclass_fields__.keys())
-        raise TypeError(f"{cls.__name__}() got an unexpected keyword argument {unknown!r}")
+        if kwargs:
+            twice = given.keys() & kwargs.keys()
+            if twice:
+                raise TypeError(f"{cls.__name__}() got multiple values for argument {min(twice)!r}")
+            _check_names(cls, kwargs)
+            given.update(kwargs)
+        kwargs = given  # positional arguments alone: named by order, nothing to check
+    else:
+        _check_names(cls, kwargs)
     if len(kwargs) < len(order):
         for name, default, factory in cls._value_defaults:
             if name not in kwargs:
@@ -98,6 +99,13 @@ def _init(self: Any, *args: Any, **kwargs: Any) -> None:
     self.__dict__.update(kwargs)  # not through __setattr__, which refuses every change
     if cls._value_post_init:
         self.__post_init__()
+
+
+def _check_names(cls: type, kwargs: dict[str, Any]) -> None:
+    fields = cls.__dataclass_fields__  # type: ignore[attr-defined]
+    if not kwargs.keys() <= fields.keys():
+        unknown = min(kwargs.keys() - fields.keys())
+        raise TypeError(f"{cls.__name__}() got an unexpected keyword argument {unknown!r}")
 
 
 class _Factory:

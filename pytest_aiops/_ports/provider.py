@@ -120,17 +120,23 @@ def _only_time_wait(busy: list[int], size: int) -> bool:
 def _primary(start: int, end: int, offset: int, busy: list[int]) -> int:
     """The primary port: the first port at or after ``start + offset`` (wrapping round to
     ``start``) that is not busy, so ``primaryPort`` always binds at lease time."""
-    taken = set(busy)
     first: int = start + offset
+    if not busy:
+        return first  # the usual case: a clean block
+    taken = set(busy)
     order: list[int] = [*range(first, end + 1), *range(start, first)]
     # Every port busy: such a block is never leased (see _only_time_wait).
     return next((port for port in order if port not in taken), first)
 
 
-def _warn_if_ephemeral(start: int, end: int, warned: set[tuple[int, int]]) -> None:
-    if (start, end) in warned or not overlaps_ephemeral(start, end):
+def _warn_if_ephemeral(start: int, end: int, checked: set[tuple[int, int]]) -> None:
+    if (start, end) in checked:
         return
-    warned.add((start, end))  # once per provider and range, not on every lease
+    # Once per provider and range, not on every lease (the ephemeral range is read once
+    # per process: a range that did not overlap it never will).
+    checked.add((start, end))
+    if not overlaps_ephemeral(start, end):
+        return
     low, high = ephemeral_range()
     warnings.warn(
         f"port range {start}-{end} overlaps the OS ephemeral port range {low}-{high}: the "
@@ -172,8 +178,8 @@ class PortRangeProvider:
 
     def __init__(self, config: PortRangeProviderConfig | None = None) -> None:
         self.config = config or PortRangeProviderConfig()
-        self._warned: set[tuple[int, int]] = set()
-        self._warned_lock = threading.Lock()
+        self._checked: set[tuple[int, int]] = set()  # ranges checked by _warn_if_ephemeral
+        self._checked_lock = threading.Lock()
 
     def provision(
         self, *, session_id: str, workspace_root: str, options: Mapping[str, Any]
@@ -211,8 +217,9 @@ class PortRangeProvider:
             start, claim, busy = self._claim_child(lock_directory, spec)
             block_index = 0
         else:
-            with self._warned_lock:
-                _warn_if_ephemeral(spec.base_port, spec.end_port, self._warned)
+            if (spec.base_port, spec.end_port) not in self._checked:
+                with self._checked_lock:
+                    _warn_if_ephemeral(spec.base_port, spec.end_port, self._checked)
             block_index, start, claim, skipped, busy = self._claim_block(
                 session_id, lock_directory, spec
             )
@@ -256,7 +263,7 @@ class PortRangeProvider:
             start_port=start,
             end_port=end,
             primary_port=primary,
-            lock_path=os.path.join(lock_directory, PORTS_FILE),
+            lock_path=claim.handle.path,  # <lock_directory>/ports.lock
             lease_id=claim.lease_id,
             base_port=spec.base_port,
             block_size=spec.block_size,
