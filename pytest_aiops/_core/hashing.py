@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from functools import lru_cache
 
 _UNSAFE = re.compile(r"[^a-zA-Z0-9_-]")
 _DASHES = re.compile(r"-+")
@@ -14,6 +15,7 @@ def _utf8(value: str) -> bytes:
     return value.encode("utf-8", errors="replace")
 
 
+@lru_cache(maxsize=256)  # a pool leases again and again for one session id
 def hash_to_unsigned_int(value: str) -> int:
     """First 4 bytes of sha256(UTF-8 value) as a big-endian unsigned int."""
     return int.from_bytes(hashlib.sha256(_utf8(value)).digest()[:4], "big")

@@ -111,6 +111,8 @@ def warn_unknown(options: Mapping[str, Any], known: frozenset[str], kind: str) -
     """Warn about option keys ``kind`` does not know: a typo (``blocksize``) would otherwise
     silently fall back to the default. A warning, not an error, because the reference
     ignores unknown keys and requests written for it must keep working."""
+    if options.keys() <= known:
+        return  # the usual case, in one set comparison
     unknown = sorted(str(key) for key in options if key not in known)
     if unknown:
         warnings.warn(

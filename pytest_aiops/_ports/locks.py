@@ -458,9 +458,8 @@ def _posix_file(path: str, create: bool) -> _PosixFile:
 def _open_lock_file(path: str, create: bool) -> int:
     """A verified descriptor of the lock file: a regular file with one link, owned by root
     or us, opened relative to a trusted directory (see :func:`_open_in`)."""
-    fd = _open_trusted(path, create)
+    fd, info = _open_trusted(path, create)
     try:
-        info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise _lock_error(path, "is not a regular file")
         if info.st_nlink != 1:
@@ -473,9 +472,10 @@ def _open_lock_file(path: str, create: bool) -> int:
     return fd
 
 
-def _open_trusted(path: str, create: bool) -> int:
+def _open_trusted(path: str, create: bool) -> tuple[int, os.stat_result]:
     """Open ``ports.lock`` relative to a descriptor of its (trusted) directory, and make
-    sure the name still names what we opened: nobody else can have swapped it."""
+    sure the name still names what we opened: nobody else can have swapped it. Returns the
+    descriptor and its ``fstat``."""
     dir_fd = _trusted_directory(path)
     try:
         fd = _open_in(path, dir_fd, create)
@@ -495,7 +495,7 @@ def _open_trusted(path: str, create: bool) -> int:
         except BaseException:
             os.close(fd)
             raise
-        return fd
+        return fd, info
     finally:
         os.close(dir_fd)
 
@@ -578,9 +578,12 @@ class RangeLockFile:
             self._lock.close()
 
     def __del__(self) -> None:
-        # A lease that is garbage-collected unreleased still frees its ports.
-        with contextlib.suppress(OSError):
+        # A lease that is garbage-collected unreleased still frees its ports. (try/except,
+        # not contextlib.suppress: this runs for every lease, released or not.)
+        try:  # noqa: SIM105
             self.close()
+        except OSError:
+            pass
 
 
 class RangeClaim:

@@ -47,7 +47,7 @@ import re
 import socket
 import sys
 from _socket import socket as RawSocket
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
 from .._errors import LockError
@@ -84,16 +84,20 @@ def available() -> bool:
 _OURS = re.compile(rb" @pytest-aiops/(top|child|claim)/(\d+)-(\d+)(?:/(\d+))?$", re.MULTILINE)
 
 
+_KINDS = {b"top": TOP, b"child": CHILD, b"claim": CLAIM}
+_new_name: Callable[[type[Name], tuple[str, int, int, int | None]], Name] = tuple.__new__
+
+
 def parse(table: bytes) -> list[Name]:
     """The pytest-aiops names in a ``/proc/net/unix`` listing (other sockets are skipped)."""
     names: list[Name] = []
-    for match in _OURS.finditer(table):
-        kind, start, end, lease_id = match.groups()
-        if (kind == b"claim") != (lease_id is None):
+    # findall: group tuples without a match object each (a look reads every lease of the
+    # namespace); an absent lease id is b"" (\d+ never matches empty).
+    for kind, start, end, lease_id in _OURS.findall(table):
+        if (kind == b"claim") != (not lease_id):
             continue  # only looks like ours
-        names.append(
-            Name(kind.decode(), int(start), int(end), None if lease_id is None else int(lease_id))
-        )
+        fields = (_KINDS[kind], int(start), int(end), int(lease_id) if lease_id else None)
+        names.append(_new_name(Name, fields))  # Name(*fields) without its Python __new__
     return names
 
 
@@ -144,16 +148,23 @@ class Seen:
     look of its own (a look costs a read of the whole table; this costs a bisection)."""
 
     def __init__(self) -> None:
+        self.names: list[Name] = []
         self.starts: list[int] = []
         self.reach: list[int] = []  # reach[i]: the highest end among the first i+1 names
+        self.indexed = True  # starts and reach are those of names
 
     def update(self, names: Iterable[Name]) -> None:
-        ranges = sorted((n.start, n.end) for n in names if n.kind != CLAIM)
-        self.starts = [start for start, _ in ranges]
-        self.reach = list(itertools.accumulate((end for _, end in ranges), max))
+        # Indexed at the next covers(), if any: a scan whose first block is won never asks.
+        self.names = list(names)
+        self.indexed = False
 
     def covers(self, start: int, end: int) -> bool:
         """Whether a name seen overlaps ``start..end``."""
+        if not self.indexed:
+            ranges = sorted((n.start, n.end) for n in self.names if n.kind != CLAIM)
+            self.starts = [first for first, _ in ranges]
+            self.reach = list(itertools.accumulate((last for _, last in ranges), max))
+            self.indexed = True
         count = bisect.bisect_right(self.starts, end)  # the names starting at or before end
         return count > 0 and self.reach[count - 1] >= start
 
@@ -210,7 +221,7 @@ def announce_top(
             others = _others(held_names(), name)
             if seen is not None:
                 seen.update(others)
-            if any(n.overlaps(start, end) for n in others):
+            if any(n.start <= end and start <= n.end for n in others):  # n.overlaps, inline
                 announcement.close()
                 return None
         except BaseException:
