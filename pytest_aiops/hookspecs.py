@@ -1,7 +1,8 @@
 """Hook specifications other plugins and ``conftest.py`` files implement to extend pytest-aiops.
 
-Registered with ``pytest_addhooks``; implement them like any pytest hook (a function with the
-same name and any subset of the arguments in a ``conftest.py`` or plugin). Example, a
+Registered with the declarations plugin (``pytest_aiops._plugin.declarations``); implement
+them like any pytest hook (a function with the same name and any subset of the arguments in
+a ``conftest.py`` or plugin). Example, a
 provider of a new resource kind that every worker's ``provisioned_session`` then includes::
 
     # conftest.py
