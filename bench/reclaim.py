@@ -1,6 +1,6 @@
 """What the end-of-run reclaim of orphaned worktrees costs a pytest run, as ratios in one run.
 
-Every run of the plugin ends by reclaiming its repository's orphans (``_plugin/orphans.py``).
+Every run of the plugin ends by reclaiming its repository's orphans (``_worktrees/roots.py``).
 Each case is timed in a fresh Python process that has already imported pytest and the plugin
 (as a run's ``pytest_unconfigure`` has), and compared with the baseline: the wall time of a
 whole one-test ``pytest -p no:aiops`` run in the same repository.
@@ -36,7 +36,7 @@ for _key in [k for k in ENV if k.startswith(("GIT_", "PYTEST_"))]:
 TIMED = """
 import sys, time
 import pytest, pytest_aiops.plugin
-from pytest_aiops._plugin.orphans import reclaim
+from pytest_aiops._worktrees.roots import reclaim_dead_runs as reclaim
 start = time.perf_counter()
 removed = reclaim(sys.argv[1], sys.argv[2] if sys.argv[2] != "-" else None)
 print(time.perf_counter() - start, removed)

@@ -151,7 +151,7 @@ def _load(name: str) -> ModuleType:
         if size or search is None:
             spec.loader.exec_module(module)
     except BaseException:
-        del sys.modules[name]
+        sys.modules.pop(name, None)
         raise
     setattr(sys.modules[parent], child, module)
     return module

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from importlib import import_module
 from pathlib import Path
 from types import FunctionType
@@ -294,15 +294,20 @@ def _send_settings(config: pytest.Config, settings: Settings) -> None:
 _WORKTREE_FIXTURES = frozenset({"git_worktree", "aiops_worktree_factory"})
 
 
-@pytest.hookimpl(trylast=True)  # after deselection (-k, -m, --deselect): the tests that run
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Once the tests to run are known: refuse ``pytest.mark.aiops`` on a test function or
-    class (``git_worktree`` is one checkout per module and reads the module's marker, so the
-    mark would be ignored), and snapshot the working state if one of them takes a worktree.
+@pytest.hookimpl(wrapper=True)
+def pytest_collection_modifyitems(
+    config: pytest.Config, items: list[pytest.Item]
+) -> Generator[None, None, None]:
+    """Once every other implementation has run (a wrapper's code after ``yield``: the tests
+    left after every plugin's deselection, ``-k``/``-m``/``--deselect`` or a sharding
+    plugin's): refuse ``pytest.mark.aiops`` on a test function or class (``git_worktree``
+    is one checkout per module and reads the module's marker, so the mark would be
+    ignored), and snapshot the working state if a test to run takes a worktree.
 
     One hook for both, rather than a second in ``pytest_collection_finish`` (every hook
     implementation costs every pytest run about 0.2M instructions to register, issue 23).
     """
+    yield
     state = config.stash.get(_STATE_KEY, None)
     if state is None:
         return
@@ -404,6 +409,23 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         f"aiops: {ports}; lock dir {lock_dir}; {worktrees}",
         f"aiops: reproduce with {settings.as_cli()} {cli('lock_dir')}={lock_dir}",
     ]
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Release this process's resources once the process holds any (a worker or the xdist
+    controller; the work is in :mod:`._plugin.session_end`).
+
+    Registered with the plugin, at start-up, as ``trylast``: a conftest's or a later
+    plugin's ``trylast`` session end is called after it (pluggy calls the ``trylast``
+    implementations registered later after those registered earlier), so it sees the
+    resources released and the exit status a failed release set."""
+    state = session.config.stash.get(_STATE_KEY, None)
+    if state is None or (state.worker_built is None and state.controller is None):
+        return
+    from ._plugin.session_end import finish
+
+    finish(session, state)
 
 
 @pytest.hookimpl(tryfirst=True)

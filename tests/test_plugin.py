@@ -226,6 +226,59 @@ def test_the_plugin_alone_still_declares_its_options_marker_and_hooks(
     names.assert_outcomes(passed=1, deselected=1)
 
 
+def test_a_conftests_trylast_session_end_sees_the_resources_released(
+    pytester: pytest.Pytester, lock_dir: Path
+) -> None:
+    """The release runs in the plugin's own ``trylast`` ``pytest_sessionfinish``, registered
+    at start-up: a conftest's ``trylast`` one (registered later, so called later) sees the
+    worker closed, whenever the worker was first used."""
+    pytester.makeconftest(
+        """
+        import pytest
+        from pytest_aiops.plugin import _STATE_KEY
+
+        @pytest.hookimpl(trylast=True)
+        def pytest_sessionfinish(session):
+            worker = session.config.stash[_STATE_KEY].worker_built
+            print(f"AIOPS-CLOSED {worker._closed}")
+        """
+    )
+    pytester.makepyfile("def test_uses_it(aiops_worker): assert aiops_worker.worker_id")
+    result = pytester.runpytest("-s", "-p", "no:randomly")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*AIOPS-CLOSED True*"])
+
+
+def test_the_snapshot_looks_at_the_tests_left_after_every_deselection(
+    pytester: pytest.Pytester, lock_dir: Path
+) -> None:
+    """A plugin or conftest deselecting in its own ``trylast`` hook (a sharding plugin)
+    runs before the plugin decides on the working-state snapshot: a worktree test it
+    deselected does not make this process build its worker (and snapshot the checkout)."""
+    pytester.makeconftest(
+        """
+        import pytest
+
+        @pytest.hookimpl(trylast=True)
+        def pytest_collection_modifyitems(items):
+            items[:] = [item for item in items if item.name == "test_plain"]
+        """
+    )
+    pytester.makepyfile(
+        """
+        from pytest_aiops.plugin import _STATE_KEY
+
+        def test_worktree(git_worktree):
+            pass
+
+        def test_plain(request):
+            assert request.config.stash[_STATE_KEY].worker_built is None
+        """
+    )
+    result = pytester.runpytest("-p", "no:randomly")
+    result.assert_outcomes(passed=1)
+
+
 @pytest.mark.parametrize("switch", [("-p", "no:aiops"), ("--aiops-disable",)])
 def test_turned_off_in_a_project_that_names_its_options(
     pytester: pytest.Pytester, switch: tuple[str, ...]

@@ -15,9 +15,13 @@ def _utf8(value: str) -> bytes:
     return value.encode("utf-8", errors="replace")
 
 
-@lru_cache(maxsize=256)  # a pool leases again and again for one session id
 def hash_to_unsigned_int(value: str) -> int:
     """First 4 bytes of sha256(UTF-8 value) as a big-endian unsigned int."""
+    return _hash_to_unsigned_int(value)
+
+
+@lru_cache(maxsize=256)  # a pool leases again and again for one session id
+def _hash_to_unsigned_int(value: str) -> int:
     return int.from_bytes(hashlib.sha256(_utf8(value)).digest()[:4], "big")
 
 

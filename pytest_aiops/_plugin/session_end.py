@@ -1,9 +1,12 @@
 """The end of a session that used the plugin: release, the exit status, the end-of-run lines.
 
-:class:`SessionEnd` is registered by :mod:`pytest_aiops.plugin` with the xdist controller, or
-when a process builds its worker (the first use of a fixture): a run that never uses the
-plugin has neither hook to register nor to call (every hook implementation costs every
-pytest run about 0.2M instructions to register, issue 23). A failed release fails the run
+The plugin's own ``pytest_sessionfinish`` (registered with the plugin at start-up, so a
+conftest's ``trylast`` one runs after it) calls :func:`finish` once the process holds
+something.
+:class:`SessionEnd` is registered with the xdist controller, or when a process builds its
+worker (the first use of a fixture): a run that never uses the plugin has its hook neither to
+register nor to call (every hook implementation costs every pytest run about 0.2M
+instructions to register, issue 23). A failed release fails the run
 (:func:`fail_on_release_errors`); :func:`summary_lines` says what each worker leased, kept or
 fell back to.
 """
@@ -34,29 +37,32 @@ if TYPE_CHECKING:
         def worker_built(self) -> AiopsWorker | None: ...
 
 
+def finish(session: pytest.Session, state: _State) -> None:
+    """The plugin's ``pytest_sessionfinish``, after every other implementation: release this
+    process's resources, hand its summary to the xdist controller, and fail the run on a
+    failed release."""
+    worker = state.worker_built
+    if worker is None:
+        fail_on_release_errors(session, state)  # an xdist controller: its workers' releases
+        return
+    errors = worker.close()
+    state.release_errors.extend(f"{type(e).__name__}: {e}" for e in errors)
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if isinstance(workeroutput, dict):
+        summary = worker.summary()
+        summary["errors"] = state.release_errors
+        workeroutput[WORKERINPUT_KEY] = summary
+    fail_on_release_errors(session, state)
+
+
 class SessionEnd:
-    """The plugin's ``pytest_sessionfinish`` (last: release this process's resources) and
-    ``pytest_terminal_summary`` (the end-of-run lines), over the plugin's per-process state."""
+    """The end-of-run lines (``pytest_terminal_summary``, ``trylast``: after other plugins'
+    summaries), over the plugin's per-process state."""
 
     def __init__(self, state: _State) -> None:
         self.state = state
 
     @pytest.hookimpl(trylast=True)
-    def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        state = self.state
-        worker = state.worker_built
-        if worker is None:
-            fail_on_release_errors(session, state)  # an xdist controller: its workers' releases
-            return
-        errors = worker.close()
-        state.release_errors.extend(f"{type(e).__name__}: {e}" for e in errors)
-        workeroutput = getattr(session.config, "workeroutput", None)
-        if isinstance(workeroutput, dict):
-            summary = worker.summary()
-            summary["errors"] = state.release_errors
-            workeroutput[WORKERINPUT_KEY] = summary
-        fail_on_release_errors(session, state)
-
     def pytest_terminal_summary(
         self, terminalreporter: Any, exitstatus: int, config: pytest.Config
     ) -> None:
