@@ -524,7 +524,7 @@ def _parent(repo: Path, lock_dir: Path, tmp_path: Path) -> Any:
             # (leases of one network namespace exclude each other, any lock directory).
             ResourceRequest(
                 "port-range",
-                {"lockDirectory": str(lock_dir), "basePort": 13200, "blockCount": 4},
+                {"lockDirectory": str(lock_dir), "basePort": 31200, "blockCount": 4},
             ),
         ],
         workspace_root=repo,

@@ -262,12 +262,12 @@ def test_a_non_utf8_repository_and_root_work(
             session_id="s",
             resources=[
                 ResourceRequest("git-worktree", request_options),
-                # Its own ports (13000-13127), not the default range: leases of one network
+                # Its own ports (31000-31127), not the default range: leases of one network
                 # namespace exclude each other whatever their lock directory, so concurrent
                 # runs on the machine could hold all four default blocks (seen in CI).
                 ResourceRequest(
                     "port-range",
-                    {"lockDirectory": locks, "basePort": 13000, "blockSize": 32, "blockCount": 4},
+                    {"lockDirectory": locks, "basePort": 31000, "blockSize": 32, "blockCount": 4},
                 ),
             ],
             workspace_root=bytes_repo,

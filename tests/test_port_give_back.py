@@ -13,7 +13,7 @@ import pytest
 pytestmark = pytest.mark.usefixtures("private_lock_dir")
 
 #: A port range of these tests' own, outside the default range other runs lease in.
-RANGE = "--aiops-port-range=13400-13599"
+RANGE = "--aiops-port-range=31400-31599"
 
 PRINTS_HANDED_OUT = """
 import json, pytest, pytest_aiops
