@@ -38,9 +38,9 @@ if TYPE_CHECKING:
 
 
 def finish(session: pytest.Session, state: _State) -> None:
-    """The plugin's ``pytest_sessionfinish``, after every other implementation: release this
-    process's resources, hand its summary to the xdist controller, and fail the run on a
-    failed release."""
+    """The plugin's ``pytest_sessionfinish`` (``trylast``): release this process's
+    resources, hand its summary to the xdist controller, and fail the run on a failed
+    release."""
     worker = state.worker_built
     if worker is None:
         fail_on_release_errors(session, state)  # an xdist controller: its workers' releases

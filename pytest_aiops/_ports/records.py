@@ -157,11 +157,9 @@ def _leases_error(path: str, reason: str) -> LockError:
     )
 
 
-def _open_leases_dir(lock_directory: str, *, create: bool, path: str | None = None) -> int | None:
-    """A descriptor of ``leases/`` (its ``path``, if the caller has it; never through a
+def _open_leases_dir(lock_directory: str, path: str, *, create: bool) -> int | None:
+    """A descriptor of ``leases/`` of ``lock_directory``, at ``path`` (never through a
     symlink); ``None`` if absent."""
-    if path is None:
-        path = os.path.join(lock_directory, LEASES_DIR)
     for _ in range(3):
         try:
             fd = os.open(path, _DIR_FLAGS)
@@ -226,7 +224,7 @@ def write_record(
     path = os.path.join(directory, name)
     fields = _record_json(session_id, os.getpid(), _HOST, time.time(), start, end, role, lease_id)
     data = _record_text(fields, extra)
-    dir_fd = _open_leases_dir(lock_directory, create=True, path=directory)
+    dir_fd = _open_leases_dir(lock_directory, directory, create=True)
     assert dir_fd is not None
     try:
         # The range's last lease put its file aside; take it back. (try/except, not
@@ -340,7 +338,7 @@ def _parse(path: str, text: str) -> LeaseRecord:
 def _names(lock_directory: str) -> tuple[str, list[str]]:
     directory = os.path.join(lock_directory, LEASES_DIR)
     try:
-        dir_fd = _open_leases_dir(lock_directory, create=False)
+        dir_fd = _open_leases_dir(lock_directory, directory, create=False)
     except LockError:
         return directory, []
     if dir_fd is None:
